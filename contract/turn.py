@@ -1,0 +1,80 @@
+"""What the session stage hands to the agent, and what it reports when a session ends.
+
+These travel between pipeline stages (not on a topic), so they are plain
+frozen dataclasses: cheap to pickle, and Beam's state coders handle them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+
+class Role(StrEnum):
+    USER = "user"
+    AGENT = "agent"
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    role: Role
+    text: str
+    turn_index: int
+    at: datetime
+
+
+@dataclass(frozen=True)
+class UserMessage:
+    message_id: str
+    text: str
+    sent_at: datetime
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One agent turn: the user messages it answers plus the bounded history before it."""
+
+    session_id: str
+    customer_id: str
+    turn_index: int
+    messages: tuple[UserMessage, ...]
+    history: tuple[HistoryEntry, ...]
+    omitted_history: int  # entries dropped by the history bound (see pipeline/session.py)
+    released_at: datetime  # when the session stage let the turn go
+
+    @property
+    def turn_id(self) -> str:
+        return f"{self.session_id}#{self.turn_index}"
+
+    @property
+    def message_ids(self) -> list[str]:
+        return [m.message_id for m in self.messages]
+
+    @property
+    def first_sent_at(self) -> datetime:
+        return min(m.sent_at for m in self.messages)
+
+
+@dataclass(frozen=True)
+class EnrichedTurn:
+    """A turn with the customer's context attached by the enrichment stage."""
+
+    turn: Turn
+    context: dict[str, Any]  # the customer's documents; empty when unknown
+    context_flags: tuple[str, ...] = ()  # e.g. "customer_unknown", "context_unavailable"
+    enrich_ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class SessionClosed:
+    session_id: str
+    customer_id: str
+    turns: int
+    messages: int
+    duplicates: int
+    opened_at: datetime
+    closed_at: datetime
+    outcome: str  # "idle" | "handoff"
+    extra: dict[str, Any] = field(default_factory=dict)

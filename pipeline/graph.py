@@ -1,0 +1,119 @@
+"""The streaming graph. Transform names are stable: Dataflow's in-place update
+matches state by them, so rename one only with a transform-name mapping.
+
+    ReadInbound ─ ParseInbound ─ KeyMessages ─┐
+                                              ├ MergeSessionEvents ─ Sessions ─ EnrichCustomerContext ─ AgentTurn
+    ReadReplyMemory ─ ParseReplyEvent ─ KeyReplies ┘        │                                      │   │   │
+                                                 WriteSessionEvals                 PublishReplies ─┘   │   │
+                                                                                    WriteTurnEvals ────┘   │
+    every stage's dead letters ─────────────────────────────────────────────── PublishDeadLetters ◀───────┘
+"""
+
+from __future__ import annotations
+
+import apache_beam as beam
+from agents.backends import make_handler, model_name
+from apache_beam.io.gcp.pubsub import PubsubMessage, ReadFromPubSub, WriteToPubSub
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from contract.messages import AgentReply
+from evals.rows import session_row
+from evals.schema import SESSIONS_TABLE, TURNS_TABLE
+from pipeline.agent_stage import AgentTurn
+from pipeline.bigquery import WriteRowsToBigQuery
+from pipeline.enrich import FetchCustomerContext
+from pipeline.options import SupportflowOptions
+from pipeline.parse import (
+    DEAD_LETTER_TAG,
+    ParseInbound,
+    ParseReplyEvent,
+    key_inbound,
+    key_reply,
+    to_pubsub_dead_letter,
+)
+from pipeline.session import CLOSED_TAG, SessionConfig, SessionDoFn
+
+
+def to_pubsub_reply(reply: AgentReply) -> PubsubMessage:
+    # Session id as ordering key: a session's replies reach subscribers in order.
+    return PubsubMessage(
+        reply.to_bytes(),
+        {"session_id": reply.session_id, "kind": reply.kind.value, "turn_id": reply.turn_id},
+        ordering_key=reply.session_id,
+    )
+
+
+def session_config(o: SupportflowOptions) -> SessionConfig:
+    return SessionConfig(
+        quiet_window_s=o.quiet_window_s,
+        max_hold_s=o.max_hold_s,
+        inflight_timeout_s=o.inflight_timeout_s,
+        idle_timeout_s=o.idle_timeout_s,
+        max_history=o.max_history,
+        max_seen_ids=o.max_seen_ids,
+    )
+
+
+def build(p: beam.Pipeline, options: PipelineOptions) -> None:
+    o = options.view_as(SupportflowOptions)
+    project = o.gcp_project
+
+    def sub(name: str) -> str:
+        return f"projects/{project}/subscriptions/{name}"
+
+    def topic(name: str) -> str:
+        return f"projects/{project}/topics/{name}"
+
+    inbound = (
+        p
+        | "ReadInbound" >> ReadFromPubSub(subscription=sub(o.inbound_subscription), with_attributes=True)
+        | "ParseInbound" >> beam.ParDo(ParseInbound()).with_outputs(DEAD_LETTER_TAG, main="messages")
+    )
+    memory = (
+        p
+        | "ReadReplyMemory" >> ReadFromPubSub(subscription=sub(o.reply_memory_subscription), with_attributes=True)
+        | "ParseReplyEvent" >> beam.ParDo(ParseReplyEvent()).with_outputs(DEAD_LETTER_TAG, main="replies")
+    )
+    events = (
+        inbound.messages | "KeyMessages" >> beam.Map(key_inbound),
+        memory.replies | "KeyReplies" >> beam.Map(key_reply),
+    ) | "MergeSessionEvents" >> beam.Flatten()
+
+    sessions = events | "Sessions" >> beam.ParDo(SessionDoFn(session_config(o))).with_outputs(
+        CLOSED_TAG, DEAD_LETTER_TAG, main="turns"
+    )
+    enriched = sessions.turns | "EnrichCustomerContext" >> beam.ParDo(FetchCustomerContext(project))
+
+    handler = make_handler(o.model_backend, max_tokens=o.model_max_tokens, threads=o.model_threads)
+    replies, eval_rows, agent_dead = enriched | "AgentTurn" >> AgentTurn(
+        handler, model_name(o.model_backend), o.model_max_tokens
+    )
+    _ = (
+        replies
+        | "ToReplyMessage" >> beam.Map(to_pubsub_reply)
+        | "PublishReplies" >> WriteToPubSub(topic(o.reply_topic), with_attributes=True, publish_with_ordering_key=True)
+    )
+
+    def bq(table: str) -> WriteRowsToBigQuery:
+        return WriteRowsToBigQuery(project, o.eval_dataset, table, o.bigquery_endpoint)
+
+    turn_eval_dead = eval_rows | "WriteTurnEvals" >> beam.ParDo(bq(TURNS_TABLE))
+    session_eval_dead = (
+        sessions[CLOSED_TAG]
+        | "SessionRow" >> beam.Map(lambda c: (f"{c.session_id}@{c.closed_at.isoformat()}", session_row(c)))
+        | "WriteSessionEvals" >> beam.ParDo(bq(SESSIONS_TABLE))
+    )
+
+    _ = (
+        (
+            inbound[DEAD_LETTER_TAG],
+            memory[DEAD_LETTER_TAG],
+            sessions[DEAD_LETTER_TAG],
+            agent_dead,
+            turn_eval_dead,
+            session_eval_dead,
+        )
+        | "AllDeadLetters" >> beam.Flatten()
+        | "ToDeadLetterMessage" >> beam.Map(to_pubsub_dead_letter)
+        | "PublishDeadLetters" >> WriteToPubSub(topic(o.dead_letter_topic), with_attributes=True)
+    )

@@ -1,0 +1,83 @@
+"""Edge of the pipeline: Pub/Sub messages in, contract objects (or dead letters) out."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+
+import apache_beam as beam
+from apache_beam.io.gcp.pubsub import PubsubMessage
+from apache_beam.metrics import Metrics
+
+from contract.messages import AgentReply, ContractError, DeadLetter, InboundMessage, parse_inbound, parse_reply
+
+DEAD_LETTER_TAG = "dead_letter"
+
+
+def dead_letter_for(stage: str, reason: str, data: bytes, attributes: dict[str, str] | None = None) -> DeadLetter:
+    """A dead letter that keeps the original bytes, whatever they are."""
+    try:
+        payload, encoding = data.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        payload, encoding = base64.b64encode(data).decode("ascii"), "base64"
+    return DeadLetter(
+        stage=stage, reason=reason, payload=payload, payload_encoding=encoding, attributes=dict(attributes or {})
+    )
+
+
+class ParseInbound(beam.DoFn):
+    """PubsubMessage -> InboundMessage; anything off-contract -> dead letter with the reason."""
+
+    def __init__(self) -> None:
+        self.accepted = Metrics.counter("inbound", "accepted")
+        self.rejected = Metrics.counter("inbound", "rejected")
+
+    def process(self, msg: PubsubMessage) -> Iterator:
+        data = msg.data or b""
+        try:
+            parsed = parse_inbound(data)
+        except ContractError as e:
+            self.rejected.inc()
+            yield beam.pvalue.TaggedOutput(
+                DEAD_LETTER_TAG, dead_letter_for("ParseInbound", e.reason, data, msg.attributes)
+            )
+            return
+        self.accepted.inc()
+        yield parsed
+
+
+class ParseReplyEvent(beam.DoFn):
+    """The pipeline's own replies read back for session memory.
+
+    A reply we cannot read is not a customer's message: it is counted and
+    dead-lettered so a bad producer on the reply topic is visible.
+    """
+
+    def __init__(self) -> None:
+        self.unreadable = Metrics.counter("memory", "unreadable_replies")
+
+    def process(self, msg: PubsubMessage) -> Iterator:
+        try:
+            reply: AgentReply = parse_reply(msg.data or b"")
+        except ContractError as e:
+            self.unreadable.inc()
+            yield beam.pvalue.TaggedOutput(
+                DEAD_LETTER_TAG, dead_letter_for("ReadReplyMemory", e.reason, msg.data or b"", msg.attributes)
+            )
+            return
+        yield reply
+
+
+def key_inbound(msg: InboundMessage) -> tuple[str, InboundMessage]:
+    return msg.session_id, msg
+
+
+def key_reply(reply: AgentReply) -> tuple[str, AgentReply]:
+    return reply.session_id, reply
+
+
+def to_pubsub_dead_letter(dl: DeadLetter) -> PubsubMessage:
+    attrs = {"stage": dl.stage, "reason": dl.reason[:1000]}
+    if dl.session_id:
+        attrs["session_id"] = dl.session_id
+    return PubsubMessage(dl.to_bytes(), attrs)
