@@ -1,0 +1,5 @@
+import sys
+
+from stack.service import main
+
+sys.exit(main())

@@ -1,0 +1,127 @@
+"""A terminal chat client: publishes what you type, prints the agent's replies.
+
+It is the smallest honest frontend: messages go to the inbound topic in the
+contract's shape; replies come from its own subscription on the reply topic
+(created at start, deleted at exit) and are filtered by session id. A reply
+delivered twice by Pub/Sub is shown once (keyed by turn id).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import sys
+import threading
+import uuid
+from datetime import UTC, datetime
+
+from google.api_core import exceptions as gexc
+from google.cloud import pubsub_v1
+
+from contract.messages import AgentReply, ContractError, InboundMessage, ReplyKind, parse_reply
+from pipeline.options import INBOUND_TOPIC, REPLY_TOPIC
+
+
+class ReplyListener:
+    """Streaming-pull subscriber on a private subscription to the reply topic."""
+
+    def __init__(self, project: str, name: str | None = None, sessions: set[str] | None = None) -> None:
+        self.project = project
+        self.sessions = sessions  # None: every session
+        self.replies: queue.Queue[AgentReply] = queue.Queue()
+        self._seen: set[str] = set()
+        self._lock = threading.Lock()
+        self._sub = pubsub_v1.SubscriberClient()
+        self.subscription = self._sub.subscription_path(project, name or f"chat-replies-term-{uuid.uuid4().hex[:8]}")
+        self._sub.create_subscription(
+            request={
+                "name": self.subscription,
+                "topic": self._sub.topic_path(project, REPLY_TOPIC),
+                "enable_message_ordering": True,
+                "ack_deadline_seconds": 30,
+            }
+        )
+        self._future = self._sub.subscribe(self.subscription, self._on_message)
+
+    def _on_message(self, message: pubsub_v1.subscriber.message.Message) -> None:
+        try:
+            reply = parse_reply(message.data)
+        except ContractError:
+            message.ack()  # not ours to fix; the pipeline dead-letters what it produced badly
+            return
+        if self.sessions is None or reply.session_id in self.sessions:
+            with self._lock:
+                fresh = reply.turn_id not in self._seen
+                self._seen.add(reply.turn_id)
+            if fresh:
+                self.replies.put(reply)
+        message.ack()
+
+    def close(self) -> None:
+        self._future.cancel()
+        with contextlib.suppress(Exception):  # a cancelled future raises; nothing to do at shutdown
+            self._future.result(timeout=5)
+        with contextlib.suppress(gexc.GoogleAPICallError):
+            self._sub.delete_subscription(request={"subscription": self.subscription})
+        self._sub.close()
+
+
+class ChatSession:
+    def __init__(self, project: str, customer_id: str, session_id: str | None = None) -> None:
+        self.project = project
+        self.customer_id = customer_id
+        self.session_id = session_id or f"term-{uuid.uuid4().hex[:12]}"
+        self._pub = pubsub_v1.PublisherClient()
+        self._topic = self._pub.topic_path(project, INBOUND_TOPIC)
+
+    def send(self, text: str) -> InboundMessage:
+        msg = InboundMessage(
+            session_id=self.session_id,
+            customer_id=self.customer_id,
+            message_id=uuid.uuid4().hex,
+            text=text,
+            sent_at=datetime.now(UTC),
+        )
+        self._pub.publish(self._topic, msg.to_bytes(), session_id=self.session_id).result(timeout=30)
+        return msg
+
+
+def repl(project: str, customer_id: str) -> None:
+    """Interactive loop: type a line to send it; replies print as they arrive."""
+    chat = ChatSession(project, customer_id)
+    listener = ReplyListener(project, sessions={chat.session_id})
+    stop = threading.Event()
+
+    def printer() -> None:
+        while not stop.is_set():
+            try:
+                r = listener.replies.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            tag = {ReplyKind.REPLY: "agent", ReplyKind.HANDOFF: "agent→human", ReplyKind.ERROR: "error"}[r.kind]
+            print(f"\r[{tag}] {r.text}\n  ({r.model}, {r.timings.total_ms:.0f} ms)\n> ", end="", flush=True)
+
+    threading.Thread(target=printer, daemon=True).start()
+    print(f"Chatting as customer {customer_id} in session {chat.session_id}. Ctrl-D or /quit to stop.")
+    try:
+        while True:
+            try:
+                line = input("> ")
+            except EOFError:
+                break
+            if line.strip() in {"/quit", "/exit"}:
+                break
+            if line.strip():
+                chat.send(line)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop.set()
+        listener.close()
+        print()
+
+
+if __name__ == "__main__":
+    import os
+
+    repl(os.environ.get("GOOGLE_CLOUD_PROJECT", "supportflow-local"), sys.argv[1] if len(sys.argv) > 1 else "C0001")

@@ -1,0 +1,43 @@
+"""Shared pytest fixtures."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from stack.emulators import DEFAULT_STATE_DIR, LocalStack, check_prerequisites, ensure_bq_venv
+
+# ---------------------------------------------------------------------------
+# Local stack (stack/): the real emulators, started once per test session.
+# Tests that need Pub/Sub, Firestore or BigQuery ask for `local_stack` (resources
+# created, env applied) or `seeded_stack` (plus the default Firestore seed set).
+# Each session gets its own state dir under pytest's tmp dir, so a concurrent
+# `make run` on .stack/ is never disturbed; logs end up in <tmp>/stack0/logs/.
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    from stack.resources import ensure_resources  # imports Beam (via pipeline.options): only when asked for
+
+    bq_venv = ensure_bq_venv(DEFAULT_STATE_DIR / "bq-venv")
+    problems = check_prerequisites(bq_venv=bq_venv)
+    if problems:
+        pytest.fail("the local stack cannot start:\n  - " + "\n  - ".join(problems), pytrace=False)
+    stack = LocalStack(state_dir=tmp_path_factory.mktemp("stack"), bq_venv=bq_venv).start()
+    try:
+        stack.apply_env()
+        ensure_resources(stack.project, stack.bigquery_endpoint)
+        yield stack
+    finally:
+        stack.stop()
+
+
+@pytest.fixture(scope="session")
+def seeded_stack(local_stack: LocalStack) -> LocalStack:
+    from stack.clients import firestore_client
+    from stack.seed import DEFAULT_CUSTOMERS, seed_firestore
+
+    seed_firestore(firestore_client(local_stack.project), DEFAULT_CUSTOMERS)
+    return local_stack

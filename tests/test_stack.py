@@ -1,0 +1,237 @@
+"""The local stack against the real emulators: start, resources, one round trip per service, clean stop."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from google.cloud import bigquery
+from google.cloud.pubsub_v1.types import ReceivedMessage
+
+from evals.schema import EVAL_SCHEMA_VERSION, TURNS_TABLE
+from pipeline.options import (
+    DEAD_LETTER_SUBSCRIPTION,
+    EVAL_DATASET,
+    INBOUND_SUBSCRIPTION,
+    INBOUND_TOPIC,
+    REPLY_MEMORY_SUBSCRIPTION,
+    REPLY_TOPIC,
+)
+from stack.clients import bigquery_client, firestore_client, publisher_client, subscriber_client
+from stack.emulators import (
+    DEFAULT_STATE_DIR,
+    Emulator,
+    LocalStack,
+    StackError,
+    _group_members,
+    check_prerequisites,
+    firestore_emulator,
+    free_port,
+    reap_stale,
+)
+from stack.resources import FRONTEND_REPLY_SUBSCRIPTION, create_subscription, delete_subscription, ensure_resources
+from stack.seed import CUSTOMERS, DEFAULT_CUSTOMERS, HELP_ARTICLES, HELP_ARTICLES_DATA, ORDERS, build_customer
+
+BQ_VENV = DEFAULT_STATE_DIR / "bq-venv"
+
+
+# -- preflight: no emulator is started by these --------------------------------------------------------------------
+
+
+def test_prerequisites_are_present() -> None:
+    assert check_prerequisites(bq_venv=BQ_VENV) == []
+
+
+def test_missing_emulator_binary_is_named(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-pubsub-emulator"
+    stack = LocalStack(state_dir=tmp_path / "state", bq_venv=BQ_VENV, pubsub_bin=missing)
+    with pytest.raises(StackError, match="Pub/Sub emulator binary missing: .*no-such-pubsub-emulator"):
+        stack.start()
+    assert not (tmp_path / "state" / "logs").exists()  # refused before launching anything
+
+
+def test_missing_java_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(StackError, match="java not found .*no-such-java"):
+        LocalStack(state_dir=tmp_path, bq_venv=BQ_VENV, java="no-such-java").start()
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))  # an empty directory: no java on PATH
+    problems = check_prerequisites(bq_venv=BQ_VENV)
+    assert len(problems) == 1 and problems[0].startswith("java not found")
+
+
+def test_missing_bq_venv_says_how_to_create_it(tmp_path: Path) -> None:
+    problems = check_prerequisites(bq_venv=tmp_path / "bq-venv")
+    assert len(problems) == 1 and "bqemulator" in problems[0] and "ensure_bq_venv" in problems[0]
+
+
+# -- the running stack ---------------------------------------------------------------------------------------------
+
+
+def test_env_points_at_the_stack(local_stack: LocalStack) -> None:
+    env = local_stack.env
+    assert set(env) == {
+        "PUBSUB_EMULATOR_HOST",
+        "FIRESTORE_EMULATOR_HOST",
+        "BIGQUERY_EMULATOR_HOST",
+        "GOOGLE_CLOUD_PROJECT",
+    }
+    assert env["PUBSUB_EMULATOR_HOST"].startswith("127.0.0.1:")
+    assert env["BIGQUERY_EMULATOR_HOST"].startswith("http://127.0.0.1:")
+    assert all(os.environ[k] == v for k, v in env.items())  # applied by the fixture
+    assert local_stack.startup_s is not None and local_stack.startup_s < 60
+    for emu in local_stack.emulators.values():
+        assert emu.running and emu.log_path.is_file()
+        assert emu.pid_file is not None and emu.pid_file.is_file()
+
+
+def test_resources_exist_and_reply_subscriptions_are_ordered(local_stack: LocalStack) -> None:
+    project = local_stack.project
+    again = ensure_resources(project, local_stack.bigquery_endpoint)  # idempotent: a second run is a no-op
+    assert set(again.subscriptions) == {
+        INBOUND_SUBSCRIPTION,
+        REPLY_MEMORY_SUBSCRIPTION,
+        FRONTEND_REPLY_SUBSCRIPTION,
+        DEAD_LETTER_SUBSCRIPTION,
+    }
+    with subscriber_client() as sub:
+        for name, ordered in ((REPLY_MEMORY_SUBSCRIPTION, True), (FRONTEND_REPLY_SUBSCRIPTION, True)):
+            got = sub.get_subscription(subscription=sub.subscription_path(project, name), timeout=10)
+            assert got.enable_message_ordering is ordered
+            assert got.topic == sub.topic_path(project, REPLY_TOPIC)
+    assert set(again.tables) == {TURNS_TABLE, "sessions_v1"}
+
+
+def _pull(path: str, want: int, timeout_s: float = 15.0) -> list[ReceivedMessage]:
+    received: list[ReceivedMessage] = []
+    deadline = time.monotonic() + timeout_s
+    with subscriber_client() as sub:
+        while len(received) < want and time.monotonic() < deadline:
+            resp = sub.pull(request={"subscription": path, "max_messages": 10}, timeout=5)
+            if resp.received_messages:
+                sub.acknowledge(request={"subscription": path, "ack_ids": [m.ack_id for m in resp.received_messages]})
+            received.extend(resp.received_messages)
+    return received
+
+
+def test_pubsub_publish_and_pull(local_stack: LocalStack) -> None:
+    project = local_stack.project
+    name = f"test-stack-{uuid.uuid4().hex[:8]}"  # fresh: sees only what this test publishes
+    path = create_subscription(project, name, INBOUND_TOPIC, ordering=True)
+    try:
+        publisher = publisher_client(enable_message_ordering=True)
+        topic = publisher.topic_path(project, INBOUND_TOPIC)
+        for i in range(3):
+            publisher.publish(topic, f"hello {i}".encode(), ordering_key="s-1", session_id="s-1").result(timeout=10)
+        got = _pull(path, want=3)
+        assert [m.message.data for m in got] == [b"hello 0", b"hello 1", b"hello 2"]
+        assert all(m.message.attributes["session_id"] == "s-1" and m.message.ordering_key == "s-1" for m in got)
+    finally:
+        delete_subscription(project, name)
+
+
+def test_seeded_customer_reads_back(seeded_stack: LocalStack) -> None:
+    db = firestore_client(seeded_stack.project)
+    expected = build_customer(1)
+    snap = db.collection(CUSTOMERS).document("C0001").get(timeout=10)
+    assert snap.exists and snap.to_dict() == expected.profile
+    orders = {o.id: o.to_dict() for o in snap.reference.collection(ORDERS).stream(timeout=10)}
+    assert orders == expected.orders
+    # C0001..C0006: newest order is placed, shipped, delayed, delivered, returned, refunded in turn.
+    newest = db.collection(CUSTOMERS).document("C0003").collection(ORDERS).order_by("placed_at").limit_to_last(1)
+    assert [o.get("status") for o in newest.get(timeout=10)] == ["delayed"]
+    count = db.collection(CUSTOMERS).count().get(timeout=10)[0][0].value
+    assert count == DEFAULT_CUSTOMERS
+    assert {a.id for a in db.collection(HELP_ARTICLES).stream(timeout=10)} == set(HELP_ARTICLES_DATA)
+
+
+def test_seed_cli_is_idempotent(seeded_stack: LocalStack) -> None:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    for _ in range(2):
+        out = subprocess.run(
+            [sys.executable, "-m", "stack.seed", "--customers", "5"], env=env, capture_output=True, text=True
+        )
+        assert out.returncode == 0, out.stderr
+        assert "seeded 5 customers" in out.stdout
+    db = firestore_client(seeded_stack.project)
+    assert db.collection(CUSTOMERS).count().get(timeout=10)[0][0].value == DEFAULT_CUSTOMERS
+    assert db.collection(CUSTOMERS).document("C0002").get(timeout=10).to_dict() == build_customer(2).profile
+
+
+def test_bigquery_insert_and_query(local_stack: LocalStack) -> None:
+    project = local_stack.project
+    bq = bigquery_client(project, local_stack.bigquery_endpoint)
+    session_id = f"s-{uuid.uuid4().hex[:8]}"
+    row = {
+        "schema_version": EVAL_SCHEMA_VERSION,
+        "session_id": session_id,
+        "turn_id": f"{session_id}#0",
+        "turn_index": 0,
+        "customer_hash": "ab" * 32,
+        "answers": ["m-1", "m-2"],
+        "kind": "reply",
+        "model": "instant",
+        "total_ms": 12.5,
+        "flags": [],
+        "created_at": "2026-11-25T12:00:00Z",
+    }
+    table = f"{project}.{EVAL_DATASET}.{TURNS_TABLE}"
+    assert bq.insert_rows_json(table, [row], row_ids=[row["turn_id"]]) == []
+    job = bq.query(
+        f"SELECT turn_id, answers, total_ms FROM `{table}` WHERE session_id = @sid",
+        job_config=bigquery.QueryJobConfig(
+            query_parameters=[bigquery.ScalarQueryParameter("sid", "STRING", session_id)]
+        ),
+    )
+    rows = [dict(r) for r in job.result(timeout=30)]
+    assert rows == [{"turn_id": f"{session_id}#0", "answers": ["m-1", "m-2"], "total_ms": 12.5}]
+
+
+# -- process management --------------------------------------------------------------------------------------------
+
+
+def test_stop_kills_the_whole_process_group(tmp_path: Path) -> None:
+    # The Firestore launcher is a bash script that forks java: killing its pid alone would leak the JVM.
+    emu = firestore_emulator(free_port(), tmp_path / "logs", "test-project")
+    emu.launch()
+    try:
+        emu.wait_ready(timeout_s=60)
+        assert emu.proc is not None
+        pgid = emu.proc.pid
+        assert len(_group_members(pgid)) >= 2  # bash + java
+    finally:
+        emu.stop()
+    assert _group_members(pgid) == []
+
+
+def test_reap_stale_kills_orphans_of_a_dead_owner(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    # Process management only, so a plain process group stands in for an emulator: the launcher exits at once
+    # and leaves its child in the group, as a JVM outlives a SIGKILLed owner.
+    orphan = Emulator(
+        name="orphan",
+        argv=["bash", "-c", "sleep 300 & exit 0"],
+        port=0,
+        log_path=tmp_path / "orphan.log",
+        probe=lambda: False,
+        run_dir=run_dir,
+    )
+    orphan.launch()
+    assert orphan.proc is not None and orphan.pid_file is not None
+    pgid = orphan.proc.pid
+    orphan.proc.wait(timeout=10)
+    assert len(_group_members(pgid)) == 1  # the sleep
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    info = orphan.pid_file.read_text().replace(f'"owner": {os.getpid()}', f'"owner": {dead.pid}')
+    orphan.pid_file.write_text(info)  # as if the stack's owner had been SIGKILLed
+    try:
+        assert reap_stale(run_dir) == ["orphan"]
+        assert _group_members(pgid) == []
+        assert not orphan.pid_file.exists()
+    finally:
+        orphan.stop()
