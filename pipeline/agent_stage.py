@@ -15,12 +15,12 @@ from collections.abc import Iterator
 from dataclasses import asdict
 
 import apache_beam as beam
-from agents.prompting import PROMPT_VERSION, build_request
-from agents.turn import answer
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInference
 
 from agents.model import ModelCall, ModelResponse
+from agents.prompting import PROMPT_VERSION, build_request
+from agents.turn import answer, reply_flags
 from contract.messages import AgentReply, DeadLetter, ReplyKind, TurnTimings
 from contract.turn import EnrichedTurn
 from evals.rows import turn_row
@@ -59,10 +59,12 @@ class ToReply(beam.DoFn):
             yield from failed_turn(call.payload, self._model, f"model could not answer: {response.error}")
             return
         enriched: EnrichedTurn = call.payload
-        reply = answer(enriched, response, timings=_timings(enriched, response.model_ms))
+        t = _timings(enriched, response.model_ms)
+        reply = answer(enriched, response, queue_ms=t.queue_ms, total_ms=t.total_ms)
         self.latency.update(int(reply.timings.total_ms))
         yield reply
-        row = turn_row(reply, enriched, response.prompt_tokens, response.completion_tokens)
+        flags = reply_flags(response)
+        row = turn_row(reply, enriched, response.prompt_tokens, response.completion_tokens, flags)
         yield beam.pvalue.TaggedOutput(EVAL_TAG, (reply.turn_id, row))
 
 

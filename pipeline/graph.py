@@ -12,10 +12,10 @@ matches state by them, so rename one only with a transform-name mapping.
 from __future__ import annotations
 
 import apache_beam as beam
-from agents.backends import make_handler, model_name
 from apache_beam.io.gcp.pubsub import PubsubMessage, ReadFromPubSub, WriteToPubSub
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from agents.backends import make_handler
 from contract.messages import AgentReply
 from evals.rows import session_row
 from evals.schema import SESSIONS_TABLE, TURNS_TABLE
@@ -84,9 +84,11 @@ def build(p: beam.Pipeline, options: PipelineOptions) -> None:
     )
     enriched = sessions.turns | "EnrichCustomerContext" >> beam.ParDo(FetchCustomerContext(project))
 
-    handler = make_handler(o.model_backend, max_tokens=o.model_max_tokens, threads=o.model_threads)
+    handler = make_handler(
+        o.model_backend, max_tokens=o.model_max_tokens, threads=o.model_threads, gemini_model=o.gemini_model
+    )
     replies, eval_rows, agent_dead = enriched | "AgentTurn" >> AgentTurn(
-        handler, model_name(o.model_backend), o.model_max_tokens
+        handler, handler.model_name, o.model_max_tokens
     )
     _ = (
         replies

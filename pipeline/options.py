@@ -20,7 +20,7 @@ DEAD_LETTER_TOPIC = "chat-dead-letters"
 DEAD_LETTER_SUBSCRIPTION = "chat-dead-letters-audit"
 EVAL_DATASET = "supportflow_evals"
 
-MODEL_BACKENDS = ("smollm2", "instant")
+MODEL_BACKENDS = ("smollm2", "instant", "gemini")
 
 
 class SupportflowOptions(PipelineOptions):
@@ -39,6 +39,7 @@ class SupportflowOptions(PipelineOptions):
             help="BigQuery REST endpoint, e.g. http://127.0.0.1:9050 for the emulator; unset for the real API.",
         )
         p.add_argument("--model_backend", default="smollm2", choices=MODEL_BACKENDS)
+        p.add_argument("--gemini_model", default="gemini-2.5-flash", help="Gemini model for --model_backend=gemini.")
         p.add_argument("--model_max_tokens", type=int, default=96, help="Cap on generated tokens per model call.")
         p.add_argument("--model_threads", type=int, default=2, help="CPU threads for the local model.")
         # Session stage (see pipeline/session.py).

@@ -1,0 +1,1 @@
+"""The agent: prompt building, model backends and reply assembly (see ``agents.model``)."""
