@@ -29,19 +29,28 @@ class ChatMessage:
     """One chat message in OpenAI terms.
 
     ``name`` names a tool (role "tool") or a participant; ``tool_call_id`` ties a
-    tool result to the call it answers. Both are unused until tool calling lands.
+    tool result to the call it answers. ``tool_calls`` (assistant messages only)
+    replays the function calls the model made, so the next request shows the
+    model its own calls before their results (OpenAI ``tool_calls``, Gemini
+    ``function_call`` parts).
     """
 
     role: Role
     content: str
     name: str | None = None
     tool_call_id: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:
             raise ValueError(f"unknown role {self.role!r}; expected one of {sorted(ROLES)}")
         if not isinstance(self.content, str):
             raise TypeError(f"content must be str, got {type(self.content).__name__}")
+        object.__setattr__(self, "tool_calls", tuple(self.tool_calls))
+        if self.tool_calls and self.role != "assistant":
+            raise ValueError("only assistant messages carry tool_calls")
+        if not all(isinstance(c, ToolCall) for c in self.tool_calls):
+            raise TypeError("tool_calls must be ToolCall instances")
 
     def to_openai(self) -> dict[str, Any]:
         out: dict[str, Any] = {"role": self.role, "content": self.content}
@@ -49,12 +58,17 @@ class ChatMessage:
             out["name"] = self.name
         if self.tool_call_id is not None:
             out["tool_call_id"] = self.tool_call_id
+        if self.tool_calls:
+            out["tool_calls"] = [
+                {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments or "{}"}}
+                for c in self.tool_calls
+            ]
         return out
 
 
 @dataclass(frozen=True)
 class ToolCall:
-    """A function call the model asked for (not produced by any backend yet).
+    """A function call the model asked for (``ModelResponse.tool_calls``).
 
     ``arguments`` is the raw JSON text, as OpenAI-style APIs return it; the
     caller validates it against the tool's schema before running anything.

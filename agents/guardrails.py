@@ -1,0 +1,495 @@
+"""Guardrails around an agent turn: what the user sends in, and what the agent sends out.
+
+Both checks are pure functions of text plus ``SessionFacts`` (what belongs to
+this session's customer: ids, tracking numbers, contact data, values from this
+turn's tool results, the prompt's own instructions, the actions the tools
+really carried out). They are general mechanisms, not lists of known attacks:
+
+Input (``check_input``), on the text normalised (NFKC, zero-width and bidi
+controls removed, case-folded, whitespace collapsed):
+- ``other_customer``: an identifier of the shop's formats (customer, order,
+  ticket id) owned by another customer than the session's, or a request to
+  look up / disclose data of a third party ("another customer's address",
+  "all users' emails", "my neighbour's phone number").
+- ``system_prompt``: asks to see or repeat the instructions / system prompt.
+- ``prompt_injection``: instruction overrides ("ignore previous instructions"),
+  role or chat-template markers (``<|im_start|>``, ``[INST]``, "system:" lines),
+  mode switches ("developer mode"), tool-call or ``customer_id`` syntax.
+- ``policy_exception``: asks to bend the policy ("make an exception", "refund
+  it anyway", "even though the window closed"), or claims staff authority.
+- ``human_request``: asks for a person (not an attack: the turn hands off).
+The first three refuse the turn, a policy exception gets a refusal that offers
+a human, a human request hands off. Every category becomes a flag
+``guard_in_<category>`` for the eval row.
+
+Output (``check_output``):
+- fails (the reply is replaced by a hand-off): another customer's identifiers
+  (``guard_out_foreign_id``), a chunk of the system prompt's instructions
+  (``guard_out_system_prompt``), secrets such as API keys, private keys or card
+  numbers (``guard_out_secret``), and promises of an action no tool carried out
+  in this turn: "your refund has been issued" without a refund done
+  (``guard_out_unbacked_promise``);
+- redacts (and flags ``guard_out_redacted``): e-mail addresses and phone
+  numbers that are not the customer's own;
+- flags only: ids of the shop's formats that appear nowhere in the session
+  (``guard_out_unknown_id``, a made-up order number).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+# ---------------------------------------------------------------------------
+# Identifiers and facts
+# ---------------------------------------------------------------------------
+
+CUSTOMER_ID = re.compile(r"\bC\d{4,}\b", re.IGNORECASE)
+# Ids that embed their owner's customer id (group 1).
+OWNED_ID = re.compile(r"\b(?:O|T)-(C\d{4,})-\d+\b", re.IGNORECASE)
+# Ids the tools mint (refunds, returns, tickets, hand-offs): no owner inside, must come from this session.
+MINTED_ID = re.compile(r"\b(?:RMA|R|H|T)-[0-9A-F]{10,16}\b")
+EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
+PHONE = re.compile(
+    r"(?<![\w+-])(?:"
+    r"(?:\+|00)\d[\d\s().-]{7,18}\d"  # international
+    r"|\(?\d{3}\)?[\s.-]\d{3}[\s.-]\d{4}"  # NANP
+    r"|0\d{2,4}[\s-]\d{3,4}[\s-]?\d{3,4}"  # national, spaced
+    r")(?![\w-])"
+)
+CARD = re.compile(r"(?<![\w-])(?:\d[ -]?){12,18}\d(?![\w-])")
+SECRETS = (
+    re.compile(r"AIza[0-9A-Za-z_-]{30,}"),
+    re.compile(r"\bsk-[A-Za-z0-9_-]{16,}"),
+    re.compile(r"\bgh[pousr]_[A-Za-z0-9]{30,}"),
+    re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{10,}"),
+    re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"),
+    re.compile(r"\b(?:api[_ -]?key|secret[_ -]?key|password|passwd|access[_ -]?token)\s*[:=]\s*\S{6,}", re.I),
+)
+
+
+_TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}|$)")
+
+
+def _digits(text: str) -> str:
+    return re.sub(r"\D", "", text)
+
+
+def flatten_values(value: Any) -> Iterable[str]:
+    """Every scalar in a nested JSON-like value, as strings (booleans and None left out)."""
+    if isinstance(value, Mapping):
+        for v in value.values():
+            yield from flatten_values(v)
+    elif isinstance(value, list | tuple | set | frozenset):
+        for v in value:
+            yield from flatten_values(v)
+    elif value is not None and not isinstance(value, bool):
+        yield str(value)
+
+
+@dataclass(frozen=True)
+class SessionFacts:
+    """What belongs to the session's customer, for telling "theirs" from "someone else's"."""
+
+    customer_id: str
+    own_values: frozenset[str] = frozenset()  # any string value of the customer's context / tool results
+    instructions: str = ""  # the prompt's static instructions (never to be echoed)
+    done_actions: frozenset[str] = frozenset()  # "refund", "return", "address_change", "ticket", "handoff"
+    _own_lower: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
+    _own_digits: tuple[str, ...] = field(default=(), repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        values = frozenset({self.customer_id, *self.own_values})
+        object.__setattr__(self, "own_values", values)
+        object.__setattr__(self, "_own_lower", frozenset(v.lower() for v in values))
+        digits = {_digits(v) for v in values if not _TIMESTAMP.match(v)}  # a date's digits are no phone
+        object.__setattr__(self, "_own_digits", tuple(sorted(d for d in digits if len(d) >= 6)))
+
+    def owns_text(self, value: str) -> bool:
+        low = value.lower()
+        return low in self._own_lower or any(low in v for v in self._own_lower if len(low) >= 6)
+
+    def owns_number(self, value: str) -> bool:
+        d = _digits(value)
+        return bool(d) and any(d in own for own in self._own_digits)
+
+    def is_own_customer(self, cid: str) -> bool:
+        return cid.upper() == self.customer_id.upper()
+
+    def with_values(self, values: Iterable[Any], done_actions: Iterable[str] = ()) -> SessionFacts:
+        return SessionFacts(
+            self.customer_id,
+            self.own_values | frozenset(flatten_values(list(values))),
+            self.instructions,
+            self.done_actions | frozenset(done_actions),
+        )
+
+
+def facts_from_context(
+    customer_id: str,
+    context: Mapping[str, Any] | None,
+    *,
+    instructions: str = "",
+    extra_values: Iterable[Any] = (),
+    done_actions: Iterable[str] = (),
+) -> SessionFacts:
+    """Facts from the enrichment context (profile, orders, tickets) plus any extra values (tool results)."""
+    ctx = dict(context or {})
+    if ctx.get("customer_id") not in (None, customer_id):
+        ctx = {}  # another customer's context is never "own"
+    values = set(flatten_values(ctx)) | set(flatten_values(list(extra_values)))
+    return SessionFacts(customer_id, frozenset(values), instructions, frozenset(done_actions))
+
+
+# ---------------------------------------------------------------------------
+# Input
+# ---------------------------------------------------------------------------
+
+_INVISIBLE = re.compile("[\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]")
+_QUOTES = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "\u02bc": "'"})
+
+
+def normalize(text: str) -> str:
+    text = unicodedata.normalize("NFKC", text)
+    text = _INVISIBLE.sub("", text).translate(_QUOTES).casefold()
+    return "\n".join(" ".join(line.split()) for line in text.splitlines())
+
+
+def _any(patterns: Iterable[re.Pattern[str]], text: str) -> bool:
+    return any(p.search(text) for p in patterns)
+
+
+_C = r"[^.?!\n]"  # within one sentence
+_THIRD_PARTY = (
+    r"(?:another|other|different|(?:some|any) ?(?:one|body) else'?s?|other people'?s?|all|every|each|the other)"
+    r"\s+(?:customers?|users?|clients?|accounts?|members?|shoppers?|buyers?|people|persons?)(?:'s?)?"
+    r"|(?:some|any) ?(?:one|body) else'?s?|other people'?s?"
+    r"|(?:my|a|the|this)\s+(?:wife|husband|partner|friend|neighbou?r|colleague|co-?worker|boss|ex|mother|mom|mum|"
+    r"father|dad|son|daughter|brother|sister|room-?mate|flat-?mate|landlord|tenant)'?s?"
+    r"|(?:mr|mrs|ms|miss|dr)\.?\s+[a-z]+'?s?|customer\s+(?:named|called)\s+\w+"
+)
+_PRIVATE_DATA = (
+    r"(?:home |delivery |shipping |billing |e-?mail |postal )?address(?:es)?|e-?mails?|phone(?: numbers?)?|"
+    r"(?:mobile|cell|telephone) numbers?|account(?: details| info(?:rmation)?)?|card(?: details| numbers?)?|"
+    r"passwords?|purchase history|order history|orders|details|personal (?:data|info(?:rmation)?)|info(?:rmation)?"
+)
+OTHER_CUSTOMER = tuple(
+    re.compile(p)
+    for p in (
+        rf"\b(?:{_THIRD_PARTY})\s+(?:[\w'-]+\s+){{0,2}}(?:{_PRIVATE_DATA})\b",
+        rf"\b(?:{_PRIVATE_DATA})\b{_C}{{0,25}}\b(?:of|for|belonging to|from|on)\s+(?:{_THIRD_PARTY})\b",
+        r"\b(?:his|her|their)\s+(?:home |delivery |e-?mail )?(?:address|e-?mail|phone(?: number)?|card details|"
+        r"password|purchase history|order history|personal details)\b",
+        r"\b(?:list|show|give|export|dump|send|print)\b[^.?!\n]{0,15}\b(?:all|every|the whole)\s+(?:the\s+)?"
+        r"(?:customers?|users?|accounts?|clients?|database|customer (?:list|data|records))\b",
+        r"\bwho (?:else )?(?:lives at|ordered|bought|purchased|owns)\b",
+        r"\b(?:look ?up|find|search|check|access|open|pull up|read)\b[^.?!\n]{0,20}\b(?:account|orders?|details)\s+"
+        r"(?:of|for|belonging to)\s+(?:customer|user|client|someone|somebody|another|a different|mr|mrs|ms|dr)\b",
+    )
+)
+SYSTEM_PROMPT = tuple(
+    re.compile(p)
+    for p in (
+        r"\b(?:system|initial|original|hidden|secret|internal|developer|pre-?)\s*(?:prompt|instructions?|message)\b",
+        r"\b(?:hidden|secret|internal)\s+(?:rules|guidelines|configuration|policies)\b",
+        rf"\b(?:show|reveal|print|repeat|tell|give|share|display|output|dump|leak|paste|list|recite|quote|copy|"
+        rf"write out|what are|what's|what is|what were)\b{_C}{{0,30}}\byour\b{_C}{{0,15}}"
+        rf"\b(?:instructions|prompt|directives|configuration|programming|guidelines|rules)\b",
+        r"\b(?:repeat|print|output|recite|copy|echo)\b[^.?!\n]{0,40}\b(?:above|before this|verbatim|word for word|"
+        r"everything you (?:were|have been) (?:told|given))\b",
+        r"\bwhat (?:were|are|was|have) you (?:been )?(?:told|instructed|programmed|prompted)"
+        r"(?:\s+(?:before|initially|at the start|to do|to say|by)\b|\s*[?.!]*$)",
+        r"\bhow (?:were|are|have) you (?:been )?(?:programmed|configured|prompted|instructed)\b",
+        r"\b(?:beginning|start) of (?:the|this|your) (?:conversation|prompt|context)\b",
+    )
+)
+PROMPT_INJECTION = tuple(
+    re.compile(p, re.MULTILINE)
+    for p in (
+        rf"\b(?:ignore|disregard|forget|override|bypass|drop|abandon|stop following)\b{_C}{{0,40}}"
+        rf"\b(?:instructions?|prompts?|rules|guidelines|directives|guardrails|programming|restrictions|constraints|"
+        rf"safeguards|filters)\b",
+        r"\byou are (?:now|no longer)\b",
+        r"\bfrom now on,? you\b",
+        r"\b(?:pretend|imagine|role-?play|act|behave)\b[^.?!\n]{0,20}\b(?:as|like|to be|you are|you're)\s+(?:an?\s+)?"
+        r"(?:admin|administrator|developer|system|root|unrestricted|jailbroken|different|evil|dan|superuser|"
+        r"support manager|employee)\b",
+        r"\b(?:developer|debug|admin|god|sudo|maintenance|unrestricted|jailbreak|dan|test) mode\b",
+        r"\bjailbr(?:eak|oken)\b",
+        r"\bdo anything now\b",
+        r"<\|?\s*/?\s*(?:im_start|im_end|system|endoftext|assistant|user|tool)\s*\|?>",
+        r"\[/?(?:inst|sys|system)\]|<</?sys>>",
+        r"^\s*(?:#{1,6}\s*)?(?:system|assistant|developer|tool)\s*(?:message|prompt|note)?\s*:",
+        r"\b(?:new|updated|real|actual|hidden|additional|admin) (?:instructions?|system prompt|rules)\s*:",
+        r"\bbegin (?:system|admin|developer|new) (?:prompt|instructions?|message|mode)\b",
+        r"\b(?:function_call|tool_calls?|tool_code|tool_use)\b",
+        r"[\"']?customer[_ ]?id[\"']?\s*[:=]",
+        r"\b(?:set|change|switch|use|with)\s+(?:the\s+|my\s+|a\s+)?customer[ _-]?id\b",
+        r"\b(?:as|with) (?:admin|root|system|elevated|superuser) (?:privileges|access|rights|permissions)\b",
+        r"\bsudo\b",
+    )
+)
+POLICY_EXCEPTION = tuple(
+    re.compile(p)
+    for p in (
+        r"\b(?:make|grant|give|do|allow)\b[^.?!\n]{0,20}\bexception\b",
+        rf"\b(?:bypass|override|ignore|waive|skip|break|bend|circumvent|get around|work around|set aside|forget)\b"
+        rf"{_C}{{0,25}}\b(?:polic(?:y|ies)|rules?|window|limits?|fees?|deadlines?|requirements?|30[- ]day)\b",
+        rf"\beven (?:though|if|after|when|tho)\b{_C}{{0,60}}\b(?:window|policy|expired|closed|past|over|days? ago|"
+        rf"weeks? ago|months? ago|used|opened|worn|broke it|not eligible|ineligible|outside)\b",
+        rf"\b(?:refund|return|money back|approve|process|reimburse)\w*\b{_C}{{0,50}}"
+        rf"\b(?:anyway|anyways|regardless|no matter what|all the same|whatever the policy|policy or not)\b",
+        rf"\bi(?:'m| am)\s+(?:a|an|the|your)\s+(?:store |support |customer service )?(?:manager|admin|administrator|"
+        rf"employee|staff(?: member)?|supervisor|developer|engineer|ceo|owner|founder|agent)\b{_C}{{0,60}}"
+        rf"\b(?:approve|authori[sz]e|override|access|grant|unlock|bypass|process|refund|exception|allowed|"
+        rf"permission|instruct|let me|need you to|give me)",
+        r"\b(?:authori[sz]ed|approved|cleared|signed off)\s+by\s+(?:your|the|a|an|my)\s+(?:\w+\s+)?(?:manager|"
+        r"supervisor|ceo|boss|team|agent|colleague|staff)\b",
+        r"\b(?:manager|supervisor|agent|colleague|someone from support)\s+(?:already\s+)?(?:said|told me|promised|"
+        r"approved|authori[sz]ed|agreed)\b",
+        rf"\b(?:refund|money back)\b{_C}{{0,40}}\bwithout (?:returning|sending (?:it|them|anything) back|"
+        rf"a return|the return)\b",
+        rf"\bkeep (?:the |my )?(?:item|items|product|it|them)\b{_C}{{0,30}}\b(?:refund|money back)\b",
+        rf"\b(?:refund|money back)\b{_C}{{0,30}}\b(?:and|but|while|&) (?:still )?keep(?:ing)? (?:the |my )?"
+        rf"(?:item|items|product|it|them)\b",
+        r"\b(?:double|extra|additional|bonus|second|partial extra) refund\b|\brefund (?:me )?(?:twice|double)\b",
+        r"\bmore than (?:i|what i) paid\b",
+    )
+)
+HUMAN_REQUEST = tuple(
+    re.compile(p)
+    for p in (
+        rf"\b(?:speak|talk|chat|connect|transfer|put|pass|get|escalate|hand)\b{_C}{{0,25}}\b(?:human|real person|"
+        rf"person|representative|rep|operator|live agent|human agent|real agent|support agent|someone real|"
+        rf"actual person|staff member)\b",
+        rf"\b(?:want|need|like|request|give me|get me)\b{_C}{{0,15}}\b(?:a |an |to )?(?:human|real person|"
+        rf"live agent|human agent|representative|operator)\b",
+        r"^\s*(?:human|agent|representative|operator|real person)(?: please)?\s*[.!]*\s*$",
+    )
+)
+
+Category = Literal["other_customer", "system_prompt", "prompt_injection", "policy_exception", "human_request"]
+REFUSE_CATEGORIES: tuple[str, ...] = ("other_customer", "system_prompt", "prompt_injection")
+
+REFUSAL_OTHER_CUSTOMER = (
+    "I can only help with your own account and orders, so I can't look up or share anyone else's information. "
+    "Is there anything about your own orders I can help with?"
+)
+REFUSAL_INSTRUCTIONS = (
+    "I can't share or change how I'm set up, but I'm happy to help with your orders, returns, refunds or account."
+)
+REFUSAL_POLICY = (
+    "I'm not able to make exceptions to our policies. I can check what your order is eligible for, or connect "
+    "you with a human agent who can review your case."
+)
+HANDOFF_REQUESTED = (
+    "Of course. I'm connecting you with a human agent now; they will see this conversation and reply here."
+)
+
+
+@dataclass(frozen=True)
+class InputVerdict:
+    action: Literal["allow", "refuse", "handoff"]
+    categories: tuple[str, ...] = ()
+    reply: str = ""
+
+    @property
+    def flags(self) -> tuple[str, ...]:
+        return tuple(f"guard_in_{c}" for c in self.categories)
+
+    @property
+    def allowed(self) -> bool:
+        return self.action == "allow"
+
+
+def foreign_ids(text: str, facts: SessionFacts) -> list[str]:
+    """Customer, order and ticket ids in ``text`` that belong to another customer than the session's."""
+    found = [m.group(0) for m in CUSTOMER_ID.finditer(text) if not facts.is_own_customer(m.group(0))]
+    found += [m.group(0) for m in OWNED_ID.finditer(text) if not facts.is_own_customer(m.group(1))]
+    return found
+
+
+def input_categories(text: str, facts: SessionFacts) -> tuple[str, ...]:
+    """Every category the user's text falls in (order: most serious first)."""
+    norm = normalize(text)
+    out: list[str] = []
+    if foreign_ids(text, facts) or foreign_ids(norm.upper(), facts) or _any(OTHER_CUSTOMER, norm):
+        out.append("other_customer")
+    if _any(SYSTEM_PROMPT, norm):
+        out.append("system_prompt")
+    if _any(PROMPT_INJECTION, norm):
+        out.append("prompt_injection")
+    if _any(POLICY_EXCEPTION, norm):
+        out.append("policy_exception")
+    if _any(HUMAN_REQUEST, norm):
+        out.append("human_request")
+    return tuple(out)
+
+
+def check_input(text: str, facts: SessionFacts) -> InputVerdict:
+    """Refuse, hand off, or allow the turn; ``categories`` are all that matched (for flags)."""
+    cats = input_categories(text, facts)
+    if "other_customer" in cats:
+        return InputVerdict("refuse", cats, REFUSAL_OTHER_CUSTOMER)
+    if "system_prompt" in cats or "prompt_injection" in cats:
+        return InputVerdict("refuse", cats, REFUSAL_INSTRUCTIONS)
+    if "human_request" in cats:
+        return InputVerdict("handoff", cats, HANDOFF_REQUESTED)
+    if "policy_exception" in cats:
+        return InputVerdict("refuse", cats, REFUSAL_POLICY)
+    return InputVerdict("allow", cats)
+
+
+# ---------------------------------------------------------------------------
+# Output
+# ---------------------------------------------------------------------------
+
+SAFE_HANDOFF_TEXT = (
+    "I'm sorry, I can't complete that reply myself. I'm passing this conversation to a human agent, "
+    "who will follow up here shortly."
+)
+REDACTED_EMAIL = "[email removed]"
+REDACTED_PHONE = "[phone number removed]"
+SHINGLE_WORDS = 7
+
+_SENTENCE = re.compile(r"[^.!?\n]+[.!?]?")
+_NON_COMMITTAL = re.compile(
+    r"\b(?:not|never|cannot|can't|cant|unable|won't|no longer|if|once|when|after|unless|would|could|can|may|might|"
+    r"should|whether)\b|n't\b"
+)
+_COMMITMENT = re.compile(
+    r"\b(?:i|we)\s*(?:'ve|'ll|have|has|will|am|are|just|already|now|gone ahead and|went ahead and)?\s*"
+    r"(?:\w+\s+)?(?:issued|processed|approved|initiated|started|arranged|credited|refunded|sent|submitted|"
+    r"requested|put through|set up|cancell?ed|changed|updated|opened|created|raised|logged|emailed|booked|"
+    r"refund|issue|process|cancel|change|update)\b"
+    r"|\b(?:has|have|had) been\s+(?:\w+\s+)?(?:issued|processed|approved|initiated|started|sent|credited|submitted|"
+    r"requested|cancell?ed|changed|updated|opened|created|raised|logged|emailed|arranged|refunded)\b"
+    r"|\b(?:is|are) (?:being processed|on (?:its|the) way|approved|confirmed|now (?:cancell?ed|changed|updated|"
+    r"open))\b"
+    r"|\bwill (?:be )?(?:refunded|issued|processed|credited|cancell?ed|changed|updated)\b"
+    r"|\byou(?:'ll| will) (?:receive|get|see) (?:a |your |the )?(?:full )?(?:refund|money|label)\b"
+)
+_ACTION_NOUNS: Mapping[str, re.Pattern[str]] = {
+    "refund": re.compile(r"\b(?:refund\w*|money back|reimburs\w*|credited|cancell?(?:ed|ation)|cancel)\b"),
+    "return": re.compile(r"\b(?:return(?:s|ed)?(?: label)?|rma|label)\b"),
+    "address_change": re.compile(r"\baddress\b"),
+    "ticket": re.compile(r"\bticket\b"),
+}
+
+
+@dataclass(frozen=True)
+class OutputVerdict:
+    ok: bool
+    text: str  # the reply to send: redacted if ok, the safe hand-off text if not
+    categories: tuple[str, ...] = ()
+    redactions: int = 0
+
+    @property
+    def flags(self) -> tuple[str, ...]:
+        out = [f"guard_out_{c}" for c in self.categories]
+        if self.redactions:
+            out.append("guard_out_redacted")
+        return tuple(out)
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9']+", normalize(text))
+
+
+def _shingles(words: list[str], n: int = SHINGLE_WORDS) -> set[tuple[str, ...]]:
+    return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
+
+
+def leaks_instructions(text: str, instructions: str, n: int = SHINGLE_WORDS) -> bool:
+    """True if ``text`` repeats ``n`` consecutive words of the prompt's instructions."""
+    if not instructions:
+        return False
+    return bool(_shingles(_words(text), n) & _shingles(_words(instructions), n))
+
+
+def unbacked_promises(text: str, done_actions: Iterable[str]) -> list[str]:
+    """Action kinds the reply claims (done or committed) that no tool carried out in this turn."""
+    done = set(done_actions)
+    out: list[str] = []
+    for sentence in _SENTENCE.findall(normalize(text)):
+        s = sentence.strip()
+        if not s or s.endswith("?") or _NON_COMMITTAL.search(s) or not _COMMITMENT.search(s):
+            continue
+        kinds = [k for k, p in _ACTION_NOUNS.items() if p.search(s)]
+        if kinds and not done.intersection(kinds):
+            out.extend(k for k in kinds if k not in out)
+    return out
+
+
+def _luhn(number: str) -> bool:
+    digits = [int(d) for d in number][::-1]
+    total = sum(d if i % 2 == 0 else (d * 2 - 9 if d * 2 > 9 else d * 2) for i, d in enumerate(digits))
+    return total % 10 == 0
+
+
+def _has_secret(text: str, facts: SessionFacts) -> bool:
+    if any(p.search(text) for p in SECRETS):
+        return True
+    for m in CARD.finditer(text):
+        number = _digits(m.group(0))
+        if 13 <= len(number) <= 19 and _luhn(number) and not facts.owns_number(number):
+            return True
+    return False
+
+
+def redact(text: str, facts: SessionFacts) -> tuple[str, int]:
+    """Text with e-mails and phone numbers that are not the customer's own replaced; (text, count)."""
+    count = 0
+
+    def email(m: re.Match[str]) -> str:
+        nonlocal count
+        if facts.owns_text(m.group(0)):
+            return m.group(0)
+        count += 1
+        return REDACTED_EMAIL
+
+    def phone(m: re.Match[str]) -> str:
+        nonlocal count
+        digits = _digits(m.group(0))
+        if len(digits) < 9 or facts.owns_number(digits):
+            return m.group(0)
+        count += 1
+        return REDACTED_PHONE
+
+    text = EMAIL.sub(email, text)
+    text = PHONE.sub(phone, text)
+    return text, count
+
+
+def unknown_ids(text: str, facts: SessionFacts) -> list[str]:
+    """Ids of the shop's formats that belong to this customer's id space but appear nowhere in the session."""
+    out = [m.group(0) for m in OWNED_ID.finditer(text) if facts.is_own_customer(m.group(1))]
+    out += [m.group(0) for m in MINTED_ID.finditer(text)]
+    return [i for i in out if not facts.owns_text(i)]
+
+
+def check_output(text: str, facts: SessionFacts) -> OutputVerdict:
+    """Pass (possibly redacted) or fail (replaced by ``SAFE_HANDOFF_TEXT``) the agent's reply."""
+    cats: list[str] = []
+    if foreign_ids(text, facts):
+        cats.append("foreign_id")
+    if leaks_instructions(text, facts.instructions):
+        cats.append("system_prompt")
+    if _has_secret(text, facts):
+        cats.append("secret")
+    if unbacked_promises(text, facts.done_actions):
+        cats.append("unbacked_promise")
+    if cats:
+        return OutputVerdict(False, SAFE_HANDOFF_TEXT, tuple(cats))
+    redacted, count = redact(text, facts)
+    if unknown_ids(redacted, facts):
+        cats.append("unknown_id")
+    return OutputVerdict(True, redacted, tuple(cats), count)
+
+
+def instructions_of(template_text: str) -> str:
+    """The static instruction text of a prompt template: every line without a ``$`` placeholder."""
+    return "\n".join(line for line in template_text.splitlines() if "$" not in line and line.strip())

@@ -1,0 +1,557 @@
+"""One agent turn as a small state machine: model -> tool calls -> model ... at most N model calls.
+
+Pure functions over a picklable ``AgentState``, so a streaming pipeline can
+unroll the loop as one RunInference stage per step without losing batching::
+
+    state = start(enriched)                      # input guardrails, prompt, tool declarations
+    while not state.done:                        # in the graph: up to N stages
+        response = model(state.request)          # RunInference over the states themselves
+        state = advance(state, response, executor)
+    reply = to_reply(state)                      # AgentReply (reply / handoff / error)
+
+``AgentState`` carries its own ``request`` (it satisfies ``agents.model.CarriesRequest``),
+so a RunInference stage takes the pending states as elements and gives them back
+as ``PredictionResult(example=state, inference=response)``.
+
+- ``start`` runs the input guardrails (``agents.guardrails.check_input``): a refused
+  turn or one that asks for a person finishes at once, with no model call.
+- ``advance`` runs the response's tool calls through ``executor`` (bound to the
+  session's customer via ``ToolContext``: the model never chooses the customer),
+  appends the assistant's calls and the tool results to the conversation, and
+  either finishes or returns the state with the next request. It finishes with:
+  the model's text, checked by the output guardrails (a failing reply becomes a
+  hand-off); a hand-off when the model called ``handoff_to_human``; a hand-off when
+  the step limit is reached (tool calls of the last step are not run, except a
+  hand-off: nothing would report their outcome to the customer); an error when the
+  backend failed.
+- Everything an eval row needs is recorded: per-step model and tool timings and
+  tokens, every tool call with its (PII-masked) arguments and outcome, and flags.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from agents import guardrails
+from agents.model import ChatMessage, ModelRequest, ModelResponse, ToolCall
+from agents.prompting import PROMPTS_DIR, ContextMismatchError, build_request, load_template, user_text
+from agents.turn import ERROR_TEXT, FALLBACK_TEXT, FLAG_EMPTY_FALLBACK, FLAG_MODEL_ERROR, FLAG_TRUNCATED, reply_text
+from contract.messages import AgentReply, ReplyKind, TurnTimings
+from contract.turn import EnrichedTurn
+from tools.registry import ToolExecutor, ToolResult, tool_declarations
+from tools.scope import ToolContext
+from tools.support import HANDOFF_TOOL, PII_ARGS, TOOL_NAMES
+
+PROMPT_VERSION = "support_system_v2"
+DEFAULT_MAX_STEPS = 4
+MAX_POLICY_DIGESTS = 2
+NO_MODEL = "none"  # AgentReply.model of a turn that finished before any model call
+
+FLAG_STEP_LIMIT = "step_limit"
+FLAG_CONTEXT_MISMATCH = "context_mismatch"
+FLAG_TOOL_UNKNOWN = "tool_unknown"
+FLAG_TOOL_ARGS_INVALID = "tool_args_invalid"
+FLAG_TOOL_ARG_TAMPERING = "tool_arg_tampering"
+FLAG_TOOL_FOREIGN_ID = "tool_foreign_id"
+FLAG_TOOL_ERROR = "tool_error"
+FLAG_TOOL_REPLAYED = "tool_replayed"
+FLAG_TOOL_DENIED = "tool_policy_denied"
+FLAG_TOOL_CALLS_CAPPED = "tool_calls_capped"
+
+_TAMPER_ARG = re.compile(r"customer|user|account|tenant|owner|scope|session|email|client", re.I)
+
+HANDOFF_TEXTS: Mapping[str, str] = {
+    "user_request": guardrails.HANDOFF_REQUESTED,
+    "agent_request": "I'm connecting you with a human agent who can help further; they will reply here shortly.",
+    "step_limit": (
+        "I couldn't finish this on my own, so I'm passing your conversation to a human agent who will follow up here."
+    ),
+    "guardrail": guardrails.SAFE_HANDOFF_TEXT,
+}
+
+
+class Outcome(StrEnum):
+    PENDING = "pending"  # waiting for the next model response
+    ANSWERED = "answered"  # the model's (checked) text is the reply
+    REFUSED = "refused"  # the input guardrails refused the turn
+    HANDOFF = "handoff"  # handed to a human (see Handoff.reason)
+    ERROR = "error"  # the backend failed; the pipeline dead-letters the turn
+
+
+@dataclass(frozen=True)
+class StepConfig:
+    max_steps: int = DEFAULT_MAX_STEPS  # model calls per turn, at most
+    max_tokens: int = 256
+    tools: tuple[str, ...] = TOOL_NAMES  # () for a model without tool calling
+    max_calls_per_step: int = 4
+    policy_digests: bool = True
+
+    def __post_init__(self) -> None:
+        if self.max_steps < 1 or self.max_tokens < 1 or self.max_calls_per_step < 1:
+            raise ValueError("max_steps, max_tokens and max_calls_per_step must be >= 1")
+        object.__setattr__(self, "tools", tuple(self.tools))
+
+
+@dataclass(frozen=True)
+class ToolCallRecord:
+    """One tool call, for the eval row: arguments with free text and contact data masked."""
+
+    step: int
+    call_id: str
+    name: str
+    arguments: dict[str, Any]
+    status: str
+    ms: float = 0.0
+    replayed: bool = False
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    step: int
+    model_ms: float
+    tools_ms: float
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str
+    tool_calls: int
+
+
+@dataclass(frozen=True)
+class Handoff:
+    """The hand-off record for a human agent console (published on its own topic by the pipeline)."""
+
+    handoff_id: str
+    reason: str  # user_request | agent_request | step_limit | guardrail
+    session_id: str
+    turn_id: str
+    customer_id: str
+    message_ids: tuple[str, ...]
+    summary: str = ""
+    flags: tuple[str, ...] = ()
+    tools_used: tuple[str, ...] = ()
+
+    def to_json_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        for key in ("message_ids", "flags", "tools_used"):
+            out[key] = list(out[key])
+        return out
+
+
+@dataclass(frozen=True)
+class AgentState:
+    """Everything about one turn in flight. Small, frozen, picklable; ``request`` makes it a RunInference element."""
+
+    enriched: EnrichedTurn
+    version: str
+    config: StepConfig
+    messages: tuple[ChatMessage, ...] = ()
+    step: int = 0  # model responses consumed
+    outcome: Outcome = Outcome.PENDING
+    reply_text: str = ""
+    handoff: Handoff | None = None
+    flags: tuple[str, ...] = ()
+    actions: tuple[str, ...] = ()  # kinds the tools carried out: refund, return, address_change, ticket, handoff
+    tool_calls: tuple[ToolCallRecord, ...] = ()
+    steps: tuple[StepRecord, ...] = ()
+    model: str = ""
+    error: str = ""
+    tool_values: tuple[str, ...] = field(default=(), repr=False)  # string values of tool results (own data)
+
+    @property
+    def done(self) -> bool:
+        return self.outcome != Outcome.PENDING
+
+    @property
+    def request(self) -> ModelRequest:
+        """The next model request (only while ``not done``)."""
+        if self.done:
+            raise RuntimeError(f"turn {self.turn_id} is finished ({self.outcome}); it has no next request")
+        tools = tool_declarations(self.config.tools) if self.config.tools else ()
+        return ModelRequest(messages=self.messages, max_tokens=self.config.max_tokens, tools=tools)
+
+    @property
+    def turn_id(self) -> str:
+        return self.enriched.turn.turn_id
+
+    @property
+    def ctx(self) -> ToolContext:
+        turn = self.enriched.turn
+        return ToolContext(customer_id=turn.customer_id, session_id=turn.session_id, turn_id=turn.turn_id)
+
+    @property
+    def kind(self) -> ReplyKind:
+        if self.outcome == Outcome.HANDOFF:
+            return ReplyKind.HANDOFF
+        if self.outcome == Outcome.ERROR:
+            return ReplyKind.ERROR
+        return ReplyKind.REPLY
+
+    @property
+    def model_ms(self) -> float:
+        return sum(s.model_ms for s in self.steps)
+
+    @property
+    def tools_ms(self) -> float:
+        return sum(s.tools_ms for s in self.steps)
+
+    @property
+    def prompt_tokens(self) -> int:
+        return sum(s.prompt_tokens for s in self.steps)
+
+    @property
+    def completion_tokens(self) -> int:
+        return sum(s.completion_tokens for s in self.steps)
+
+
+# ---------------------------------------------------------------------------
+# Prompt
+# ---------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=8)
+def load_policy_digests(version: str) -> tuple[tuple[str, frozenset[str], str], ...]:
+    """(slug, trigger words, digest) from ``prompts/<version>.policies.txt``; () if the version has none."""
+    path = PROMPTS_DIR / f"{version}.policies.txt"
+    if not path.is_file():
+        return ()
+    out = []
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = [p.strip() for p in line.split("|")]
+        if len(parts) != 3 or not all(parts):
+            raise ValueError(f"bad line in {version}.policies.txt: {raw!r}")
+        out.append((parts[0], frozenset(parts[1].lower().split()), parts[2]))
+    return tuple(out)
+
+
+def policy_digests(text: str, version: str, limit: int = MAX_POLICY_DIGESTS) -> list[str]:
+    """The digests whose trigger words occur in ``text``, most matches first (at most ``limit``)."""
+    words = set(re.findall(r"[a-z]+", text.lower()))
+    table = load_policy_digests(version)
+    scored = [(len(words & triggers), i, digest) for i, (_, triggers, digest) in enumerate(table)]
+    return [d for n, _, d in sorted(scored, key=lambda s: (-s[0], s[1])) if n > 0][:limit]
+
+
+@functools.lru_cache(maxsize=8)
+def instructions(version: str) -> str:
+    """The static instruction lines of the prompt version (what the output guardrail must never see echoed)."""
+    return guardrails.instructions_of(load_template(version).template)
+
+
+def _facts(state: AgentState) -> guardrails.SessionFacts:
+    enriched = state.enriched
+    done = set(state.actions)
+    for order in (enriched.context or {}).get("orders") or ():
+        if isinstance(order, Mapping):
+            if order.get("status") in ("refunded", "cancelled") or order.get("refund"):
+                done.add("refund")
+            if order.get("status") == "returned" or order.get("return"):
+                done.add("return")
+    return guardrails.facts_from_context(
+        enriched.turn.customer_id,
+        enriched.context,
+        instructions=instructions(state.version),
+        extra_values=state.tool_values,
+        done_actions=done,
+    )
+
+
+# ---------------------------------------------------------------------------
+# Transitions
+# ---------------------------------------------------------------------------
+
+
+def start(enriched: EnrichedTurn, version: str = PROMPT_VERSION, config: StepConfig | None = None) -> AgentState:
+    """The turn's initial state: finished already (refused, or handed off on request) or with a request to send."""
+    state = AgentState(enriched=enriched, version=version, config=config or StepConfig())
+    text = user_text(enriched)
+    verdict = guardrails.check_input(text, _facts(state))
+    state = replace(state, flags=verdict.flags)
+    if verdict.action == "refuse":
+        return replace(state, outcome=Outcome.REFUSED, reply_text=verdict.reply)
+    if verdict.action == "handoff":
+        return _handoff(state, "user_request", summary="The customer asked for a human agent.")
+    try:
+        base = build_request(enriched, state.config.max_tokens, version)
+    except ContextMismatchError as exc:
+        return _error(state, f"context mismatch: {exc}", FLAG_CONTEXT_MISMATCH)
+    system = base.messages[0].content
+    if state.config.policy_digests:
+        digests = policy_digests(text, version)
+        if digests:
+            system += "\nPolicies:\n" + "\n".join(f"- {d}" for d in digests)
+    return replace(state, messages=(ChatMessage("system", system), *base.messages[1:]))
+
+
+def advance(state: AgentState, response: ModelResponse, executor: ToolExecutor) -> AgentState:
+    """Consume one model response: run its tool calls, then finish or ask for the next step."""
+    if state.done:
+        return state
+    step = state.step + 1
+    calls = response.tool_calls
+    record = StepRecord(
+        step=step,
+        model_ms=response.model_ms,
+        tools_ms=0.0,
+        prompt_tokens=response.prompt_tokens,
+        completion_tokens=response.completion_tokens,
+        finish_reason=response.finish_reason,
+        tool_calls=len(calls),
+    )
+    state = replace(state, step=step, model=response.model or state.model, steps=(*state.steps, record))
+    if response.error:
+        return _error(state, response.error, FLAG_MODEL_ERROR)
+    if not calls:
+        return _finish_with_text(state, response)
+    return _run_tools(state, response, executor)
+
+
+def fail(state: AgentState, reason: str) -> AgentState:
+    """The state of a turn whose model call failed outside ``advance`` (e.g. a failed RunInference batch)."""
+    return state if state.done else _error(state, reason, FLAG_MODEL_ERROR)
+
+
+def _run_tools(state: AgentState, response: ModelResponse, executor: ToolExecutor) -> AgentState:
+    cfg = state.config
+    last_step = state.step >= cfg.max_steps
+    ctx = state.ctx
+    facts = guardrails.SessionFacts(ctx.customer_id)
+    messages = [*state.messages, ChatMessage("assistant", response.text, tool_calls=response.tool_calls)]
+    records: list[ToolCallRecord] = []
+    flags: list[str] = []
+    actions: list[str] = []
+    values: list[str] = []
+    tools_ms = 0.0
+    handed_off: tuple[ToolCall, ToolResult] | None = None
+    for i, call in enumerate(response.tool_calls):
+        if i >= cfg.max_calls_per_step:
+            result = _skipped(call, "too many tool calls in one step; call fewer at a time")
+            flags.append(FLAG_TOOL_CALLS_CAPPED)
+        elif last_step and call.name != HANDOFF_TOOL:
+            result = _skipped(call, "step limit reached")
+        else:
+            result = executor.execute(ctx, call)
+        tools_ms += result.ms
+        messages.append(ChatMessage("tool", result.message_content(), name=call.name, tool_call_id=call.id))
+        records.append(_record(state.step, call, result))
+        flags.extend(_tool_flags(call, result, facts))
+        values.extend(guardrails.flatten_values(result.content))
+        action = _action_kind(call, result)
+        if action:
+            actions.append(action)
+        if result.handed_off and handed_off is None:
+            handed_off = (call, result)
+    steps = (*state.steps[:-1], replace(state.steps[-1], tools_ms=tools_ms))
+    state = replace(
+        state,
+        messages=tuple(messages),
+        tool_calls=(*state.tool_calls, *records),
+        steps=steps,
+        flags=_merge(state.flags, flags),
+        actions=tuple(dict.fromkeys((*state.actions, *actions))),
+        tool_values=tuple(dict.fromkeys((*state.tool_values, *values))),
+    )
+    if handed_off is not None:
+        call, result = handed_off
+        summary = _args(call).get("summary") or ""
+        return _handoff(state, "agent_request", summary=str(summary), handoff_id=result.content.get("handoff_id"))
+    if last_step:
+        state = replace(state, flags=_merge(state.flags, [FLAG_STEP_LIMIT]))
+        return _handoff(state, "step_limit", summary=f"No answer after {cfg.max_steps} model steps.")
+    return state
+
+
+def _finish_with_text(state: AgentState, response: ModelResponse) -> AgentState:
+    flags = [FLAG_TRUNCATED] if response.finish_reason == "length" else []
+    text = reply_text(response)
+    if not text:
+        flags.append(FLAG_EMPTY_FALLBACK)
+        return replace(state, outcome=Outcome.ANSWERED, reply_text=FALLBACK_TEXT, flags=_merge(state.flags, flags))
+    verdict = guardrails.check_output(text, _facts(state))
+    state = replace(state, flags=_merge(state.flags, [*flags, *verdict.flags]))
+    if not verdict.ok:
+        return _handoff(state, "guardrail", summary="The agent's reply failed the output checks: " + ", ".join(
+            verdict.categories))  # fmt: skip
+    return replace(state, outcome=Outcome.ANSWERED, reply_text=verdict.text)
+
+
+def _handoff(state: AgentState, reason: str, *, summary: str = "", handoff_id: str | None = None) -> AgentState:
+    turn = state.enriched.turn
+    facts = _facts(state)
+    clean_summary, _ = guardrails.redact(summary[:500], facts)
+    if guardrails.foreign_ids(clean_summary, facts):
+        clean_summary = f"Hand-off ({reason})."
+    record = Handoff(
+        handoff_id=handoff_id or "H-" + hashlib.sha256(turn.turn_id.encode()).hexdigest()[:12].upper(),
+        reason=reason,
+        session_id=turn.session_id,
+        turn_id=turn.turn_id,
+        customer_id=turn.customer_id,
+        message_ids=tuple(turn.message_ids),
+        summary=clean_summary,
+        flags=state.flags,
+        tools_used=tuple(dict.fromkeys(c.name for c in state.tool_calls)),
+    )
+    flags = _merge(state.flags, [f"handoff_{reason}"])
+    return replace(
+        state, outcome=Outcome.HANDOFF, reply_text=HANDOFF_TEXTS[reason], handoff=replace(record, flags=flags),
+        flags=flags,
+    )  # fmt: skip
+
+
+def _error(state: AgentState, reason: str, flag: str) -> AgentState:
+    return replace(
+        state, outcome=Outcome.ERROR, reply_text=ERROR_TEXT, error=reason[:1000], flags=_merge(state.flags, [flag])
+    )
+
+
+# ---------------------------------------------------------------------------
+# Tool-call bookkeeping
+# ---------------------------------------------------------------------------
+
+
+def _skipped(call: ToolCall, why: str) -> ToolResult:
+    return ToolResult(call.id, call.name, "skipped", {"status": "skipped", "errors": [why]})
+
+
+def _args(call: ToolCall) -> dict[str, Any]:
+    try:
+        return call.parsed_arguments()
+    except ValueError:
+        return {}
+
+
+def masked_arguments(call: ToolCall) -> dict[str, Any]:
+    """The call's arguments with free text and contact data replaced by their length (eval-row safe)."""
+    args = _args(call)
+    pii = PII_ARGS.get(call.name, frozenset())
+    out: dict[str, Any] = {}
+    for key, value in list(args.items())[:10]:
+        key = str(key)[:40]
+        if key in pii or not isinstance(value, int | float | bool | None):
+            text = str(value)
+            if key in pii or len(text) > 40 or "@" in text:
+                out[key] = f"<{len(text)} chars>"
+                continue
+            value = text
+        out[key] = value
+    return out
+
+
+def _record(step: int, call: ToolCall, result: ToolResult) -> ToolCallRecord:
+    return ToolCallRecord(
+        step=step,
+        call_id=call.id[:64],
+        name=call.name[:64],
+        arguments=masked_arguments(call),
+        status=result.status,
+        ms=round(result.ms, 3),
+        replayed=result.replayed,
+    )
+
+
+def _tool_flags(call: ToolCall, result: ToolResult, facts: guardrails.SessionFacts) -> list[str]:
+    flags = []
+    if result.status == "unknown_tool":
+        flags.append(FLAG_TOOL_UNKNOWN)
+    elif result.status == "invalid_args":
+        tampering = any(_TAMPER_ARG.search(a) for a in result.rejected_args)
+        flags.append(FLAG_TOOL_ARG_TAMPERING if tampering else FLAG_TOOL_ARGS_INVALID)
+    elif result.status == "error":
+        flags.append(FLAG_TOOL_ERROR)
+    elif result.status == "denied":
+        flags.append(FLAG_TOOL_DENIED)
+    if result.replayed:
+        flags.append(FLAG_TOOL_REPLAYED)
+    if guardrails.foreign_ids(call.arguments or "", facts):
+        flags.append(FLAG_TOOL_FOREIGN_ID)
+    return flags
+
+
+_ACTION_OF_TOOL = {"change_delivery_address": "address_change", "open_ticket": "ticket", "handoff_to_human": "handoff"}
+
+
+def _action_kind(call: ToolCall, result: ToolResult) -> str | None:
+    if result.status not in ("done", "handed_off"):
+        return None
+    if call.name == "start_refund_or_return":
+        return str(result.content.get("kind") or _args(call).get("kind") or "refund")
+    return _ACTION_OF_TOOL.get(call.name)
+
+
+def _merge(flags: Iterable[str], more: Iterable[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys((*flags, *more)))
+
+
+# ---------------------------------------------------------------------------
+# Results for the pipeline
+# ---------------------------------------------------------------------------
+
+
+def to_reply(
+    state: AgentState,
+    *,
+    queue_ms: float = 0.0,
+    total_ms: float = 0.0,
+    created_at: datetime | None = None,
+) -> AgentReply:
+    """The ``AgentReply`` of a finished turn (kind reply / handoff / error)."""
+    if not state.done:
+        raise RuntimeError(f"turn {state.turn_id} is not finished")
+    turn = state.enriched.turn
+    timings = TurnTimings(
+        queue_ms=queue_ms,
+        enrich_ms=state.enriched.enrich_ms,
+        model_ms=state.model_ms,
+        tools_ms=state.tools_ms,
+        total_ms=total_ms,
+    )
+    fields = {"created_at": created_at} if created_at is not None else {}
+    return AgentReply(
+        session_id=turn.session_id,
+        turn_id=turn.turn_id,
+        turn_index=turn.turn_index,
+        answers=turn.message_ids,
+        kind=state.kind,
+        text=state.reply_text,
+        model=state.model or NO_MODEL,
+        prompt_version=state.version,
+        timings=timings,
+        **fields,
+    )
+
+
+def eval_flags(state: AgentState) -> tuple[str, ...]:
+    """Flags for the eval row (``evals.rows.turn_row(..., flags=eval_flags(state))``)."""
+    extra = [f"outcome_{state.outcome.value}"] if state.outcome in (Outcome.REFUSED, Outcome.HANDOFF) else []
+    return _merge(state.flags, extra)
+
+
+def eval_details(state: AgentState) -> dict[str, Any]:
+    """JSON-able details of the turn for the eval row: no message text, tool arguments masked."""
+    return {
+        "outcome": state.outcome.value,
+        "steps": state.step,
+        "max_steps": state.config.max_steps,
+        "handoff_reason": state.handoff.reason if state.handoff else None,
+        "actions": list(state.actions),
+        "step_records": [asdict(s) for s in state.steps],
+        "tool_calls": [asdict(c) for c in state.tool_calls],
+    }
+
+
+def handoff_payload(state: AgentState) -> bytes | None:
+    """The hand-off record as UTF-8 JSON for the hand-off topic, or None if the turn was not handed off."""
+    if state.handoff is None:
+        return None
+    return json.dumps(state.handoff.to_json_dict(), ensure_ascii=False, sort_keys=True).encode()

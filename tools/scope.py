@@ -1,0 +1,248 @@
+"""The tenant boundary of the support tools.
+
+``ToolContext`` names who a tool call is for: the session's customer, session
+and turn. It is plain data (it travels inside ``agents.steps.AgentState``) and
+it is bound by the pipeline, never by the model: no tool schema has a customer
+parameter, so a model cannot even ask for another customer.
+
+``CustomerScope`` is what a tool receives at execution time (LangChain
+``InjectedToolArg``): the Firestore client plus the context. Every read and
+write it offers starts at ``customers/{ctx.customer_id}``; an order id that
+belongs to someone else simply does not exist under that document ("not
+found", indistinguishable from an id that exists nowhere).
+
+Actions that change data go through ``CustomerScope.run_action``: one
+Firestore transaction that reads the action's audit record
+``customers/{cid}/audit/{action_id}`` first. ``action_id`` is a hash of
+(session, turn, tool, the tool's identifying arguments), so a replayed bundle
+(or the model repeating a call in the same turn) finds the record and gets the
+stored result back (``replayed: true``, the record's ``replays`` counter goes
+up) instead of acting twice. Otherwise the tool's own reads and writes and the
+audit record commit together, or not at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from google.api_core import exceptions as gexc
+from google.cloud import firestore
+from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
+
+CUSTOMERS = "customers"
+ORDERS = "orders"
+TICKETS = "tickets"
+AUDIT = "audit"
+REFUNDS = "refunds"
+RETURNS = "returns"
+HANDOFFS = "handoffs"
+HELP_ARTICLES = "help_articles"
+
+# Firestore document ids we accept from a model: short, no "/", no "." or ".." alone.
+_DOC_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@#-]{0,127}$")
+_ARTICLES_TTL_S = 300.0
+
+TRANSIENT = (
+    gexc.ServiceUnavailable,
+    gexc.DeadlineExceeded,
+    gexc.InternalServerError,
+    gexc.Aborted,
+    gexc.TooManyRequests,
+    gexc.Conflict,  # the emulator's "409 Transaction lock timeout"
+)
+
+_store_retry = retry(
+    retry=retry_if_exception_type(TRANSIENT),
+    wait=wait_exponential_jitter(initial=0.05, max=1.0),
+    stop=stop_after_attempt(4),
+    reraise=True,
+)
+
+
+def valid_doc_id(value: str) -> bool:
+    return bool(_DOC_ID.match(value)) and value not in (".", "..")
+
+
+@dataclass(frozen=True)
+class ToolContext:
+    """Who the tools act for. Bound from the session, never from model output."""
+
+    customer_id: str
+    session_id: str
+    turn_id: str
+
+    def __post_init__(self) -> None:
+        for name in ("customer_id", "session_id", "turn_id"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value:
+                raise ValueError(f"ToolContext.{name} must be a non-empty string")
+        if not valid_doc_id(self.customer_id):
+            raise ValueError(f"ToolContext.customer_id {self.customer_id!r} is not a valid document id")
+
+
+def plain(value: Any) -> Any:
+    """Firestore values -> JSON-friendly values (timestamps become ISO strings)."""
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat()
+    return value
+
+
+def normalize_order_id(raw: str) -> str:
+    """What a model or a customer types ("#o-c0001-01 ", "order O-C0001-01") -> "O-C0001-01"."""
+    text = raw.strip().strip("#").strip()
+    if " " in text:
+        text = text.split()[-1].strip("#")
+    return text.upper()
+
+
+def action_id(ctx: ToolContext, tool: str, key: Mapping[str, Any]) -> str:
+    """Deterministic id of one action: (session, turn, tool, identifying args)."""
+    material = json.dumps(
+        {"session": ctx.session_id, "turn": ctx.turn_id, "tool": tool, "key": dict(key)},
+        sort_keys=True,
+        separators=(",", ":"),
+        default=str,
+    )
+    return hashlib.sha256(material.encode()).hexdigest()[:24]
+
+
+@dataclass(frozen=True)
+class ActionResult:
+    result: dict[str, Any]
+    action_id: str
+    replayed: bool
+
+
+_ARTICLES_CACHE: dict[int, tuple[float, dict[str, dict[str, Any]]]] = {}
+_ARTICLES_LOCK = threading.Lock()
+
+
+class CustomerScope:
+    """One customer's subtree of Firestore, for one tool call. Not picklable; made per call."""
+
+    def __init__(self, db: firestore.Client, ctx: ToolContext, now: datetime, timeout_s: float = 5.0) -> None:
+        self._db = db
+        self.ctx = ctx
+        self.now = now
+        self._timeout = timeout_s
+
+    # -- reads -------------------------------------------------------------
+
+    @property
+    def customer_ref(self) -> firestore.DocumentReference:
+        return self._db.collection(CUSTOMERS).document(self.ctx.customer_id)
+
+    def order_ref(self, order_id: str) -> firestore.DocumentReference | None:
+        """The reference of this customer's order ``order_id``, or None for an id that cannot exist."""
+        oid = normalize_order_id(order_id)
+        if not valid_doc_id(oid):
+            return None
+        return self.customer_ref.collection(ORDERS).document(oid)
+
+    @_store_retry
+    def profile(self) -> dict[str, Any] | None:
+        snap = self.customer_ref.get(timeout=self._timeout)
+        return plain(snap.to_dict() or {}) if snap.exists else None
+
+    @_store_retry
+    def order(self, order_id: str) -> dict[str, Any] | None:
+        """This customer's order (with ``order_id``), or None: not found, whoever else may own that id."""
+        ref = self.order_ref(order_id)
+        if ref is None:
+            return None
+        snap = ref.get(timeout=self._timeout)
+        return {"order_id": snap.id, **plain(snap.to_dict() or {})} if snap.exists else None
+
+    @_store_retry
+    def recent_orders(self, limit: int) -> list[dict[str, Any]]:
+        docs = (
+            self.customer_ref.collection(ORDERS)
+            .order_by("placed_at", direction=firestore.Query.DESCENDING)
+            .limit(limit)
+            .stream(timeout=self._timeout)
+        )
+        return [{"order_id": d.id, **plain(d.to_dict() or {})} for d in docs]
+
+    def help_articles(self) -> dict[str, dict[str, Any]]:
+        """All help-centre articles (shared, not customer data), cached per client for a few minutes."""
+        key = id(self._db)
+        with _ARTICLES_LOCK:
+            hit = _ARTICLES_CACHE.get(key)
+            if hit and time.monotonic() - hit[0] < _ARTICLES_TTL_S:
+                return hit[1]
+        articles = self._load_articles()
+        with _ARTICLES_LOCK:
+            _ARTICLES_CACHE[key] = (time.monotonic(), articles)
+        return articles
+
+    @_store_retry
+    def _load_articles(self) -> dict[str, dict[str, Any]]:
+        docs = self._db.collection(HELP_ARTICLES).stream(timeout=self._timeout)
+        return {d.id: plain(d.to_dict() or {}) for d in docs}
+
+    # -- writes ------------------------------------------------------------
+
+    def read_in(self, transaction: firestore.Transaction, ref: firestore.DocumentReference) -> dict[str, Any] | None:
+        """A document read inside ``transaction`` (plain values), or None if it does not exist."""
+        snap = ref.get(transaction=transaction)
+        return {"_id": snap.id, **plain(snap.to_dict() or {})} if snap.exists else None
+
+    @_store_retry
+    def run_action(
+        self,
+        tool: str,
+        key: Mapping[str, Any],
+        args: Mapping[str, Any],
+        body: Callable[[firestore.Transaction, str], dict[str, Any]],
+    ) -> ActionResult:
+        """Run ``body(transaction, action_id)`` once per action id, audited; replays get the stored result.
+
+        ``body`` must do all its reads (``read_in``) before its writes (Firestore's rule for
+        transactions) and return a small JSON-able dict with a ``status``. Denied attempts are
+        audited too (their ``status`` says so).
+        """
+        aid = action_id(self.ctx, tool, key)
+        audit_ref = self.customer_ref.collection(AUDIT).document(aid)
+
+        @firestore.transactional
+        def txn(transaction: firestore.Transaction) -> ActionResult:
+            snap = audit_ref.get(transaction=transaction)
+            if snap.exists:
+                stored = snap.to_dict() or {}
+                transaction.update(
+                    audit_ref, {"replays": firestore.Increment(1), "last_replay_at": firestore.SERVER_TIMESTAMP}
+                )
+                return ActionResult(dict(stored.get("result") or {}), aid, replayed=True)
+            result = body(transaction, aid)
+            transaction.create(
+                audit_ref,
+                {
+                    "action_id": aid,
+                    "tool": tool,
+                    "args": plain(dict(args)),
+                    "key": plain(dict(key)),
+                    "customer_id": self.ctx.customer_id,
+                    "session_id": self.ctx.session_id,
+                    "turn_id": self.ctx.turn_id,
+                    "status": result.get("status", ""),
+                    "result": result,
+                    "actor": "agent",
+                    "created_at": firestore.SERVER_TIMESTAMP,
+                    "replays": 0,
+                },
+            )
+            return ActionResult(result, aid, replayed=False)
+
+        return txn(self._db.transaction())
