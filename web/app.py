@@ -1,0 +1,308 @@
+"""The FastAPI app: chat page, chat socket, session API, operator view.
+
+Routes:
+
+- ``GET /``: the chat page; ``GET /ops``: the operator view (static HTML + JS in ``web/static``).
+- ``GET /api/customers``: the demo customers (ids, names read once from Firestore).
+- ``POST /api/sessions`` ``{"customer_id": "C0001"}``: a new session id, held for that customer.
+- ``GET /api/sessions/{session_id}``: a session's history (what a page gets on connect).
+- ``WS /ws?session_id=..[&customer_id=..]``: the chat socket (protocol below).
+- ``GET /api/ops``: operator counts as JSON; ``GET /api/ops/stream``: the same every second, as SSE.
+- ``GET /healthz``: subscriptions and whether they are pulling.
+
+Chat socket protocol (JSON text frames):
+
+- server -> page, first: ``{"type": "hello", "session_id", "customer_id", "events": [...], "omitted"}``
+  (the session's history: messages and replies in the order the server saw them);
+- then ``{"type": "message", ...}`` for each message published in the session (from any tab,
+  also the sender's acknowledgement), ``{"type": "reply", ...AgentReply}`` for each reply,
+  ``{"type": "rejected", "message_id", "reason"}`` when a message fails the contract or publishing;
+- page -> server: ``{"type": "send", "message_id": "...", "text": "..."}``. The page chooses the
+  message id, so a resend after a reconnect is idempotent (stored once, published once).
+
+Close codes: 4400 bad request, 4403 session of another customer, 4404 session not held here
+(the page then offers a new conversation), 4408 socket too slow (the page reconnects).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import threading
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request, WebSocket, WebSocketDisconnect
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from contract.messages import ContractError, Id, parse_inbound, utc_now
+from web.hub import Listener, PubSubHub
+from web.ops import OpsStats
+from web.store import DEFAULT_MAX_EVENTS, DEFAULT_MAX_SESSIONS, SessionConflict, SessionStore, UnknownSession
+
+log = logging.getLogger("web")
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+OPS_PUSH_INTERVAL_S = 1.0
+NAMES_TIMEOUT_S = 5.0
+MAX_FRAME_CHARS = 64 * 1024
+
+_ID = TypeAdapter(Id)
+
+
+def demo_customer_ids(count: int) -> list[str]:
+    return [f"C{i:04d}" for i in range(1, count + 1)]
+
+
+@dataclass
+class WebConfig:
+    project: str
+    demo_customers: list[str] = field(default_factory=lambda: demo_customer_ids(10))
+    max_sessions: int = DEFAULT_MAX_SESSIONS
+    max_events: int = DEFAULT_MAX_EVENTS
+    read_names: bool = True  # read the demo customers' names from Firestore at startup
+
+
+class NewSession(BaseModel):
+    customer_id: str
+
+
+def valid_id(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return _ID.validate_python(value)
+    except ValidationError:
+        return None
+
+
+def read_customer_names(project: str, ids: list[str]) -> dict[str, str]:
+    """``customers/{id}.name`` for each id, in one batch get; missing documents are left out."""
+    from google.cloud import firestore  # imported here: only this startup task needs it
+
+    client = firestore.Client(project=project)
+    try:
+        refs = [client.collection("customers").document(cid) for cid in ids]
+        names: dict[str, str] = {}
+        for snap in client.get_all(refs, field_paths=["name"], timeout=NAMES_TIMEOUT_S):
+            if snap.exists and isinstance(snap.get("name"), str):
+                names[snap.id] = snap.get("name")
+        return names
+    finally:
+        client.close()
+
+
+def create_app(config: WebConfig) -> FastAPI:
+    store = SessionStore(config.max_sessions, config.max_events)
+    ops = OpsStats()
+    hub = PubSubHub(config.project, store, ops)
+    names: dict[str, str] = {}
+    stopping = asyncio.Event()
+
+    def load_names() -> None:
+        try:
+            names.update(read_customer_names(config.project, config.demo_customers))
+        except Exception:  # names are decoration: the picker shows ids without them
+            log.exception("could not read customer names from Firestore")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        loop = asyncio.get_running_loop()
+        await asyncio.to_thread(hub.start, loop)
+        if config.read_names:
+            threading.Thread(target=load_names, name="customer-names", daemon=True).start()
+        app.state.stop_streams = lambda: loop.call_soon_threadsafe(stopping.set)
+        try:
+            yield
+        finally:
+            stopping.set()
+            await asyncio.to_thread(hub.stop)
+
+    app = FastAPI(title="supportflow chat", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.store, app.state.ops, app.state.hub = store, ops, hub
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    # -- pages --------------------------------------------------------------------
+
+    @app.get("/", include_in_schema=False)
+    async def chat_page() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+    @app.get("/ops", include_in_schema=False)
+    async def ops_page() -> FileResponse:
+        return FileResponse(STATIC_DIR / "ops.html", headers={"Cache-Control": "no-cache"})
+
+    @app.get("/healthz")
+    async def healthz() -> JSONResponse:
+        ok = hub.pulling()
+        body = {"ok": ok, "project": config.project, "subscriptions": hub.subscriptions}
+        return JSONResponse(body, status_code=200 if ok else 503)
+
+    # -- sessions -----------------------------------------------------------------
+
+    @app.get("/api/customers")
+    async def customers() -> list[dict[str, str | None]]:
+        return [{"id": cid, "name": names.get(cid)} for cid in config.demo_customers]
+
+    @app.post("/api/sessions", status_code=201)
+    async def new_session(body: NewSession) -> dict[str, str]:
+        customer_id = valid_id(body.customer_id)
+        if customer_id is None:
+            raise HTTPException(422, "customer_id: 1-128 characters of [A-Za-z0-9_.:@#-]")
+        session_id = f"web-{uuid.uuid4().hex[:16]}"
+        store.open(session_id, customer_id)
+        return {"session_id": session_id, "customer_id": customer_id}
+
+    @app.get("/api/sessions/{session_id}")
+    async def session_history(session_id: str) -> dict[str, Any]:
+        try:
+            snap = store.snapshot(session_id)
+        except UnknownSession:
+            raise HTTPException(404, "session not held by this server") from None
+        return {
+            "session_id": snap.session_id,
+            "customer_id": snap.customer_id,
+            "events": snap.events,
+            "omitted": snap.omitted,
+        }
+
+    # -- chat socket ----------------------------------------------------------------
+
+    async def pump(ws: WebSocket, listener: Listener) -> None:
+        """The socket's only writer: everything sent to the page goes through its queue."""
+        while True:
+            event = await listener.queue.get()
+            if listener.overflowed:  # events were dropped: a reconnect gets the full history instead
+                await ws.close(4408, "too slow; reconnect")
+                return
+            await ws.send_text(json.dumps(event))
+
+    async def handle_send(frame: dict[str, Any], session_id: str, customer_id: str, listener: Listener) -> None:
+        message_id = frame.get("message_id")
+        if not isinstance(message_id, str) or valid_id(message_id) is None:
+            listener.offer({"type": "rejected", "message_id": message_id, "reason": "message_id: invalid"})
+            return
+        existing = store.find_message(session_id, message_id)
+        if existing is not None:  # a resend after a reconnect: already published
+            listener.sent.discard(f"m:{message_id}")
+            listener.offer(existing)
+            return
+        payload = {
+            "session_id": session_id,
+            "customer_id": customer_id,
+            "message_id": message_id,
+            "text": frame.get("text"),
+            "sent_at": utc_now().isoformat(),
+        }
+        try:
+            # The pipeline's own reader: same rules (fields, size, version) as on the other side of the topic.
+            msg = parse_inbound(json.dumps(payload).encode("utf-8"))
+        except ContractError as e:
+            listener.offer({"type": "rejected", "message_id": message_id, "reason": e.reason})
+            return
+        try:
+            await hub.publish(msg)
+        except Exception as e:  # any publish failure is reported to the page, which may resend
+            log.exception("publishing %s failed", message_id)
+            listener.offer({"type": "rejected", "message_id": message_id, "reason": f"not sent: {e}"[:300]})
+            return
+        event = store.add_message(msg)
+        if event is not None:
+            hub.fanout(session_id, event)  # every tab of the session, this one included
+
+    @app.websocket("/ws")
+    async def chat_socket(ws: WebSocket) -> None:
+        await ws.accept()
+        raw_session = ws.query_params.get("session_id")
+        raw_customer = ws.query_params.get("customer_id") or None
+        session_id, customer_id = valid_id(raw_session), valid_id(raw_customer)
+        if session_id is None or (raw_customer is not None and customer_id is None):
+            await ws.close(4400, "session_id/customer_id invalid")
+            return
+        try:
+            customer_id = store.open(session_id, customer_id)
+        except UnknownSession:
+            await ws.close(4404, "unknown session")
+            return
+        except SessionConflict:
+            await ws.close(4403, "session belongs to another customer")
+            return
+        # Listen first, then snapshot, in one step of the loop: a reply stored meanwhile is either in the
+        # snapshot or queued after it; the listener's key set drops the overlap.
+        listener = hub.listen(session_id)
+        snap = store.attach(session_id)
+        for e in snap.events:
+            listener.sent.add(f"m:{e['message_id']}" if e["type"] == "message" else f"r:{e['turn_id']}")
+        hello = {
+            "type": "hello",
+            "session_id": session_id,
+            "customer_id": snap.customer_id,
+            "events": snap.events,
+            "omitted": snap.omitted,
+        }
+        listener.queue.put_nowait(hello)
+        writer = asyncio.create_task(pump(ws, listener))
+        try:
+            while True:
+                receive = asyncio.ensure_future(ws.receive_text())
+                done, _ = await asyncio.wait({receive, writer}, return_when=asyncio.FIRST_COMPLETED)
+                if writer in done:
+                    receive.cancel()
+                    break
+                text = receive.result()
+                try:
+                    frame = json.loads(text) if len(text) <= MAX_FRAME_CHARS else None
+                except json.JSONDecodeError:
+                    frame = None
+                if not isinstance(frame, dict) or frame.get("type") != "send":
+                    listener.offer({"type": "rejected", "message_id": None, "reason": "unsupported frame"})
+                    continue
+                await handle_send(frame, session_id, snap.customer_id, listener)
+        except (WebSocketDisconnect, RuntimeError):
+            pass  # the page went away (or closed mid-send)
+        finally:
+            writer.cancel()
+            # The writer ends cancelled, or with whatever the server raised when the page was already gone.
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await writer
+            hub.unlisten(listener)
+            store.detach(session_id)
+
+    # -- operator view ------------------------------------------------------------------
+
+    def ops_snapshot() -> dict[str, Any]:
+        return ops.snapshot(
+            {
+                "sockets": hub.socket_count(),
+                "sessions_held": len(store),
+                "ignored_replies": store.ignored_replies,
+                "duplicate_replies": store.duplicate_replies,
+                "subscriptions": hub.subscriptions,
+            }
+        )
+
+    @app.get("/api/ops")
+    async def ops_json() -> dict[str, Any]:
+        return ops_snapshot()
+
+    @app.get("/api/ops/stream")
+    async def ops_stream(request: Request) -> StreamingResponse:
+        async def events() -> AsyncIterator[str]:
+            yield "retry: 2000\n\n"
+            while not stopping.is_set() and not await request.is_disconnected():
+                yield f"data: {json.dumps(ops_snapshot())}\n\n"
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stopping.wait(), timeout=OPS_PUSH_INTERVAL_S)
+
+        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
+
+    return app
