@@ -39,6 +39,9 @@ TURNS_SCHEMA: list[tuple[str, str, str]] = [
     ("reply_chars", "INTEGER", "NULLABLE"),
     ("history_entries", "INTEGER", "NULLABLE"),
     ("flags", "STRING", "REPEATED"),
+    ("outcome", "STRING", "NULLABLE"),  # answered | refused | handoff | error
+    # JSON text: steps, tool calls (arguments masked), actions, hand-off reason. No message text.
+    ("details", "STRING", "NULLABLE"),
     ("created_at", "TIMESTAMP", "REQUIRED"),
 ]
 

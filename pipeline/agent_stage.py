@@ -1,137 +1,158 @@
-"""The agent inside the graph: prompt -> RunInference -> reply, eval row, or dead letter.
+"""The agent inside the graph: the step loop of ``agents.steps``, unrolled.
 
-RunInference gives batching, model sharing across threads and inference
-metrics; ``with_exception_handling`` routes a failed batch to the failure
-branch, where each of its turns becomes an ``error`` reply (so the customer
-hears something and the session moves on) plus a dead letter holding the
-turn's messages and the reason.
+A turn may need several model calls with tool results in between, but a
+pipeline is a graph, not a loop. So the loop is unrolled: ``StartAgent``
+(guardrails, prompt) then, for each step, ``StepN/RunModel`` (RunInference,
+so batching and model sharing stay Beam's) and ``StepN/Advance`` (run the
+tool calls for the session's own customer, then finish or go round again).
+Finished turns from every step are flattened into replies, eval rows,
+hand-offs and dead letters. ``agents.steps`` guarantees a turn finishes by
+``max_steps``; a turn still pending after the last stage (which would be a
+bug) is failed, not dropped.
+
+Changing ``max_steps`` changes the graph's shape: do it with a new job or an
+update that maps the new step transforms (see the README's update rules).
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
+from datetime import datetime
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInference
 
-from agents.model import ModelCall, ModelResponse
-from agents.prompting import PROMPT_VERSION, build_request
-from agents.turn import answer, reply_flags
-from contract.messages import AgentReply, DeadLetter, ReplyKind, TurnTimings
+from agents import steps
+from agents.steps import AgentState, StepConfig
+from contract.messages import DeadLetter, ReplyKind
 from contract.turn import EnrichedTurn
 from evals.rows import turn_row
 
 EVAL_TAG = "eval_rows"
 DEAD_LETTER_TAG = "dead_letter"
+HANDOFF_TAG = "handoffs"
+PENDING_TAG = "pending"
 
-ERROR_TEXT = "Sorry, I could not answer that just now. Your messages are saved and a colleague will follow up."
 
-
-def _ms_since(t) -> float:  # noqa: ANN001 - datetime
+def _ms_since(t: datetime) -> float:
     return max(0.0, (time.time() - t.timestamp()) * 1000)
 
 
-def _timings(enriched: EnrichedTurn, model_ms: float) -> TurnTimings:
-    turn = enriched.turn
-    return TurnTimings(
-        queue_ms=max(0.0, (turn.released_at - turn.first_sent_at).total_seconds() * 1000),
-        enrich_ms=enriched.enrich_ms,
-        model_ms=model_ms,
-        total_ms=_ms_since(turn.first_sent_at),
-    )
+class StartAgent(beam.DoFn):
+    """EnrichedTurn -> AgentState: finished at once (refused, asked for a human) or pending with a request."""
+
+    def __init__(self, version: str, config: StepConfig) -> None:
+        self._version, self._config = version, config
+
+    def process(self, enriched: EnrichedTurn) -> Iterator:
+        state = steps.start(enriched, self._version, self._config)
+        yield state if state.done else beam.pvalue.TaggedOutput(PENDING_TAG, state)
 
 
-class ToReply(beam.DoFn):
-    """PredictionResult -> AgentReply (main) and its eval row (tagged)."""
+class AdvanceAgent(beam.DoFn):
+    """One model response consumed: tools run against the session's customer, then done or pending again."""
 
-    def __init__(self, model_name: str) -> None:
-        self._model = model_name
-        self.latency = Metrics.distribution("agent", "turn_total_ms")
+    def __init__(self, project: str, clock: Callable[[], datetime] | None) -> None:
+        self._project, self._clock = project, clock
+        self.tool_calls = Metrics.counter("agent", "tool_calls")
+
+    def setup(self) -> None:
+        from tools.registry import make_executor
+
+        self._executor = make_executor(self._project, clock=self._clock)
 
     def process(self, result: PredictionResult) -> Iterator:
-        call: ModelCall = result.example
-        response: ModelResponse = result.inference
-        if not response.ok:  # the backend could not answer this one element (e.g. prompt over context)
-            yield from failed_turn(call.payload, self._model, f"model could not answer: {response.error}")
-            return
-        enriched: EnrichedTurn = call.payload
-        t = _timings(enriched, response.model_ms)
-        reply = answer(enriched, response, queue_ms=t.queue_ms, total_ms=t.total_ms)
+        before = len(result.example.tool_calls)
+        state = steps.advance(result.example, result.inference, self._executor)
+        self.tool_calls.inc(len(state.tool_calls) - before)
+        yield state if state.done else beam.pvalue.TaggedOutput(PENDING_TAG, state)
+
+
+def fail_batch(failed: tuple[list[AgentState], Exception]) -> Iterator[AgentState]:
+    batch, exc = failed
+    for state in batch:
+        yield steps.fail(state, f"model call failed: {type(exc).__name__}: {exc}"[:1000])
+
+
+class FinishTurn(beam.DoFn):
+    """A finished AgentState -> reply (main), eval row, hand-off record, and a dead letter for failed turns."""
+
+    def __init__(self) -> None:
+        self.latency = Metrics.distribution("agent", "turn_total_ms")
+        self.outcomes = {k: Metrics.counter("agent", f"outcome_{k.value}") for k in steps.Outcome}
+
+    def process(self, state: AgentState) -> Iterator:
+        turn = state.enriched.turn
+        queue_ms = max(0.0, (turn.released_at - turn.first_sent_at).total_seconds() * 1000)
+        reply = steps.to_reply(state, queue_ms=queue_ms, total_ms=_ms_since(turn.first_sent_at))
         self.latency.update(int(reply.timings.total_ms))
+        self.outcomes[state.outcome].inc()
         yield reply
-        flags = reply_flags(response)
-        row = turn_row(reply, enriched, response.prompt_tokens, response.completion_tokens, flags)
+        row = turn_row(reply, state.enriched, state.prompt_tokens, state.completion_tokens, steps.eval_flags(state))
+        row["outcome"] = state.outcome.value
+        row["details"] = json.dumps(steps.eval_details(state), default=str, sort_keys=True)
         yield beam.pvalue.TaggedOutput(EVAL_TAG, (reply.turn_id, row))
-
-
-def failed_turn(enriched: EnrichedTurn, model_name: str, reason: str) -> Iterator:
-    """One turn the model could not answer: an error reply, its eval row and a dead letter."""
-    turn = enriched.turn
-    reply = AgentReply(
-        session_id=turn.session_id,
-        turn_id=turn.turn_id,
-        turn_index=turn.turn_index,
-        answers=turn.message_ids,
-        kind=ReplyKind.ERROR,
-        text=ERROR_TEXT,
-        model=model_name,
-        prompt_version=PROMPT_VERSION,
-        timings=_timings(enriched, 0.0),
-    )
-    yield reply
-    yield beam.pvalue.TaggedOutput(EVAL_TAG, (reply.turn_id, turn_row(reply, enriched, flags=("model_error",))))
-    yield beam.pvalue.TaggedOutput(
-        DEAD_LETTER_TAG,
-        DeadLetter(
-            stage="AgentTurn",
-            reason=reason[:1000],
-            payload=json.dumps([asdict(m) for m in turn.messages], default=str),
-            session_id=turn.session_id,
-            message_ids=turn.message_ids,
-        ),
-    )
-
-
-class FailedTurns(beam.DoFn):
-    """A failed inference batch: every turn in it fails on its own terms."""
-
-    def __init__(self, model_name: str) -> None:
-        self._model = model_name
-        self.failures = Metrics.counter("agent", "model_errors")
-
-    def process(self, failed: tuple[list[ModelCall], Exception]) -> Iterator:
-        batch, exc = failed
-        for call in batch:
-            self.failures.inc()
-            yield from failed_turn(call.payload, self._model, f"model call failed: {type(exc).__name__}: {exc}")
+        handoff = steps.handoff_payload(state)
+        if handoff is not None:
+            yield beam.pvalue.TaggedOutput(HANDOFF_TAG, (turn.session_id, handoff))
+        if reply.kind == ReplyKind.ERROR:
+            # The customer got an apology; the messages themselves are kept with the reason.
+            yield beam.pvalue.TaggedOutput(
+                DEAD_LETTER_TAG,
+                DeadLetter(
+                    stage="AgentTurn",
+                    reason=(state.error or "agent error")[:1000],
+                    payload=json.dumps([asdict(m) for m in turn.messages], default=str),
+                    session_id=turn.session_id,
+                    message_ids=turn.message_ids,
+                ),
+            )
 
 
 class AgentTurn(beam.PTransform):
-    """EnrichedTurn -> outputs ``replies`` (AgentReply), ``eval_rows`` ((row id, row)), ``dead_letter``."""
+    """EnrichedTurn -> (replies, eval rows as (row id, row), hand-offs as (session id, bytes), dead letters)."""
 
-    def __init__(self, handler: ModelHandler, model_name: str, max_tokens: int) -> None:
+    def __init__(
+        self,
+        handler: ModelHandler,
+        *,
+        project: str,
+        version: str,
+        config: StepConfig,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
         super().__init__()
         self._handler = handler
-        self._model = model_name
-        self._max_tokens = max_tokens
+        self._project = project
+        self._version = version
+        self._config = config
+        self._clock = clock
 
-    def expand(self, enriched: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
-        max_tokens = self._max_tokens
-        calls = enriched | "BuildPrompt" >> beam.Map(
-            lambda e: ModelCall(request=build_request(e, max_tokens), payload=e)
+    def expand(self, enriched: beam.PCollection) -> tuple[beam.PCollection, ...]:
+        started = enriched | "StartAgent" >> beam.ParDo(StartAgent(self._version, self._config)).with_outputs(
+            PENDING_TAG, main="done"
         )
-        results, failed = calls | "RunModel" >> RunInference(self._handler).with_exception_handling()
-        ok = results | "ToReply" >> beam.ParDo(ToReply(self._model)).with_outputs(
-            EVAL_TAG, DEAD_LETTER_TAG, main="replies"
+        finished = [started.done]
+        pending = started[PENDING_TAG]
+        for step in range(self._config.max_steps):
+            results, failed = pending | f"Step{step}/RunModel" >> RunInference(self._handler).with_exception_handling()
+            advanced = results | f"Step{step}/Advance" >> beam.ParDo(
+                AdvanceAgent(self._project, self._clock)
+            ).with_outputs(PENDING_TAG, main="done")
+            finished += [
+                advanced.done,
+                failed.failed_inferences | f"Step{step}/FailedBatch" >> beam.FlatMap(fail_batch),
+            ]
+            pending = advanced[PENDING_TAG]
+        finished.append(pending | "PastStepLimit" >> beam.Map(steps.fail, "turn still pending after the last step"))
+        out = (
+            finished
+            | "AllFinished" >> beam.Flatten()
+            | "FinishTurn"
+            >> beam.ParDo(FinishTurn()).with_outputs(EVAL_TAG, HANDOFF_TAG, DEAD_LETTER_TAG, main="replies")
         )
-        bad = failed.failed_inferences | "FailedTurns" >> beam.ParDo(FailedTurns(self._model)).with_outputs(
-            EVAL_TAG, DEAD_LETTER_TAG, main="replies"
-        )
-        replies = (ok.replies, bad.replies) | "AllReplies" >> beam.Flatten()
-        rows = (ok[EVAL_TAG], bad[EVAL_TAG]) | "AllEvalRows" >> beam.Flatten()
-        dead = (ok[DEAD_LETTER_TAG], bad[DEAD_LETTER_TAG]) | "AllAgentDeadLetters" >> beam.Flatten()
-        return replies, rows, dead
+        return out.replies, out[EVAL_TAG], out[HANDOFF_TAG], out[DEAD_LETTER_TAG]

@@ -11,17 +11,22 @@ matches state by them, so rename one only with a transform-name mapping.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from datetime import datetime
+
 import apache_beam as beam
 from apache_beam.io.gcp.pubsub import PubsubMessage, ReadFromPubSub, WriteToPubSub
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from agents.backends import make_handler
+from agents.backends import TOOL_CALLING_BACKENDS, make_handler
+from agents.steps import StepConfig
 from contract.messages import AgentReply
 from evals.rows import session_row
 from evals.schema import SESSIONS_TABLE, TURNS_TABLE
 from pipeline.agent_stage import AgentTurn
 from pipeline.bigquery import WriteRowsToBigQuery
-from pipeline.enrich import FetchCustomerContext
+from pipeline.enrich import EnrichCustomerContext
 from pipeline.options import SupportflowOptions
 from pipeline.parse import (
     DEAD_LETTER_TAG,
@@ -41,6 +46,28 @@ def to_pubsub_reply(reply: AgentReply) -> PubsubMessage:
         {"session_id": reply.session_id, "kind": reply.kind.value, "turn_id": reply.turn_id},
         ordering_key=reply.session_id,
     )
+
+
+def agent_plan(o: SupportflowOptions) -> tuple[str, StepConfig]:
+    """Prompt version and step loop for the backend: tools only where the model can call them.
+
+    SmolLM2's chat template ignores tool declarations, so it (and the instant
+    stub) get the short v1 prompt and one step; Gemini gets v2 with the tools.
+    """
+    if o.model_backend in TOOL_CALLING_BACKENDS:
+        return "support_system_v2", StepConfig(max_steps=o.max_agent_steps, max_tokens=o.model_max_tokens)
+    return "support_system_v1", StepConfig(max_steps=1, max_tokens=o.model_max_tokens, tools=(), policy_digests=False)
+
+
+def policy_clock(now: str | None) -> Callable[[], datetime] | None:
+    if not now:
+        return None
+    pinned = datetime.fromisoformat(now.replace("Z", "+00:00"))
+    return functools.partial(_pinned, pinned)
+
+
+def _pinned(at: datetime) -> datetime:
+    return at
 
 
 def session_config(o: SupportflowOptions) -> SessionConfig:
@@ -82,18 +109,30 @@ def build(p: beam.Pipeline, options: PipelineOptions) -> None:
     sessions = events | "Sessions" >> beam.ParDo(SessionDoFn(session_config(o))).with_outputs(
         CLOSED_TAG, DEAD_LETTER_TAG, main="turns"
     )
-    enriched = sessions.turns | "EnrichCustomerContext" >> beam.ParDo(FetchCustomerContext(project))
+    enriched = sessions.turns | "EnrichCustomerContext" >> EnrichCustomerContext.from_options(options)
 
     handler = make_handler(
-        o.model_backend, max_tokens=o.model_max_tokens, threads=o.model_threads, gemini_model=o.gemini_model
+        o.model_backend,
+        max_tokens=o.model_max_tokens,
+        threads=o.model_threads,
+        gemini_model=o.gemini_model,
+        gemini_base_url=o.gemini_base_url,
     )
-    replies, eval_rows, agent_dead = enriched | "AgentTurn" >> AgentTurn(
-        handler, handler.model_name, o.model_max_tokens
+    version, step_config = agent_plan(o)
+    replies, eval_rows, handoffs, agent_dead = enriched | "AgentTurn" >> AgentTurn(
+        handler, project=project, version=version, config=step_config, clock=policy_clock(o.policy_now)
     )
     _ = (
         replies
         | "ToReplyMessage" >> beam.Map(to_pubsub_reply)
         | "PublishReplies" >> WriteToPubSub(topic(o.reply_topic), with_attributes=True, publish_with_ordering_key=True)
+    )
+
+    _ = (
+        handoffs
+        | "ToHandoffMessage" >> beam.Map(lambda kv: PubsubMessage(kv[1], {"session_id": kv[0]}, ordering_key=kv[0]))
+        | "PublishHandoffs"
+        >> WriteToPubSub(topic(o.handoff_topic), with_attributes=True, publish_with_ordering_key=True)
     )
 
     def bq(table: str) -> WriteRowsToBigQuery:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from pipeline.enrichment.layout import DEFAULT_BIGTABLE_INSTANCE, DEFAULT_BIGTABLE_TABLE, STORES
+
 DEFAULT_PROJECT = "supportflow-local"
 
 # Resource ids (not paths): the stack creates them, the pipeline reads them.
@@ -18,9 +20,17 @@ REPLY_TOPIC = "chat-replies"
 REPLY_MEMORY_SUBSCRIPTION = "chat-replies-session-memory"
 DEAD_LETTER_TOPIC = "chat-dead-letters"
 DEAD_LETTER_SUBSCRIPTION = "chat-dead-letters-audit"
+# Conversations handed to a person: what a human-agent desk subscribes to.
+HANDOFF_TOPIC = "chat-handoffs"
+HANDOFF_SUBSCRIPTION = "chat-handoffs-desk"
 EVAL_DATASET = "supportflow_evals"
 
 MODEL_BACKENDS = ("smollm2", "instant", "gemini")
+
+# Customer context store: names shared with the stack's Bigtable seeder (a Beam-free module).
+CONTEXT_STORES = STORES
+BIGTABLE_INSTANCE = DEFAULT_BIGTABLE_INSTANCE
+BIGTABLE_TABLE = DEFAULT_BIGTABLE_TABLE
 
 
 class SupportflowOptions(PipelineOptions):
@@ -32,16 +42,48 @@ class SupportflowOptions(PipelineOptions):
         p.add_argument("--reply_topic", default=REPLY_TOPIC)
         p.add_argument("--reply_memory_subscription", default=REPLY_MEMORY_SUBSCRIPTION)
         p.add_argument("--dead_letter_topic", default=DEAD_LETTER_TOPIC)
+        p.add_argument("--handoff_topic", default=HANDOFF_TOPIC)
         p.add_argument("--eval_dataset", default=EVAL_DATASET)
         p.add_argument(
             "--bigquery_endpoint",
             default=None,
             help="BigQuery REST endpoint, e.g. http://127.0.0.1:9050 for the emulator; unset for the real API.",
         )
+        p.add_argument(
+            "--context_store",
+            default="firestore",
+            choices=CONTEXT_STORES,
+            help="Where customer context is read from (Bigtable: one row per customer, see pipeline/enrichment).",
+        )
+        p.add_argument("--bigtable_instance", default=BIGTABLE_INSTANCE, help="Bigtable instance for --context_store.")
+        p.add_argument("--bigtable_table", default=BIGTABLE_TABLE, help="Bigtable table for --context_store.")
         p.add_argument("--model_backend", default="smollm2", choices=MODEL_BACKENDS)
+        p.add_argument(
+            "--max_agent_steps",
+            type=int,
+            default=4,
+            help="Model calls per turn at most (tool-calling backends); the step loop is unrolled this many times.",
+        )
+        p.add_argument(
+            "--policy_now",
+            default=None,
+            help="ISO time the tools judge return/refund windows against; unset: the wall clock. "
+            "The local stack pins it to its seed data's reference time.",
+        )
         p.add_argument("--gemini_model", default="gemini-2.5-flash", help="Gemini model for --model_backend=gemini.")
+        p.add_argument(
+            "--gemini_base_url",
+            default=None,
+            help="Another Gemini endpoint (a local server in tests); unset: Google's API.",
+        )
         p.add_argument("--model_max_tokens", type=int, default=96, help="Cap on generated tokens per model call.")
-        p.add_argument("--model_threads", type=int, default=2, help="CPU threads for the local model.")
+        p.add_argument(
+            "--model_threads",
+            type=int,
+            default=1,
+            # llama.cpp's threads spin-wait: on a busy 2-core box, 2 threads ran 10-30x slower than 1.
+            help="CPU threads per local model copy; raise it only on a worker the model has to itself.",
+        )
         # Session stage (see pipeline/session.py).
         p.add_argument("--quiet_window_s", type=float, default=1.5, help="A turn closes after this much user silence.")
         p.add_argument("--max_hold_s", type=float, default=6.0, help="A turn is never held longer than this.")
@@ -56,3 +98,48 @@ class SupportflowOptions(PipelineOptions):
         p.add_argument(
             "--max_seen_ids", type=int, default=2000, help="Message ids remembered per session for de-duplication."
         )
+        # Deployment and operations (validated by pipeline/settings.py; README "Deploying on Dataflow").
+        add_operations_args(parser.add_argument_group("supportflow operations"))
+
+
+DELIVERY_MODES = ("exactly_once", "at_least_once")
+
+
+def add_operations_args(p) -> None:  # noqa: ANN001 - an argparse group
+    """Options of the deployment, not of the graph's logic: delivery mode, right-fitting, SLO thresholds."""
+    p.add_argument(
+        "--delivery_mode",
+        default="exactly_once",
+        choices=DELIVERY_MODES,
+        help="Dataflow streaming mode: exactly_once (default) or at_least_once (cheaper, lower latency; "
+        "duplicate replies possible: consumers de-duplicate on turn_id).",
+    )
+    p.add_argument(
+        "--inference_accelerator",
+        default=None,
+        help="Accelerator resource hint for the inference step only, e.g. "
+        "type:nvidia-l4;count:1;install-nvidia-driver. GPU model backends only; they default to an L4.",
+    )
+    p.add_argument(
+        "--inference_min_ram",
+        default=None,
+        help="Minimum worker memory for the inference step only (resource hint), e.g. 16GB.",
+    )
+    p.add_argument(
+        "--slo_turn_latency_s",
+        type=float,
+        default=30.0,
+        help="Latency SLO: a turn answered later than this after its first message counts as slow.",
+    )
+    p.add_argument(
+        "--slo_freshness_s",
+        type=float,
+        default=60.0,
+        help="Freshness SLO: an unanswered user message older than this counts as stale.",
+    )
+    p.add_argument(
+        "--freshness_probe_s",
+        type=float,
+        default=10.0,
+        help="How often the session stage reports the age of a session's oldest unanswered message.",
+    )

@@ -20,6 +20,8 @@ from pipeline.options import (
     DEAD_LETTER_TOPIC,
     DEFAULT_PROJECT,
     EVAL_DATASET,
+    HANDOFF_SUBSCRIPTION,
+    HANDOFF_TOPIC,
     INBOUND_SUBSCRIPTION,
     INBOUND_TOPIC,
     REPLY_MEMORY_SUBSCRIPTION,
@@ -43,12 +45,13 @@ class SubscriptionSpec:
     ack_deadline_s: int = DEFAULT_ACK_DEADLINE_S
 
 
-TOPICS: tuple[str, ...] = (INBOUND_TOPIC, REPLY_TOPIC, DEAD_LETTER_TOPIC)
+TOPICS: tuple[str, ...] = (INBOUND_TOPIC, REPLY_TOPIC, DEAD_LETTER_TOPIC, HANDOFF_TOPIC)
 SUBSCRIPTIONS: tuple[SubscriptionSpec, ...] = (
     SubscriptionSpec(INBOUND_SUBSCRIPTION, INBOUND_TOPIC),
     SubscriptionSpec(REPLY_MEMORY_SUBSCRIPTION, REPLY_TOPIC, ordering=True),
     SubscriptionSpec(FRONTEND_REPLY_SUBSCRIPTION, REPLY_TOPIC, ordering=True),
     SubscriptionSpec(DEAD_LETTER_SUBSCRIPTION, DEAD_LETTER_TOPIC),
+    SubscriptionSpec(HANDOFF_SUBSCRIPTION, HANDOFF_TOPIC, ordering=True),
 )
 
 

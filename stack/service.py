@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from stack.emulators import DEFAULT_STATE_DIR, LocalStack, StackError, ensure_bq_venv
+from stack.seed import REFERENCE_TIME
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -29,6 +30,8 @@ def pipeline_command(bigquery_endpoint: str, backend: str, extra: list[str] | No
         "--streaming",
         f"--bigquery_endpoint={bigquery_endpoint}",
         f"--model_backend={backend}",
+        # The seed data is dated relative to REFERENCE_TIME: judge return windows against it.
+        f"--policy_now={REFERENCE_TIME.isoformat()}",
         *(extra or []),
     ]
 
@@ -79,7 +82,7 @@ class PipelineProcess:
         self.stop()
 
 
-def up(customers: int, backend: str, customer: str, state_dir: Path) -> int:
+def up(customers: int, backend: str, customer: str, state_dir: Path, web_port: int = 8080) -> int:
     from stack.chat import repl
     from stack.clients import firestore_client
     from stack.resources import ensure_resources
@@ -99,8 +102,14 @@ def up(customers: int, backend: str, customer: str, state_dir: Path) -> int:
         stats = seed_firestore(firestore_client(stack.project), customers)
         print(f"supportflow: seeded {stats.customers} customers in {time.monotonic() - t0:.1f} s", flush=True)
         log = stack.log_dir / "pipeline.log"
-        with PipelineProcess(pipeline_command(stack.bigquery_endpoint, backend), env, log).start() as pipeline:
+        web_cmd = [sys.executable, "-m", "web", "--port", str(web_port)]
+        # No .start() here: entering the block starts each process (start() + __enter__ would start two).
+        with (
+            PipelineProcess(pipeline_command(stack.bigquery_endpoint, backend), env, log) as pipeline,
+            PipelineProcess(web_cmd, env, stack.log_dir / "web.log"),
+        ):
             print(f"supportflow: pipeline running ({backend} model); logs in {stack.log_dir}", flush=True)
+            print(f"supportflow: chat page on http://127.0.0.1:{web_port}/ (operator view: /ops)", flush=True)
             for name, value in env.items():
                 print(f"  {name}={value}")
             print("  the first reply waits for the model to load (a few seconds).")
@@ -123,8 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     u.add_argument("--customer", default="C0001", help="the customer you chat as")
     u.add_argument("--model", default="smollm2", choices=("smollm2", "instant"))
     u.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
+    u.add_argument("--web-port", type=int, default=8080, help="port of the chat page (python -m web)")
     args = parser.parse_args(argv)
-    return up(args.customers, args.model, args.customer, args.state_dir)
+    return up(args.customers, args.model, args.customer, args.state_dir, args.web_port)
 
 
 if __name__ == "__main__":
