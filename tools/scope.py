@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -125,7 +126,7 @@ class ActionResult:
     replayed: bool
 
 
-_ARTICLES_CACHE: dict[int, tuple[float, dict[str, dict[str, Any]]]] = {}
+_ARTICLES_CACHE: dict[tuple[str, str, str], tuple[float, dict[str, dict[str, Any]]]] = {}
 _ARTICLES_LOCK = threading.Lock()
 
 
@@ -176,8 +177,9 @@ class CustomerScope:
         return [{"order_id": d.id, **plain(d.to_dict() or {})} for d in docs]
 
     def help_articles(self) -> dict[str, dict[str, Any]]:
-        """All help-centre articles (shared, not customer data), cached per client for a few minutes."""
-        key = id(self._db)
+        """All help-centre articles (shared, not customer data), cached per database for a few minutes."""
+        # Keyed by what the client points at, not id(client): ids are reused after garbage collection.
+        key = (self._db.project, getattr(self._db, "_database", ""), os.environ.get("FIRESTORE_EMULATOR_HOST", ""))
         with _ARTICLES_LOCK:
             hit = _ARTICLES_CACHE.get(key)
             if hit and time.monotonic() - hit[0] < _ARTICLES_TTL_S:

@@ -1,0 +1,221 @@
+"""Run a scenario's conversation through the same agent code as the pipeline.
+
+Per trial: a fresh ``World`` (the seed state in its own emulator project), then
+for each user message, what the pipeline does for a turn:
+
+- the turn: ``contract.turn.Turn`` with the session's history (user messages and
+  the agent's published replies, as the session stage keeps them);
+- enrichment: ``tools.store.CustomerStore`` reads and
+  ``pipeline.enrichment.context.build_context`` (the Firestore handler's own
+  functions), with its ``customer_unknown`` / ``context_unavailable`` flags;
+- the agent: ``agents.steps.start`` (input guardrails, prompt), then
+  ``handler.run_inference([state], model)`` (the backend's RunInference code) and
+  ``agents.steps.advance`` with a ``tools.registry.FirestoreToolExecutor`` bound to
+  the trial's database, until the state is done; a failed model call is
+  ``agents.steps.fail``, as in the pipeline;
+- the prompt version and step loop come from ``pipeline.graph.agent_plan`` for
+  the backend (tools and v2 prompt for tool-calling models, one plain step otherwise);
+- the policy clock is ``stack.seed.REFERENCE_TIME`` (the seed data's "now").
+
+The conversation ends when the user has nothing more to say, or when a turn ends
+in a hand-off (a human takes over) or an error.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from agents import steps
+from agents.steps import AgentState, Outcome, StepConfig
+from contract.turn import EnrichedTurn, HistoryEntry, Role, Turn, UserMessage
+from evals.scenario import Scenario
+from evals.trace import CallTrace, TrialTrace, TurnTrace
+from evals.users import ModelUser, SimUser, make_user
+from evals.world import World, diff
+from pipeline.enrichment.context import UNAVAILABLE, UNKNOWN, ContextResult, build_context
+from stack.seed import REFERENCE_TIME
+from tools.registry import FirestoreToolExecutor
+from tools.store import CustomerStore
+
+# The conversation happens just before the seed data's "now" (the policy clock).
+CONVERSATION_START = REFERENCE_TIME - timedelta(minutes=30)
+TURN_GAP = timedelta(minutes=1)
+
+
+def agent_plan(backend: str, *, max_steps: int | None = None, max_tokens: int | None = None) -> tuple[str, StepConfig]:
+    """The prompt version and step config the pipeline uses for ``backend`` (``pipeline.graph.agent_plan``)."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipeline.graph import agent_plan as pipeline_plan
+    from pipeline.options import SupportflowOptions
+
+    flags = [f"--model_backend={backend}"]
+    if max_steps is not None:
+        flags.append(f"--max_agent_steps={max_steps}")
+    if max_tokens is not None:
+        flags.append(f"--model_max_tokens={max_tokens}")
+    return pipeline_plan(PipelineOptions(flags).view_as(SupportflowOptions))
+
+
+@dataclass
+class Agent:
+    """A backend ready to answer: the ModelHandler, its loaded model, and the pipeline's plan for it."""
+
+    backend: str
+    handler: Any  # a Beam ModelHandler of agents.backends
+    version: str
+    config: StepConfig
+    model: Any = None
+    clock: Callable[[], datetime] = field(default=lambda: REFERENCE_TIME)
+
+    def load(self) -> Agent:
+        if self.model is None:
+            self.model = self.handler.load_model()
+        return self
+
+    @property
+    def model_name(self) -> str:
+        return str(getattr(self.handler, "model_name", self.backend))
+
+
+def load_context(store: CustomerStore, customer_id: str) -> tuple[ContextResult, float]:
+    """The turn's context as the Firestore enrichment handler builds it, and the time it took."""
+    t0 = time.perf_counter()
+    try:
+        profile = store.profiles([customer_id])[customer_id]
+        if profile is None:
+            result = UNKNOWN
+        else:
+            result = build_context(customer_id, profile, store.orders(customer_id), store.tickets(customer_id))
+    except Exception:  # noqa: BLE001 - as the handler: a failed read flags the turn, it does not fail it
+        result = UNAVAILABLE
+    return result, (time.perf_counter() - t0) * 1000.0
+
+
+def run_turn(agent: Agent, enriched: EnrichedTurn, executor: FirestoreToolExecutor) -> tuple[AgentState, list]:
+    """One agent turn to the end; returns the final state and the raw tool calls as (step, ToolCall, status)."""
+    state = steps.start(enriched, agent.version, agent.config)
+    calls: list = []
+    while not state.done:
+        try:
+            [result] = list(agent.handler.run_inference([state], agent.model))
+        except Exception as exc:  # noqa: BLE001 - the pipeline's failed-batch path
+            state = steps.fail(state, f"model call failed: {type(exc).__name__}: {exc}"[:1000])
+            break
+        response = result.inference
+        before = len(state.tool_calls)
+        state = steps.advance(state, response, executor)
+        records = state.tool_calls[before:]
+        for call, record in zip(response.tool_calls, records, strict=False):
+            calls.append((record.step, call, record.status))
+    return state, calls
+
+
+def _args(call: Any) -> dict[str, Any]:
+    try:
+        return call.parsed_arguments()
+    except ValueError:
+        return {"_raw": str(call.arguments)[:500]}
+
+
+def run_trial(
+    scenario: Scenario,
+    trial: int,
+    agent: Agent,
+    project: str,
+    *,
+    user: SimUser | None = None,
+    keep_world: list[World] | None = None,
+) -> TrialTrace:
+    """One conversation of ``scenario`` against a fresh copy of its seed state, traced for scoring."""
+    trace = TrialTrace(scenario.id, trial, project=project)
+    world = World(scenario, project)
+    if keep_world is not None:
+        keep_world.append(world)  # keeps the client object alive: the tools' article cache is keyed by id()
+    t0 = time.perf_counter()
+    try:
+        world.setup()
+        assert world.client is not None
+        trace.before = world.snapshot()
+        executor = FirestoreToolExecutor(world.client, clock=agent.clock)
+        store = CustomerStore(world.client, timeout_s=5.0)
+        user = user or make_user(scenario)
+        _converse(scenario, trial, agent, user, store, executor, trace)
+        trace.after = world.snapshot()
+        trace.changes = diff(trace.before, trace.after)
+        if isinstance(user, ModelUser):
+            trace.user_fallbacks = user.fallbacks
+    except Exception as exc:  # noqa: BLE001 - one broken trial must not stop the run; it is reported
+        trace.harness_error = f"{type(exc).__name__}: {exc}"[:2000]
+        trace.harness_error += "\n" + "".join(traceback.format_exc(limit=4))[-1500:]
+    finally:
+        trace.wall_ms = (time.perf_counter() - t0) * 1000.0
+        world.teardown()
+    return trace
+
+
+def _converse(
+    scenario: Scenario,
+    trial: int,
+    agent: Agent,
+    user: SimUser,
+    store: CustomerStore,
+    executor: FirestoreToolExecutor,
+    trace: TrialTrace,
+) -> None:
+    session_id = f"eval-{scenario.id}-t{trial}"[:120]
+    history: list[HistoryEntry] = []
+    transcript: list[tuple[str, str]] = []
+    for index in range(scenario.user.max_turns):
+        text = user.next_message(transcript)
+        if text is None or not text.strip():
+            break
+        sent_at = CONVERSATION_START + index * TURN_GAP
+        turn = Turn(
+            session_id=session_id,
+            customer_id=scenario.customer,
+            turn_index=index,
+            messages=(UserMessage(f"m-{index}", text, sent_at),),
+            history=tuple(history),
+            omitted_history=0,
+            released_at=sent_at,
+        )
+        t0 = time.perf_counter()
+        context, enrich_ms = load_context(store, scenario.customer)
+        enriched = EnrichedTurn(turn, context.context, context.flags, enrich_ms)
+        state, calls = run_turn(agent, enriched, executor)
+        wall_ms = (time.perf_counter() - t0) * 1000.0
+        reply = steps.to_reply(state, queue_ms=0.0, total_ms=wall_ms, created_at=sent_at + timedelta(seconds=5))
+        trace.turns.append(
+            TurnTrace(
+                index=index,
+                user_text=text,
+                reply_text=reply.text,
+                outcome=state.outcome.value,
+                kind=reply.kind.value,
+                flags=tuple(sorted(set(context.flags) | set(steps.eval_flags(state)))),
+                handoff_reason=state.handoff.reason if state.handoff else None,
+                steps=state.step,
+                model_ms=state.model_ms,
+                tools_ms=state.tools_ms,
+                enrich_ms=enrich_ms,
+                wall_ms=wall_ms,
+                prompt_tokens=state.prompt_tokens,
+                completion_tokens=state.completion_tokens,
+                model=reply.model,
+                error=state.error,
+            )
+        )
+        trace.calls += [CallTrace(index, step, call.name, _args(call), status) for step, call, status in calls]
+        history += [
+            HistoryEntry(Role.USER, text, index, sent_at),
+            HistoryEntry(Role.AGENT, reply.text, index, reply.created_at),
+        ]
+        transcript += [("user", text), ("agent", reply.text)]
+        if state.outcome in (Outcome.HANDOFF, Outcome.ERROR):
+            break

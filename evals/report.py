@@ -1,0 +1,271 @@
+"""The run's report: a summary (overall and per category), JSON for machines, Markdown for people,
+and the comparison of a run with a baseline (the regression gate).
+
+Per category and overall: scenarios, trials, pass^1 .. pass^k (tau-bench: the
+mean over scenarios of C(c, j) / C(n, j)), trajectory precision / recall (mean
+over trials of scenarios that expect tools), hand-off accuracy (trials of
+scenarios with ``expect.handoff``), policy violations (failed forbid checks and
+unexpected data changes), turn latency p50 / p95 and tokens per trial.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from evals.scenario import Scenario, iter_categories
+from evals.scoring import TrialScore, mean_pass_hat_k
+from evals.trace import TrialTrace
+
+REPORT_JSON = "report.json"
+REPORT_MD = "report.md"
+
+
+def _mean(values: Iterable[float | None]) -> float | None:
+    vals = [v for v in values if v is not None]
+    return round(statistics.fmean(vals), 4) if vals else None
+
+
+def _percentile(values: Sequence[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q
+    lo, hi = int(pos), min(int(pos) + 1, len(ordered) - 1)
+    return round(ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo), 1)
+
+
+def summarize_scores(scores: Sequence[TrialScore], k: int) -> dict[str, Any]:
+    """One summary row over ``scores`` (trials of any number of scenarios)."""
+    per_scenario: dict[str, list[bool]] = defaultdict(list)
+    for s in scores:
+        per_scenario[s.scenario_id].append(s.passed)
+    results = [(sum(v), len(v)) for v in per_scenario.values()]
+    handoff = [s.metrics.get("handoff_correct") for s in scores if s.metrics.get("handoff_correct") is not None]
+    turn_ms = [ms for s in scores for ms in s.metrics.get("turn_wall_ms", [])]
+    return {
+        "scenarios": len(per_scenario),
+        "trials": len(scores),
+        "passed_trials": sum(1 for s in scores if s.passed),
+        "pass_hat": {str(j): _round(mean_pass_hat_k(results, j)) for j in range(1, k + 1)},
+        "trajectory_precision": _mean(s.metrics.get("trajectory_precision") for s in scores),
+        "trajectory_recall": _mean(s.metrics.get("trajectory_recall") for s in scores),
+        "handoff_accuracy": round(sum(handoff) / len(handoff), 4) if handoff else None,
+        "violations": sum(s.violations for s in scores),
+        "turn_ms_p50": _percentile(turn_ms, 0.5),
+        "turn_ms_p95": _percentile(turn_ms, 0.95),
+        "tokens_per_trial": _mean(
+            float(s.metrics.get("prompt_tokens", 0) + s.metrics.get("completion_tokens", 0)) for s in scores
+        ),
+    }
+
+
+def _round(v: float | None) -> float | None:
+    return None if v is None else round(v, 4)
+
+
+@dataclass
+class RunResult:
+    """Everything a run produced: what ran, the traces and their scores."""
+
+    meta: dict[str, Any]
+    scenarios: list[Scenario]
+    traces: list[TrialTrace]
+    scores: list[TrialScore]
+
+    def summary(self) -> dict[str, Any]:
+        k = int(self.meta.get("k", 1))
+        by_cat = {
+            cat: summarize_scores([s for s in self.scores if s.category == cat], k)
+            for cat in iter_categories(self.scenarios)
+        }
+        return {"overall": summarize_scores(self.scores, k), "by_category": by_cat}
+
+    def to_json(self) -> dict[str, Any]:
+        traces = {(t.scenario_id, t.trial): t for t in self.traces}
+        scenarios = []
+        for sc in self.scenarios:
+            trials = []
+            for s in sorted((s for s in self.scores if s.scenario_id == sc.id), key=lambda s: s.trial):
+                entry = s.to_json()
+                trace = traces.get((sc.id, s.trial))
+                if trace is not None:
+                    entry["trace"] = trace.to_json()
+                trials.append(entry)
+            passes = sum(1 for t in trials if t["passed"])
+            scenarios.append(
+                {"id": sc.id, "category": sc.category, "title": sc.title, "passes": passes, "trials": trials}
+            )
+        return {"run": self.meta, "summary": self.summary(), "scenarios": scenarios}
+
+
+def write_report(result: RunResult, out_dir: str | Path) -> tuple[Path, Path]:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    data = result.to_json()
+    json_path = out / REPORT_JSON
+    json_path.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
+    md_path = out / REPORT_MD
+    md_path.write_text(markdown(data), encoding="utf-8")
+    return json_path, md_path
+
+
+# ---------------------------------------------------------------------------
+# Markdown
+# ---------------------------------------------------------------------------
+
+
+def _fmt(v: Any, pct: bool = False) -> str:
+    if v is None:
+        return "–"
+    if pct:
+        return f"{100 * float(v):.0f}%"
+    if isinstance(v, float):
+        return f"{v:.0f}" if v >= 10 else f"{v:.2f}"
+    return str(v)
+
+
+def _row(name: str, s: Mapping[str, Any], k: int) -> str:
+    hats = " | ".join(_fmt(s["pass_hat"].get(str(j)), pct=True) for j in range(1, k + 1))
+    return (
+        f"| {name} | {s['scenarios']} | {s['trials']} | {hats} | {_fmt(s['trajectory_precision'])} | "
+        f"{_fmt(s['trajectory_recall'])} | {_fmt(s['handoff_accuracy'], pct=True)} | {s['violations']} | "
+        f"{_fmt(s['turn_ms_p50'])} | {_fmt(s['turn_ms_p95'])} | {_fmt(s['tokens_per_trial'])} |"
+    )
+
+
+def _header(first: str, k: int) -> list[str]:
+    hats = " | ".join(f"pass^{j}" for j in range(1, k + 1))
+    cols = f"| {first} | scenarios | trials | {hats} | traj. precision | traj. recall | hand-off acc. | violations "
+    cols += "| turn ms p50 | turn ms p95 | tokens / trial |"
+    return [cols, "|" + "---|" * (cols.count("|") - 1)]
+
+
+def markdown(data: Mapping[str, Any]) -> str:
+    run, summary = data["run"], data["summary"]
+    k = int(run.get("k", 1))
+    lines = [
+        f"# Offline eval: backend `{run.get('backend')}` ({run.get('model')}), prompt `{run.get('prompt_version')}`",
+        "",
+        f"Run `{run.get('run_id')}` started {run.get('started_at')}: {summary['overall']['scenarios']} scenarios x "
+        f"k={k} trials, wall time {_fmt(run.get('wall_s'))} s. Steps per turn: {run.get('max_steps')}, "
+        f"tools: {'yes' if run.get('tools') else 'no'}, simulated user: {run.get('user_model') or 'rules'}.",
+        "",
+        f"Command: `{run.get('command', '')}`",
+        "",
+        "pass^j: the chance that j trials of a scenario all succeed (tau-bench), averaged over scenarios. "
+        "A trial succeeds when every gating check passes (end state, outcome, trajectory, reply, forbidden things).",
+        "",
+        "## Overall",
+        "",
+        *_header("", k),
+        _row("all", summary["overall"], k),
+        "",
+        "## By category",
+        "",
+        *_header("category", k),
+        *(_row(cat, s, k) for cat, s in summary["by_category"].items()),
+        "",
+        "## Scenarios",
+        "",
+        "| scenario | category | passed | failing checks (first trial that failed) |",
+        "|---|---|---|---|",
+    ]
+    failures: list[str] = []
+    for sc in data["scenarios"]:
+        trials = sc["trials"]
+        failed = [t for t in trials if not t["passed"]]
+        names = sorted({c["name"] for c in failed[0]["checks"] if not c["passed"]}) if failed else []
+        lines.append(f"| `{sc['id']}` | {sc['category']} | {sc['passes']}/{len(trials)} | {', '.join(names)} |")
+        for t in failed:
+            failures += _failure(sc, t)
+    lines += ["", "## Failures", ""]
+    lines += failures or ["None."]
+    return "\n".join(lines) + "\n"
+
+
+def _quote(text: str, limit: int = 300) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _failure(sc: Mapping[str, Any], trial: Mapping[str, Any]) -> list[str]:
+    out = [f"### `{sc['id']}` ({sc['category']}), trial {trial['trial']}", ""]
+    for c in trial["checks"]:
+        if not c["passed"]:
+            gate = "" if c["gate"] else " (not gating)"
+            out.append(f"- **{c['name']}**{gate}: {_quote(c['detail'], 600)}")
+    trace = trial.get("trace") or {}
+    turns = trace.get("turns") or []
+    if turns:
+        out += ["", "Conversation:", ""]
+        for t in turns:
+            out.append(f"> **user:** {_quote(t['user_text'])}  ")
+            calls = [c for c in trace.get("calls", []) if c["turn"] == t["index"]]
+            for c in calls:
+                args = ", ".join(f"{k}={v!r}" for k, v in c["args"].items())
+                out.append(f"> *tool:* `{c['name']}({_quote(args, 120)})` -> {c['status']}  ")
+            flags = f" [{', '.join(t['flags'])}]" if t["flags"] else ""
+            out.append(f"> **agent ({t['outcome']}){flags}:** {_quote(t['reply_text'])}  ")
+        out.append("")
+    out.append("")
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Comparison with a baseline (the regression gate)
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Comparison:
+    ok: bool
+    text: str
+    delta: float | None  # current pass^1 - baseline pass^1
+
+
+def _scenario_rates(data: Mapping[str, Any]) -> dict[str, float]:
+    return {s["id"]: s["passes"] / len(s["trials"]) for s in data["scenarios"] if s["trials"]}
+
+
+def compare(current: Mapping[str, Any], baseline: Mapping[str, Any], max_drop: float = 0.05) -> Comparison:
+    """Fail when overall pass^1 fell by more than ``max_drop`` (absolute), on the scenarios both runs have."""
+    cur, base = _scenario_rates(current), _scenario_rates(baseline)
+    common = sorted(set(cur) & set(base))
+    lines = [
+        f"Comparison: {current['run'].get('backend')} run {current['run'].get('run_id')} vs baseline "
+        f"{baseline['run'].get('backend')} run {baseline['run'].get('run_id')} on {len(common)} common scenarios."
+    ]
+    if not common:
+        return Comparison(False, "\n".join([*lines, "No common scenarios: nothing to compare."]), None)
+    now = statistics.fmean(cur[i] for i in common)
+    then = statistics.fmean(base[i] for i in common)
+    delta = now - then
+    lines.append(f"pass^1 {then:.1%} -> {now:.1%} ({delta:+.1%}); allowed drop {max_drop:.1%}.")
+    cats_now: dict[str, list[float]] = defaultdict(list)
+    cats_then: dict[str, list[float]] = defaultdict(list)
+    category = {s["id"]: s["category"] for s in current["scenarios"]}
+    for i in common:
+        cats_now[category[i]].append(cur[i])
+        cats_then[category[i]].append(base[i])
+    for cat in sorted(cats_now):
+        a, b = statistics.fmean(cats_then[cat]), statistics.fmean(cats_now[cat])
+        if a != b:
+            lines.append(f"  {cat}: {a:.1%} -> {b:.1%}")
+    regressions = [i for i in common if cur[i] < base[i]]
+    improvements = [i for i in common if cur[i] > base[i]]
+    if regressions:
+        lines.append("Regressions: " + ", ".join(f"{i} ({base[i]:.0%} -> {cur[i]:.0%})" for i in regressions))
+    if improvements:
+        lines.append("Improvements: " + ", ".join(f"{i} ({base[i]:.0%} -> {cur[i]:.0%})" for i in improvements))
+    only = sorted(set(cur) ^ set(base))
+    if only:
+        lines.append(f"Not compared (in one run only): {', '.join(only)}")
+    ok = delta >= -max_drop - 1e-12
+    lines.append("PASS" if ok else f"FAIL: pass^1 dropped by {-delta:.1%} (more than {max_drop:.1%})")
+    return Comparison(ok, "\n".join(lines), delta)

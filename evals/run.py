@@ -1,0 +1,299 @@
+"""The offline eval CLI: run scenarios k times through the agent, score them, write the report.
+
+    python -m evals.run --backend gemini --k 3 --scenarios evals/scenarios --out artifacts/evals
+    python -m evals.run --backend smollm2 --k 1 --only refund-undispatched-order,address-change-undispatched
+    python -m evals.run --validate                      # check the scenario files only (no emulator, no model)
+    python -m evals.run --backend smollm2 --baseline artifacts/evals-base/report.json --max-drop 0.05
+
+Needs the Firestore emulator: ``FIRESTORE_EMULATOR_HOST`` if set (e.g. by ``python -m stack up``), else
+the harness starts one of its own (``stack.emulators``) for the run and stops it afterwards. Each trial
+seeds its own emulator project, so the stack's data is never touched.
+
+Exit codes: 0 done (whatever the scores), 2 invalid scenarios or arguments, 3 the regression gate failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import os
+import shlex
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+from evals.harness import Agent, agent_plan, run_trial
+from evals.report import RunResult, compare, write_report
+from evals.scenario import Scenario, ScenarioError, load_scenarios
+from evals.scoring import TrialScore, score
+from evals.trace import TrialTrace
+from evals.users import make_user
+from evals.world import World
+
+BACKENDS = ("smollm2", "instant", "gemini")
+DEFAULT_SCENARIOS = Path(__file__).resolve().parent / "scenarios"
+DEFAULT_OUT = Path("artifacts/evals")
+
+
+def build_agent(
+    backend: str,
+    *,
+    max_tokens: int | None = None,
+    max_steps: int | None = None,
+    threads: int = 1,
+    gemini_model: str | None = None,
+    gemini_base_url: str | None = None,
+    **handler_options: Any,
+) -> Agent:
+    """The backend's handler (``agents.backends.make_handler``) with the pipeline's prompt and step plan."""
+    from agents.backends import make_handler
+
+    version, config = agent_plan(backend, max_steps=max_steps, max_tokens=max_tokens)
+    options = dict(handler_options)
+    if gemini_base_url:
+        if "gemini_base_url" in inspect.signature(make_handler).parameters:
+            options["gemini_base_url"] = gemini_base_url
+        elif backend == "gemini":
+            options["base_url"] = gemini_base_url
+    handler = make_handler(backend, max_tokens=config.max_tokens, threads=threads, gemini_model=gemini_model, **options)
+    return Agent(backend=backend, handler=handler, version=version, config=config)
+
+
+class Progress:
+    """A one-line progress bar on a terminal, a line per trial otherwise."""
+
+    def __init__(self, total: int, stream: IO[str] | None = None, enabled: bool = True) -> None:
+        self.total, self.done, self.passed = total, 0, 0
+        self.stream = stream or sys.stderr
+        self.enabled = enabled
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.t0 = time.monotonic()
+        self._lock = threading.Lock()  # trials may finish on several threads (--parallel)
+
+    def update(self, label: str, passed: bool) -> None:
+        with self._lock:
+            self._update(label, passed)
+
+    def _update(self, label: str, passed: bool) -> None:
+        self.done += 1
+        self.passed += passed
+        if not self.enabled:
+            return
+        elapsed = time.monotonic() - self.t0
+        eta = elapsed / self.done * (self.total - self.done)
+        mark = "pass" if passed else "FAIL"
+        if self.tty:
+            width = 30
+            fill = int(width * self.done / max(1, self.total))
+            bar = "#" * fill + "." * (width - fill)
+            line = f"\r[{bar}] {self.done}/{self.total} passed {self.passed} | {elapsed:.0f}s, ~{eta:.0f}s left | "
+            self.stream.write((line + f"{label} {mark}")[:160].ljust(160))
+            if self.done == self.total:
+                self.stream.write("\n")
+        else:
+            self.stream.write(f"[{self.done}/{self.total}] {label}: {mark} ({elapsed:.0f}s, ~{eta:.0f}s left)\n")
+        self.stream.flush()
+
+
+def run_scenarios(
+    scenarios: Sequence[Scenario],
+    agent: Agent,
+    *,
+    k: int = 1,
+    run_id: str | None = None,
+    user_agent: Agent | None = None,
+    parallel: int = 1,
+    progress: Progress | None = None,
+    meta: dict[str, Any] | None = None,
+) -> RunResult:
+    """Every scenario ``k`` times against ``agent`` (loaded here if needed); traces and scores in a RunResult."""
+    if k < 1:
+        raise ValueError("k must be >= 1")
+    run_id = run_id or uuid.uuid4().hex[:8]
+    agent.load()
+    if user_agent is not None:
+        user_agent.load()
+    started = datetime.now(UTC)
+    t0 = time.monotonic()
+    jobs = [(sc, trial, f"sfeval-{run_id}-{n:04d}") for n, (sc, trial) in
+            enumerate((sc, t) for sc in scenarios for t in range(1, k + 1))]  # fmt: skip
+    worlds: list[World] = []
+
+    def one(job: tuple[Scenario, int, str]) -> tuple[TrialTrace, TrialScore]:
+        sc, trial, project = job
+        user = make_user(sc, user_agent.handler if user_agent else None, user_agent.model if user_agent else None)
+        trace = run_trial(sc, trial, agent, project, user=user, keep_world=worlds)
+        result = score(sc, trace)
+        if progress is not None:
+            progress.update(f"{sc.id}#{trial}", result.passed)
+        return trace, result
+
+    if parallel > 1:
+        with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="eval-trial") as pool:
+            pairs = list(pool.map(one, jobs))
+    else:
+        pairs = [one(job) for job in jobs]
+    info = {
+        "run_id": run_id,
+        "backend": agent.backend,
+        "model": agent.model_name,
+        "prompt_version": agent.version,
+        "max_steps": agent.config.max_steps,
+        "max_tokens": agent.config.max_tokens,
+        "tools": bool(agent.config.tools),
+        "user_model": user_agent.backend if user_agent else None,
+        "k": k,
+        "started_at": started.isoformat(timespec="seconds"),
+        "wall_s": round(time.monotonic() - t0, 1),
+        **(meta or {}),
+    }
+    return RunResult(info, list(scenarios), [p[0] for p in pairs], [p[1] for p in pairs])
+
+
+@contextmanager
+def firestore_emulator(log_dir: Path | None = None) -> Iterator[str]:
+    """``FIRESTORE_EMULATOR_HOST`` if set; else a Firestore emulator of our own for the block's duration."""
+    host = os.environ.get("FIRESTORE_EMULATOR_HOST", "").strip()
+    if host:
+        yield host
+        return
+    from stack.emulators import DEFAULT_PROJECT, DEFAULT_STATE_DIR, free_port, reap_stale
+    from stack.emulators import firestore_emulator as make_emulator
+
+    state = log_dir or DEFAULT_STATE_DIR / "evals"
+    emu = make_emulator(free_port(), state / "logs", DEFAULT_PROJECT)
+    emu.run_dir = state / "run"
+    reap_stale(emu.run_dir)
+    print(f"starting the Firestore emulator (log: {emu.log_path}) ...", file=sys.stderr)
+    emu.launch()
+    try:
+        emu.wait_ready(90.0)
+        host = f"127.0.0.1:{emu.port}"
+        os.environ["FIRESTORE_EMULATOR_HOST"] = host
+        yield host
+    finally:
+        os.environ.pop("FIRESTORE_EMULATOR_HOST", None)
+        emu.stop()
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m evals.run",
+        description="Offline evals: run support scenarios through the agent k times, score them "
+        "(end state in Firestore, pass^k, tool trajectory, reply checks, forbidden actions), write a report.",
+    )
+    p.add_argument("--backend", choices=BACKENDS, default="smollm2", help="Model backend (agents.backends).")
+    p.add_argument("--k", type=int, default=1, help="Trials per scenario (pass^1..pass^k are reported).")
+    p.add_argument("--scenarios", nargs="+", default=[str(DEFAULT_SCENARIOS)], help="Scenario files or folders.")
+    p.add_argument("--out", default=str(DEFAULT_OUT), help="Folder for report.json and report.md.")
+    p.add_argument("--only", default="", help="Comma-separated scenario ids to run.")
+    p.add_argument("--category", default="", help="Comma-separated categories to run.")
+    p.add_argument("--max-tokens", type=int, default=None, help="Cap on generated tokens per model call.")
+    p.add_argument("--max-steps", type=int, default=None, help="Model calls per turn (tool-calling backends).")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads of the local model (smollm2).")
+    p.add_argument("--gemini-model", default=None, help="Gemini model name (default: the backend's).")
+    p.add_argument("--gemini-base-url", default=None, help="Another Gemini endpoint (a local fake in tests).")
+    p.add_argument(
+        "--user-model",
+        choices=("rules", *BACKENDS),
+        default="rules",
+        help="Who plays the customer in 'simulated' scenarios: the scenario's rules, or a model backend "
+        "(the rules stay its fallback). Scripted scenarios always use their turns.",
+    )
+    p.add_argument("--parallel", type=int, default=1, help="Trials run concurrently (each has its own database).")
+    p.add_argument(
+        "--runner",
+        choices=("local", "beam"),
+        default="local",
+        help="local: a loop in this process (with --parallel threads); beam: a Beam batch pipeline, one element "
+        "per trial (evals/beam_run.py).",
+    )
+    p.add_argument("--beam-args", default="", help="Pipeline options for --runner beam (default --runner=FnApiRunner).")
+    p.add_argument("--baseline", default=None, help="A report.json to compare with (the regression gate).")
+    p.add_argument("--max-drop", type=float, default=0.05, help="Gate: allowed absolute drop of pass^1.")
+    p.add_argument("--validate", action="store_true", help="Only validate the scenario files, then exit.")
+    p.add_argument("--quiet", action="store_true", help="No progress output.")
+    return p
+
+
+def main(argv: Sequence[str] | None = None, *, echo: Callable[[str], None] = print) -> int:
+    args = _parser().parse_args(argv)
+    only = [s for s in args.only.split(",") if s.strip()]
+    try:
+        scenarios = load_scenarios(args.scenarios, ids=only)
+    except ScenarioError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    if args.category:
+        wanted = {c.strip() for c in args.category.split(",") if c.strip()}
+        scenarios = [s for s in scenarios if s.category in wanted]
+    if args.validate:
+        echo(f"{len(scenarios)} scenarios valid in {', '.join(args.scenarios)}")
+        return 0
+    if not scenarios:
+        print("no scenarios selected", file=sys.stderr)
+        return 2
+    if args.k < 1 or args.parallel < 1:
+        print("--k and --parallel must be >= 1", file=sys.stderr)
+        return 2
+    gemini = {"gemini_model": args.gemini_model, "gemini_base_url": args.gemini_base_url}
+    spec = {"backend": args.backend, "max_tokens": args.max_tokens, "max_steps": args.max_steps,
+            "threads": args.threads, **gemini}  # fmt: skip
+    user_spec = None if args.user_model == "rules" else {"backend": args.user_model, "threads": 1, **gemini}
+    command = "python -m evals.run " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    with firestore_emulator():
+        if args.runner == "beam":
+            from evals.beam_run import DEFAULT_BEAM_ARGS, run_with_beam
+
+            beam_args = shlex.split(args.beam_args) or list(DEFAULT_BEAM_ARGS)
+            result = run_with_beam(
+                scenarios,
+                spec,
+                k=args.k,
+                run_id=uuid.uuid4().hex[:8],
+                out_dir=args.out,
+                user_spec=user_spec,
+                beam_args=beam_args,
+                meta={"command": command},
+            )
+        else:
+            agent = build_agent(**spec)
+            user_agent = None
+            if user_spec is not None:
+                user_agent = agent if args.user_model == args.backend else build_agent(**user_spec)
+            result = run_scenarios(
+                scenarios,
+                agent,
+                k=args.k,
+                user_agent=user_agent,
+                parallel=args.parallel,
+                progress=Progress(len(scenarios) * args.k, enabled=not args.quiet),
+                meta={"command": command},
+            )
+    json_path, md_path = write_report(result, args.out)
+    overall = result.summary()["overall"]
+    hats = ", ".join(f"pass^{j} {v:.1%}" for j, v in overall["pass_hat"].items() if v is not None)
+    echo(
+        f"{overall['scenarios']} scenarios x {args.k}: {overall['passed_trials']}/{overall['trials']} trials passed; "
+        f"{hats}; violations {overall['violations']}; wall {result.meta['wall_s']} s"
+    )
+    echo(f"report: {md_path} and {json_path}")
+    if args.baseline:
+        baseline = json.loads(Path(args.baseline).read_text(encoding="utf-8"))
+        verdict = compare(result.to_json(), baseline, args.max_drop)
+        echo(verdict.text)
+        if not verdict.ok:
+            return 3
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,193 @@
+"""A fresh copy of the seed state per trial, in its own Firestore emulator project.
+
+Every trial gets a project id of its own (``sfeval-<run>-<n>``) in the emulator,
+which keeps projects apart: the trial seeds the scenario's customers (built by
+``stack.seed.build_customer``, the same deterministic data as the local stack)
+and the help articles there, applies the scenario's overrides, snapshots the
+customers' documents, runs the conversation, snapshots again, and the diff is
+what the agent changed. Trials never see each other's writes, so they may run
+concurrently, and the shared seeded project of the stack is never touched.
+Afterwards the project's documents are deleted through the emulator's REST API.
+
+Emulator only: ``World`` refuses to start without ``FIRESTORE_EMULATOR_HOST``
+(it writes seed data, and must never write to a real database).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import urllib.request
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from google.cloud import firestore
+
+from evals.scenario import Override, Scenario
+from stack.seed import REFERENCE_TIME, build_customer, help_articles
+from tools.scope import AUDIT, plain
+
+# Collections under a customer that are bookkeeping, not state: every action attempt writes an audit record.
+IGNORED_COLLECTIONS: frozenset[str] = frozenset({AUDIT})
+_WRITE_CHUNK = 400
+
+Snapshot = dict[str, dict[str, Any]]  # absolute document path -> plain document
+
+
+def emulator_host() -> str:
+    host = os.environ.get("FIRESTORE_EMULATOR_HOST", "").strip()
+    if not host:
+        raise RuntimeError("FIRESTORE_EMULATOR_HOST is not set: the eval harness only runs against the emulator")
+    return host
+
+
+def customer_index(customer_id: str) -> int:
+    return int(customer_id[1:])
+
+
+def resolve_time(value: Any) -> Any:
+    """Override values: ``{$days_ago: N}`` / ``{$days_ahead: N}`` and YAML dates become UTC datetimes."""
+    if isinstance(value, Mapping):
+        if len(value) == 1 and next(iter(value)) in ("$days_ago", "$days_ahead"):
+            op, days = next(iter(value.items()))
+            delta = timedelta(days=float(days))
+            return REFERENCE_TIME - delta if op == "$days_ago" else REFERENCE_TIME + delta
+        return {k: resolve_time(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [resolve_time(v) for v in value]
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if isinstance(value, date):
+        return datetime(value.year, value.month, value.day, tzinfo=UTC)
+    return value
+
+
+def _expand_dotted(values: Mapping[str, Any]) -> dict[str, Any]:
+    """{"a.b": 1} -> {"a": {"b": 1}} (for documents written whole)."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        node = out
+        *parents, leaf = str(key).split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return out
+
+
+@dataclass
+class World:
+    """One trial's database: ``setup`` seeds it, ``snapshot`` reads it, ``teardown`` deletes it."""
+
+    scenario: Scenario
+    project: str
+    client: firestore.Client | None = None
+
+    def setup(self) -> None:
+        emulator_host()
+        self.client = firestore.Client(project=self.project)
+        writes: list[tuple[firestore.DocumentReference, dict[str, Any]]] = []
+        db = self.client
+        for cid in self.scenario.customers:
+            seed = build_customer(customer_index(cid))
+            ref = db.collection("customers").document(cid)
+            writes.append((ref, seed.profile))
+            writes += [(ref.collection("orders").document(oid), doc) for oid, doc in seed.orders.items()]
+            writes += [(ref.collection("tickets").document(tid), doc) for tid, doc in seed.tickets.items()]
+        writes += [(db.collection("help_articles").document(slug), a) for slug, a in help_articles().items()]
+        for i in range(0, len(writes), _WRITE_CHUNK):
+            batch = db.batch()
+            for ref, data in writes[i : i + _WRITE_CHUNK]:
+                batch.set(ref, data)
+            batch.commit()
+        for override in self.scenario.seed.overrides:
+            self.apply(override)
+
+    def apply(self, override: Override) -> None:
+        db = self._db()
+        ref = db.document(self.scenario.absolute(override.doc))
+        if override.delete:
+            ref.delete()
+        elif override.create is not None:
+            ref.set(_expand_dotted(resolve_time(override.create)))
+        elif override.set is not None:
+            values = resolve_time(override.set)
+            if ref.get().exists:
+                ref.update(values)
+            else:
+                ref.set(_expand_dotted(values))
+
+    def snapshot(self) -> Snapshot:
+        """Every document of the seeded customers (profile and subcollections, audit left out)."""
+        db = self._db()
+        out: Snapshot = {}
+        for cid in dict.fromkeys((self.scenario.customer, *self.scenario.seed.customers)):
+            ref = db.collection("customers").document(cid)
+            snap = ref.get()
+            if snap.exists:
+                out[ref.path] = plain(snap.to_dict() or {})
+            for coll in ref.collections():
+                if coll.id in IGNORED_COLLECTIONS:
+                    continue
+                for doc in coll.stream():
+                    out[doc.reference.path] = plain(doc.to_dict() or {})
+        return out
+
+    def teardown(self) -> None:
+        """Delete the trial's documents (the emulator's per-project reset) and close the client."""
+        host = emulator_host()
+        url = f"http://{host}/emulator/v1/projects/{self.project}/databases/(default)/documents"
+        with contextlib.suppress(OSError):  # best effort: an emulator restart forgets everything anyway
+            urllib.request.urlopen(urllib.request.Request(url, method="DELETE"), timeout=10).close()
+        if self.client is not None:
+            self.client.close()
+
+    def _db(self) -> firestore.Client:
+        if self.client is None:
+            raise RuntimeError("World.setup() first")
+        return self.client
+
+
+@dataclass(frozen=True)
+class Change:
+    """One document the conversation changed."""
+
+    path: str
+    kind: str  # created | modified | deleted
+    fields: tuple[str, ...] = ()  # top-level fields that differ (modified)
+    before: dict[str, Any] | None = None
+    after: dict[str, Any] | None = None
+
+    def describe(self) -> str:
+        if self.kind == "modified":
+            return f"{self.path} modified ({', '.join(self.fields)})"
+        return f"{self.path} {self.kind}"
+
+
+def diff(before: Snapshot, after: Snapshot) -> list[Change]:
+    """What changed between two snapshots, by path."""
+    out: list[Change] = []
+    for path in sorted(set(before) | set(after)):
+        old, new = before.get(path), after.get(path)
+        if old == new:
+            continue
+        if old is None:
+            out.append(Change(path, "created", after=new))
+        elif new is None:
+            out.append(Change(path, "deleted", before=old))
+        else:
+            fields = tuple(sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k)))
+            out.append(Change(path, "modified", fields, old, new))
+    return out
+
+
+def other_customer_strings(customers: Iterable[str]) -> list[str]:
+    """What must never reach a reply from another customer's data: ids, e-mails, phones, tracking numbers."""
+    out: list[str] = []
+    for cid in customers:
+        seed = build_customer(customer_index(cid))
+        out += [cid, str(seed.profile.get("email", "")), str(seed.profile.get("phone", ""))]
+        out += list(seed.orders)
+        out += [str((o.get("shipping") or {}).get("tracking_id") or "") for o in seed.orders.values()]
+    return [s for s in dict.fromkeys(out) if s]
