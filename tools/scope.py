@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
