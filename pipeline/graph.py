@@ -27,6 +27,7 @@ from evals.schema import SESSIONS_TABLE, TURNS_TABLE
 from pipeline.agent_stage import AgentTurn
 from pipeline.bigquery import WriteRowsToBigQuery
 from pipeline.enrich import EnrichCustomerContext
+from pipeline.metrics import FreshnessProbe, RecordDeadLetters, RecordTurnSLIs
 from pipeline.options import SupportflowOptions
 from pipeline.parse import (
     DEAD_LETTER_TAG,
@@ -106,9 +107,9 @@ def build(p: beam.Pipeline, options: PipelineOptions) -> None:
         memory.replies | "KeyReplies" >> beam.Map(key_reply),
     ) | "MergeSessionEvents" >> beam.Flatten()
 
-    sessions = events | "Sessions" >> beam.ParDo(SessionDoFn(session_config(o))).with_outputs(
-        CLOSED_TAG, DEAD_LETTER_TAG, main="turns"
-    )
+    sessions = events | "Sessions" >> beam.ParDo(
+        SessionDoFn(session_config(o), freshness=FreshnessProbe(o.slo_freshness_s, o.freshness_probe_s))
+    ).with_outputs(CLOSED_TAG, DEAD_LETTER_TAG, main="turns")
     enriched = sessions.turns | "EnrichCustomerContext" >> EnrichCustomerContext.from_options(options)
 
     handler = make_handler(
@@ -124,6 +125,7 @@ def build(p: beam.Pipeline, options: PipelineOptions) -> None:
     )
     _ = (
         replies
+        | "RecordTurnSLIs" >> beam.ParDo(RecordTurnSLIs(o.slo_turn_latency_s))
         | "ToReplyMessage" >> beam.Map(to_pubsub_reply)
         | "PublishReplies" >> WriteToPubSub(topic(o.reply_topic), with_attributes=True, publish_with_ordering_key=True)
     )
@@ -155,6 +157,7 @@ def build(p: beam.Pipeline, options: PipelineOptions) -> None:
             session_eval_dead,
         )
         | "AllDeadLetters" >> beam.Flatten()
+        | "RecordDeadLetters" >> beam.ParDo(RecordDeadLetters())
         | "ToDeadLetterMessage" >> beam.Map(to_pubsub_dead_letter)
         | "PublishDeadLetters" >> WriteToPubSub(topic(o.dead_letter_topic), with_attributes=True)
     )

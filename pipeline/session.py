@@ -46,6 +46,7 @@ from apache_beam.utils.timestamp import Timestamp
 
 from contract.messages import AgentReply, DeadLetter, InboundMessage, ReplyKind
 from contract.turn import HistoryEntry, Role, SessionClosed, Turn, UserMessage
+from pipeline.metrics import FreshnessProbe, oldest_unanswered
 
 CLOSED_TAG = "closed"
 DEAD_LETTER_TAG = "dead_letter"
@@ -96,6 +97,8 @@ class _Pending:
 class _InFlight:
     turn_index: int
     released: float
+    # Added after launch: a default keeps state written without it loadable (PickleCoder restores __dict__).
+    oldest_arrived: float | None = None
 
 
 @dataclass
@@ -144,9 +147,12 @@ class SessionDoFn(beam.DoFn):
     TURN_TIMER = TimerSpec("turn", TimeDomain.REAL_TIME)
     IDLE_TIMER = TimerSpec("idle", TimeDomain.REAL_TIME)
 
-    def __init__(self, config: SessionConfig, clock: Clock = wall_clock) -> None:
+    def __init__(
+        self, config: SessionConfig, clock: Clock = wall_clock, freshness: FreshnessProbe | None = None
+    ) -> None:
         self.cfg = config
         self.clock = clock
+        self.freshness = freshness or FreshnessProbe(freshness_slo_s=60.0, probe_s=10.0)
         self.duplicates = Metrics.counter("session", "duplicates")
         self.turns = Metrics.counter("session", "turns")
         self.stale_replies = Metrics.counter("session", "stale_replies")
@@ -212,6 +218,7 @@ class SessionDoFn(beam.DoFn):
         if s is None or s.in_flight is None or reply.turn_index != s.in_flight.turn_index:
             self.stale_replies.inc()  # redelivered, or the session moved on
             return
+        self.freshness.observe(oldest_unanswered(s), now)  # the answered turn's age (and anything waiting)
         s.add_history(HistoryEntry(Role.AGENT, reply.text, reply.turn_index, reply.created_at), self.cfg.max_history)
         s.in_flight = None
         s.last_activity = now
@@ -232,10 +239,11 @@ class SessionDoFn(beam.DoFn):
         s: SessionState | None = state.read()
         if s is None:
             return
+        self.freshness.observe(oldest_unanswered(s), now)
         if s.in_flight is not None:
             deadline = s.in_flight.released + self.cfg.inflight_timeout_s
             if now < deadline:
-                turn_timer.set(Timestamp.of(deadline))
+                turn_timer.set(Timestamp.of(self.freshness.next_check(now, deadline)))
                 return
             self.inflight_timeouts.inc()
             s.in_flight = None
@@ -248,7 +256,7 @@ class SessionDoFn(beam.DoFn):
             state.write(s)
             return
         yield self._release(key, s, now)
-        turn_timer.set(Timestamp.of(now + self.cfg.inflight_timeout_s))
+        turn_timer.set(Timestamp.of(self.freshness.next_check(now, now + self.cfg.inflight_timeout_s)))
         state.write(s)
 
     def _release(self, session_id: str, s: SessionState, now: float) -> Turn:
@@ -264,8 +272,9 @@ class SessionDoFn(beam.DoFn):
         )
         for m in msgs:
             s.add_history(HistoryEntry(Role.USER, m.text, s.next_turn, m.sent_at), self.cfg.max_history)
+        oldest = min(p.arrived for p in s.pending)
         s.pending = []
-        s.in_flight = _InFlight(turn_index=s.next_turn, released=now)
+        s.in_flight = _InFlight(turn_index=s.next_turn, released=now, oldest_arrived=oldest)
         s.next_turn += 1
         s.last_activity = now
         self.turns.inc()

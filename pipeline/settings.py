@@ -1,0 +1,620 @@
+"""One validated settings object for a run, built before the graph.
+
+``Settings.from_options(options)`` reads the pipeline options (command line,
+Flex Template parameters) and the environment, checks everything that can be
+checked before a job exists, and raises ``SettingsError`` listing *every*
+problem at once, each naming the option to fix. ``pipeline/main.py`` calls it
+before building the graph, so a bad launch fails on the launcher in seconds
+instead of on the workers in minutes.
+
+Environment variables: every supportflow option can also come from
+``SUPPORTFLOW_<OPTION NAME IN CAPITALS>`` (e.g. ``SUPPORTFLOW_MODEL_BACKEND=gemini``);
+an option on the command line wins over the variable, the variable over the
+default (``argv_with_env``). Other variables read here: the emulator hosts
+(``PUBSUB_EMULATOR_HOST``, ``FIRESTORE_EMULATOR_HOST``, ``BIGTABLE_EMULATOR_HOST``),
+only to warn when a Dataflow launch happens from a shell pointed at emulators.
+
+Right-fitting: ``inference_resource_hints(settings)`` is the one place that
+decides what the inference step asks of its workers (an accelerator only for a
+GPU backend, plus an optional memory floor); ``pin_inference_resources``
+applies it to the built graph's ``AgentTurn/RunModel`` step and nowhere else.
+
+The patterns below are shared with the Flex Template metadata
+(``deploy/template.py`` writes ``deploy/flex_template/metadata.json`` from them),
+so the template and the pipeline accept exactly the same values.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import (
+    DebugOptions,
+    GoogleCloudOptions,
+    PipelineOptions,
+    SetupOptions,
+    StandardOptions,
+    WorkerOptions,
+)
+from apache_beam.pipeline import AppliedPTransform
+from apache_beam.transforms.resources import merge_resource_hints, parse_resource_hints
+
+from pipeline import options as options_module
+from pipeline.options import DELIVERY_MODES, SupportflowOptions
+from pipeline.session import SessionConfig
+
+ENV_PREFIX = "SUPPORTFLOW_"
+
+# Model backends that need a GPU on the inference step. The names are the ones the
+# GPU backends (issue 5: Gemma on transformers, Gemma on vLLM) register in
+# pipeline.options.MODEL_BACKENDS; a name listed here but not registered there is inert.
+GPU_BACKENDS: frozenset[str] = frozenset({"gemma", "gemma_vllm", "vllm"})
+DEFAULT_GPU_ACCELERATOR = "type:nvidia-l4;count:1;install-nvidia-driver"
+# What one L4 worker for Gemma needs besides the GPU (weights are loaded through host memory).
+DEFAULT_GPU_MIN_RAM = "16GB"
+
+# The transforms whose workers get the hints: the RunInference steps of the agent (graph.py "AgentTurn",
+# agent_stage.py "Step<N>/RunModel", one per unrolled agent step; plain "RunModel" in a one-step agent).
+INFERENCE_STEP_PATTERN = r"AgentTurn/(?:Step[0-9]+/)?RunModel"
+
+
+def is_inference_step(full_label: str, pattern: str = INFERENCE_STEP_PATTERN) -> bool:
+    """True for an inference step and everything inside it."""
+    return re.match(rf"(?:{pattern})(?:/|$)", full_label) is not None
+
+
+# Dataflow service option for at-least-once streaming (no exactly-once de-duplication).
+AT_LEAST_ONCE_SERVICE_OPTION = "streaming_mode_at_least_once"
+
+EMULATOR_VARIABLES = ("PUBSUB_EMULATOR_HOST", "FIRESTORE_EMULATOR_HOST", "BIGTABLE_EMULATOR_HOST")
+
+# --- Patterns (anchored; shared with the Flex Template metadata) -------------------------------
+# Project id, optionally domain-scoped ("example.com:my-project").
+PROJECT_PATTERN = r"^(?:[a-z][a-z0-9.-]*[a-z0-9]:)?[a-z][a-z0-9-]{4,28}[a-z0-9]$"
+# Pub/Sub topic / subscription *id* (not the projects/... path): 3-255 chars, starts with a letter
+# (and not with "goog", checked in code: the template's regex dialect may lack look-aheads).
+PUBSUB_ID_PATTERN = r"^[A-Za-z][A-Za-z0-9._~+%-]{2,254}$"
+BIGQUERY_DATASET_PATTERN = r"^[A-Za-z0-9_]{1,1024}$"
+HTTP_URL_PATTERN = r"^https?://[A-Za-z0-9.:\[\]-]+(?::[0-9]{1,5})?(?:/\S*)?$"
+GEMINI_MODEL_PATTERN = r"^(?:models/)?gemini-[a-z0-9][a-z0-9.-]*$"
+BIGTABLE_INSTANCE_PATTERN = r"^[a-z][a-z0-9-]{4,31}[a-z0-9]$"
+BIGTABLE_TABLE_PATTERN = r"^[A-Za-z0-9_.-]{1,50}$"
+ACCELERATOR_PATTERN = r"^type:[a-z0-9-]+;count:[1-9][0-9]?(?:;install-nvidia-driver(?::[A-Za-z0-9._-]+)?)?$"
+MEMORY_PATTERN = r"^[0-9]+(?:\.[0-9]+)?(?:[KMGT]i?B)?$"
+# A container image reference with an explicit tag or digest (registry host required).
+IMAGE_PATTERN = r"^[a-z0-9.-]+(?::[0-9]+)?/[a-z0-9._/-]+(?::[A-Za-z0-9._-]{1,128}|@sha256:[a-f0-9]{64})$"
+INT_PATTERN = r"^[0-9]+$"
+NUMBER_PATTERN = r"^[0-9]+(?:\.[0-9]+)?$"
+ANY_TOKEN_PATTERN = r"^\S+$"
+
+# Per option: the pattern its value must match (string options). Numbers and choices get theirs
+# from their argparse type / choices (``option_pattern``).
+OPTION_PATTERNS: dict[str, str] = {
+    "gcp_project": PROJECT_PATTERN,
+    "inbound_subscription": PUBSUB_ID_PATTERN,
+    "reply_topic": PUBSUB_ID_PATTERN,
+    "reply_memory_subscription": PUBSUB_ID_PATTERN,
+    "dead_letter_topic": PUBSUB_ID_PATTERN,
+    "eval_dataset": BIGQUERY_DATASET_PATTERN,
+    "gemini_model": GEMINI_MODEL_PATTERN,
+    "bigtable_instance": BIGTABLE_INSTANCE_PATTERN,
+    "bigtable_table": BIGTABLE_TABLE_PATTERN,
+    "inference_accelerator": ACCELERATOR_PATTERN,
+    "inference_min_ram": MEMORY_PATTERN,
+}
+
+LIMITS: dict[str, tuple[float, float]] = {
+    "model_max_tokens": (1, 8192),
+    "model_threads": (1, 256),
+    "quiet_window_s": (0.05, 600),
+    "max_hold_s": (0.05, 3600),
+    "inflight_timeout_s": (1, 86400),
+    "idle_timeout_s": (1, 7 * 86400),
+    "max_history": (2, 1000),
+    "max_seen_ids": (1, 1_000_000),
+    "slo_turn_latency_s": (0.1, 3600),
+    "slo_freshness_s": (0.1, 86400),
+    "freshness_probe_s": (0.1, 3600),
+}
+
+
+class SettingsError(ValueError):
+    """The run's configuration is invalid; ``problems`` lists every reason, one per line."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("invalid supportflow settings:\n" + "\n".join(f"  - {p}" for p in self.problems))
+
+
+# ------------------------------------------------------------------------------------------------
+# Options <-> environment
+# ------------------------------------------------------------------------------------------------
+
+
+def supportflow_actions() -> list[Any]:
+    """The argparse actions SupportflowOptions declares, in declaration order."""
+    import argparse
+
+    parser = argparse.ArgumentParser(add_help=False)
+    SupportflowOptions._add_argparse_args(parser)
+    return [a for a in parser._actions if a.option_strings]
+
+
+def option_names() -> list[str]:
+    """Every supportflow option's name (argparse dest), in declaration order."""
+    return [a.dest for a in supportflow_actions()]
+
+
+def env_variable(option: str) -> str:
+    return ENV_PREFIX + option.upper()
+
+
+def argv_with_env(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> tuple[list[str], list[str]]:
+    """``argv`` plus ``--option=value`` for each ``SUPPORTFLOW_<OPTION>`` set in the environment
+    whose option is not on the command line. Returns (argv, names of the options taken from the env)."""
+    environ = os.environ if environ is None else environ
+    given = {a.split("=", 1)[0] for a in argv if a.startswith("--")}
+    extra: list[str] = []
+    applied: list[str] = []
+    for name in option_names():
+        value = environ.get(env_variable(name))
+        if value is None or f"--{name}" in given:
+            continue
+        extra.append(f"--{name}={value}")
+        applied.append(name)
+    return [*argv, *extra], applied
+
+
+def is_pubsub_option(name: str) -> bool:
+    """Options naming a Pub/Sub topic or subscription (by id): ``*_topic``, ``*_subscription``."""
+    return name.endswith(("_topic", "_subscription"))
+
+
+def is_url_option(name: str) -> bool:
+    """Options naming an HTTP endpoint: ``*_endpoint``, ``*_url``."""
+    return name.endswith(("_endpoint", "_url"))
+
+
+def url_options() -> list[str]:
+    return [name for name in option_names() if is_url_option(name)]
+
+
+def option_pattern(action: Any) -> str:
+    """The anchored regex a value of this option must match (used by the template metadata too)."""
+    if action.choices:
+        return "^(?:" + "|".join(re.escape(str(c)) for c in action.choices) + ")$"
+    if action.dest in OPTION_PATTERNS:
+        return OPTION_PATTERNS[action.dest]
+    if is_pubsub_option(action.dest):
+        return PUBSUB_ID_PATTERN
+    if is_url_option(action.dest):
+        return HTTP_URL_PATTERN
+    if action.type is int:
+        return INT_PATTERN
+    if action.type is float:
+        return NUMBER_PATTERN
+    return ANY_TOKEN_PATTERN
+
+
+# ------------------------------------------------------------------------------------------------
+# The settings object
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a run decides, validated. Built by ``Settings.from_options``."""
+
+    runner: str
+    on_dataflow: bool
+    streaming: bool
+    # Resources (ids, in ``project``).
+    project: str
+    inbound_subscription: str
+    reply_topic: str
+    reply_memory_subscription: str
+    dead_letter_topic: str
+    eval_dataset: str
+    bigquery_endpoint: str | None
+    # Model.
+    model_backend: str
+    gemini_model: str
+    model_max_tokens: int
+    model_threads: int
+    # Session stage.
+    session: SessionConfig
+    # Operations.
+    delivery_mode: str
+    inference_accelerator: str | None
+    inference_min_ram: str | None
+    slo_turn_latency_s: float
+    slo_freshness_s: float
+    freshness_probe_s: float
+    # Where values came from, and what is worth a look but not fatal.
+    from_env: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+    extra: Mapping[str, Any] = field(default_factory=dict)  # other supportflow options, as given
+
+    @property
+    def uses_gpu(self) -> bool:
+        return self.model_backend in GPU_BACKENDS
+
+    @property
+    def at_least_once(self) -> bool:
+        return self.delivery_mode == "at_least_once"
+
+    def subscription_path(self, name: str) -> str:
+        return f"projects/{self.project}/subscriptions/{name}"
+
+    def topic_path(self, name: str) -> str:
+        return f"projects/{self.project}/topics/{name}"
+
+    @classmethod
+    def from_options(
+        cls,
+        options: PipelineOptions,
+        environ: Mapping[str, str] | None = None,
+        from_env: Sequence[str] = (),
+    ) -> Settings:
+        """Validate ``options`` (and the environment); raise ``SettingsError`` listing every problem."""
+        environ = os.environ if environ is None else environ
+        return _Builder(options, environ).build(tuple(from_env))
+
+    def apply_to(self, options: PipelineOptions) -> None:
+        """Write the decisions that live in pipeline options back into them (before the graph is built):
+        the resolved resource project, and the Dataflow streaming mode."""
+        o = options.view_as(SupportflowOptions)
+        o.gcp_project = self.project
+        if self.on_dataflow and self.at_least_once:
+            gcp = options.view_as(GoogleCloudOptions)
+            service = list(gcp.dataflow_service_options or [])
+            if AT_LEAST_ONCE_SERVICE_OPTION not in service:
+                service.append(AT_LEAST_ONCE_SERVICE_OPTION)
+            gcp.dataflow_service_options = service
+
+    def describe(self) -> str:
+        """One log line: what this run is."""
+        hints = inference_resource_hints(self)
+        return (
+            f"supportflow on {self.runner}: project={self.project} model={self.model_backend}"
+            f" delivery={self.delivery_mode} inference_hints={hints or 'none'}"
+            f" slo(turn<{self.slo_turn_latency_s:g}s, freshness<{self.slo_freshness_s:g}s)"
+            + (f" from_env={list(self.from_env)}" if self.from_env else "")
+        )
+
+
+class _Builder:
+    def __init__(self, options: PipelineOptions, environ: Mapping[str, str]) -> None:
+        self.options = options
+        self.environ = environ
+        self.o = options.view_as(SupportflowOptions)
+        self.problems: list[str] = []
+        self.warnings: list[str] = []
+
+    def problem(self, text: str) -> None:
+        self.problems.append(text)
+
+    def _get(self, name: str) -> Any:
+        return getattr(self.o, name, None)
+
+    def _text(self, name: str, pattern: str, what: str, *, required: bool = True) -> str | None:
+        value = self._get(name)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            if required:
+                self.problem(f"--{name} is missing: {what} is required")
+            return None
+        value = str(value).strip()
+        if pattern == PUBSUB_ID_PATTERN and value.lower().startswith("goog"):
+            self.problem(f"--{name}={value!r} is not a valid {what} (ids may not start with 'goog')")
+        elif not re.fullmatch(pattern, value):
+            hint = ""
+            if value.startswith("projects/"):
+                hint = " (give the id only; the project comes from --gcp_project)"
+            self.problem(f"--{name}={value!r} is not a valid {what}{hint}")
+        return value
+
+    def _number(self, name: str) -> float:
+        value = self._get(name)
+        low, high = LIMITS[name]
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.problem(f"--{name}={value!r} is not a number")
+            return low
+        if not low <= number <= high:
+            self.problem(f"--{name}={value!r} is out of range [{low:g}, {high:g}]")
+        return number
+
+    # -- groups ------------------------------------------------------------------------------
+
+    def runner(self) -> tuple[str, bool, bool]:
+        std = self.options.view_as(StandardOptions)
+        runner = std.runner if isinstance(std.runner, str) else type(std.runner).__name__ if std.runner else ""
+        on_dataflow = "dataflow" in (runner or "").lower()
+        if not std.streaming:
+            self.problem("--streaming is off: supportflow is a streaming service (pipeline.main turns it on)")
+        return runner or "DirectRunner", on_dataflow, bool(std.streaming)
+
+    def project(self, on_dataflow: bool) -> str:
+        gcp = self.options.view_as(GoogleCloudOptions)
+        project = self._get("gcp_project") or ""
+        if on_dataflow and project == options_module.DEFAULT_PROJECT and gcp.project:
+            # The local stack's project name means "not chosen": on Dataflow the job's project is meant.
+            project = gcp.project
+        if not project:
+            self.problem("--gcp_project is missing: the project of the topics, store and dataset is required")
+            return ""
+        if not re.fullmatch(PROJECT_PATTERN, project):
+            self.problem(f"--gcp_project={project!r} is not a valid project id")
+        return project
+
+    def dataflow(self, settings_gpu: bool) -> None:
+        gcp = self.options.view_as(GoogleCloudOptions)
+        workers = self.options.view_as(WorkerOptions)
+        setup = self.options.view_as(SetupOptions)
+        if not gcp.project:
+            self.problem("--project is missing: the Dataflow job's project is required")
+        if not gcp.region:
+            self.problem("--region is missing: the Dataflow region is required (e.g. us-central1)")
+        if not (gcp.temp_location or gcp.staging_location):
+            self.problem("--temp_location is missing: a gs:// path for Dataflow's temporary files is required")
+        for name in ("temp_location", "staging_location"):
+            value = getattr(gcp, name)
+            if value and not str(value).startswith("gs://"):
+                self.problem(f"--{name}={value!r} must be a gs:// path on Dataflow")
+        if not workers.max_num_workers:
+            self.problem("--max_num_workers is missing: autoscaling on Dataflow must be bounded")
+        elif workers.num_workers and workers.num_workers > workers.max_num_workers:
+            self.problem(f"--num_workers={workers.num_workers} is above --max_num_workers={workers.max_num_workers}")
+        image = workers.sdk_container_image
+        if settings_gpu and not image:
+            self.problem(
+                "--sdk_container_image is missing: a GPU backend needs the GPU worker image (deploy/Dockerfile.gpu)"
+            )
+        elif not (image or setup.setup_file or setup.requirements_file):
+            self.problem(
+                "--sdk_container_image is missing: Dataflow workers need the project's code and dependencies "
+                "(build deploy/Dockerfile, or deploy/Dockerfile.gpu for a GPU backend)"
+            )
+        if image and not re.fullmatch(IMAGE_PATTERN, str(image)):
+            self.problem(f"--sdk_container_image={image!r} is not an image reference with a tag or digest")
+        if settings_gpu and image and "gpu" not in str(image).lower():
+            self.warnings.append(
+                f"--sdk_container_image={image!r} does not look like the GPU image (deploy/Dockerfile.gpu)"
+            )
+        experiments = self.options.view_as(DebugOptions).experiments or []
+        if any(e in ("disable_streaming_engine", "disable_runner_v2") for e in experiments):
+            self.problem("Streaming Engine and Runner v2 are required: drop disable_streaming_engine/disable_runner_v2")
+        for var in EMULATOR_VARIABLES:
+            if self.environ.get(var):
+                self.warnings.append(f"{var} is set in the launching shell: Dataflow workers ignore it")
+
+    def delivery(self, on_dataflow: bool) -> str:
+        mode = self._get("delivery_mode") or "exactly_once"
+        if mode not in DELIVERY_MODES:
+            self.problem(f"--delivery_mode={mode!r} must be one of {list(DELIVERY_MODES)}")
+        service = self.options.view_as(GoogleCloudOptions).dataflow_service_options or []
+        if AT_LEAST_ONCE_SERVICE_OPTION in service and mode != "at_least_once":
+            self.problem(
+                f"--dataflow_service_options={AT_LEAST_ONCE_SERVICE_OPTION} contradicts --delivery_mode={mode}: "
+                "choose the mode with --delivery_mode only"
+            )
+        return mode
+
+    def model(self) -> tuple[str, str, int, int]:
+        backends = tuple(options_module.MODEL_BACKENDS)
+        backend = self._get("model_backend")
+        if backend not in backends:
+            self.problem(f"--model_backend={backend!r} is not a model backend; choose one of {list(backends)}")
+        gemini = self._text("gemini_model", GEMINI_MODEL_PATTERN, "Gemini model name (e.g. gemini-2.5-flash)")
+        return str(backend), gemini or "", int(self._number("model_max_tokens")), int(self._number("model_threads"))
+
+    def accelerator(self, backend: str, on_dataflow: bool) -> tuple[str | None, str | None]:
+        accelerator = self._text(
+            "inference_accelerator",
+            ACCELERATOR_PATTERN,
+            "accelerator hint (type:...;count:N[;install-nvidia-driver])",
+            required=False,
+        )
+        min_ram = self._text("inference_min_ram", MEMORY_PATTERN, "memory size (e.g. 16GB)", required=False)
+        gpu = backend in GPU_BACKENDS
+        if accelerator and not gpu:
+            self.problem(
+                f"--inference_accelerator is set but --model_backend={backend} does not run on a GPU "
+                f"(GPU backends: {sorted(GPU_BACKENDS & set(options_module.MODEL_BACKENDS)) or 'none registered'})"
+            )
+        if gpu:
+            accelerator = accelerator or DEFAULT_GPU_ACCELERATOR
+            min_ram = min_ram or DEFAULT_GPU_MIN_RAM
+            if "install-nvidia-driver" not in accelerator:
+                self.warnings.append(
+                    "--inference_accelerator has no install-nvidia-driver: the worker image must bring the driver"
+                )
+        for name, value in (("accelerator", accelerator), ("min_ram", min_ram)):
+            if value and re.fullmatch(OPTION_PATTERNS[f"inference_{name}"], value):
+                try:
+                    parse_resource_hints({name: value})
+                except ValueError as exc:
+                    self.problem(f"--inference_{name}={value!r}: {exc}")
+        return accelerator, min_ram
+
+    def session(self) -> SessionConfig | None:
+        quiet, hold = self._number("quiet_window_s"), self._number("max_hold_s")
+        inflight, idle = self._number("inflight_timeout_s"), self._number("idle_timeout_s")
+        history, seen = self._number("max_history"), self._number("max_seen_ids")
+        if quiet > hold:
+            self.problem(
+                f"--quiet_window_s={quiet:g} is longer than --max_hold_s={hold:g}: "
+                "a turn would always be released by the max hold, never by the quiet window"
+            )
+        if idle < hold:
+            self.problem(f"--idle_timeout_s={idle:g} is shorter than --max_hold_s={hold:g}")
+        try:
+            return SessionConfig(
+                quiet_window_s=quiet,
+                max_hold_s=hold,
+                inflight_timeout_s=inflight,
+                idle_timeout_s=idle,
+                max_history=int(history),
+                max_seen_ids=int(seen),
+            )
+        except ValueError as exc:
+            if not self.problems:
+                self.problem(f"session options: {exc}")
+            return None
+
+    def slo(self, quiet: float) -> tuple[float, float, float]:
+        turn, fresh, probe = (
+            self._number("slo_turn_latency_s"),
+            self._number("slo_freshness_s"),
+            self._number("freshness_probe_s"),
+        )
+        if turn <= quiet:
+            self.problem(
+                f"--slo_turn_latency_s={turn:g} is not above --quiet_window_s={quiet:g}: every turn would be slow"
+            )
+        if probe > fresh:
+            self.problem(
+                f"--freshness_probe_s={probe:g} is above --slo_freshness_s={fresh:g}: "
+                "a stale message could go unreported for longer than the SLO"
+            )
+        return turn, fresh, probe
+
+    def pubsub_ids(self) -> dict[str, str]:
+        """Every ``*_topic`` / ``*_subscription`` option: required, a valid id, and no two the same."""
+        descriptions = {
+            "inbound_subscription": "Pub/Sub subscription id (the inbound chat messages)",
+            "reply_topic": "Pub/Sub topic id (the replies)",
+            "reply_memory_subscription": "Pub/Sub subscription id (the session memory, on the reply topic)",
+            "dead_letter_topic": "Pub/Sub topic id (the dead letters)",
+        }
+        ids: dict[str, str] = {}
+        for name in option_names():
+            if is_pubsub_option(name):
+                kind = "topic" if name.endswith("_topic") else "subscription"
+                what = descriptions.get(name, f"Pub/Sub {kind} id")
+                ids[name] = self._text(name, PUBSUB_ID_PATTERN, what) or ""
+        reasons = {
+            ("inbound_subscription", "reply_memory_subscription"): "they would steal each other's messages",
+            ("reply_topic", "dead_letter_topic"): "dead letters would reach customers",
+        }
+        seen: dict[tuple[str, str], str] = {}
+        for name, value in ids.items():
+            kind = "topic" if name.endswith("_topic") else "subscription"
+            if not value:
+                continue
+            if (kind, value) in seen:
+                first = seen[(kind, value)]
+                reason = reasons.get((first, name), "each needs its own")
+                self.problem(f"--{first} and --{name} are the same {kind}: {reason}")
+            else:
+                seen[(kind, value)] = name
+        return ids
+
+    # -- all ---------------------------------------------------------------------------------
+
+    def build(self, from_env: tuple[str, ...]) -> Settings:
+        runner, on_dataflow, streaming = self.runner()
+        project = self.project(on_dataflow)
+        ids = self.pubsub_ids()
+        dataset = self._text("eval_dataset", BIGQUERY_DATASET_PATTERN, "BigQuery dataset id") or ""
+        urls = {name: self._text(name, HTTP_URL_PATTERN, "http(s) URL", required=False) for name in url_options()}
+        for name, url in urls.items():
+            if on_dataflow and url and re.search(r"//(localhost|127\.|\[::1\]|0\.0\.0\.0)", url):
+                self.problem(f"--{name}={url!r} is a local server: Dataflow workers cannot reach it")
+        endpoint = urls.get("bigquery_endpoint")
+        if self._get("context_store") == "bigtable":
+            self._text("bigtable_instance", BIGTABLE_INSTANCE_PATTERN, "Bigtable instance id")
+            self._text("bigtable_table", BIGTABLE_TABLE_PATTERN, "Bigtable table id")
+        backend, gemini, max_tokens, threads = self.model()
+        accelerator, min_ram = self.accelerator(backend, on_dataflow)
+        delivery = self.delivery(on_dataflow)
+        if on_dataflow:
+            self.dataflow(backend in GPU_BACKENDS)
+        elif delivery == "at_least_once":
+            self.warnings.append("--delivery_mode=at_least_once only changes Dataflow jobs")
+        session = self.session()
+        turn_slo, fresh_slo, probe = self.slo(session.quiet_window_s if session else 0.0)
+        if self.problems or session is None:
+            raise SettingsError(self.problems or ["session options are invalid"])
+        known = set(Settings.__dataclass_fields__) | {"gcp_project", *LIMITS}
+        extra = {name: self._get(name) for name in option_names() if name not in known}
+        return Settings(
+            runner=runner,
+            on_dataflow=on_dataflow,
+            streaming=streaming,
+            project=project,
+            eval_dataset=dataset,
+            bigquery_endpoint=endpoint,
+            model_backend=backend,
+            gemini_model=gemini,
+            model_max_tokens=max_tokens,
+            model_threads=threads,
+            session=session,
+            delivery_mode=delivery,
+            inference_accelerator=accelerator,
+            inference_min_ram=min_ram,
+            slo_turn_latency_s=turn_slo,
+            slo_freshness_s=fresh_slo,
+            freshness_probe_s=probe,
+            from_env=from_env,
+            warnings=tuple(self.warnings),
+            extra=extra,
+            inbound_subscription=ids.get("inbound_subscription", ""),
+            reply_topic=ids.get("reply_topic", ""),
+            reply_memory_subscription=ids.get("reply_memory_subscription", ""),
+            dead_letter_topic=ids.get("dead_letter_topic", ""),
+        )
+
+
+# ------------------------------------------------------------------------------------------------
+# Right-fitting: resource hints for the inference step only
+# ------------------------------------------------------------------------------------------------
+
+
+def inference_resource_hints(settings: Settings) -> dict[str, str]:
+    """Keyword arguments for ``.with_resource_hints(**...)`` on the inference step ("RunModel").
+
+    Empty for CPU backends (they run on the job's default workers). For a GPU backend:
+    ``accelerator`` (default one NVIDIA L4 with the driver installed by Dataflow) and ``min_ram``.
+    """
+    hints: dict[str, str] = {}
+    if settings.inference_accelerator:
+        hints["accelerator"] = settings.inference_accelerator
+    if settings.inference_min_ram:
+        hints["min_ram"] = settings.inference_min_ram
+    return hints
+
+
+def _walk(node: AppliedPTransform) -> Iterator[AppliedPTransform]:
+    yield node
+    for part in node.parts:
+        yield from _walk(part)
+
+
+def pin_inference_resources(
+    pipeline: beam.Pipeline, settings: Settings, pattern: str = INFERENCE_STEP_PATTERN
+) -> list[str]:
+    """Give the built graph's inference steps (full labels matching ``pattern``, and everything inside
+    them) the hints of ``inference_resource_hints``. Returns the full labels it changed; raises if no step
+    matches while there are hints to apply (a renamed step must not silently lose its GPU).
+
+    Equivalent to ``RunInference(...).with_resource_hints(**inference_resource_hints(settings))`` at
+    graph-building time, and harmless on top of it (merging equal hints changes nothing).
+    """
+    hints = parse_resource_hints(inference_resource_hints(settings))
+    if not hints:
+        return []
+    changed = []
+    for node in _walk(pipeline._root_transform()):
+        if node.full_label and is_inference_step(node.full_label, pattern):
+            node.resource_hints = merge_resource_hints(outer_hints=hints, inner_hints=node.resource_hints)
+            changed.append(node.full_label)
+    if not changed:
+        raise SettingsError([f"the graph has no inference step matching {pattern!r} to give the {sorted(hints)} hints"])
+    return changed
