@@ -53,6 +53,10 @@ DEAD_LETTER_TAG = "dead_letter"
 
 Clock = Callable[[Timestamp], float]
 
+# Timer timestamps have microsecond precision: a timer set for `due` may fire a
+# hair before it. Without slack the DoFn would re-arm the same timer forever.
+TIMER_SLACK_S = 1e-3
+
 
 def wall_clock(_ts: Timestamp) -> float:
     """Production clock: the worker's wall time."""
@@ -242,7 +246,7 @@ class SessionDoFn(beam.DoFn):
         self.freshness.observe(oldest_unanswered(s), now)
         if s.in_flight is not None:
             deadline = s.in_flight.released + self.cfg.inflight_timeout_s
-            if now < deadline:
+            if now + TIMER_SLACK_S < deadline:
                 turn_timer.set(Timestamp.of(self.freshness.next_check(now, deadline)))
                 return
             self.inflight_timeouts.inc()
@@ -251,7 +255,7 @@ class SessionDoFn(beam.DoFn):
             state.write(s)
             return
         due = s.release_due(self.cfg)
-        if now < due:
+        if now + TIMER_SLACK_S < due:
             turn_timer.set(Timestamp.of(due))
             state.write(s)
             return
@@ -295,7 +299,7 @@ class SessionDoFn(beam.DoFn):
         if s is None:
             return
         due = s.last_activity + self.cfg.idle_timeout_s
-        if s.pending or s.in_flight is not None or now < due:
+        if s.pending or s.in_flight is not None or now + TIMER_SLACK_S < due:
             idle_timer.set(Timestamp.of(max(due, now + 1.0)))
             return
         self.closed.inc()

@@ -187,3 +187,11 @@ def test_config_is_validated():
         SessionConfig(quiet_window_s=5, max_hold_s=1)
     with pytest.raises(ValueError):
         SessionConfig(max_history=1)
+
+
+@pytest.mark.timeout(120)
+def test_timer_due_times_that_floats_cannot_hold_exactly():
+    # 2.6 + 1.5 = 4.1 as a float is a hair above what a microsecond timestamp holds, so the
+    # timer fires just before the due time. The DoFn must release the turn, not re-arm forever.
+    s = Script().at(2.6, msg("m1", "hi", 2.6)).at(10)
+    run(s, turns=(turn_summary, [("s1", 0, ("m1",))]))
