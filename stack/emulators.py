@@ -1,4 +1,5 @@
-"""The local stack: Google's Pub/Sub and Firestore emulators plus bqemulator, on 127.0.0.1.
+"""The local stack: Google's Pub/Sub and Firestore emulators plus bqemulator, on 127.0.0.1
+(and Google's Bigtable emulator with ``LocalStack(bigtable=True)``; seeding: ``stack.bigtable``).
 
 Real emulators, no fakes. Each runs as a child process in its own process
 group (the Firestore launcher is a bash script that forks java, so killing
@@ -45,12 +46,14 @@ HOST = "127.0.0.1"
 GCLOUD_PLATFORM_DIR = Path("/usr/lib/google-cloud-sdk/platform")
 PUBSUB_EMULATOR_BIN = GCLOUD_PLATFORM_DIR / "pubsub-emulator" / "bin" / "cloud-pubsub-emulator"
 FIRESTORE_EMULATOR_BIN = GCLOUD_PLATFORM_DIR / "cloud-firestore-emulator" / "cloud_firestore_emulator"
+# A Go binary (no JVM): starts in well under a second. Only started with LocalStack(bigtable=True).
+BIGTABLE_EMULATOR_BIN = GCLOUD_PLATFORM_DIR / "bigtable-emulator" / "cbtemulator"
 
 BQ_VENV_REQUIREMENTS = ("bqemulator==1.4.0", "duckdb==1.5.5", "duckdb-extension-spatial==1.5.5", "numpy")
 MIN_JAVA_MAJOR = 11
 
-PUBSUB, FIRESTORE, BIGQUERY = "pubsub", "firestore", "bigquery"
-EMULATOR_NAMES = (PUBSUB, FIRESTORE, BIGQUERY)
+PUBSUB, FIRESTORE, BIGQUERY, BIGTABLE = "pubsub", "firestore", "bigquery", "bigtable"
+EMULATOR_NAMES = (PUBSUB, FIRESTORE, BIGQUERY)  # always started; BIGTABLE on request
 
 # Log lines that mean "someone else has the port" (Java/netty, uvicorn, grpc).
 _BIND_FAILURES = ("Address already in use", "address already in use", "Failed to bind")
@@ -110,8 +113,12 @@ def check_prerequisites(
     pubsub_bin: Path = PUBSUB_EMULATOR_BIN,
     firestore_bin: Path = FIRESTORE_EMULATOR_BIN,
     bq_venv: Path = DEFAULT_STATE_DIR / "bq-venv",
+    bigtable_bin: Path | None = None,
 ) -> list[str]:
-    """Everything missing for the stack to start, one readable line each; empty when all is there."""
+    """Everything missing for the stack to start, one readable line each; empty when all is there.
+
+    ``bigtable_bin`` is checked only when given (the Bigtable emulator is optional).
+    """
     problems: list[str] = []
     java_path = _java_path(java)
     if java_path is None:
@@ -123,7 +130,10 @@ def check_prerequisites(
             problems.append(f"java at {java_path} did not report a version (java -version failed)")
         elif major < MIN_JAVA_MAJOR:
             problems.append(f"java at {java_path} is Java {major}; the emulators need Java {MIN_JAVA_MAJOR}+")
-    for label, binary in (("Pub/Sub emulator", pubsub_bin), ("Firestore emulator", firestore_bin)):
+    binaries = [("Pub/Sub emulator", pubsub_bin), ("Firestore emulator", firestore_bin)]
+    if bigtable_bin is not None:
+        binaries.append(("Bigtable emulator", bigtable_bin))
+    for label, binary in binaries:
         if not Path(binary).is_file():
             problems.append(
                 f"{label} binary missing: {binary} (part of the google-cloud-cli image; no registry here installs it)"
@@ -465,6 +475,18 @@ def firestore_emulator(port: int, log_dir: Path, project: str, binary: Path = FI
     )
 
 
+def bigtable_emulator(port: int, log_dir: Path, binary: Path = BIGTABLE_EMULATOR_BIN) -> Emulator:
+    """Google's Bigtable emulator (``cbtemulator``): in-memory, no instances to create, tables made on demand."""
+    return Emulator(
+        name=BIGTABLE,
+        argv=[str(binary), "-host", HOST, "-port", str(port)],
+        port=port,
+        log_path=log_dir / f"{BIGTABLE}.log",
+        # A Go gRPC server that serves as soon as it listens: the TCP check of wait_ready is the real probe.
+        probe=lambda: True,
+    )
+
+
 def bigquery_emulator(port: int, grpc_port: int, log_dir: Path, project: str, bq_venv: Path, home: Path) -> Emulator:
     install_spatial_extension(bq_venv, home)
     base = f"http://{HOST}:{port}"
@@ -506,7 +528,8 @@ def bigquery_emulator(port: int, grpc_port: int, log_dir: Path, project: str, bq
 
 
 class LocalStack:
-    """Pub/Sub, Firestore and BigQuery emulators on free ports; a context manager.
+    """Pub/Sub, Firestore and BigQuery emulators (plus Bigtable with ``bigtable=True``) on free ports;
+    a context manager.
 
     >>> with LocalStack() as stack:
     ...     stack.apply_env()  # PUBSUB_EMULATOR_HOST & co. for the client libraries
@@ -523,8 +546,12 @@ class LocalStack:
         firestore_bin: Path | str = FIRESTORE_EMULATOR_BIN,
         ports: Mapping[str, int] | None = None,
         ready_timeout_s: float = 90.0,
+        bigtable: bool = False,
+        bigtable_bin: Path | str = BIGTABLE_EMULATOR_BIN,
     ) -> None:
         self.project = project
+        self.bigtable = bigtable
+        self.bigtable_bin = Path(bigtable_bin)
         self.state_dir = Path(state_dir).resolve()
         self.bq_venv = Path(bq_venv).resolve() if bq_venv else self.state_dir / "bq-venv"
         self.java = java
@@ -546,13 +573,17 @@ class LocalStack:
         if self.emulators:
             raise StackError("stack already started")
         problems = check_prerequisites(
-            java=self.java, pubsub_bin=self.pubsub_bin, firestore_bin=self.firestore_bin, bq_venv=self.bq_venv
+            java=self.java,
+            pubsub_bin=self.pubsub_bin,
+            firestore_bin=self.firestore_bin,
+            bq_venv=self.bq_venv,
+            bigtable_bin=self.bigtable_bin if self.bigtable else None,
         )
         if problems:
             raise StackError("local stack cannot start:\n  - " + "\n  - ".join(problems))
         reap_stale(self.run_dir)
         t0 = time.monotonic()
-        for name in (*EMULATOR_NAMES, "bigquery_grpc"):
+        for name in (*EMULATOR_NAMES, "bigquery_grpc", *((BIGTABLE,) if self.bigtable else ())):
             while name not in self.ports or list(self.ports.values()).count(self.ports[name]) > 1:
                 if name in self.ports and name in self._fixed_ports:
                     raise StackError(f"port {self.ports[name]} given to more than one emulator: {self.ports}")
@@ -572,6 +603,8 @@ class LocalStack:
                 self.state_dir / "bq-home",
             ),
         ]
+        if self.bigtable:
+            emulators.append(bigtable_emulator(self.ports[BIGTABLE], self.log_dir, self.bigtable_bin))
         if self.java != "java":
             # An explicit java: the Firestore launcher honours $JAVA, the Pub/Sub one $JAVA_HOME.
             java_path = Path(_java_path(self.java) or self.java).resolve()
@@ -636,14 +669,21 @@ class LocalStack:
         return f"http://{HOST}:{self._port(BIGQUERY)}"
 
     @property
+    def bigtable_host(self) -> str:
+        return f"{HOST}:{self._port(BIGTABLE)}"
+
+    @property
     def env(self) -> dict[str, str]:
         """What the client libraries (and the pipeline) need to talk to this stack."""
-        return {
+        env = {
             "PUBSUB_EMULATOR_HOST": self.pubsub_host,
             "FIRESTORE_EMULATOR_HOST": self.firestore_host,
             "BIGQUERY_EMULATOR_HOST": self.bigquery_endpoint,
             "GOOGLE_CLOUD_PROJECT": self.project,
         }
+        if BIGTABLE in self.emulators:
+            env["BIGTABLE_EMULATOR_HOST"] = self.bigtable_host
+        return env
 
     def apply_env(self, environ: MutableMapping[str, str] | None = None) -> dict[str, str]:
         """Set ``env`` into ``environ`` (default ``os.environ``); stop() or restore_env() puts back the old values."""

@@ -1,21 +1,37 @@
-"""Customer data access, scoped to one customer by construction.
+"""Customer data access in Firestore, scoped to one customer by construction.
 
 Every read starts from ``customers/{customer_id}``, and the customer id comes
 from the session (never from the model), so a turn can only ever see its own
-customer's documents. Seed data and layout: ``stack/seed.py``.
+customer's documents. A batched read (``profiles``) fetches several customers'
+root documents in one ``BatchGetDocuments`` call, but each result is still
+keyed by the id it was asked for. Seed data and layout: ``stack/seed.py``.
+
+Every call has a deadline (``timeout_s`` per RPC) and is retried with tenacity
+on transient errors only (unavailable, deadline exceeded, aborted, internal,
+too many requests), within ``attempts`` tries and ``max_retry_s`` seconds in all.
+The client library's own retry is switched off (``retry=None``) so that this
+is the one retry policy and the bound holds.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
-from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
+from tenacity import (
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_exponential_jitter,
+)
 
-# Bound what one turn pulls in: the prompt is small and the store is on the hot path.
-MAX_ORDERS = 8
-MAX_TICKETS = 5
+from pipeline.enrichment.layout import MAX_ORDERS, MAX_TICKETS
+
+CUSTOMERS, ORDERS, TICKETS = "customers", "orders", "tickets"
 
 TRANSIENT = (
     gexc.ServiceUnavailable,
@@ -24,6 +40,8 @@ TRANSIENT = (
     gexc.Aborted,
     gexc.TooManyRequests,
 )
+
+T = TypeVar("T")
 
 
 class CustomerNotFound(LookupError):
@@ -42,32 +60,93 @@ def _plain(value: Any) -> Any:
 
 
 class CustomerStore:
-    def __init__(self, client: firestore.Client, timeout_s: float = 2.0) -> None:
+    """Reads of one Firestore database; thread-safe (the handler fans queries out on a pool)."""
+
+    def __init__(
+        self,
+        client: firestore.Client,
+        timeout_s: float = 1.0,
+        *,
+        attempts: int = 3,
+        max_retry_s: float | None = None,
+    ) -> None:
         self._db = client
         self._timeout = timeout_s
-
-    @retry(
-        retry=retry_if_exception_type(TRANSIENT),
-        wait=wait_exponential_jitter(initial=0.05, max=1.0),
-        stop=stop_after_attempt(4),
-        reraise=True,
-    )
-    def load_context(self, customer_id: str) -> dict[str, Any]:
-        """The customer's profile, recent orders and open tickets, or CustomerNotFound."""
-        ref = self._db.collection("customers").document(customer_id)
-        snap = ref.get(timeout=self._timeout)
-        if not snap.exists:
-            raise CustomerNotFound(customer_id)
-        orders = (
-            ref.collection("orders")
-            .order_by("placed_at", direction=firestore.Query.DESCENDING)
-            .limit(MAX_ORDERS)
-            .stream(timeout=self._timeout)
+        self._retrying = Retrying(
+            retry=retry_if_exception_type(TRANSIENT),
+            wait=wait_exponential_jitter(initial=0.05, max=0.5),
+            stop=stop_after_attempt(attempts) | stop_after_delay(max_retry_s or attempts * timeout_s),
+            reraise=True,
         )
-        tickets = ref.collection("tickets").limit(MAX_TICKETS).stream(timeout=self._timeout)
+        self._lock = threading.Lock()
+        self._rpcs = 0
+
+    @property
+    def rpcs(self) -> int:
+        """RPC attempts made so far (retries included)."""
+        with self._lock:
+            return self._rpcs
+
+    def _call(self, fn: Callable[[], T]) -> T:
+        def attempt() -> T:
+            with self._lock:
+                self._rpcs += 1
+            return fn()
+
+        return self._retrying.copy()(attempt)  # a copy per call: Retrying keeps per-call state
+
+    def customer(self, customer_id: str) -> firestore.DocumentReference:
+        return self._db.collection(CUSTOMERS).document(customer_id)
+
+    # -- batched and per-customer reads ---------------------------------------------------------------------------
+
+    def profiles(self, customer_ids: Iterable[str]) -> dict[str, dict[str, Any] | None]:
+        """Root documents of several customers in one ``get_all`` call; None for a customer that does not exist."""
+        ids = list(dict.fromkeys(customer_ids))
+        refs = [self.customer(cid) for cid in ids]
+
+        def read() -> dict[str, dict[str, Any] | None]:
+            # get_all streams its answer: the whole stream is one attempt, so a broken stream is retried whole.
+            snaps = self._db.get_all(refs, retry=None, timeout=self._timeout)
+            return {s.id: (_plain(s.to_dict() or {}) if s.exists else None) for s in snaps}
+
+        found = self._call(read)
+        return {cid: found.get(cid) for cid in ids}
+
+    def orders(self, customer_id: str, limit: int = MAX_ORDERS) -> list[tuple[str, Any]]:
+        """The newest ``limit`` orders as (order id, plain document)."""
+        query = (
+            self.customer(customer_id)
+            .collection(ORDERS)
+            .order_by("placed_at", direction=firestore.Query.DESCENDING)
+            .limit(limit)
+        )
+        return self._call(
+            lambda: [(o.id, _plain(o.to_dict())) for o in query.stream(retry=None, timeout=self._timeout)]
+        )
+
+    def tickets(self, customer_id: str, limit: int = MAX_TICKETS) -> list[tuple[str, Any]]:
+        """The newest ``limit`` tickets as (ticket id, plain document)."""
+        query = (
+            self.customer(customer_id)
+            .collection(TICKETS)
+            .order_by("created_at", direction=firestore.Query.DESCENDING)
+            .limit(limit)
+        )
+        return self._call(
+            lambda: [(t.id, _plain(t.to_dict())) for t in query.stream(retry=None, timeout=self._timeout)]
+        )
+
+    # -- one customer, one call (tools and the one-at-a-time baseline) ------------------------------------------
+
+    def load_context(self, customer_id: str) -> dict[str, Any]:
+        """The customer's profile, recent orders and tickets (three sequential reads), or CustomerNotFound."""
+        profile = self.profiles([customer_id])[customer_id]
+        if profile is None:
+            raise CustomerNotFound(customer_id)
         return {
             "customer_id": customer_id,
-            "profile": _plain(snap.to_dict() or {}),
-            "orders": [{"order_id": o.id, **_plain(o.to_dict() or {})} for o in orders],
-            "tickets": [{"ticket_id": t.id, **_plain(t.to_dict() or {})} for t in tickets],
+            "profile": profile,
+            "orders": [{**doc, "order_id": oid} for oid, doc in self.orders(customer_id)],
+            "tickets": [{**doc, "ticket_id": tid} for tid, doc in self.tickets(customer_id)],
         }

@@ -1,0 +1,147 @@
+"""The customer-context table in the Bigtable emulator: create it and seed it with the Firestore seed data.
+
+Same customers as ``stack.seed`` (``build_customers``: the same (seed, index) gives the same customer),
+one row per customer, laid out as ``pipeline.enrichment.layout`` says::
+
+    row key C0001
+      profile:name     "Amelia Smith"          one column per profile field, JSON
+      profile:address  {"line1": ..., ...}
+      orders:O-C0001-01  {"status": "delivered", "items": [...], "placed_at": "2026-...+00:00", ...}
+      tickets:T-C0001-01 {"subject": ..., "status": ..., "created_at": ...}
+
+Help articles stay in Firestore only: they are not per-customer context.
+
+The Bigtable emulator needs no instance: any instance id works and tables are created through the admin
+API. Clients find it through ``BIGTABLE_EMULATOR_HOST`` (``LocalStack(bigtable=True).apply_env()``).
+
+    python -m stack.bigtable --customers 300     # needs BIGTABLE_EMULATOR_HOST
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from google.cloud import bigtable
+from google.cloud.bigtable import column_family
+
+from pipeline.enrichment.layout import (
+    DEFAULT_BIGTABLE_INSTANCE,
+    DEFAULT_BIGTABLE_TABLE,
+    FAMILIES,
+    ORDERS_FAMILY,
+    PROFILE_FAMILY,
+    TICKETS_FAMILY,
+    encode_cell,
+)
+from stack.emulators import DEFAULT_PROJECT, StackError
+from stack.seed import DEFAULT_CUSTOMERS, DEFAULT_SEED, SeedCustomer, build_customers
+
+ADMIN_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class BigtableSeedStats:
+    rows: int
+    cells: int
+    seconds: float
+
+
+def admin_client(project: str) -> bigtable.Client:
+    """An admin client on $BIGTABLE_EMULATOR_HOST; refuses to run without it (never touch a real project)."""
+    if not os.environ.get("BIGTABLE_EMULATOR_HOST", "").strip():
+        raise StackError("BIGTABLE_EMULATOR_HOST is not set: start LocalStack(bigtable=True) and apply its env")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Connecting to Bigtable emulator")
+        return bigtable.Client(project=project, admin=True)
+
+
+def ensure_table(
+    client: bigtable.Client, instance: str = DEFAULT_BIGTABLE_INSTANCE, table: str = DEFAULT_BIGTABLE_TABLE
+) -> bigtable.table.Table:
+    """The customer-context table with its column families (one version kept), created if missing."""
+    t = client.instance(instance).table(table)
+    if not t.exists():
+        t.create(column_families={f: column_family.MaxVersionsGCRule(1) for f in FAMILIES})
+    return t
+
+
+def customer_cells(c: SeedCustomer) -> dict[str, dict[str, bytes]]:
+    """family -> column -> JSON cell of one customer's row."""
+    return {
+        PROFILE_FAMILY: {k: encode_cell(v) for k, v in c.profile.items()},
+        ORDERS_FAMILY: {oid: encode_cell(doc) for oid, doc in c.orders.items()},
+        TICKETS_FAMILY: {tid: encode_cell(doc) for tid, doc in c.tickets.items()},
+    }
+
+
+def write_rows(table: bigtable.table.Table, rows: Iterable[tuple[str, dict[str, dict[str, bytes]]]]) -> int:
+    """Write (row key, cells) pairs; returns the number of cells. Raises StackError on a failed mutation."""
+    cells = 0
+    batch: list[bigtable.row.DirectRow] = []
+
+    def flush() -> None:
+        statuses = table.mutate_rows(batch)
+        failed = [s for s in statuses if s.code != 0]
+        if failed:
+            raise StackError(f"Bigtable seed: {len(failed)} rows failed, first: {failed[0]}")
+        batch.clear()
+
+    for key, families in rows:
+        row = table.direct_row(key.encode())
+        for family, columns in families.items():
+            for column, value in columns.items():
+                row.set_cell(family, column.encode(), value)
+                cells += 1
+        batch.append(row)
+        if len(batch) >= 200:
+            flush()
+    if batch:
+        flush()
+    return cells
+
+
+def seed_bigtable(
+    client: bigtable.Client,
+    customers: int = DEFAULT_CUSTOMERS,
+    seed: int = DEFAULT_SEED,
+    *,
+    instance: str = DEFAULT_BIGTABLE_INSTANCE,
+    table: str = DEFAULT_BIGTABLE_TABLE,
+) -> BigtableSeedStats:
+    """One row per seed customer (idempotent: a rerun writes identical latest cells)."""
+    t0 = time.monotonic()
+    tbl = ensure_table(client, instance, table)
+    people = list(build_customers(customers, seed))
+    cells = write_rows(tbl, ((c.customer_id, customer_cells(c)) for c in people))
+    return BigtableSeedStats(rows=len(people), cells=cells, seconds=time.monotonic() - t0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m stack.bigtable", description="Seed the Bigtable emulator.")
+    parser.add_argument("--customers", type=int, default=DEFAULT_CUSTOMERS)
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    parser.add_argument("--project", default=os.environ.get("GOOGLE_CLOUD_PROJECT", DEFAULT_PROJECT))
+    parser.add_argument("--instance", default=DEFAULT_BIGTABLE_INSTANCE)
+    parser.add_argument("--table", default=DEFAULT_BIGTABLE_TABLE)
+    args = parser.parse_args(argv)
+    try:
+        client = admin_client(args.project)
+    except StackError as e:
+        print(e, file=sys.stderr)
+        return 2
+    stats = seed_bigtable(client, args.customers, args.seed, instance=args.instance, table=args.table)
+    print(
+        f"seeded {stats.rows} customer rows ({stats.cells} cells) into {args.project}/{args.instance}/{args.table} "
+        f"at {os.environ['BIGTABLE_EMULATOR_HOST']} in {stats.seconds:.2f}s"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
