@@ -180,6 +180,10 @@ def parse_inbound(data: bytes) -> InboundMessage:
         obj: Any = json.loads(text)
     except json.JSONDecodeError as e:
         raise ContractError(f"payload is not JSON: {e.msg} at char {e.pos}") from None
+    except RecursionError:
+        raise ContractError("payload is not acceptable JSON: nested too deeply") from None
+    except ValueError as e:  # e.g. an integer literal longer than Python's digit limit
+        raise ContractError(f"payload is not acceptable JSON: {e}"[:300]) from None
     if not isinstance(obj, dict):
         raise ContractError(f"payload must be a JSON object, got {type(obj).__name__}")
     version = obj.get("schema_version", SCHEMA_VERSION)

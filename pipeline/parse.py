@@ -36,10 +36,11 @@ class ParseInbound(beam.DoFn):
         data = msg.data or b""
         try:
             parsed = parse_inbound(data)
-        except ContractError as e:
+        except Exception as e:  # noqa: BLE001 - no payload may crash the stage: it is dead-lettered with the reason
+            reason = e.reason if isinstance(e, ContractError) else f"unparseable payload: {type(e).__name__}: {e}"[:500]
             self.rejected.inc()
             yield beam.pvalue.TaggedOutput(
-                DEAD_LETTER_TAG, dead_letter_for("ParseInbound", e.reason, data, msg.attributes)
+                DEAD_LETTER_TAG, dead_letter_for("ParseInbound", reason, data, msg.attributes)
             )
             return
         self.accepted.inc()

@@ -424,6 +424,8 @@ class Emulator:
         if self.pid_file is not None:
             self.pid_file.unlink(missing_ok=True)
         self._close_log()
+        self.proc = None  # stopped: launch() may start it again (fault tests restart Firestore)
+        self._terminated = False
 
     def _log_says_bind_failed(self) -> bool:
         try:

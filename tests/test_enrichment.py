@@ -224,15 +224,16 @@ def test_unknown_customer_goes_on_flagged(seeded_stack: LocalStack) -> None:
 
 
 def test_malformed_documents_are_dropped_and_flagged(seeded_stack: LocalStack) -> None:
-    db = firestore_client(seeded_stack.project)
-    cid = f"CBAD-{uuid.uuid4().hex[:6]}"
+    project = f"malformed-{uuid.uuid4().hex[:6]}"  # its own emulator namespace: the shared seed set stays clean
+    db = firestore_client(project)
+    cid = "CBAD-1"
     ref = db.collection("customers").document(cid)
     ref.set({"name": 42, "plan": "pro", "email": "x@example.com"})  # name of the wrong type
     good = build_customer(1).orders["O-C0001-01"]
     ref.collection("orders").document("O-GOOD").set(good)
     ref.collection("orders").document("O-BAD").set({**good, "items": "two shoes", "placed_at": NOW})
     ref.collection("tickets").document("T-BAD").set({"subject": None, "status": "open", "created_at": NOW})
-    run = run_enrichment([turn(cid)], fs_handler(seeded_stack.project))
+    run = run_enrichment([turn(cid)], fs_handler(project))
     [e] = run.out
     assert e.context_flags == (CONTEXT_MALFORMED,)
     assert e.context["profile"] == {"plan": "pro", "email": "x@example.com"}

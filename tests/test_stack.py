@@ -17,6 +17,8 @@ from evals.schema import EVAL_SCHEMA_VERSION, TURNS_TABLE
 from pipeline.options import (
     DEAD_LETTER_SUBSCRIPTION,
     EVAL_DATASET,
+    HANDOFF_SUBSCRIPTION,
+    HANDOFF_TOPIC,
     INBOUND_SUBSCRIPTION,
     INBOUND_TOPIC,
     REPLY_MEMORY_SUBSCRIPTION,
@@ -35,7 +37,15 @@ from stack.emulators import (
     reap_stale,
 )
 from stack.resources import FRONTEND_REPLY_SUBSCRIPTION, create_subscription, delete_subscription, ensure_resources
-from stack.seed import CUSTOMERS, DEFAULT_CUSTOMERS, HELP_ARTICLES, HELP_ARTICLES_DATA, ORDERS, build_customer
+from stack.seed import (
+    CUSTOMERS,
+    DEFAULT_CUSTOMERS,
+    HELP_ARTICLES,
+    HELP_ARTICLES_DATA,
+    ORDERS,
+    build_customer,
+    customer_id,
+)
 
 BQ_VENV = DEFAULT_STATE_DIR / "bq-venv"
 
@@ -97,12 +107,14 @@ def test_resources_exist_and_reply_subscriptions_are_ordered(local_stack: LocalS
         REPLY_MEMORY_SUBSCRIPTION,
         FRONTEND_REPLY_SUBSCRIPTION,
         DEAD_LETTER_SUBSCRIPTION,
+        HANDOFF_SUBSCRIPTION,
     }
     with subscriber_client() as sub:
-        for name, ordered in ((REPLY_MEMORY_SUBSCRIPTION, True), (FRONTEND_REPLY_SUBSCRIPTION, True)):
+        ordered = ((REPLY_MEMORY_SUBSCRIPTION, REPLY_TOPIC), (FRONTEND_REPLY_SUBSCRIPTION, REPLY_TOPIC))
+        for name, topic in (*ordered, (HANDOFF_SUBSCRIPTION, HANDOFF_TOPIC)):
             got = sub.get_subscription(subscription=sub.subscription_path(project, name), timeout=10)
-            assert got.enable_message_ordering is ordered
-            assert got.topic == sub.topic_path(project, REPLY_TOPIC)
+            assert got.enable_message_ordering is True
+            assert got.topic == sub.topic_path(project, topic)
     assert set(again.tables) == {TURNS_TABLE, "sessions_v1"}
 
 
@@ -144,7 +156,9 @@ def test_seeded_customer_reads_back(seeded_stack: LocalStack) -> None:
     # C0001..C0006: newest order is placed, shipped, delayed, delivered, returned, refunded in turn.
     newest = db.collection(CUSTOMERS).document("C0003").collection(ORDERS).order_by("placed_at").limit_to_last(1)
     assert [o.get("status") for o in newest.get(timeout=10)] == ["delayed"]
-    count = db.collection(CUSTOMERS).count().get(timeout=10)[0][0].value
+    # Count the seed's own ids: other tests may add customers of their own to the shared stack.
+    seeded = {customer_id(i) for i in range(1, DEFAULT_CUSTOMERS + 1)}
+    count = sum(1 for ref in db.collection(CUSTOMERS).list_documents() if ref.id in seeded)
     assert count == DEFAULT_CUSTOMERS
     assert {a.id for a in db.collection(HELP_ARTICLES).stream(timeout=10)} == set(HELP_ARTICLES_DATA)
 
@@ -158,7 +172,8 @@ def test_seed_cli_is_idempotent(seeded_stack: LocalStack) -> None:
         assert out.returncode == 0, out.stderr
         assert "seeded 5 customers" in out.stdout
     db = firestore_client(seeded_stack.project)
-    assert db.collection(CUSTOMERS).count().get(timeout=10)[0][0].value == DEFAULT_CUSTOMERS
+    seeded = {customer_id(i) for i in range(1, DEFAULT_CUSTOMERS + 1)}
+    assert sum(1 for ref in db.collection(CUSTOMERS).list_documents() if ref.id in seeded) == DEFAULT_CUSTOMERS
     assert db.collection(CUSTOMERS).document("C0002").get(timeout=10).to_dict() == build_customer(2).profile
 
 
