@@ -51,6 +51,7 @@ class FirestoreContextHandler(
         self.max_batch_size = max_batch_size
         self.fanout = fanout
         self.cache_policy = cache or CachePolicy()
+        self._client: Any = None
         self._store: CustomerStore | None = None
         self._pool: ThreadPoolExecutor | None = None
 
@@ -70,8 +71,8 @@ class FirestoreContextHandler(
     def __enter__(self) -> FirestoreContextHandler:
         from google.cloud import firestore
 
-        client = firestore.Client(project=self.project, database=self.database)
-        self._store = CustomerStore(client, self.timeout_s, attempts=self.attempts)
+        self._client = firestore.Client(project=self.project, database=self.database)
+        self._store = CustomerStore(self._client, self.timeout_s, attempts=self.attempts)
         self._pool = ThreadPoolExecutor(max_workers=self.fanout, thread_name_prefix="firestore-context")
         endpoint = os.environ.get("FIRESTORE_EMULATOR_HOST", "firestore.googleapis.com")
         self.open_cache(f"firestore|{endpoint}|{self.project}|{self.database or '(default)'}")
@@ -80,7 +81,10 @@ class FirestoreContextHandler(
     def __exit__(self, *exc: object) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
-        self._pool = self._store = None
+        if self._client is not None:
+            # Beam's direct runner enters and exits once per bundle: close the channel, don't leak it.
+            self._client.close()
+        self._pool = self._store = self._client = None
 
     def __call__(self, request: Request | list[Request], *args: Any, **kwargs: Any) -> Response | list[Response]:
         return self.answer(request, self._fetch)
