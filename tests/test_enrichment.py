@@ -142,6 +142,15 @@ def bt_handler(project: str, **kw: Any) -> BigtableContextHandler:
 
 
 @pytest.fixture(scope="module")
+def fs_project(seeded_stack: LocalStack) -> str:
+    """A Firestore namespace of this module's own, seeded afresh: other tests' tools change the shared seed
+    customers (refunds, tickets), and these tests compare contexts with the seed data itself."""
+    project = f"enrich-{uuid.uuid4().hex[:8]}"
+    seed_firestore(firestore_client(project), DEFAULT_CUSTOMERS)
+    return project
+
+
+@pytest.fixture(scope="module")
 def bigtable_host(tmp_path_factory: pytest.TempPathFactory, seeded_stack: LocalStack) -> Iterator[str]:
     """A Bigtable emulator holding the same customers as the seeded Firestore (env applied for the module)."""
     emu = bigtable_emulator(free_port(), tmp_path_factory.mktemp("bigtable") / "logs")
@@ -166,10 +175,10 @@ def _fresh_caches() -> None:
 # -- Firestore -------------------------------------------------------------------------------------------------------
 
 
-def test_firestore_enriches_known_customers_with_their_seed_data(seeded_stack: LocalStack) -> None:
+def test_firestore_enriches_known_customers_with_their_seed_data(seeded_stack: LocalStack, fs_project: str) -> None:
     indices = range(1, 13)
     turns = [turn(customer_id(i)) for i in indices]
-    run = run_enrichment(turns, fs_handler(seeded_stack.project))
+    run = run_enrichment(turns, fs_handler(fs_project))
     assert sorted(e.turn.turn_id for e in run.out) == sorted(t.turn_id for t in turns)  # one out per turn in
     got = run.by_customer()
     for i in indices:
@@ -184,38 +193,38 @@ def test_firestore_enriches_known_customers_with_their_seed_data(seeded_stack: L
     ]  # fmt: skip
 
 
-def test_firestore_reads_are_batched(seeded_stack: LocalStack) -> None:
+def test_firestore_reads_are_batched(seeded_stack: LocalStack, fs_project: str) -> None:
     n = 60
     turns = [turn(customer_id(i)) for i in range(1, n + 1)]
-    batched = run_enrichment(turns, fs_handler(seeded_stack.project, max_batch_size=50))
+    batched = run_enrichment(turns, fs_handler(fs_project, max_batch_size=50))
     assert len(batched.out) == n and all(e.context_flags == () for e in batched.out)
     calls = batched.counters["store_calls"]
     assert calls < n / 4 and batched.batch_sizes[1] == 50  # a bundle read in batches of up to 50
     # One get_all per call for all its customers, plus the two subcollection queries per customer.
     assert batched.counters["store_rpcs"] == calls + 2 * n
 
-    single = run_enrichment(turns[:10], fs_handler(seeded_stack.project, max_batch_size=1))
+    single = run_enrichment(turns[:10], fs_handler(fs_project, max_batch_size=1))
     assert single.counters["store_calls"] == 10 and single.batch_sizes == [1, 1]
     assert single.counters["store_rpcs"] == 10 * 3
 
 
-def test_firestore_cache_answers_repeat_customers(seeded_stack: LocalStack) -> None:
+def test_firestore_cache_answers_repeat_customers(seeded_stack: LocalStack, fs_project: str) -> None:
     turns = [turn(customer_id(i), n) for n in range(4) for i in range(1, 6)]  # 5 customers, 4 turns each
     expected = {customer_id(i): expected_context(i) for i in range(1, 6)}
-    cached = run_enrichment(turns, fs_handler(seeded_stack.project, max_batch_size=1, cache=CachePolicy(ttl_s=60)))
+    cached = run_enrichment(turns, fs_handler(fs_project, max_batch_size=1, cache=CachePolicy(ttl_s=60)))
     assert len(cached.out) == 20 and all(e.context_flags == () for e in cached.out)
     assert all(e.context == expected[e.turn.customer_id] for e in cached.out)
     assert cached.counters["cache_hits"] == 15 and cached.counters["store_rpcs"] == 5 * 3  # each customer read once
 
     # Batched without a cache, a customer appearing several times in one batch is read once too.
-    batched = run_enrichment(turns, fs_handler(seeded_stack.project, max_batch_size=50))
+    batched = run_enrichment(turns, fs_handler(fs_project, max_batch_size=50))
     assert all(e.context == expected[e.turn.customer_id] for e in batched.out)
     assert batched.counters["store_calls"] == 1 and batched.counters["store_rpcs"] == 1 + 2 * 5
 
 
-def test_unknown_customer_goes_on_flagged(seeded_stack: LocalStack) -> None:
+def test_unknown_customer_goes_on_flagged(seeded_stack: LocalStack, fs_project: str) -> None:
     turns = [turn("C9999"), turn("NOPE-1"), turn(customer_id(1))]
-    run = run_enrichment(turns, fs_handler(seeded_stack.project))
+    run = run_enrichment(turns, fs_handler(fs_project))
     got = run.by_customer()
     for cid in ("C9999", "NOPE-1"):
         assert got[cid].context == {} and got[cid].context_flags == (CUSTOMER_UNKNOWN,)
@@ -242,23 +251,25 @@ def test_malformed_documents_are_dropped_and_flagged(seeded_stack: LocalStack) -
 
 
 def test_store_down_flags_every_turn_within_the_bound(
-    seeded_stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+    seeded_stack: LocalStack, monkeypatch: pytest.MonkeyPatch, fs_project: str
 ) -> None:
     monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", f"127.0.0.1:{free_port()}")  # nothing listens there
     turns = [turn(customer_id(i)) for i in range(1, 9)]
-    run = run_enrichment(turns, fs_handler(seeded_stack.project, timeout_s=0.5, attempts=2))
+    run = run_enrichment(turns, fs_handler(fs_project, timeout_s=0.5, attempts=2))
     assert len(run.out) == 8
     assert all(e.context == {} and e.context_flags == (CONTEXT_UNAVAILABLE,) for e in run.out)
     assert run.seconds < 20
 
 
-def test_store_that_never_answers_times_out(seeded_stack: LocalStack, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_store_that_never_answers_times_out(
+    seeded_stack: LocalStack, monkeypatch: pytest.MonkeyPatch, fs_project: str
+) -> None:
     # A socket that completes TCP handshakes (kernel backlog) but never speaks: each RPC waits for its deadline.
     with socket.socket() as hung:
         hung.bind(("127.0.0.1", 0))
         hung.listen(16)
         monkeypatch.setenv("FIRESTORE_EMULATOR_HOST", f"127.0.0.1:{hung.getsockname()[1]}")
-        handler = fs_handler(seeded_stack.project, timeout_s=0.4, attempts=2)
+        handler = fs_handler(fs_project, timeout_s=0.4, attempts=2)
         t0 = time.monotonic()
         with handler:
             [(_, response)] = handler([beam.Row(customer_id="C0001")])
@@ -292,7 +303,7 @@ def test_firestore_stopped_mid_run_loses_no_turn(
     assert run.seconds < 40
 
 
-def test_streaming_enrichment_with_test_stream(seeded_stack: LocalStack) -> None:
+def test_streaming_enrichment_with_test_stream(seeded_stack: LocalStack, fs_project: str) -> None:
     token = uuid.uuid4().hex
     _SINKS[token] = []
     stream = (
@@ -309,7 +320,7 @@ def test_streaming_enrichment_with_test_stream(seeded_stack: LocalStack) -> None
         _ = (
             p
             | stream
-            | "EnrichCustomerContext" >> EnrichCustomerContext(fs_handler(seeded_stack.project))
+            | "EnrichCustomerContext" >> EnrichCustomerContext(fs_handler(fs_project))
             | beam.ParDo(_Collect(token))
         )
     got = {e.turn.customer_id: e for e in _SINKS.pop(token)}
@@ -321,13 +332,14 @@ def test_streaming_enrichment_with_test_stream(seeded_stack: LocalStack) -> None
 # -- Bigtable --------------------------------------------------------------------------------------------------------
 
 
-def test_bigtable_gives_the_same_context_as_firestore(seeded_stack: LocalStack, bigtable_host: str) -> None:
+def test_bigtable_gives_the_same_context_as_firestore(
+    seeded_stack: LocalStack, bigtable_host: str, fs_project: str
+) -> None:
     turns = [turn(customer_id(i)) for i in range(1, 41)] + [turn("C9999")]
-    project = seeded_stack.project
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("BIGTABLE_EMULATOR_HOST", bigtable_host)
-        bt = run_enrichment(turns, bt_handler(project))
-    fs = run_enrichment(turns, fs_handler(project))
+        bt = run_enrichment(turns, bt_handler(seeded_stack.project))
+    fs = run_enrichment(turns, fs_handler(fs_project))
     bt_ctx = {e.turn.customer_id: (e.context, e.context_flags) for e in bt.out}
     fs_ctx = {e.turn.customer_id: (e.context, e.context_flags) for e in fs.out}
     assert bt_ctx == fs_ctx
