@@ -184,3 +184,14 @@ def request_of(element: CarriesRequest | ModelRequest) -> ModelRequest:
             "wrap it as ModelCall(request, payload)"
         )
     return request
+
+
+# Per-call overrides every backend understands (RunInference's ``inference_args``).
+INFERENCE_ARGS: frozenset[str] = frozenset({"max_tokens", "temperature", "seed"})
+
+
+def check_inference_args(inference_args: dict[str, Any] | None, allowed: frozenset[str] = INFERENCE_ARGS) -> None:
+    """Refuse inference_args a backend would silently ignore."""
+    unknown = set(inference_args or {}) - allowed
+    if unknown:
+        raise ValueError(f"unsupported inference_args {sorted(unknown)}; allowed: {sorted(allowed)}")

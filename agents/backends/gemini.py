@@ -85,13 +85,20 @@ import tenacity
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
-from agents.model import CarriesRequest, ChatMessage, ModelRequest, ModelResponse, ToolCall, request_of
+from agents.model import (
+    CarriesRequest,
+    ChatMessage,
+    ModelRequest,
+    ModelResponse,
+    ToolCall,
+    check_inference_args,
+    request_of,
+)
 
 logger = logging.getLogger(__name__)
 
 GEMINI_DEFAULT_MODEL = "gemini-2.5-flash"
 METRICS_NAMESPACE = "supportflow_gemini"
-INFERENCE_ARGS = frozenset({"max_tokens", "temperature", "seed"})
 RETRYABLE_STATUSES: frozenset[int] = frozenset({408, 429, 500, 502, 503, 504})
 SYNTHETIC_CALL_ID_PREFIX = "gcall_"
 _CONTENT_FILTER = frozenset({"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY"})
@@ -657,9 +664,7 @@ class GeminiHandler(ModelHandler[CarriesRequest | ModelRequest, PredictionResult
         )
 
     def validate_inference_args(self, inference_args: dict[str, Any] | None) -> None:
-        unknown = set(inference_args or {}) - INFERENCE_ARGS
-        if unknown:
-            raise ValueError(f"unsupported inference_args {sorted(unknown)}; allowed: {sorted(INFERENCE_ARGS)}")
+        check_inference_args(inference_args)
 
     def run_inference(
         self,

@@ -18,7 +18,7 @@ from typing import Any
 
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
-from agents.model import CarriesRequest, ModelRequest, ModelResponse, request_of
+from agents.model import CarriesRequest, ModelRequest, ModelResponse, check_inference_args, request_of
 
 INSTANT_MODEL_NAME = "instant"
 QUOTE_CHARS = 80
@@ -74,9 +74,7 @@ class InstantHandler(ModelHandler[CarriesRequest | ModelRequest, PredictionResul
         return InstantModel()
 
     def validate_inference_args(self, inference_args: dict[str, Any] | None) -> None:
-        unknown = set(inference_args or {}) - {"max_tokens"}
-        if unknown:
-            raise ValueError(f"unsupported inference_args {sorted(unknown)}; allowed: ['max_tokens']")
+        check_inference_args(inference_args, frozenset({"max_tokens"}))
 
     def run_inference(
         self,

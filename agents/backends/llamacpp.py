@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
-from agents.model import CarriesRequest, ModelRequest, ModelResponse, ToolCall, request_of
+from agents.model import CarriesRequest, ModelRequest, ModelResponse, ToolCall, check_inference_args, request_of
 
 if TYPE_CHECKING:
     import xllamacpp
@@ -44,7 +44,6 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_MODEL_NAME = "smollm2-135m"
 
 # Keys a caller may pass to RunInference(..., inference_args=...).
-INFERENCE_ARGS = frozenset({"max_tokens", "temperature", "seed"})
 
 
 def smollm2_gguf_path() -> str:
@@ -238,9 +237,7 @@ class LlamaCppHandler(ModelHandler[CarriesRequest | ModelRequest, PredictionResu
             return _LOADED[key]
 
     def validate_inference_args(self, inference_args: dict[str, Any] | None) -> None:
-        unknown = set(inference_args or {}) - INFERENCE_ARGS
-        if unknown:
-            raise ValueError(f"unsupported inference_args {sorted(unknown)}; allowed: {sorted(INFERENCE_ARGS)}")
+        check_inference_args(inference_args)
 
     def run_inference(
         self,
