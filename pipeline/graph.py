@@ -14,9 +14,11 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 import apache_beam as beam
 from apache_beam.io.gcp.pubsub import PubsubMessage, ReadFromPubSub, WriteToPubSub
+from apache_beam.ml.inference.base import ModelHandler
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from agents.backends import TOOL_CALLING_BACKENDS, make_handler
@@ -58,6 +60,31 @@ def agent_plan(o: SupportflowOptions) -> tuple[str, StepConfig]:
     if o.model_backend in TOOL_CALLING_BACKENDS:
         return "support_system_v2", StepConfig(max_steps=o.max_agent_steps, max_tokens=o.model_max_tokens)
     return "support_system_v1", StepConfig(max_steps=1, max_tokens=o.model_max_tokens, tools=(), policy_digests=False)
+
+
+def model_handler(o: SupportflowOptions) -> ModelHandler:
+    """The RunInference handler the options ask for (``agents.backends.make_handler``)."""
+    backend_options: dict[str, Any] = {}
+    if o.model_backend == "gemini":
+        backend_options = {
+            "deadline_s": o.gemini_deadline_s,
+            "attempt_timeout_s": min(o.gemini_attempt_timeout_s, o.gemini_deadline_s),
+            "max_attempts": o.gemini_max_attempts,
+            "max_concurrency": o.gemini_max_concurrency,
+        }
+    return make_handler(
+        o.model_backend,
+        max_tokens=o.model_max_tokens,
+        threads=o.model_threads,
+        gemini_model=o.gemini_model,
+        gemini_base_url=o.gemini_base_url,
+        model_path=o.model_path,
+        device=o.model_device,
+        batch_size=o.model_batch_size,
+        batch_wait_s=o.model_batch_wait_s,
+        copies=o.model_copies,
+        **backend_options,
+    )
 
 
 def policy_clock(now: str | None) -> Callable[[], datetime] | None:
@@ -112,13 +139,7 @@ def build(p: beam.Pipeline, options: PipelineOptions) -> None:
     ).with_outputs(CLOSED_TAG, DEAD_LETTER_TAG, main="turns")
     enriched = sessions.turns | "EnrichCustomerContext" >> EnrichCustomerContext.from_options(options)
 
-    handler = make_handler(
-        o.model_backend,
-        max_tokens=o.model_max_tokens,
-        threads=o.model_threads,
-        gemini_model=o.gemini_model,
-        gemini_base_url=o.gemini_base_url,
-    )
+    handler = model_handler(o)
     version, step_config = agent_plan(o)
     replies, eval_rows, handoffs, agent_dead = enriched | "AgentTurn" >> AgentTurn(
         handler, project=project, version=version, config=step_config, clock=policy_clock(o.policy_now)

@@ -25,7 +25,8 @@ HANDOFF_TOPIC = "chat-handoffs"
 HANDOFF_SUBSCRIPTION = "chat-handoffs-desk"
 EVAL_DATASET = "supportflow_evals"
 
-MODEL_BACKENDS = ("smollm2", "instant", "gemini")
+MODEL_BACKENDS = ("smollm2", "instant", "gemini", "gemma", "gemma_vllm")
+MODEL_DEVICES_HELP = "auto (the first GPU if torch sees one, else the CPU), cpu, cuda or cuda:N"
 
 # Customer context store: names shared with the stack's Bigtable seeder (a Beam-free module).
 CONTEXT_STORES = STORES
@@ -75,6 +76,46 @@ class SupportflowOptions(PipelineOptions):
             "--gemini_base_url",
             default=None,
             help="Another Gemini endpoint (a local server in tests); unset: Google's API.",
+        )
+        p.add_argument(
+            "--gemini_deadline_s",
+            type=float,
+            default=60.0,
+            help="Total time one Gemini call may take, retries and back-off included; then the turn is "
+            "answered with an error reply and dead-lettered.",
+        )
+        p.add_argument("--gemini_attempt_timeout_s", type=float, default=30.0, help="Time one Gemini attempt may take.")
+        p.add_argument(
+            "--gemini_max_attempts", type=int, default=5, help="Attempts per Gemini call (429, 5xx, timeouts)."
+        )
+        p.add_argument(
+            "--gemini_max_concurrency", type=int, default=8, help="Concurrent Gemini requests per worker process."
+        )
+        p.add_argument(
+            "--model_path",
+            default=None,
+            help="gemma: a checkpoint directory or hub id for transformers, or random:gemma-3-1b / random:tiny "
+            "(random weights, for throughput work). gemma_vllm: the model vLLM serves (default google/gemma-3-1b-it).",
+        )
+        p.add_argument("--model_device", default="auto", help=f"Device of the gemma backend: {MODEL_DEVICES_HELP}.")
+        p.add_argument(
+            "--model_batch_size",
+            type=int,
+            default=8,
+            help="gemma, gemma_vllm: turns per batched model call at most (turns of different sessions share it).",
+        )
+        p.add_argument(
+            "--model_batch_wait_s",
+            type=float,
+            default=None,
+            help="gemma, gemma_vllm: wait this long at most to fill a batch (streaming); unset: a bundle's turns.",
+        )
+        p.add_argument(
+            "--model_copies",
+            type=int,
+            default=0,
+            help="gemma: 0 loads a copy per SDK process; N>0 loads N copies per machine, shared by its "
+            "processes (Beam's model_copies). Use 1 on a one-GPU worker.",
         )
         p.add_argument("--model_max_tokens", type=int, default=96, help="Cap on generated tokens per model call.")
         p.add_argument(

@@ -53,7 +53,7 @@ ENV_PREFIX = "SUPPORTFLOW_"
 # Model backends that need a GPU on the inference step. The names are the ones the
 # GPU backends (issue 5: Gemma on transformers, Gemma on vLLM) register in
 # pipeline.options.MODEL_BACKENDS; a name listed here but not registered there is inert.
-GPU_BACKENDS: frozenset[str] = frozenset({"gemma", "gemma_vllm", "vllm"})
+GPU_BACKENDS: frozenset[str] = frozenset({"gemma", "gemma_vllm"})
 DEFAULT_GPU_ACCELERATOR = "type:nvidia-l4;count:1;install-nvidia-driver"
 # What one L4 worker for Gemma needs besides the GPU (weights are loaded through host memory).
 DEFAULT_GPU_MIN_RAM = "16GB"
@@ -111,6 +111,12 @@ OPTION_PATTERNS: dict[str, str] = {
 LIMITS: dict[str, tuple[float, float]] = {
     "model_max_tokens": (1, 8192),
     "model_threads": (1, 256),
+    "model_batch_size": (1, 1024),
+    "gemini_deadline_s": (1, 3600),
+    "gemini_attempt_timeout_s": (0.1, 3600),
+    "gemini_max_attempts": (1, 20),
+    "gemini_max_concurrency": (1, 512),
+    "model_copies": (0, 64),
     "quiet_window_s": (0.05, 600),
     "max_hold_s": (0.05, 3600),
     "inflight_timeout_s": (1, 86400),
@@ -412,6 +418,30 @@ class _Builder:
         if backend not in backends:
             self.problem(f"--model_backend={backend!r} is not a model backend; choose one of {list(backends)}")
         gemini = self._text("gemini_model", GEMINI_MODEL_PATTERN, "Gemini model name (e.g. gemini-2.5-flash)")
+        for name in (
+            "model_batch_size",
+            "gemini_deadline_s",
+            "gemini_attempt_timeout_s",
+            "gemini_max_attempts",
+            "gemini_max_concurrency",
+            "model_copies",
+        ):
+            self._number(name)
+        wait = self._get("model_batch_wait_s")
+        try:
+            wait_ok = wait is None or 0 < float(wait) <= 60
+        except (TypeError, ValueError):
+            wait_ok = False
+        if not wait_ok:
+            self.problem(f"--model_batch_wait_s={wait!r} is not a number of seconds in (0, 60]")
+        if backend == "gemma" and not self._get("model_path"):
+            self.problem(
+                "--model_backend=gemma needs --model_path: a checkpoint directory, a hub id, "
+                "or random:gemma-3-1b / random:tiny (random weights)"
+            )
+        device = str(self._get("model_device") or "auto")
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
+            self.problem(f"--model_device={device!r} is not a device; use auto, cpu, cuda or cuda:N")
         return str(backend), gemini or "", int(self._number("model_max_tokens")), int(self._number("model_threads"))
 
     def accelerator(self, backend: str, on_dataflow: bool) -> tuple[str | None, str | None]:

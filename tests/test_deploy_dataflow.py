@@ -10,13 +10,10 @@ parameters.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-import pipeline.graph as graph_module
-import pipeline.options as options_module
 from deploy import template
 from deploy.transforms import (
     DRY_RUN_ARGS,
@@ -45,23 +42,16 @@ def cpu_job() -> Any:
 
 
 @pytest.fixture(scope="module")
-def gpu_job() -> Iterator[Any]:
-    """A GPU backend the way issue 5's Gemma backend will register (a name in MODEL_BACKENDS), served here by
-    the instant handler: what is under test is the job's shape, not the model."""
-    mp = pytest.MonkeyPatch()
-    real_make_handler = graph_module.make_handler
-    mp.setattr(options_module, "MODEL_BACKENDS", (*options_module.MODEL_BACKENDS, "gemma"))
-    mp.setattr(
-        graph_module,
-        "make_handler",
-        lambda backend, **kw: real_make_handler("instant" if backend == "gemma" else backend, **kw),
-    )
+def gpu_job() -> Any:
+    """The Gemma (transformers) backend on Dataflow; building the job loads no model."""
     argv = [a for a in DRY_RUN_ARGS if not a.startswith(("--model_backend", "--sdk_container_image"))]
-    argv += ["--model_backend=gemma", f"--sdk_container_image={GPU_IMAGE}", "--delivery_mode=at_least_once"]
-    try:
-        yield dry_run_job(argv)
-    finally:
-        mp.undo()
+    argv += [
+        "--model_backend=gemma",
+        "--model_path=random:gemma-3-1b",
+        f"--sdk_container_image={GPU_IMAGE}",
+        "--delivery_mode=at_least_once",
+    ]
+    return dry_run_job(argv)
 
 
 def test_streaming_job_on_streaming_engine(cpu_job: Any) -> None:

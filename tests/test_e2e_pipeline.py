@@ -93,6 +93,9 @@ def bad_payloads() -> dict[str, tuple[bytes, str]]:
     }
 
 
+BACKEND_ARGS = {"gemma": ["--model_path=random:tiny", "--model_device=cpu", "--model_batch_size=4"]}
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
@@ -106,6 +109,8 @@ def percentile(values: list[float], q: float) -> float:
         ("instant", 50, 200),
         # The real local model through the same path, at a size a 2-core CI box answers in minutes.
         ("smollm2", 12, 30),
+        # The GPU backend's code (transformers, batched generate) on the CPU: a random two-layer Gemma 3.
+        ("gemma", 6, 12),
     ],
 )
 def test_conversations_end_to_end(seeded_stack: LocalStack, backend: str, sessions: int, min_messages: int) -> None:
@@ -121,6 +126,7 @@ def test_conversations_end_to_end(seeded_stack: LocalStack, backend: str, sessio
         "--quiet_window_s=1.0",
         "--max_hold_s=3.0",
         f"--idle_timeout_s={IDLE_TIMEOUT_S}",
+        *BACKEND_ARGS.get(backend, []),
     ]
     log = stack.log_dir / f"pipeline-e2e-{backend}.log"
     pipeline = PipelineProcess(pipeline_command(stack.bigquery_endpoint, backend, extra), stack.env, log).start()

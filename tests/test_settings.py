@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import apache_beam as beam
 import pytest
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
@@ -54,10 +52,9 @@ def one_problem(*argv: str, base: list[str] = LOCAL) -> str:
 
 
 @pytest.fixture
-def gpu_backend(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """A GPU backend registered the way issue 5's Gemma backend will be (name in MODEL_BACKENDS)."""
-    monkeypatch.setattr(options_module, "MODEL_BACKENDS", (*options_module.MODEL_BACKENDS, "gemma"))
-    yield "gemma"
+def gpu_backend() -> str:
+    """A GPU backend that needs no other option (Gemma on vLLM)."""
+    return "gemma_vllm"
 
 
 # --- the local defaults ------------------------------------------------------------------------
@@ -122,7 +119,8 @@ def test_unknown_backend_given_programmatically() -> None:
     with pytest.raises(SettingsError) as err:
         Settings.from_options(PipelineOptions([], streaming=True, model_backend="llama"), environ={})
     assert err.value.problems == [
-        "--model_backend='llama' is not a model backend; choose one of ['smollm2', 'instant', 'gemini']"
+        "--model_backend='llama' is not a model backend; "
+        "choose one of ['smollm2', 'instant', 'gemini', 'gemma', 'gemma_vllm']"
     ]
 
 

@@ -95,6 +95,7 @@ class LlamaCppModel:
         temperature: float = 0.0,
         seed: int = 42,
         verbosity: int = 1,
+        api_key: str | None = None,
     ) -> None:
         import xllamacpp as xlc  # imported here: building a pipeline must not need the native wheel
 
@@ -109,14 +110,20 @@ class LlamaCppModel:
         params.cache_prompt = True
         params.offline = True  # never fetch anything
         params.verbosity = verbosity  # 1: errors only
-        # The embedded HTTP listener (loopback, random port) cannot be disabled: lock it.
+        # The embedded HTTP listener (loopback, random port) cannot be disabled: lock it
+        # (with a random key unless a caller wants to reach it as an OpenAI-style server).
         params.ui = False
-        params.api_keys = [secrets.token_urlsafe(32)]
+        params.api_keys = [api_key or secrets.token_urlsafe(32)]
         params.n_threads_http = 1
         self.model_name = model_name
         self._temperature = temperature
         self._seed = seed
         self._server = xlc.Server(params)
+
+    @property
+    def listening_address(self) -> str:
+        """The embedded OpenAI-compatible HTTP server, e.g. ``http://127.0.0.1:PORT``."""
+        return str(self._server.listening_address)
 
     def complete(
         self, request: ModelRequest, max_tokens: int, temperature: float | None = None, seed: int | None = None
