@@ -123,6 +123,7 @@ def run_with_beam(
         "max_tokens": agent.config.max_tokens,
         "tools": bool(agent.config.tools),
         "user_model": (user_spec or {}).get("backend"),
+        "temperature": agent.temperature,
         "k": k,
         "started_at": started.isoformat(timespec="seconds"),
         "wall_s": round(time.monotonic() - t0, 1),

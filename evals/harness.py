@@ -72,6 +72,13 @@ class Agent:
     config: StepConfig
     model: Any = None
     clock: Callable[[], datetime] = field(default=lambda: REFERENCE_TIME)
+    temperature: float = 0.0
+
+    def sampling(self, trial: int, turn: int) -> dict[str, Any]:
+        """RunInference args of one turn: greedy, or sampled with a seed of its own (reproducible runs)."""
+        if self.temperature <= 0:
+            return {}
+        return {"temperature": self.temperature, "seed": 1_000 * trial + turn}
 
     def load(self) -> Agent:
         if self.model is None:
@@ -97,13 +104,15 @@ def load_context(store: CustomerStore, customer_id: str) -> tuple[ContextResult,
     return result, (time.perf_counter() - t0) * 1000.0
 
 
-def run_turn(agent: Agent, enriched: EnrichedTurn, executor: FirestoreToolExecutor) -> tuple[AgentState, list]:
+def run_turn(
+    agent: Agent, enriched: EnrichedTurn, executor: FirestoreToolExecutor, sampling: dict[str, Any] | None = None
+) -> tuple[AgentState, list]:
     """One agent turn to the end; returns the final state and the raw tool calls as (step, ToolCall, status)."""
     state = steps.start(enriched, agent.version, agent.config)
     calls: list = []
     while not state.done:
         try:
-            [result] = list(agent.handler.run_inference([state], agent.model))
+            [result] = list(agent.handler.run_inference([state], agent.model, sampling or None))
         except Exception as exc:  # noqa: BLE001 - the pipeline's failed-batch path
             state = steps.fail(state, f"model call failed: {type(exc).__name__}: {exc}"[:1000])
             break
@@ -188,7 +197,7 @@ def _converse(
         t0 = time.perf_counter()
         context, enrich_ms = load_context(store, scenario.customer)
         enriched = EnrichedTurn(turn, context.context, context.flags, enrich_ms)
-        state, calls = run_turn(agent, enriched, executor)
+        state, calls = run_turn(agent, enriched, executor, agent.sampling(trial, index))
         wall_ms = (time.perf_counter() - t0) * 1000.0
         reply = steps.to_reply(state, queue_ms=0.0, total_ms=wall_ms, created_at=sent_at + timedelta(seconds=5))
         trace.turns.append(

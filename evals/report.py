@@ -154,7 +154,8 @@ def markdown(data: Mapping[str, Any]) -> str:
         "",
         f"Run `{run.get('run_id')}` started {run.get('started_at')}: {summary['overall']['scenarios']} scenarios x "
         f"k={k} trials, wall time {_fmt(run.get('wall_s'))} s. Steps per turn: {run.get('max_steps')}, "
-        f"tools: {'yes' if run.get('tools') else 'no'}, simulated user: {run.get('user_model') or 'rules'}.",
+        f"tools: {'yes' if run.get('tools') else 'no'}, simulated user: {run.get('user_model') or 'rules'}, "
+        f"temperature: {run.get('temperature') or 0}.",
         "",
         f"Command: `{run.get('command', '')}`",
         "",

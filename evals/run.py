@@ -51,6 +51,7 @@ def build_agent(
     threads: int = 1,
     gemini_model: str | None = None,
     gemini_base_url: str | None = None,
+    temperature: float = 0.0,
     **handler_options: Any,
 ) -> Agent:
     """The backend's handler (``agents.backends.make_handler``) with the pipeline's prompt and step plan."""
@@ -64,7 +65,7 @@ def build_agent(
         elif backend == "gemini":
             options["base_url"] = gemini_base_url
     handler = make_handler(backend, max_tokens=config.max_tokens, threads=threads, gemini_model=gemini_model, **options)
-    return Agent(backend=backend, handler=handler, version=version, config=config)
+    return Agent(backend=backend, handler=handler, version=version, config=config, temperature=temperature)
 
 
 class Progress:
@@ -150,6 +151,7 @@ def run_scenarios(
         "max_tokens": agent.config.max_tokens,
         "tools": bool(agent.config.tools),
         "user_model": user_agent.backend if user_agent else None,
+        "temperature": agent.temperature,
         "k": k,
         "started_at": started.isoformat(timespec="seconds"),
         "wall_s": round(time.monotonic() - t0, 1),
@@ -199,6 +201,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-tokens", type=int, default=None, help="Cap on generated tokens per model call.")
     p.add_argument("--max-steps", type=int, default=None, help="Model calls per turn (tool-calling backends).")
     p.add_argument("--threads", type=int, default=1, help="CPU threads of the local model (smollm2).")
+    p.add_argument(
+        "--temperature",
+        type=float,
+        default=0.0,
+        help="Sampling temperature of the agent (0: greedy, so every trial is the same and pass^k = pass^1); "
+        "above 0 each trial and turn samples with its own seed, as tau-bench's pass^k assumes.",
+    )
     p.add_argument("--gemini-model", default=None, help="Gemini model name (default: the backend's).")
     p.add_argument("--gemini-base-url", default=None, help="Another Gemini endpoint (a local fake in tests).")
     p.add_argument(
@@ -246,7 +255,7 @@ def main(argv: Sequence[str] | None = None, *, echo: Callable[[str], None] = pri
         return 2
     gemini = {"gemini_model": args.gemini_model, "gemini_base_url": args.gemini_base_url}
     spec = {"backend": args.backend, "max_tokens": args.max_tokens, "max_steps": args.max_steps,
-            "threads": args.threads, **gemini}  # fmt: skip
+            "threads": args.threads, "temperature": args.temperature, **gemini}  # fmt: skip
     user_spec = None if args.user_model == "rules" else {"backend": args.user_model, "threads": 1, **gemini}
     command = "python -m evals.run " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     with firestore_emulator():
