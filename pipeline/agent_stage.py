@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from datetime import datetime
@@ -138,8 +139,12 @@ class AgentTurn(beam.PTransform):
         )
         finished = [started.done]
         pending = started[PENDING_TAG]
+        # One tag for every step's RunInference: they load the same model, so a worker (and, with
+        # model_copies, a machine) holds one copy for all steps instead of one per step.
+        model_tag = f"supportflow-agent-model-{uuid.uuid4().hex}"
         for step in range(self._config.max_steps):
-            results, failed = pending | f"Step{step}/RunModel" >> RunInference(self._handler).with_exception_handling()
+            run_model = RunInference(self._handler, model_identifier=model_tag).with_exception_handling()
+            results, failed = pending | f"Step{step}/RunModel" >> run_model
             advanced = results | f"Step{step}/Advance" >> beam.ParDo(
                 AdvanceAgent(self._project, self._clock)
             ).with_outputs(PENDING_TAG, main="done")

@@ -71,6 +71,9 @@ def model_handler(o: SupportflowOptions) -> ModelHandler:
             "attempt_timeout_s": min(o.gemini_attempt_timeout_s, o.gemini_deadline_s),
             "max_attempts": o.gemini_max_attempts,
             "max_concurrency": o.gemini_max_concurrency,
+            "initial_backoff_s": o.gemini_backoff_s,
+            "jitter_s": o.gemini_backoff_s,
+            "max_backoff_s": max(o.gemini_max_backoff_s, o.gemini_backoff_s),
         }
     return make_handler(
         o.model_backend,

@@ -89,6 +89,14 @@ class SupportflowOptions(PipelineOptions):
             "--gemini_max_attempts", type=int, default=5, help="Attempts per Gemini call (429, 5xx, timeouts)."
         )
         p.add_argument(
+            "--gemini_backoff_s",
+            type=float,
+            default=1.0,
+            help="First Gemini retry waits this long (then doubling, plus up to this much jitter), "
+            "unless the server says when to retry.",
+        )
+        p.add_argument("--gemini_max_backoff_s", type=float, default=20.0, help="Longest wait between Gemini attempts.")
+        p.add_argument(
             "--gemini_max_concurrency", type=int, default=8, help="Concurrent Gemini requests per worker process."
         )
         p.add_argument(

@@ -116,6 +116,8 @@ LIMITS: dict[str, tuple[float, float]] = {
     "gemini_attempt_timeout_s": (0.1, 3600),
     "gemini_max_attempts": (1, 20),
     "gemini_max_concurrency": (1, 512),
+    "gemini_backoff_s": (0, 600),
+    "gemini_max_backoff_s": (0, 3600),
     "model_copies": (0, 64),
     "quiet_window_s": (0.05, 600),
     "max_hold_s": (0.05, 3600),
@@ -424,6 +426,8 @@ class _Builder:
             "gemini_attempt_timeout_s",
             "gemini_max_attempts",
             "gemini_max_concurrency",
+            "gemini_backoff_s",
+            "gemini_max_backoff_s",
             "model_copies",
         ):
             self._number(name)
