@@ -39,9 +39,15 @@ DEFAULT_BEAM_ARGS = ("--runner=FnApiRunner",)
 class RunTrialFn(beam.DoFn):
     """(scenario, trial, project) -> one JSON line with the trace and the score."""
 
-    def __init__(self, agent_spec: dict[str, Any], user_spec: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        agent_spec: dict[str, Any],
+        user_spec: dict[str, Any] | None = None,
+        judge_spec: dict[str, Any] | None = None,
+    ) -> None:
         self._agent_spec = dict(agent_spec)
         self._user_spec = dict(user_spec) if user_spec else None
+        self._judge_spec = dict(judge_spec) if judge_spec else None
 
     def setup(self) -> None:
         from evals.run import build_agent
@@ -54,6 +60,7 @@ class RunTrialFn(beam.DoFn):
             self._emulator.__enter__()
         self._agent = build_agent(**self._agent_spec).load()
         self._user = build_agent(**self._user_spec).load() if self._user_spec else None
+        self._judge = build_agent(**self._judge_spec).load() if self._judge_spec else None
         self._worlds: list[Any] = []
 
     def process(self, element: tuple[Scenario, int, str]) -> Iterator[str]:
@@ -64,7 +71,12 @@ class RunTrialFn(beam.DoFn):
         user_handler = self._user.handler if self._user else None
         user = make_user(scenario, user_handler, self._user.model if self._user else None)
         trace = run_trial(scenario, trial, self._agent, project, user=user, keep_world=self._worlds)
-        yield json.dumps({"trace": trace.to_json(), "score": score(scenario, trace).to_json()}, default=str)
+        result = score(scenario, trace)
+        if self._judge is not None:
+            from evals.run import judge_metrics
+
+            result.metrics.update(judge_metrics(self._judge, scenario, trace))
+        yield json.dumps({"trace": trace.to_json(), "score": result.to_json()}, default=str)
 
     def teardown(self) -> None:
         if getattr(self, "_emulator", None) is not None:
@@ -79,6 +91,7 @@ def run_with_beam(
     run_id: str,
     out_dir: str | Path,
     user_spec: dict[str, Any] | None = None,
+    judge_spec: dict[str, Any] | None = None,
     beam_args: Sequence[str] = DEFAULT_BEAM_ARGS,
     meta: dict[str, Any] | None = None,
 ) -> RunResult:
@@ -97,7 +110,7 @@ def run_with_beam(
             p
             | "Trials" >> beam.Create(elements, reshuffle=False)
             | "Spread" >> beam.Reshuffle()
-            | "RunTrial" >> beam.ParDo(RunTrialFn(agent_spec, user_spec))
+            | "RunTrial" >> beam.ParDo(RunTrialFn(agent_spec, user_spec, judge_spec))
             | "Write" >> beam.io.WriteToText(prefix, file_name_suffix=".jsonl")
         )
     traces: list[TrialTrace] = []
@@ -123,6 +136,7 @@ def run_with_beam(
         "max_tokens": agent.config.max_tokens,
         "tools": bool(agent.config.tools),
         "user_model": (user_spec or {}).get("backend"),
+        "judge_model": (judge_spec or {}).get("backend"),
         "temperature": agent.temperature,
         "k": k,
         "started_at": started.isoformat(timespec="seconds"),

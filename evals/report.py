@@ -14,7 +14,7 @@ import json
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,9 @@ def summarize_scores(scores: Sequence[TrialScore], k: int) -> dict[str, Any]:
         "violations": sum(s.violations for s in scores),
         "turn_ms_p50": _percentile(turn_ms, 0.5),
         "turn_ms_p95": _percentile(turn_ms, 0.95),
+        # The optional judge (evals/judge.py), 1-5; None when no judge ran or it gave no score.
+        "judge_helpfulness": _mean(s.metrics.get("judge_helpfulness") for s in scores),
+        "judge_groundedness": _mean(s.metrics.get("judge_groundedness") for s in scores),
         "tokens_per_trial": _mean(
             float(s.metrics.get("prompt_tokens", 0) + s.metrics.get("completion_tokens", 0)) for s in scores
         ),
@@ -104,7 +107,12 @@ class RunResult:
         return {"run": self.meta, "summary": self.summary(), "scenarios": scenarios}
 
 
-def write_report(result: RunResult, out_dir: str | Path) -> tuple[Path, Path]:
+def write_report(
+    result: RunResult, out_dir: str | Path, *, baseline: Mapping[str, Any] | None = None, max_drop: float = 0.05
+) -> tuple[Path, Path]:
+    """report.json, report.md and report.html (with the comparison when ``baseline`` is given) in ``out_dir``."""
+    from evals.html_report import REPORT_HTML, render_html  # lazy: matplotlib is slow to import, and imports us
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     data = result.to_json()
@@ -112,6 +120,7 @@ def write_report(result: RunResult, out_dir: str | Path) -> tuple[Path, Path]:
     json_path.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
     md_path = out / REPORT_MD
     md_path.write_text(markdown(data), encoding="utf-8")
+    (out / REPORT_HTML).write_text(render_html(data, baseline, max_drop=max_drop), encoding="utf-8")
     return json_path, md_path
 
 
@@ -135,14 +144,15 @@ def _row(name: str, s: Mapping[str, Any], k: int) -> str:
     return (
         f"| {name} | {s['scenarios']} | {s['trials']} | {hats} | {_fmt(s['trajectory_precision'])} | "
         f"{_fmt(s['trajectory_recall'])} | {_fmt(s['handoff_accuracy'], pct=True)} | {s['violations']} | "
-        f"{_fmt(s['turn_ms_p50'])} | {_fmt(s['turn_ms_p95'])} | {_fmt(s['tokens_per_trial'])} |"
+        f"{_fmt(s['turn_ms_p50'])} | {_fmt(s['turn_ms_p95'])} | {_fmt(s['tokens_per_trial'])} | "
+        f"{_fmt(s.get('judge_helpfulness'))} | {_fmt(s.get('judge_groundedness'))} |"
     )
 
 
 def _header(first: str, k: int) -> list[str]:
     hats = " | ".join(f"pass^{j}" for j in range(1, k + 1))
     cols = f"| {first} | scenarios | trials | {hats} | traj. precision | traj. recall | hand-off acc. | violations "
-    cols += "| turn ms p50 | turn ms p95 | tokens / trial |"
+    cols += "| turn ms p50 | turn ms p95 | tokens / trial | judge: helpful | judge: grounded |"
     return [cols, "|" + "---|" * (cols.count("|") - 1)]
 
 
@@ -155,7 +165,7 @@ def markdown(data: Mapping[str, Any]) -> str:
         f"Run `{run.get('run_id')}` started {run.get('started_at')}: {summary['overall']['scenarios']} scenarios x "
         f"k={k} trials, wall time {_fmt(run.get('wall_s'))} s. Steps per turn: {run.get('max_steps')}, "
         f"tools: {'yes' if run.get('tools') else 'no'}, simulated user: {run.get('user_model') or 'rules'}, "
-        f"temperature: {run.get('temperature') or 0}.",
+        f"temperature: {run.get('temperature') or 0}, judge: {run.get('judge_model') or 'none'}.",
         "",
         f"Command: `{run.get('command', '')}`",
         "",
@@ -228,6 +238,15 @@ class Comparison:
     ok: bool
     text: str
     delta: float | None  # current pass^1 - baseline pass^1
+    # The same verdict as data, for the HTML report (evals/html_report.py), so it never re-derives what a
+    # regression is. Rates are per-scenario pass rates (passes / trials) on the scenarios both runs have.
+    baseline_pass1: float | None = None
+    current_pass1: float | None = None
+    common: tuple[str, ...] = ()
+    categories: dict[str, tuple[float, float]] = field(default_factory=dict)  # category: (baseline, current)
+    regressions: tuple[tuple[str, float, float], ...] = ()  # (scenario id, baseline rate, current rate)
+    improvements: tuple[tuple[str, float, float], ...] = ()
+    only_one_run: tuple[str, ...] = ()  # scenario ids in one of the two runs, not compared
 
 
 def _scenario_rates(data: Mapping[str, Any]) -> dict[str, float]:
@@ -243,7 +262,9 @@ def compare(current: Mapping[str, Any], baseline: Mapping[str, Any], max_drop: f
         f"{baseline['run'].get('backend')} run {baseline['run'].get('run_id')} on {len(common)} common scenarios."
     ]
     if not common:
-        return Comparison(False, "\n".join([*lines, "No common scenarios: nothing to compare."]), None)
+        only = tuple(sorted(set(cur) ^ set(base)))
+        text = "\n".join([*lines, "No common scenarios: nothing to compare."])
+        return Comparison(False, text, None, only_one_run=only)
     now = statistics.fmean(cur[i] for i in common)
     then = statistics.fmean(base[i] for i in common)
     delta = now - then
@@ -269,4 +290,15 @@ def compare(current: Mapping[str, Any], baseline: Mapping[str, Any], max_drop: f
         lines.append(f"Not compared (in one run only): {', '.join(only)}")
     ok = delta >= -max_drop - 1e-12
     lines.append("PASS" if ok else f"FAIL: pass^1 dropped by {-delta:.1%} (more than {max_drop:.1%})")
-    return Comparison(ok, "\n".join(lines), delta)
+    return Comparison(
+        ok,
+        "\n".join(lines),
+        delta,
+        baseline_pass1=then,
+        current_pass1=now,
+        common=tuple(common),
+        categories={c: (statistics.fmean(cats_then[c]), statistics.fmean(cats_now[c])) for c in cats_now},
+        regressions=tuple((i, base[i], cur[i]) for i in regressions),
+        improvements=tuple((i, base[i], cur[i]) for i in improvements),
+        only_one_run=tuple(only),
+    )

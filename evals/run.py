@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from evals.harness import Agent, agent_plan, run_trial
+from evals.judge import judge_trial
 from evals.report import RunResult, compare, write_report
 from evals.scenario import Scenario, ScenarioError, load_scenarios
 from evals.scoring import TrialScore, score
@@ -104,6 +105,12 @@ class Progress:
         self.stream.flush()
 
 
+def judge_metrics(judge_agent: Agent, scenario: Scenario, trace: TrialTrace) -> dict[str, Any]:
+    """The judge's scores of one trial, as TrialScore metrics (never gating)."""
+    judgment = judge_trial(judge_agent.handler, judge_agent.model, scenario, trace)
+    return {**judgment.metrics(), "judge_reason": judgment.reason}
+
+
 def run_scenarios(
     scenarios: Sequence[Scenario],
     agent: Agent,
@@ -114,14 +121,16 @@ def run_scenarios(
     parallel: int = 1,
     progress: Progress | None = None,
     meta: dict[str, Any] | None = None,
+    judge_agent: Agent | None = None,
 ) -> RunResult:
     """Every scenario ``k`` times against ``agent`` (loaded here if needed); traces and scores in a RunResult."""
     if k < 1:
         raise ValueError("k must be >= 1")
     run_id = run_id or uuid.uuid4().hex[:8]
     agent.load()
-    if user_agent is not None:
-        user_agent.load()
+    for extra in (user_agent, judge_agent):
+        if extra is not None:
+            extra.load()
     started = datetime.now(UTC)
     t0 = time.monotonic()
     jobs = [(sc, trial, f"sfeval-{run_id}-{n:04d}") for n, (sc, trial) in
@@ -133,6 +142,8 @@ def run_scenarios(
         user = make_user(sc, user_agent.handler if user_agent else None, user_agent.model if user_agent else None)
         trace = run_trial(sc, trial, agent, project, user=user, keep_world=worlds)
         result = score(sc, trace)
+        if judge_agent is not None:
+            result.metrics.update(judge_metrics(judge_agent, sc, trace))
         if progress is not None:
             progress.update(f"{sc.id}#{trial}", result.passed)
         return trace, result
@@ -151,6 +162,7 @@ def run_scenarios(
         "max_tokens": agent.config.max_tokens,
         "tools": bool(agent.config.tools),
         "user_model": user_agent.backend if user_agent else None,
+        "judge_model": judge_agent.model_name if judge_agent else None,
         "temperature": agent.temperature,
         "k": k,
         "started_at": started.isoformat(timespec="seconds"),
@@ -195,7 +207,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=BACKENDS, default="smollm2", help="Model backend (agents.backends).")
     p.add_argument("--k", type=int, default=1, help="Trials per scenario (pass^1..pass^k are reported).")
     p.add_argument("--scenarios", nargs="+", default=[str(DEFAULT_SCENARIOS)], help="Scenario files or folders.")
-    p.add_argument("--out", default=str(DEFAULT_OUT), help="Folder for report.json and report.md.")
+    p.add_argument("--out", default=str(DEFAULT_OUT), help="Folder for report.json, report.md and report.html.")
     p.add_argument("--only", default="", help="Comma-separated scenario ids to run.")
     p.add_argument("--category", default="", help="Comma-separated categories to run.")
     p.add_argument("--max-tokens", type=int, default=None, help="Cap on generated tokens per model call.")
@@ -216,6 +228,25 @@ def _parser() -> argparse.ArgumentParser:
         default="rules",
         help="Who plays the customer in 'simulated' scenarios: the scenario's rules, or a model backend "
         "(the rules stay its fallback). Scripted scenarios always use their turns.",
+    )
+    p.add_argument(
+        "--judge",
+        choices=("gemini", "smollm2"),
+        default=None,
+        help="Also score each trial's replies with this model as a judge (helpfulness, groundedness; 1-5, "
+        "never gating). Unset: no judge.",
+    )
+    p.add_argument(
+        "--bigquery-project",
+        default=None,
+        help="Also write the run and its trials to BigQuery (dataset supportflow_evals, tables eval_runs_v1 and "
+        "eval_trials_v1) in this project.",
+    )
+    p.add_argument(
+        "--bigquery-endpoint",
+        default=os.environ.get("BIGQUERY_EMULATOR_HOST"),
+        help="BigQuery endpoint, e.g. the local emulator's http://127.0.0.1:9050 (default: $BIGQUERY_EMULATOR_HOST; "
+        "unset: Google's API).",
     )
     p.add_argument("--parallel", type=int, default=1, help="Trials run concurrently (each has its own database).")
     p.add_argument(
@@ -257,6 +288,7 @@ def main(argv: Sequence[str] | None = None, *, echo: Callable[[str], None] = pri
     spec = {"backend": args.backend, "max_tokens": args.max_tokens, "max_steps": args.max_steps,
             "threads": args.threads, "temperature": args.temperature, **gemini}  # fmt: skip
     user_spec = None if args.user_model == "rules" else {"backend": args.user_model, "threads": 1, **gemini}
+    judge_spec = None if args.judge is None else {"backend": args.judge, "threads": 1, **gemini}
     command = "python -m evals.run " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     with firestore_emulator():
         if args.runner == "beam":
@@ -270,6 +302,7 @@ def main(argv: Sequence[str] | None = None, *, echo: Callable[[str], None] = pri
                 run_id=uuid.uuid4().hex[:8],
                 out_dir=args.out,
                 user_spec=user_spec,
+                judge_spec=judge_spec,
                 beam_args=beam_args,
                 meta={"command": command},
             )
@@ -278,25 +311,34 @@ def main(argv: Sequence[str] | None = None, *, echo: Callable[[str], None] = pri
             user_agent = None
             if user_spec is not None:
                 user_agent = agent if args.user_model == args.backend else build_agent(**user_spec)
+            judge_agent = None
+            if judge_spec is not None:
+                judge_agent = agent if args.judge == args.backend else build_agent(**judge_spec)
             result = run_scenarios(
                 scenarios,
                 agent,
                 k=args.k,
                 user_agent=user_agent,
+                judge_agent=judge_agent,
                 parallel=args.parallel,
                 progress=Progress(len(scenarios) * args.k, enabled=not args.quiet),
                 meta={"command": command},
             )
-    json_path, md_path = write_report(result, args.out)
+    baseline = json.loads(Path(args.baseline).read_text(encoding="utf-8")) if args.baseline else None
+    json_path, md_path = write_report(result, args.out, baseline=baseline, max_drop=args.max_drop)  # + report.html
     overall = result.summary()["overall"]
     hats = ", ".join(f"pass^{j} {v:.1%}" for j, v in overall["pass_hat"].items() if v is not None)
     echo(
         f"{overall['scenarios']} scenarios x {args.k}: {overall['passed_trials']}/{overall['trials']} trials passed; "
         f"{hats}; violations {overall['violations']}; wall {result.meta['wall_s']} s"
     )
-    echo(f"report: {md_path} and {json_path}")
-    if args.baseline:
-        baseline = json.loads(Path(args.baseline).read_text(encoding="utf-8"))
+    echo(f"report: {md_path.with_suffix('.html')}, {md_path} and {json_path}")
+    if args.bigquery_project:
+        from evals.results_bq import write_results
+
+        runs, trials = write_results(result.to_json(), args.bigquery_project, args.bigquery_endpoint)
+        echo(f"BigQuery: {runs} run row and {trials} trial rows in {args.bigquery_project}")
+    if baseline is not None:
         verdict = compare(result.to_json(), baseline, args.max_drop)
         echo(verdict.text)
         if not verdict.ok:

@@ -1,4 +1,4 @@
-"""BigQuery tables the live pipeline writes: one row per turn, one per closed session.
+"""BigQuery tables: the live pipeline's (one row per turn, one per closed session) and the offline harness's.
 
 The schemas are versioned (``EVAL_SCHEMA_VERSION`` is written into every
 row). Change them only by adding NULLABLE fields; a breaking change bumps
@@ -58,7 +58,56 @@ SESSIONS_SCHEMA: list[tuple[str, str, str]] = [
     ("closed_at", "TIMESTAMP", "REQUIRED"),
 ]
 
+# Offline eval results (evals.results_bq): one row per run, one per trial. Scenario data is
+# synthetic, but the same rule holds: no conversation text, only ids, checks and numbers.
+EVAL_RUNS_TABLE = "eval_runs_v1"
+EVAL_TRIALS_TABLE = "eval_trials_v1"
+
+EVAL_RUNS_SCHEMA: list[tuple[str, str, str]] = [
+    ("schema_version", "INTEGER", "REQUIRED"),
+    ("run_id", "STRING", "REQUIRED"),
+    ("backend", "STRING", "REQUIRED"),
+    ("model", "STRING", "NULLABLE"),
+    ("prompt_version", "STRING", "NULLABLE"),
+    ("k", "INTEGER", "REQUIRED"),
+    ("temperature", "FLOAT", "NULLABLE"),
+    ("judge_model", "STRING", "NULLABLE"),
+    ("scenarios", "INTEGER", "REQUIRED"),
+    ("trials", "INTEGER", "REQUIRED"),
+    ("passed_trials", "INTEGER", "REQUIRED"),
+    ("pass_hat_1", "FLOAT", "NULLABLE"),
+    ("pass_hat_k", "FLOAT", "NULLABLE"),
+    ("violations", "INTEGER", "NULLABLE"),
+    ("summary", "STRING", "NULLABLE"),  # JSON: the overall and per-category summaries of report.json
+    ("wall_s", "FLOAT", "NULLABLE"),
+    ("command", "STRING", "NULLABLE"),
+    ("started_at", "TIMESTAMP", "REQUIRED"),
+]
+
+EVAL_TRIALS_SCHEMA: list[tuple[str, str, str]] = [
+    ("schema_version", "INTEGER", "REQUIRED"),
+    ("run_id", "STRING", "REQUIRED"),
+    ("scenario_id", "STRING", "REQUIRED"),
+    ("category", "STRING", "REQUIRED"),
+    ("trial", "INTEGER", "REQUIRED"),
+    ("passed", "BOOLEAN", "REQUIRED"),
+    ("violations", "INTEGER", "REQUIRED"),
+    ("failed_checks", "STRING", "REPEATED"),
+    ("trajectory_precision", "FLOAT", "NULLABLE"),
+    ("trajectory_recall", "FLOAT", "NULLABLE"),
+    ("handoff_correct", "BOOLEAN", "NULLABLE"),
+    ("turns", "INTEGER", "NULLABLE"),
+    ("turn_ms_max", "FLOAT", "NULLABLE"),
+    ("prompt_tokens", "INTEGER", "NULLABLE"),
+    ("completion_tokens", "INTEGER", "NULLABLE"),
+    ("judge_helpfulness", "INTEGER", "NULLABLE"),
+    ("judge_groundedness", "INTEGER", "NULLABLE"),
+    ("started_at", "TIMESTAMP", "REQUIRED"),
+]
+
 TABLES: dict[str, list[tuple[str, str, str]]] = {
     TURNS_TABLE: TURNS_SCHEMA,
     SESSIONS_TABLE: SESSIONS_SCHEMA,
+    EVAL_RUNS_TABLE: EVAL_RUNS_SCHEMA,
+    EVAL_TRIALS_TABLE: EVAL_TRIALS_SCHEMA,
 }
