@@ -201,12 +201,18 @@ class LlamaCppHandler(ModelHandler[CarriesRequest | ModelRequest, PredictionResu
         seed: int = 42,
         verbosity: int = 1,
         max_batch_size: int = 1,
+        min_batch_size: int | None = None,
         model_copies: int | None = None,
         large_model: bool = False,
     ) -> None:
         if max_tokens < 1 or threads < 1 or n_ctx < 256:
             raise ValueError("need max_tokens >= 1, threads >= 1, n_ctx >= 256")
-        super().__init__(max_batch_size=max_batch_size, model_copies=model_copies, large_model=large_model)
+        super().__init__(
+            max_batch_size=max_batch_size,
+            min_batch_size=min_batch_size,
+            model_copies=model_copies,
+            large_model=large_model,
+        )
         self._model_path = model_path
         self._model_name = model_name
         self._max_tokens = max_tokens
