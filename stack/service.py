@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -82,7 +83,14 @@ class PipelineProcess:
         self.stop()
 
 
-def up(customers: int, backend: str, customer: str, state_dir: Path, web_port: int = 8080) -> int:
+def up(
+    customers: int,
+    backend: str,
+    customer: str,
+    state_dir: Path,
+    web_port: int = 8080,
+    pipeline_args: list[str] | None = None,
+) -> int:
     from stack.chat import repl
     from stack.clients import firestore_client
     from stack.resources import ensure_resources
@@ -105,7 +113,7 @@ def up(customers: int, backend: str, customer: str, state_dir: Path, web_port: i
         web_cmd = [sys.executable, "-m", "web", "--port", str(web_port)]
         # No .start() here: entering the block starts each process (start() + __enter__ would start two).
         with (
-            PipelineProcess(pipeline_command(stack.bigquery_endpoint, backend), env, log) as pipeline,
+            PipelineProcess(pipeline_command(stack.bigquery_endpoint, backend, pipeline_args), env, log) as pipeline,
             PipelineProcess(web_cmd, env, stack.log_dir / "web.log"),
         ):
             print(f"supportflow: pipeline running ({backend} model); logs in {stack.log_dir}", flush=True)
@@ -130,11 +138,22 @@ def main(argv: list[str] | None = None) -> int:
     u = sub.add_parser("up", help="run the service on the local stack and chat with it from the terminal")
     u.add_argument("--customers", type=int, default=300, help="synthetic customers to seed")
     u.add_argument("--customer", default="C0001", help="the customer you chat as")
-    u.add_argument("--model", default="smollm2", choices=("smollm2", "instant"))
+    u.add_argument(
+        "--model",
+        default="smollm2",
+        choices=("smollm2", "instant", "gemini", "gemma"),
+        help="model backend: gemini needs GOOGLE_API_KEY; gemma needs --pipeline-args=--model_path=...",
+    )
+    u.add_argument(
+        "--pipeline-args",
+        default="",
+        help='more pipeline options, e.g. "--model_path=random:tiny --model_device=cpu" (see pipeline/options.py)',
+    )
     u.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
     u.add_argument("--web-port", type=int, default=8080, help="port of the chat page (python -m web)")
     args = parser.parse_args(argv)
-    return up(args.customers, args.model, args.customer, args.state_dir, args.web_port)
+    extra = shlex.split(args.pipeline_args)
+    return up(args.customers, args.model, args.customer, args.state_dir, args.web_port, extra)
 
 
 if __name__ == "__main__":
