@@ -23,6 +23,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from pipeline.graph import build
 from pipeline.local_runner import use_prompt_pubsub_pulls
+from pipeline.options import SupportflowOptions
 from pipeline.settings import Settings, SettingsError, argv_with_env, pin_inference_resources
 
 logger = logging.getLogger(__name__)
@@ -42,7 +43,9 @@ def _options_and_env(argv: Sequence[str], environ: Mapping[str, str] | None) -> 
         # The default DirectRunner tries to download Prism first; name the local streaming runner.
         std.runner = "BundleBasedDirectRunner"
     if std.runner in ("BundleBasedDirectRunner", "DirectRunner"):
-        use_prompt_pubsub_pulls()
+        o = options.view_as(SupportflowOptions)
+        # Inbound acks wait for the reply read back: a killed process loses no message (pipeline/local_runner.py).
+        use_prompt_pubsub_pulls(o.inbound_subscription, o.reply_memory_subscription)
     return options, from_env
 
 
