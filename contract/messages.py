@@ -13,7 +13,7 @@ Inbound (chat frontend -> ``inbound`` topic)::
 
 Outbound (pipeline -> ``replies`` topic), one per agent turn::
 
-    {"schema_version": 1, "session_id": "s-1", "turn_id": "s-1#0",
+    {"schema_version": 1, "session_id": "s-1", "turn_id": "s-1#6f1ed002ab55",
      "turn_index": 0, "answers": ["m-1"], "kind": "reply", "text": "...",
      "model": "smollm2-135m", "timings": {...}, "created_at": "..."}
 """

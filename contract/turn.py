@@ -6,6 +6,7 @@ frozen dataclasses: cheap to pickle, and Beam's state coders handle them.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -46,7 +47,16 @@ class Turn:
 
     @property
     def turn_id(self) -> str:
-        return f"{self.session_id}#{self.turn_index}"
+        """``<session>#<digest of the turn's first message id>``: unique per turn, stable under redelivery.
+
+        Not the turn index: a runner that loses session state (the local runner when its process is
+        killed) numbers turns from 0 again, and consumers that de-duplicate on turn_id would drop the
+        new turns' replies. The first message of a turn belongs to no other turn, and a redelivered
+        turn gets its old id back, so action ids (tools/scope.py) still see a retry as a replay.
+        """
+        first = min(self.messages, key=lambda m: (m.sent_at, m.message_id), default=None)
+        key = first.message_id if first else f"index:{self.turn_index}"
+        return f"{self.session_id}#{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
     @property
     def message_ids(self) -> list[str]:
