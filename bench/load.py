@@ -287,6 +287,13 @@ class LoadPlayer:
         if live.next_message < len(turn):
             self._push(now + turn[live.next_message].gap_s, index)
 
+    def snapshot(self) -> tuple[list[tuple[Any, float]], dict[str, float], int, int]:
+        """Replies so far, send times, sessions started and finished: for watching ``run`` from another thread."""
+        with self._cond:
+            started = sum(1 for live in self._live if live.turn or live.next_message)
+            finished = sum(1 for live in self._live if live.done)
+            return list(self._replies), dict(self.sent_at), started, finished
+
     def run(self) -> PlayResult:
         recorder = TopicRecorder(
             self.project, self._reply_topic, ordering=True, prefix="bench", on_delivery=self._on_reply
