@@ -36,6 +36,7 @@ import logging
 import threading
 import time
 import types
+import weakref
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -57,6 +58,7 @@ EXTEND_EVERY_S = 3.0
 MAX_HOLD_S = 600.0
 ANSWERED_MEMORY = 20_000  # message ids whose reply was read, for dropping redeliveries (~3 MB when full)
 CATCH_UP_MAX_S = 30.0  # inbound waits at most this long for the memory subscription to be read dry
+MAX_SIGNATURES = 10_000  # DoFnSignatures kept for reused DoFn instances (a pipeline has dozens)
 ACK_BATCH = 1000  # ack ids per request (Pub/Sub caps a request at 512 KB)
 
 
@@ -338,3 +340,63 @@ def use_cached_dofn_specs() -> bool:
     userstate.get_dofn_specs = cached_get_dofn_specs
     te.get_dofn_specs = cached_get_dofn_specs
     return True
+
+
+def use_reused_dofns() -> bool:
+    """Let the local runner reuse each ParDo's DoFn across bundles instead of a pickled copy per bundle.
+
+    Per bundle, the BundleBasedDirectRunner round-trips the DoFn through pickle (a check that it is
+    serialisable) and builds a ``DoFnSignature`` (``inspect.signature`` of its methods) for the copy:
+    ~25% of the pipeline's CPU under load once the spec cache was in. Reusing the instance, as
+    Dataflow and the portable runners do between ``setup`` and ``teardown``, makes the signature
+    cacheable per instance. Serialisability is still checked where it matters: building a Dataflow
+    job pickles every DoFn (tests/test_deploy_dataflow.py) and the FnApiRunner tests run pickled
+    copies. Local runs only.
+    """
+    if not beam.__version__.startswith(PATCHED_FOR):
+        log.warning("Beam %s: DoFn reuse not applied (written for %sx)", beam.__version__, PATCHED_FOR)
+        return False
+    from apache_beam.runners import common
+    from apache_beam.runners.direct import transform_evaluator as te
+
+    evaluator = te._ParDoEvaluator
+    if getattr(evaluator, "_supportflow_reuse", False):
+        return True
+    original_init = evaluator.__init__
+
+    def init_without_pickle_test(self: Any, *args: Any, **kwargs: Any) -> None:
+        kwargs["perform_dofn_pickle_test"] = False
+        original_init(self, *args, **kwargs)
+
+    evaluator.__init__ = init_without_pickle_test
+    evaluator._supportflow_reuse = True
+    common.DoFnSignature = _signature_class(common.DoFnSignature)
+    return True
+
+
+def _signature_class(base: type) -> type:
+    """``DoFnSignature`` that returns the one already built for the same DoFn instance."""
+
+    class CachedDoFnSignature(base):  # type: ignore[misc, valid-type]
+        # Keyed weakly by the DoFn; the pipeline's DoFns live as long as the pipeline.
+        _built: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+        def __new__(cls, do_fn: Any) -> Any:
+            with contextlib.suppress(TypeError):  # an unhashable DoFn is simply not cached
+                hit = cls._built.get(do_fn)
+                if hit is not None:
+                    return hit
+            return super().__new__(cls)
+
+        def __init__(self, do_fn: Any) -> None:
+            if getattr(self, "_supportflow_built", False):
+                return
+            super().__init__(do_fn)
+            self._supportflow_built = True
+            built = type(self)._built
+            if len(built) > MAX_SIGNATURES:  # DoFns made per bundle somewhere: stop holding them
+                built.clear()
+            with contextlib.suppress(TypeError):
+                built[do_fn] = self
+
+    return CachedDoFnSignature

@@ -22,7 +22,7 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from pipeline.graph import build
-from pipeline.local_runner import use_cached_dofn_specs, use_prompt_pubsub_pulls
+from pipeline.local_runner import use_cached_dofn_specs, use_prompt_pubsub_pulls, use_reused_dofns
 from pipeline.options import SupportflowOptions
 from pipeline.settings import Settings, SettingsError, argv_with_env, pin_inference_resources
 
@@ -47,6 +47,7 @@ def _options_and_env(argv: Sequence[str], environ: Mapping[str, str] | None) -> 
         # Inbound acks wait for the reply read back: a killed process loses no message (pipeline/local_runner.py).
         use_prompt_pubsub_pulls(o.inbound_subscription, o.reply_memory_subscription)
         use_cached_dofn_specs()
+        use_reused_dofns()
     return options, from_env
 
 

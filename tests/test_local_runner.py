@@ -58,3 +58,38 @@ def test_a_stateful_pipeline_still_keeps_state_on_the_local_runner(cached: objec
     with beam.Pipeline(runner="BundleBasedDirectRunner", options=options) as p:
         out = p | events | beam.ParDo(Counting())
         assert_that(out, equal_to(["a:1", "b:1", "a:2"]))
+
+
+class Lifecycle(beam.DoFn):
+    """Counts its own setups: the local runner now reuses one instance, with setup/teardown per bundle."""
+
+    def __init__(self) -> None:
+        self.setups = 0
+
+    def setup(self) -> None:
+        self.setups += 1
+        self.ready = True
+
+    def teardown(self) -> None:
+        self.ready = False
+
+    def process(self, x: int) -> object:
+        assert self.ready, "process before setup"
+        yield (x, id(self))
+
+
+def test_dofns_are_reused_across_bundles_with_their_lifecycle(monkeypatch: pytest.MonkeyPatch) -> None:
+    from apache_beam.runners import common
+
+    monkeypatch.setattr(transform_evaluator._ParDoEvaluator, "__init__", transform_evaluator._ParDoEvaluator.__init__)
+    monkeypatch.setattr(common, "DoFnSignature", common.DoFnSignature)
+    monkeypatch.delattr(transform_evaluator._ParDoEvaluator, "_supportflow_reuse", raising=False)
+    assert local_runner.use_reused_dofns()
+    fn = Lifecycle()
+    assert common.DoFnSignature(fn) is common.DoFnSignature(fn)  # built once per instance
+    events = TestStream().add_elements([1, 2]).add_elements([3]).advance_watermark_to_infinity()
+    options = beam.options.pipeline_options.PipelineOptions(streaming=True)
+    with beam.Pipeline(runner="BundleBasedDirectRunner", options=options) as p:
+        out = p | events | beam.ParDo(fn) | beam.Map(lambda pair: pair[0])
+        assert_that(out, equal_to([1, 2, 3]))
+    assert fn.setups >= 2, "the pipeline's own instance ran its bundles (setup per bundle)"
