@@ -36,7 +36,6 @@ import logging
 import threading
 import time
 import types
-import weakref
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -58,7 +57,7 @@ EXTEND_EVERY_S = 3.0
 MAX_HOLD_S = 600.0
 ANSWERED_MEMORY = 20_000  # message ids whose reply was read, for dropping redeliveries (~3 MB when full)
 CATCH_UP_MAX_S = 30.0  # inbound waits at most this long for the memory subscription to be read dry
-MAX_SIGNATURES = 10_000  # DoFnSignatures kept for reused DoFn instances (a pipeline has dozens)
+MAX_SIGNATURES = 10_000  # function signatures kept (a pipeline's DoFns have a few hundred methods)
 ACK_BATCH = 1000  # ack ids per request (Pub/Sub caps a request at 512 KB)
 
 
@@ -343,21 +342,22 @@ def use_cached_dofn_specs() -> bool:
 
 
 def use_reused_dofns() -> bool:
-    """Let the local runner reuse each ParDo's DoFn across bundles instead of a pickled copy per bundle.
+    """Let the local runner reuse each ParDo's DoFn across bundles, and read method signatures once.
 
     Per bundle, the BundleBasedDirectRunner round-trips the DoFn through pickle (a check that it is
-    serialisable) and builds a ``DoFnSignature`` (``inspect.signature`` of its methods) for the copy:
-    ~25% of the pipeline's CPU under load once the spec cache was in. Reusing the instance, as
-    Dataflow and the portable runners do between ``setup`` and ``teardown``, makes the signature
-    cacheable per instance. Serialisability is still checked where it matters: building a Dataflow
-    job pickles every DoFn (tests/test_deploy_dataflow.py) and the FnApiRunner tests run pickled
-    copies. Local runs only.
+    serialisable) and builds a ``DoFnRunner`` whose method wrappers call ``inspect.signature`` on every
+    DoFn method: together ~40% of the pipeline's CPU under load once the spec cache was in. Reusing
+    the instance is what Dataflow and the portable runners do between ``setup`` and ``teardown``;
+    serialisability is still checked where it matters (building a Dataflow job pickles every DoFn,
+    tests/test_deploy_dataflow.py, and the FnApiRunner tests run pickled copies). The signatures of
+    functions and bound methods are cached by the function object (``DoFnRunner`` is compiled, so the
+    cache sits in ``core.get_function_args_defaults``, which it calls). Local runs only.
     """
     if not beam.__version__.startswith(PATCHED_FOR):
         log.warning("Beam %s: DoFn reuse not applied (written for %sx)", beam.__version__, PATCHED_FOR)
         return False
-    from apache_beam.runners import common
     from apache_beam.runners.direct import transform_evaluator as te
+    from apache_beam.transforms import core
 
     evaluator = te._ParDoEvaluator
     if getattr(evaluator, "_supportflow_reuse", False):
@@ -370,33 +370,31 @@ def use_reused_dofns() -> bool:
 
     evaluator.__init__ = init_without_pickle_test
     evaluator._supportflow_reuse = True
-    common.DoFnSignature = _signature_class(common.DoFnSignature)
+    core.get_function_args_defaults = _cached_args_defaults(core.get_function_args_defaults)
     return True
 
 
-def _signature_class(base: type) -> type:
-    """``DoFnSignature`` that returns the one already built for the same DoFn instance."""
+def _cached_args_defaults(original: Any) -> Any:
+    """``get_function_args_defaults`` memoised for plain functions and bound methods (by the function)."""
+    cache: dict[tuple[Any, bool], tuple[list[str], list[Any]]] = {}
+    lock = threading.Lock()
 
-    class CachedDoFnSignature(base):  # type: ignore[misc, valid-type]
-        # Keyed weakly by the DoFn; the pipeline's DoFns live as long as the pipeline.
-        _built: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+    def cached(f: Any) -> tuple[list[str], list[Any]]:
+        if isinstance(f, types.MethodType) and isinstance(f.__func__, types.FunctionType):
+            key = (f.__func__, True)
+        elif isinstance(f, types.FunctionType):
+            key = (f, False)
+        else:
+            return original(f)
+        with lock:
+            hit = cache.get(key)
+        if hit is None:
+            hit = original(f)
+            with lock:
+                if len(cache) > MAX_SIGNATURES:  # functions made per bundle somewhere: start over
+                    cache.clear()
+                cache[key] = hit
+        return list(hit[0]), list(hit[1])
 
-        def __new__(cls, do_fn: Any) -> Any:
-            with contextlib.suppress(TypeError):  # an unhashable DoFn is simply not cached
-                hit = cls._built.get(do_fn)
-                if hit is not None:
-                    return hit
-            return super().__new__(cls)
-
-        def __init__(self, do_fn: Any) -> None:
-            if getattr(self, "_supportflow_built", False):
-                return
-            super().__init__(do_fn)
-            self._supportflow_built = True
-            built = type(self)._built
-            if len(built) > MAX_SIGNATURES:  # DoFns made per bundle somewhere: stop holding them
-                built.clear()
-            with contextlib.suppress(TypeError):
-                built[do_fn] = self
-
-    return CachedDoFnSignature
+    cached._supportflow_original = original  # type: ignore[attr-defined]
+    return cached

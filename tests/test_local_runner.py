@@ -61,13 +61,11 @@ def test_a_stateful_pipeline_still_keeps_state_on_the_local_runner(cached: objec
 
 
 class Lifecycle(beam.DoFn):
-    """Counts its own setups: the local runner now reuses one instance, with setup/teardown per bundle."""
+    """Records which instance processed each element (the runner runs in this process)."""
 
-    def __init__(self) -> None:
-        self.setups = 0
+    SEEN: list[int] = []  # noqa: RUF012 - the test's record
 
     def setup(self) -> None:
-        self.setups += 1
         self.ready = True
 
     def teardown(self) -> None:
@@ -75,21 +73,27 @@ class Lifecycle(beam.DoFn):
 
     def process(self, x: int) -> object:
         assert self.ready, "process before setup"
+        Lifecycle.SEEN.append(id(self))
         yield (x, id(self))
 
 
 def test_dofns_are_reused_across_bundles_with_their_lifecycle(monkeypatch: pytest.MonkeyPatch) -> None:
-    from apache_beam.runners import common
+    from apache_beam.transforms import core
 
     monkeypatch.setattr(transform_evaluator._ParDoEvaluator, "__init__", transform_evaluator._ParDoEvaluator.__init__)
-    monkeypatch.setattr(common, "DoFnSignature", common.DoFnSignature)
+    monkeypatch.setattr(core, "get_function_args_defaults", core.get_function_args_defaults)
     monkeypatch.delattr(transform_evaluator._ParDoEvaluator, "_supportflow_reuse", raising=False)
+    original = core.get_function_args_defaults
     assert local_runner.use_reused_dofns()
     fn = Lifecycle()
-    assert common.DoFnSignature(fn) is common.DoFnSignature(fn)  # built once per instance
+    # Signatures: the same answers as Beam's, for methods and plain functions alike.
+    assert core.get_function_args_defaults(fn.process) == original(fn.process) == (["x"], [])
+    assert core.get_function_args_defaults(Counting().process) == original(Counting().process)
     events = TestStream().add_elements([1, 2]).add_elements([3]).advance_watermark_to_infinity()
     options = beam.options.pipeline_options.PipelineOptions(streaming=True)
+    Lifecycle.SEEN.clear()
     with beam.Pipeline(runner="BundleBasedDirectRunner", options=options) as p:
         out = p | events | beam.ParDo(fn) | beam.Map(lambda pair: pair[0])
         assert_that(out, equal_to([1, 2, 3]))
-    assert fn.setups >= 2, "the pipeline's own instance ran its bundles (setup per bundle)"
+    # Every element, both bundles, one DoFn instance (Beam's pickle check hands each bundle a copy).
+    assert len(Lifecycle.SEEN) == 3 and len(set(Lifecycle.SEEN)) == 1, Lifecycle.SEEN
