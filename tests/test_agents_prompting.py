@@ -200,7 +200,8 @@ def test_answer_builds_the_reply() -> None:
     reply = answer(enriched, _response("  Your order O-1000 ships today.  \n"), queue_ms=1500.0, total_ms=2400.0)
     assert reply.kind == ReplyKind.REPLY
     assert reply.text == "Your order O-1000 ships today."
-    assert (reply.session_id, reply.turn_id, reply.turn_index) == ("s1", "s1#3", 3)
+    assert (reply.session_id, reply.turn_id, reply.turn_index) == ("s1", enriched.turn.turn_id, 3)
+    assert reply.turn_id.startswith("s1#") and reply.turn_id != "s1#3"  # from the first message, not the index
     assert reply.answers == ["m0", "m1"]
     assert reply.model == "smollm2-135m" and reply.prompt_version == PROMPT_VERSION
     t = reply.timings

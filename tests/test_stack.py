@@ -13,7 +13,7 @@ import pytest
 from google.cloud import bigquery
 from google.cloud.pubsub_v1.types import ReceivedMessage
 
-from evals.schema import EVAL_SCHEMA_VERSION, TURNS_TABLE
+from evals.schema import EVAL_RUNS_TABLE, EVAL_SCHEMA_VERSION, EVAL_TRIALS_TABLE, TURNS_TABLE
 from pipeline.options import (
     DEAD_LETTER_SUBSCRIPTION,
     EVAL_DATASET,
@@ -115,7 +115,7 @@ def test_resources_exist_and_reply_subscriptions_are_ordered(local_stack: LocalS
             got = sub.get_subscription(subscription=sub.subscription_path(project, name), timeout=10)
             assert got.enable_message_ordering is True
             assert got.topic == sub.topic_path(project, topic)
-    assert set(again.tables) == {TURNS_TABLE, "sessions_v1"}
+    assert set(again.tables) == {TURNS_TABLE, "sessions_v1", EVAL_RUNS_TABLE, EVAL_TRIALS_TABLE}
 
 
 def _pull(path: str, want: int, timeout_s: float = 15.0) -> list[ReceivedMessage]:
