@@ -31,7 +31,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from evals.report import REPORT_JSON, Comparison, compare
+from evals.report import REPORT_JSON, Comparison, compare, quantile
 
 REPORT_HTML = "report.html"
 
@@ -182,13 +182,6 @@ def turn_latencies(data: Mapping[str, Any]) -> list[float]:
     return out
 
 
-def _quantile(values: Sequence[float], q: float) -> float:
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q
-    lo, hi = int(pos), min(int(pos) + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
-
-
 def latency_plot(runs: Sequence[tuple[str, str, Sequence[float]]]) -> str:
     """Histogram and CDF of turn latency (log scale: a guardrail refusal takes ms, a model call seconds)."""
     runs = [r for r in runs if r[2]]
@@ -207,7 +200,7 @@ def latency_plot(runs: Sequence[tuple[str, str, Sequence[float]]]) -> str:
             hist_ax.hist(s, bins=bins, color=color, edgecolor="white", linewidth=0.5, label=name)
         ordered = sorted(s)
         ys = [(i + 1) / len(ordered) for i in range(len(ordered))]
-        p50, p95 = _quantile(s, 0.5), _quantile(s, 0.95)
+        p50, p95 = quantile(s, 0.5), quantile(s, 0.95)
         # The percentiles go in the legend: as labels at the lines they collide when two runs are close.
         label = f"{name}: p50 {_ms(p50 * 1000)}, p95 {_ms(p95 * 1000)}"
         cdf_ax.step(ordered, ys, where="post", color=color, linewidth=1.8, label=label)

@@ -31,13 +31,16 @@ def _mean(values: Iterable[float | None]) -> float | None:
     return round(statistics.fmean(vals), 4) if vals else None
 
 
-def _percentile(values: Sequence[float], q: float) -> float | None:
-    if not values:
-        return None
+def quantile(values: Sequence[float], q: float) -> float:
+    """The q-quantile of non-empty ``values``, interpolated linearly between ranks."""
     ordered = sorted(values)
     pos = (len(ordered) - 1) * q
     lo, hi = int(pos), min(int(pos) + 1, len(ordered) - 1)
-    return round(ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo), 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def _percentile(values: Sequence[float], q: float) -> float | None:
+    return round(quantile(values, q), 1) if values else None
 
 
 def summarize_scores(scores: Sequence[TrialScore], k: int) -> dict[str, Any]:

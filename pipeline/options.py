@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from agents.backends import BACKENDS
 from pipeline.enrichment.layout import DEFAULT_BIGTABLE_INSTANCE, DEFAULT_BIGTABLE_TABLE, STORES
 
 DEFAULT_PROJECT = "supportflow-local"
@@ -25,7 +26,7 @@ HANDOFF_TOPIC = "chat-handoffs"
 HANDOFF_SUBSCRIPTION = "chat-handoffs-desk"
 EVAL_DATASET = "supportflow_evals"
 
-MODEL_BACKENDS = ("smollm2", "instant", "gemini", "gemma", "gemma_vllm")
+MODEL_BACKENDS = BACKENDS  # one list: the names agents.backends.make_handler knows
 MODEL_DEVICES_HELP = "auto (the first GPU if torch sees one, else the CPU), cpu, cuda or cuda:N"
 
 # Customer context store: names shared with the stack's Bigtable seeder (a Beam-free module).
