@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# supportflow on Dataflow: one script for every step of README "Deploying on Dataflow".
+# supportflow on Dataflow: one script for every step of docs/operations.md, "Deploying on Dataflow".
 #
 #   deploy/deploy.sh setup            APIs, bucket, Artifact Registry, service account + roles, Pub/Sub, BigQuery
 #   deploy/deploy.sh images           build and push the worker image and the Flex Template image (Cloud Build)
@@ -123,7 +123,7 @@ case "$cmd" in
     # Topics, subscriptions (ordering where the stack has it), eval dataset and tables: the local stack's
     # names and schemas (stack/resources.py, evals/schema.py), on the real APIs.
     "$PYTHON" -m deploy.resources --project "$PROJECT"
-    echo "Firestore: the customers collection must exist in the project's (default) database (README)."
+    echo "Firestore: the customers collection must exist in the project's (default) database (docs/context.md)."
     ;;
   images)
     need_project

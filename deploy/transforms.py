@@ -11,7 +11,7 @@ with its state and timer ids. ``deploy/transform_names.json`` holds the
 snapshot of the current graph; a test compares the live graph with it, so a
 rename cannot reach production by accident: either keep the name, or write
 the new snapshot *and* pass ``--transform_name_mapping`` on the next update
-(README "Update and drain").
+(docs/operations.md, "Update and drain").
 
     python -m deploy.transforms --check   # exit 1 if the graph no longer matches the snapshot
     python -m deploy.transforms --write   # accept the current graph (then plan the mapping!)
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"the graph's transform names differ from {SNAPSHOT_PATH}: a running job cannot be updated in place "
             "without --transform_name_mapping. Keep the names, or run `python -m deploy.transforms --write` "
-            "and plan the mapping (README: Update and drain).",
+            "and plan the mapping (docs/operations.md: Update and drain).",
             file=sys.stderr,
         )
         return 1

@@ -22,7 +22,7 @@ ids; a redelivery of a held message is not emitted twice either). Payloads the
 contract rejects are acked at once (dead-lettered, no reply will come); one
 never answered otherwise (a customer mismatch, a lost turn) after ``MAX_HOLD_S``.
 What a kill still loses is the runner's state: sessions start again empty
-(history, turn counter, seen ids). Dataflow keeps both (README "The local runner").
+(history, turn counter, seen ids). Dataflow keeps both (docs/architecture.md, "The local runner").
 
 Only for local runs: Dataflow and other runners have their own Pub/Sub readers
 and never see this. The patch touches one private hook, so it is checked

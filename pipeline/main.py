@@ -3,7 +3,7 @@
 Locally (emulators): ``--streaming --runner=BundleBasedDirectRunner`` with the
 ``*_EMULATOR_HOST`` variables set and ``--bigquery_endpoint``. On Dataflow the
 same graph runs with ``--runner=DataflowRunner --project ... --region ...``
-(README "Deploying on Dataflow"); the Flex Template's launcher runs this module too.
+(docs/operations.md, "Deploying on Dataflow"); the Flex Template's launcher runs this module too.
 
 Order of a launch: options (command line, then ``SUPPORTFLOW_*`` variables for
 options not given) -> ``Settings`` (every check, all problems reported at once,

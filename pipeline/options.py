@@ -148,7 +148,7 @@ class SupportflowOptions(PipelineOptions):
         p.add_argument(
             "--max_seen_ids", type=int, default=2000, help="Message ids remembered per session for de-duplication."
         )
-        # Deployment and operations (validated by pipeline/settings.py; README "Deploying on Dataflow").
+        # Deployment and operations (validated by pipeline/settings.py; docs/operations.md).
         add_operations_args(parser.add_argument_group("supportflow operations"))
 
 

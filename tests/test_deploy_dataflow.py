@@ -111,7 +111,7 @@ def test_transform_names_match_the_update_snapshot(cpu_job: Any) -> None:
     assert current == recorded, (
         "the graph's transform names or stateful steps changed: a running job can no longer be updated in place "
         "without --transform_name_mapping. Keep the names, or run `python -m deploy.transforms --write` and plan "
-        "the mapping (README: Update and drain)."
+        "the mapping (docs/operations.md: Update and drain)."
     )
     assert "Sessions/ParDo(SessionDoFn)" in current["stateful"]
     assert {"ReadInbound", "Sessions", "AgentTurn", "PublishReplies", "PublishDeadLetters"} <= set(current["top_level"])

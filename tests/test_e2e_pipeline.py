@@ -7,7 +7,7 @@ mixed in. Asserts: every accepted message is answered exactly once, in a turn
 that contains it, turns in order per session; one eval row per turn in
 BigQuery; every malformed payload dead-lettered with its reason; idle sessions
 closed into the sessions table. Latency figures are written to
-``artifacts/e2e_latency_<backend>.json`` (the README's performance section quotes them).
+``artifacts/e2e_latency_<backend>.json`` (docs/performance.md quotes them).
 """
 
 from __future__ import annotations
