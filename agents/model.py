@@ -16,9 +16,10 @@ inference=<ModelResponse>)``. So a pipeline carries its own payload (the
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
+
+from contract.tool_calls import ToolCall  # re-exported: the model interface speaks in tool calls
 
 Role = Literal["system", "user", "assistant", "tool"]
 ROLES: frozenset[str] = frozenset({"system", "user", "assistant", "tool"})
@@ -67,23 +68,17 @@ class ChatMessage:
 
 
 @dataclass(frozen=True)
-class ToolCall:
-    """A function call the model asked for (``ModelResponse.tool_calls``).
+class RouteQuery:
+    """Route ``text`` to one of the labels of ``examples`` ((label, example text) pairs) by its ``k`` nearest."""
 
-    ``arguments`` is the raw JSON text, as OpenAI-style APIs return it; the
-    caller validates it against the tool's schema before running anything.
-    """
+    text: str
+    examples: tuple[tuple[str, str], ...]
+    k: int = 3
 
-    id: str
-    name: str
-    arguments: str = "{}"
-
-    def parsed_arguments(self) -> dict[str, Any]:
-        """The arguments as a dict; raises ValueError if they are not a JSON object."""
-        value = json.loads(self.arguments or "{}")
-        if not isinstance(value, dict):
-            raise ValueError(f"tool arguments must be a JSON object, got {type(value).__name__}")
-        return value
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "examples", tuple((str(a), str(b)) for a, b in self.examples))
+        if not self.examples or self.k < 1:
+            raise ValueError("a RouteQuery needs examples and k >= 1")
 
 
 @dataclass(frozen=True)
@@ -99,6 +94,10 @@ class ModelRequest:
     messages: tuple[ChatMessage, ...]
     max_tokens: int
     tools: tuple[dict[str, Any], ...] = ()
+    # Constrained decoding: the reply must be JSON valid against this schema (``agents.protocol``).
+    response_schema: dict[str, Any] | None = None
+    # Routing: rank ``route``'s labels by nearest neighbour over the model's own embeddings instead of generating.
+    route: RouteQuery | None = None
 
     def __post_init__(self) -> None:
         # Accept lists for convenience but store tuples, so the request stays immutable.
@@ -144,9 +143,11 @@ class ModelResponse:
     model: str = ""
     finish_reason: str = ""
     error: str = ""
+    route: tuple[tuple[str, float], ...] = ()  # (label, score), best first, for a request with ``route``
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tool_calls", tuple(self.tool_calls))
+        object.__setattr__(self, "route", tuple(self.route))
 
     @property
     def ok(self) -> bool:

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from google.cloud import firestore
 
-from agents.model import ToolCall
+from contract.tool_calls import ToolCall
 from stack.emulators import LocalStack
 from stack.seed import REFERENCE_TIME, build_customer, build_customers, customer_id, order_id
 from tools import policy

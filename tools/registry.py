@@ -34,7 +34,7 @@ from langchain_core.utils.function_calling import convert_to_openai_function
 from pydantic import ValidationError
 from tenacity import RetryError
 
-from agents.model import ToolCall
+from contract.tool_calls import ToolCall
 from tools.scope import CustomerScope, ToolContext
 from tools.support import SUPPORT_TOOLS, TOOL_NAMES, TOOLS_BY_NAME
 
