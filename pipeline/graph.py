@@ -1,12 +1,13 @@
 """The streaming graph. Transform names are stable: Dataflow's in-place update
 matches state by them, so rename one only with a transform-name mapping.
 
-    ReadInbound ─ ParseInbound ─ KeyMessages ─┐
-                                              ├ MergeSessionEvents ─ Sessions ─ EnrichCustomerContext ─ AgentTurn
-    ReadReplyMemory ─ ParseReplyEvent ─ KeyReplies ┘        │                                      │   │   │
-                                                 WriteSessionEvals                 PublishReplies ─┘   │   │
-                                                                                    WriteTurnEvals ────┘   │
-    every stage's dead letters ─────────────────────────────────────────────── PublishDeadLetters ◀───────┘
+    ReadInbound ─ ParseInbound ─ CheckSessionOwner ─ KeyMessages ─┐
+                                                                  ├ MergeSessionEvents ─ Sessions ─ (next line)
+    ReadReplyMemory ─ ParseReplyEvent ──────────────── KeyReplies ┘                          │
+                                                                              WriteSessionEvals
+    Sessions ─ EnrichCustomerContext ─ AgentTurn ─┬ PublishReplies, PublishHandoffs
+                                                  └ WriteTurnEvals
+    every stage's dead letters (CheckSessionOwner's included) ─ AllDeadLetters ─ PublishDeadLetters
 """
 
 from __future__ import annotations
@@ -14,14 +15,13 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
 
 import apache_beam as beam
 from apache_beam.io.gcp.pubsub import PubsubMessage, ReadFromPubSub, WriteToPubSub
 from apache_beam.ml.inference.base import ModelHandler
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from agents.backends import TOOL_CALLING_BACKENDS, make_handler
+from agents.backends import registry
 from agents.steps import StepConfig
 from contract.messages import AgentReply
 from evals.rows import session_row
@@ -31,6 +31,7 @@ from pipeline.bigquery import WriteRowsToBigQuery
 from pipeline.enrich import EnrichCustomerContext
 from pipeline.metrics import FreshnessProbe, RecordDeadLetters, RecordTurnSLIs
 from pipeline.options import SupportflowOptions
+from pipeline.ownership import CheckSessionOwner
 from pipeline.parse import (
     DEAD_LETTER_TAG,
     ParseInbound,
@@ -51,43 +52,19 @@ def to_pubsub_reply(reply: AgentReply) -> PubsubMessage:
     )
 
 
-def agent_plan(o: SupportflowOptions) -> tuple[str, StepConfig]:
-    """Prompt version and step loop for the backend: tools only where the model can call them.
-
-    SmolLM2's chat template ignores tool declarations, so it (and the instant
-    stub) get the short v1 prompt and one step; Gemini gets v2 with the tools.
-    """
-    if o.model_backend in TOOL_CALLING_BACKENDS:
-        return "support_system_v2", StepConfig(max_steps=o.max_agent_steps, max_tokens=o.model_max_tokens)
-    return "support_system_v1", StepConfig(max_steps=1, max_tokens=o.model_max_tokens, tools=(), policy_digests=False)
+def agent_plan(backend: str, *, max_steps: int, max_tokens: int) -> tuple[str, StepConfig]:
+    """Prompt version and step loop for the backend (its registry entry): tools and the multi-step
+    loop only where the model calls tools (``tool_mode`` other than none); one plain step otherwise."""
+    entry = registry.get(backend)
+    if entry.calls_tools:
+        return entry.prompt_version, StepConfig(max_steps=max_steps, max_tokens=max_tokens)
+    return entry.prompt_version, StepConfig(max_steps=1, max_tokens=max_tokens, tools=(), policy_digests=False)
 
 
 def model_handler(o: SupportflowOptions) -> ModelHandler:
-    """The RunInference handler the options ask for (``agents.backends.make_handler``)."""
-    backend_options: dict[str, Any] = {}
-    if o.model_backend == "gemini":
-        backend_options = {
-            "deadline_s": o.gemini_deadline_s,
-            "attempt_timeout_s": min(o.gemini_attempt_timeout_s, o.gemini_deadline_s),
-            "max_attempts": o.gemini_max_attempts,
-            "max_concurrency": o.gemini_max_concurrency,
-            "initial_backoff_s": o.gemini_backoff_s,
-            "jitter_s": o.gemini_backoff_s,
-            "max_backoff_s": max(o.gemini_max_backoff_s, o.gemini_backoff_s),
-        }
-    return make_handler(
-        o.model_backend,
-        max_tokens=o.model_max_tokens,
-        threads=o.model_threads,
-        gemini_model=o.gemini_model,
-        gemini_base_url=o.gemini_base_url,
-        model_path=o.model_path,
-        device=o.model_device,
-        batch_size=o.model_batch_size,
-        batch_wait_s=o.model_batch_wait_s,
-        copies=o.model_copies,
-        **backend_options,
-    )
+    """The RunInference handler the options ask for: the backend's factory, given the options it reads."""
+    backend = registry.get(o.model_backend)
+    return backend.factory(**{name: getattr(o, name) for name in backend.options})
 
 
 def policy_clock(now: str | None) -> Callable[[], datetime] | None:
@@ -127,13 +104,17 @@ def build(p: beam.Pipeline, options: PipelineOptions) -> None:
         | "ReadInbound" >> ReadFromPubSub(subscription=sub(o.inbound_subscription), with_attributes=True)
         | "ParseInbound" >> beam.ParDo(ParseInbound()).with_outputs(DEAD_LETTER_TAG, main="messages")
     )
+    # Before keying: a message whose customer does not own its session never reaches session state.
+    owned = inbound.messages | "CheckSessionOwner" >> beam.ParDo(
+        CheckSessionOwner(project, o.session_owner_collection, o.session_binding_key)
+    ).with_outputs(DEAD_LETTER_TAG, main="messages")
     memory = (
         p
         | "ReadReplyMemory" >> ReadFromPubSub(subscription=sub(o.reply_memory_subscription), with_attributes=True)
         | "ParseReplyEvent" >> beam.ParDo(ParseReplyEvent()).with_outputs(DEAD_LETTER_TAG, main="replies")
     )
     events = (
-        inbound.messages | "KeyMessages" >> beam.Map(key_inbound),
+        owned.messages | "KeyMessages" >> beam.Map(key_inbound),
         memory.replies | "KeyReplies" >> beam.Map(key_reply),
     ) | "MergeSessionEvents" >> beam.Flatten()
 
@@ -143,7 +124,7 @@ def build(p: beam.Pipeline, options: PipelineOptions) -> None:
     enriched = sessions.turns | "EnrichCustomerContext" >> EnrichCustomerContext.from_options(options)
 
     handler = model_handler(o)
-    version, step_config = agent_plan(o)
+    version, step_config = agent_plan(o.model_backend, max_steps=o.max_agent_steps, max_tokens=o.model_max_tokens)
     replies, eval_rows, handoffs, agent_dead = enriched | "AgentTurn" >> AgentTurn(
         handler, project=project, version=version, config=step_config, clock=policy_clock(o.policy_now)
     )
@@ -174,6 +155,7 @@ def build(p: beam.Pipeline, options: PipelineOptions) -> None:
     _ = (
         (
             inbound[DEAD_LETTER_TAG],
+            owned[DEAD_LETTER_TAG],
             memory[DEAD_LETTER_TAG],
             sessions[DEAD_LETTER_TAG],
             agent_dead,

@@ -1,4 +1,11 @@
-"""Make Beam 2.77's local streaming runner usable with Pub/Sub.
+"""Make Beam 2.77's local streaming runner usable with Pub/Sub: every patch, in one place.
+
+``apply_local_runner_patches`` (called by ``pipeline.main`` for local runners only) applies all of them,
+``undo_local_runner_patches`` puts Beam back as it was, and ``applied_patches()`` names what is in. They
+reach into private hooks of this Beam version, so on any other version they refuse to start
+(``UnsupportedBeamVersion``): unpatched, the runner stalls 30-60 s per idle pull and loses every message
+pulled but not answered at a kill, and a silent fallback would bring that back unnoticed. The escape
+hatch is explicit: ``SUPPORTFLOW_LOCAL_PATCHES=off`` runs Beam's runner as it is.
 
 Prompt pulls. The BundleBasedDirectRunner reads Pub/Sub with a blocking ``pull``
 (up to 30 s when the subscription is empty, 10 messages at most) on its single
@@ -7,32 +14,34 @@ stalls the whole pipeline, session timers included: turns came back after 30-60 
 and bursts were split. This swaps in pulls that return at once (the emulator
 honours ``return_immediately``), take up to 100 messages, and nap 50 ms when empty.
 
-Acks held until answered. The runner acks every message right after its pull
+Acks held until settled. The runner acks every message right after its pull
 (``_PubSubReadEvaluator._read_from_pubsub``), before any stage has seen it, so a
 killed process lost every message pulled but not yet answered (measured: 26 of
-226 with a 3 s quiet window). Given the inbound and reply-memory subscriptions,
-an inbound message's ack is held until its reply is read back on the memory
-subscription (a reply lists the message ids it answers), its lease renewed to
-``LEASE_S`` meanwhile: after a kill, Pub/Sub redelivers it ``LEASE_S`` later at
-most. A restarted process reads the memory subscription dry before it pulls
-inbound, so a message whose reply was published but not read back before the
-kill is known as answered, and its redelivery is acked and dropped (as is any
-later redelivery or duplicate of an answered message, within ``ANSWERED_MEMORY``
-ids; a redelivery of a held message is not emitted twice either). Payloads the
-contract rejects are acked at once (dead-lettered, no reply will come); one
-never answered otherwise (a customer mismatch, a lost turn) after ``MAX_HOLD_S``.
+226 with a 3 s quiet window). An inbound message's ack is held until its outcome
+is read back: a reply (hand-offs are replies of kind ``handoff``) on the reply-memory
+subscription, or a dead letter from a stage that ends a message (``SETTLING_STAGES``)
+on a subscription of the dead-letter topic the ledger reads itself. Payloads the
+contract rejects are held too (by a digest of their bytes, which their dead letter
+keeps). Leases are renewed to ``LEASE_S`` meanwhile: after a kill, Pub/Sub redelivers
+a held message ``LEASE_S`` later at most. A restarted process reads both the memory
+and the dead-letter subscriptions dry before it pulls inbound, so a message whose
+outcome was published but not read back before the kill is known as settled, and
+its redelivery is acked and dropped (as is any later redelivery or duplicate of a
+settled message, within ``ANSWERED_MEMORY`` ids; a redelivery of a held message is
+not emitted twice either). Only a message that gets no outcome at all (a lost turn)
+is acked after ``MAX_HOLD_S``.
 What a kill still loses is the runner's state: sessions start again empty
 (history, turn counter, seen ids). Dataflow keeps both (docs/architecture.md, "The local runner").
-
-Only for local runs: Dataflow and other runners have their own Pub/Sub readers
-and never see this. The patch touches one private hook, so it is checked
-against the Beam version it was written for.
+Who owns a session does not depend on that state (``pipeline.ownership``).
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
 import logging
+import os
 import threading
 import time
 import types
@@ -45,7 +54,7 @@ import apache_beam as beam
 from google.api_core import exceptions as gexc
 from google.pubsub_v1.types import PullResponse, ReceivedMessage
 
-from contract.messages import parse_inbound, parse_reply
+from contract.messages import DeadLetter, parse_inbound, parse_reply
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +68,42 @@ ANSWERED_MEMORY = 20_000  # message ids whose reply was read, for dropping redel
 CATCH_UP_MAX_S = 30.0  # inbound waits at most this long for the memory subscription to be read dry
 MAX_SIGNATURES = 10_000  # function signatures kept (a pipeline's DoFns have a few hundred methods)
 ACK_BATCH = 1000  # ack ids per request (Pub/Sub caps a request at 512 KB)
+SETTLE_POLL_S = 0.1  # the dead-letter read-back's nap when its subscription is empty
+# Dead letters that end a message (nothing else will come for it). Not the eval writers': their turn
+# was answered, and a reply not yet published must keep its message held.
+SETTLING_STAGES = frozenset({"ParseInbound", "CheckSessionOwner", "Sessions", "AgentTurn"})
+PATCHES_ENV = "SUPPORTFLOW_LOCAL_PATCHES"  # "off": run Beam's local runner unpatched (stalls, losses at a kill)
+
+
+class UnsupportedBeamVersion(RuntimeError):
+    """The local runner patches were not written for this Beam: refuse to start rather than run unpatched."""
+
+
+def check_beam_version(version: str | None = None) -> None:
+    version = beam.__version__ if version is None else version
+    if not version.startswith(PATCHED_FOR):
+        raise UnsupportedBeamVersion(
+            f"apache-beam {version} is installed, but pipeline/local_runner.py patches private hooks of Beam "
+            f"{PATCHED_FOR}x (Pub/Sub pulls and acks, DoFn specs and reuse). Install apache-beam=={PATCHED_FOR}*, "
+            f"or re-check the patches against {version} and raise PATCHED_FOR; {PATCHES_ENV}=off runs the local "
+            "runner unpatched (idle pulls stall it 30-60 s, a kill loses every message in flight)."
+        )
+
+
+def payload_key(data: bytes) -> str:
+    """The ledger's key of a payload the contract rejects (it has no message id): a digest of its bytes."""
+    return "payload:" + hashlib.sha256(data).hexdigest()
+
+
+def settled_keys(dead_letter: DeadLetter) -> list[str]:
+    """What one dead letter settles: its message ids, or the rejected payload it keeps, if its stage ends messages."""
+    if dead_letter.stage not in SETTLING_STAGES:
+        return []
+    if dead_letter.message_ids:
+        return list(dead_letter.message_ids)
+    if dead_letter.payload_encoding == "base64":
+        return [payload_key(base64.b64decode(dead_letter.payload))]
+    return [payload_key(dead_letter.payload.encode("utf-8"))]
 
 
 @dataclass
@@ -82,7 +127,11 @@ class AckLedger:
         self._leaser: threading.Thread | None = None
         self.inbound: str | None = None
         self.memory: str | None = None
+        self.settle: str | None = None  # full path of the dead-letter subscription read back
+        self.dead_letter_topic: str | None = None
         self.caught_up = True
+        self.dead_letters_caught_up = True
+        self._settler: threading.Thread | None = None
         self._waiting_since: float | None = None
         self.dropped = 0  # redeliveries and late duplicates never emitted
         self.expired = 0  # acked after max_hold_s without a reply
@@ -92,11 +141,21 @@ class AckLedger:
         with self._lock:
             return len(self._held)
 
-    def configure(self, inbound: str | None, memory: str | None) -> None:
-        """Subscription ids (last path part): whose acks to hold, and where the replies are read back."""
+    def configure(
+        self,
+        inbound: str | None,
+        memory: str | None,
+        settle: str | None = None,
+        dead_letter_topic: str | None = None,
+    ) -> None:
+        """Subscription ids (last path part): whose acks to hold, and where the replies are read back;
+        ``settle`` and ``dead_letter_topic`` (full paths): where dead letters are read back (created if missing)."""
         with self._lock:
             self.inbound, self.memory = inbound, memory
+            self.settle = settle if inbound and memory else None
+            self.dead_letter_topic = dead_letter_topic
             self.caught_up = not (inbound and memory)
+            self.dead_letters_caught_up = self.settle is None
 
     def role(self, subscription: str) -> str | None:
         name = subscription.rsplit("/", 1)[-1]
@@ -105,14 +164,17 @@ class AckLedger:
     def may_pull(self, subscription: str) -> bool:
         # A restarted process first reads the replies its predecessor published but never read back;
         # only then the inbound redeliveries of those messages are known as answered and dropped.
-        if self.caught_up or self.role(subscription) != "inbound":
+        if self.role(subscription) != "inbound":
+            return True
+        self._start_settler()
+        if self.caught_up and self.dead_letters_caught_up:
             return True
         now = time.monotonic()
         self._waiting_since = self._waiting_since or now
-        if now - self._waiting_since > CATCH_UP_MAX_S:  # replies keep coming (another process?): go on
-            log.warning("reply memory not read dry in %.0f s: pulling inbound anyway", CATCH_UP_MAX_S)
-            self.caught_up = True
-        return self.caught_up
+        if now - self._waiting_since > CATCH_UP_MAX_S:  # outcomes keep coming (another process?): go on
+            log.warning("reply memory / dead letters not read dry in %.0f s: pulling inbound anyway", CATCH_UP_MAX_S)
+            self.caught_up = self.dead_letters_caught_up = True
+        return self.caught_up and self.dead_letters_caught_up
 
     def admit(self, client: Any, subscription: str, received: Sequence[ReceivedMessage]) -> list[ReceivedMessage]:
         """What the runner may emit from one pull; holds the acks of inbound messages, acks redeliveries."""
@@ -136,8 +198,11 @@ class AckLedger:
                 try:
                     mid = parse_inbound(rm.message.data).message_id
                 except Exception:  # noqa: BLE001 - as ParseInbound: no payload may crash the read
-                    keep.append(rm)  # rejected: the parser dead-letters it, no reply will come; acked by the runner
-                    continue
+                    # Rejected: ParseInbound dead-letters it with its bytes, and that dead letter settles it.
+                    mid = payload_key(rm.message.data) if self.settle else None
+                    if mid is None:
+                        keep.append(rm)  # no dead-letter read-back: acked by the runner, as Beam does
+                        continue
                 if mid in self._answered:
                     ack_now.append(rm.ack_id)
                     self.dropped += 1
@@ -165,12 +230,51 @@ class AckLedger:
         if not self.caught_up and self.role(subscription) == "memory":
             self.caught_up = True
 
+    def _start_settler(self) -> None:
+        with self._lock:
+            if self.settle is None or self._settler is not None:
+                return
+            self._settler = threading.Thread(target=self._settle_loop, name="supportflow-dead-letters", daemon=True)
+        self._settler.start()
+
+    def _settle_loop(self) -> None:
+        """Read the dead letters back: each one from a stage that ends messages settles them.
+
+        Its own client and thread: the graph does not read dead letters (on Dataflow nothing needs to).
+        The dead letters' own acks come after the inbound acks, so a kill in between loses nothing.
+        """
+        from google.cloud import pubsub_v1
+
+        client = pubsub_v1.SubscriberClient()
+        assert self.settle is not None
+        if self.dead_letter_topic:
+            with contextlib.suppress(gexc.AlreadyExists):
+                client.create_subscription(request={"name": self.settle, "topic": self.dead_letter_topic}, timeout=10)
+        while True:
+            try:
+                request = {"subscription": self.settle, "max_messages": MAX_MESSAGES, "return_immediately": True}
+                got = client.pull(request=request, timeout=10).received_messages
+            except (gexc.GoogleAPICallError, gexc.RetryError) as exc:
+                log.warning("reading dead letters back from %s failed: %s", self.settle, exc)
+                time.sleep(1.0)
+                continue
+            if not got:
+                self.dead_letters_caught_up = True
+                time.sleep(SETTLE_POLL_S)
+                continue
+            keys: list[str] = []
+            for rm in got:
+                with contextlib.suppress(Exception):  # not a dead letter of ours: it settles nothing
+                    keys += settled_keys(DeadLetter.model_validate_json(rm.message.data))
+            self.answered(keys)
+            _call(client.acknowledge, self.settle, [rm.ack_id for rm in got])
+
     def unheld(self, ack_ids: Iterable[str]) -> list[str]:
         with self._lock:
             return [a for a in ack_ids if a not in self._held_ack_ids]
 
     def answered(self, message_ids: Iterable[str]) -> None:
-        """Replies read back for these messages: ack them (every delivery held)."""
+        """Outcomes read back for these messages (message ids or payload keys): ack every delivery held."""
         acks: dict[tuple[Any, str], list[str]] = {}
         with self._lock:
             for mid in message_ids:
@@ -221,6 +325,68 @@ def _call(method: Any, subscription: str, ack_ids: list[str], **kwargs: Any) -> 
 
 LEDGER = AckLedger()
 
+# ------------------------------------------------------------------------------------------------
+# The one place patches go in and come out
+# ------------------------------------------------------------------------------------------------
+
+_MISSING = object()
+_APPLIED: list[tuple[str, Any, str, Any]] = []  # (patch, owner, attribute, original), in order applied
+
+
+def _patch(name: str, owner: Any, attribute: str, value: Any) -> None:
+    """Set ``owner.attribute``, remembering the original for ``undo_local_runner_patches``."""
+    _APPLIED.append((name, owner, attribute, owner.__dict__.get(attribute, _MISSING)))
+    setattr(owner, attribute, value)
+
+
+def applied_patches() -> list[str]:
+    return list(dict.fromkeys(name for name, *_ in _APPLIED))
+
+
+def apply_local_runner_patches(
+    inbound_subscription: str | None = None,
+    memory_subscription: str | None = None,
+    *,
+    dead_letter_subscription: str | None = None,
+    dead_letter_topic: str | None = None,
+    environ: dict[str, str] | None = None,
+) -> list[str]:
+    """Every local-runner patch, for a local run only; returns their names. Raises ``UnsupportedBeamVersion``.
+
+    Subscriptions as in ``use_prompt_pubsub_pulls``. ``SUPPORTFLOW_LOCAL_PATCHES=off`` applies none (and says so).
+    """
+    environ = os.environ if environ is None else environ
+    if environ.get(PATCHES_ENV, "").strip().lower() in ("off", "0", "false", "no"):
+        log.warning("%s=off: Beam's local runner runs unpatched (idle pulls stall it, a kill loses messages)",
+                    PATCHES_ENV)  # fmt: skip
+        return []
+    check_beam_version()
+    use_prompt_pubsub_pulls(
+        inbound_subscription,
+        memory_subscription,
+        dead_letter_subscription=dead_letter_subscription,
+        dead_letter_topic=dead_letter_topic,
+    )
+    use_cached_dofn_specs()
+    use_reused_dofns()
+    names = applied_patches()
+    log.info("local runner patches applied (Beam %s): %s", beam.__version__, ", ".join(names))
+    return names
+
+
+def undo_local_runner_patches() -> list[str]:
+    """Put every patched attribute back as Beam had it, newest first; returns the names undone."""
+    names = applied_patches()
+    while _APPLIED:
+        _, owner, attribute, original = _APPLIED.pop()
+        if original is _MISSING:
+            with contextlib.suppress(AttributeError):
+                delattr(owner, attribute)
+        else:
+            setattr(owner, attribute, original)
+    LEDGER.configure(None, None)
+    return names
+
 
 class _PromptPull:
     def __init__(self, client: Any, ledger: AckLedger) -> None:
@@ -254,16 +420,21 @@ class _PromptPull:
             self._client.acknowledge(subscription=subscription, ack_ids=ack_ids, **kwargs)
 
 
-def use_prompt_pubsub_pulls(inbound_subscription: str | None = None, memory_subscription: str | None = None) -> bool:
-    """Patch the local runner's Pub/Sub reader; returns False (and logs) when this Beam is not the one it fits.
+def use_prompt_pubsub_pulls(
+    inbound_subscription: str | None = None,
+    memory_subscription: str | None = None,
+    *,
+    dead_letter_subscription: str | None = None,
+    dead_letter_topic: str | None = None,
+) -> bool:
+    """Patch the local runner's Pub/Sub reader. Raises ``UnsupportedBeamVersion`` on another Beam.
 
     With both subscription ids, acks of inbound messages are held until their reply is read back from
-    ``memory_subscription``; without, the runner acks on pull as Beam does.
+    ``memory_subscription``, or their dead letter from ``dead_letter_subscription`` (full path, created on
+    ``dead_letter_topic`` if missing); without, the runner acks on pull as Beam does.
     """
-    if not beam.__version__.startswith(PATCHED_FOR):
-        log.warning("Beam %s: local Pub/Sub pull patch not applied (written for %sx)", beam.__version__, PATCHED_FOR)
-        return False
-    LEDGER.configure(inbound_subscription, memory_subscription)
+    check_beam_version()
+    LEDGER.configure(inbound_subscription, memory_subscription, dead_letter_subscription, dead_letter_topic)
     from apache_beam.runners.direct import transform_evaluator as te
 
     evaluator = te._PubSubReadEvaluator
@@ -274,8 +445,8 @@ def use_prompt_pubsub_pulls(inbound_subscription: str | None = None, memory_subs
     def prompt_client(cls: type, transform: Any) -> _PromptPull:
         return _PromptPull(original(cls, transform), LEDGER)
 
-    evaluator._get_subscriber_client = classmethod(prompt_client)
-    evaluator._supportflow_prompt_pull = True
+    _patch("prompt-pubsub-pulls", evaluator, "_get_subscriber_client", classmethod(prompt_client))
+    _patch("prompt-pubsub-pulls", evaluator, "_supportflow_prompt_pull", True)
     return True
 
 
@@ -311,9 +482,7 @@ def use_cached_dofn_specs() -> bool:
     DoFn's shape (``_specs_key``). A callable-wrapping DoFn found stateful is not cached (its specs
     are objects the runner keys state by). Local runs only, like the Pub/Sub patch.
     """
-    if not beam.__version__.startswith(PATCHED_FOR):
-        log.warning("Beam %s: DoFn spec cache not applied (written for %sx)", beam.__version__, PATCHED_FOR)
-        return False
+    check_beam_version()
     from apache_beam.runners.direct import transform_evaluator as te
     from apache_beam.transforms import userstate
 
@@ -336,8 +505,8 @@ def use_cached_dofn_specs() -> bool:
     cached_get_dofn_specs._supportflow_original = original  # type: ignore[attr-defined]
     # userstate.is_stateful_dofn looks get_dofn_specs up in its module at call time; the runner's
     # evaluator imported the name itself.
-    userstate.get_dofn_specs = cached_get_dofn_specs
-    te.get_dofn_specs = cached_get_dofn_specs
+    _patch("cached-dofn-specs", userstate, "get_dofn_specs", cached_get_dofn_specs)
+    _patch("cached-dofn-specs", te, "get_dofn_specs", cached_get_dofn_specs)
     return True
 
 
@@ -353,9 +522,7 @@ def use_reused_dofns() -> bool:
     functions and bound methods are cached by the function object (``DoFnRunner`` is compiled, so the
     cache sits in ``core.get_function_args_defaults``, which it calls). Local runs only.
     """
-    if not beam.__version__.startswith(PATCHED_FOR):
-        log.warning("Beam %s: DoFn reuse not applied (written for %sx)", beam.__version__, PATCHED_FOR)
-        return False
+    check_beam_version()
     from apache_beam.runners.direct import transform_evaluator as te
     from apache_beam.transforms import core
 
@@ -368,9 +535,9 @@ def use_reused_dofns() -> bool:
         kwargs["perform_dofn_pickle_test"] = False
         original_init(self, *args, **kwargs)
 
-    evaluator.__init__ = init_without_pickle_test
-    evaluator._supportflow_reuse = True
-    core.get_function_args_defaults = _cached_args_defaults(core.get_function_args_defaults)
+    _patch("reused-dofns", evaluator, "__init__", init_without_pickle_test)
+    _patch("reused-dofns", evaluator, "_supportflow_reuse", True)
+    _patch("reused-dofns", core, "get_function_args_defaults", _cached_args_defaults(core.get_function_args_defaults))
     return True
 
 

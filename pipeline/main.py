@@ -22,8 +22,8 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from pipeline.graph import build
-from pipeline.local_runner import use_cached_dofn_specs, use_prompt_pubsub_pulls, use_reused_dofns
-from pipeline.options import SupportflowOptions
+from pipeline.local_runner import UnsupportedBeamVersion, apply_local_runner_patches
+from pipeline.options import DEAD_LETTER_SETTLE_SUBSCRIPTION, SupportflowOptions
 from pipeline.settings import Settings, SettingsError, argv_with_env, pin_inference_resources
 
 logger = logging.getLogger(__name__)
@@ -44,10 +44,14 @@ def _options_and_env(argv: Sequence[str], environ: Mapping[str, str] | None) -> 
         std.runner = "BundleBasedDirectRunner"
     if std.runner in ("BundleBasedDirectRunner", "DirectRunner"):
         o = options.view_as(SupportflowOptions)
-        # Inbound acks wait for the reply read back: a killed process loses no message (pipeline/local_runner.py).
-        use_prompt_pubsub_pulls(o.inbound_subscription, o.reply_memory_subscription)
-        use_cached_dofn_specs()
-        use_reused_dofns()
+        # Inbound acks wait for the message's reply or dead letter read back: a killed process loses no
+        # message. Every patch in one place, local runs only; another Beam fails here (pipeline/local_runner.py).
+        apply_local_runner_patches(
+            o.inbound_subscription,
+            o.reply_memory_subscription,
+            dead_letter_subscription=f"projects/{o.gcp_project}/subscriptions/{DEAD_LETTER_SETTLE_SUBSCRIPTION}",
+            dead_letter_topic=f"projects/{o.gcp_project}/topics/{o.dead_letter_topic}",
+        )
     return options, from_env
 
 
@@ -67,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         p, settings = build_pipeline(sys.argv[1:] if argv is None else argv)
-    except SettingsError as exc:
+    except (SettingsError, UnsupportedBeamVersion) as exc:
         print(exc, file=sys.stderr)
         raise SystemExit(2) from None
     logger.info(settings.describe())

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from agents.backends import BACKENDS
-from pipeline.enrichment.layout import DEFAULT_BIGTABLE_INSTANCE, DEFAULT_BIGTABLE_TABLE, STORES
+from agents.backends import registry
+from contract.context_layout import DEFAULT_BIGTABLE_INSTANCE, DEFAULT_BIGTABLE_TABLE, STORES
 
 DEFAULT_PROJECT = "supportflow-local"
 
@@ -21,12 +21,15 @@ REPLY_TOPIC = "chat-replies"
 REPLY_MEMORY_SUBSCRIPTION = "chat-replies-session-memory"
 DEAD_LETTER_TOPIC = "chat-dead-letters"
 DEAD_LETTER_SUBSCRIPTION = "chat-dead-letters-audit"
+# The local runner reads dead letters back to release the inbound acks they settle (pipeline/local_runner.py).
+DEAD_LETTER_SETTLE_SUBSCRIPTION = "chat-dead-letters-settle"
+# Who owns each session, for as long as the store keeps it (pipeline/ownership.py).
+SESSION_OWNERS_COLLECTION = "session_owners"
 # Conversations handed to a person: what a human-agent desk subscribes to.
 HANDOFF_TOPIC = "chat-handoffs"
 HANDOFF_SUBSCRIPTION = "chat-handoffs-desk"
 EVAL_DATASET = "supportflow_evals"
 
-MODEL_BACKENDS = BACKENDS  # one list: the names agents.backends.make_handler knows
 MODEL_DEVICES_HELP = "auto (the first GPU if torch sees one, else the CPU), cpu, cuda or cuda:N"
 
 # Customer context store: names shared with the stack's Bigtable seeder (a Beam-free module).
@@ -59,7 +62,7 @@ class SupportflowOptions(PipelineOptions):
         )
         p.add_argument("--bigtable_instance", default=BIGTABLE_INSTANCE, help="Bigtable instance for --context_store.")
         p.add_argument("--bigtable_table", default=BIGTABLE_TABLE, help="Bigtable table for --context_store.")
-        p.add_argument("--model_backend", default="smollm2", choices=MODEL_BACKENDS)
+        p.add_argument("--model_backend", default=registry.DEFAULT, choices=registry.NAMES)
         p.add_argument(
             "--max_agent_steps",
             type=int,
@@ -148,6 +151,20 @@ class SupportflowOptions(PipelineOptions):
         p.add_argument(
             "--max_seen_ids", type=int, default=2000, help="Message ids remembered per session for de-duplication."
         )
+        # Session ownership (pipeline/ownership.py, docs/security.md).
+        p.add_argument(
+            "--session_owner_collection",
+            default=SESSION_OWNERS_COLLECTION,
+            help="Firestore collection recording each session's owner at its first message; a message of "
+            "another customer in that session is dead-lettered, also after the pipeline lost its state.",
+        )
+        p.add_argument(
+            "--session_binding_key",
+            default=None,
+            help="Key(s), comma-separated, the chat frontend signs session ids with (contract/binding.py): "
+            "when set, a message whose session id is not bound to its customer is dead-lettered. Give it as "
+            "SUPPORTFLOW_SESSION_BINDING_KEY rather than on a command line. Unset: no binding check.",
+        )
         # Deployment and operations (validated by pipeline/settings.py; docs/operations.md).
         add_operations_args(parser.add_argument_group("supportflow operations"))
 
@@ -193,3 +210,12 @@ def add_operations_args(p) -> None:  # noqa: ANN001 - an argparse group
         default=10.0,
         help="How often the session stage reports the age of a session's oldest unanswered message.",
     )
+
+
+def default(name: str) -> object:
+    """The default of the supportflow option ``name`` (as declared above)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(add_help=False)
+    SupportflowOptions._add_argparse_args(parser)
+    return parser.get_default(name)

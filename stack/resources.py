@@ -16,6 +16,7 @@ from google.cloud import bigquery, pubsub_v1
 
 from evals.schema import TABLES
 from pipeline.options import (
+    DEAD_LETTER_SETTLE_SUBSCRIPTION,
     DEAD_LETTER_SUBSCRIPTION,
     DEAD_LETTER_TOPIC,
     DEFAULT_PROJECT,
@@ -51,6 +52,8 @@ SUBSCRIPTIONS: tuple[SubscriptionSpec, ...] = (
     SubscriptionSpec(REPLY_MEMORY_SUBSCRIPTION, REPLY_TOPIC, ordering=True),
     SubscriptionSpec(FRONTEND_REPLY_SUBSCRIPTION, REPLY_TOPIC, ordering=True),
     SubscriptionSpec(DEAD_LETTER_SUBSCRIPTION, DEAD_LETTER_TOPIC),
+    # The local runner's read-back of dead letters: they release the inbound acks they settle.
+    SubscriptionSpec(DEAD_LETTER_SETTLE_SUBSCRIPTION, DEAD_LETTER_TOPIC),
     SubscriptionSpec(HANDOFF_SUBSCRIPTION, HANDOFF_TOPIC, ordering=True),
 )
 

@@ -15,6 +15,7 @@ from google.cloud.pubsub_v1.types import ReceivedMessage
 
 from evals.schema import EVAL_RUNS_TABLE, EVAL_SCHEMA_VERSION, EVAL_TRIALS_TABLE, TURNS_TABLE
 from pipeline.options import (
+    DEAD_LETTER_SETTLE_SUBSCRIPTION,
     DEAD_LETTER_SUBSCRIPTION,
     EVAL_DATASET,
     HANDOFF_SUBSCRIPTION,
@@ -41,10 +42,10 @@ from stack.seed import (
     CUSTOMERS,
     DEFAULT_CUSTOMERS,
     HELP_ARTICLES,
-    HELP_ARTICLES_DATA,
     ORDERS,
     build_customer,
     customer_id,
+    help_articles,
 )
 
 BQ_VENV = DEFAULT_STATE_DIR / "bq-venv"
@@ -107,6 +108,7 @@ def test_resources_exist_and_reply_subscriptions_are_ordered(local_stack: LocalS
         REPLY_MEMORY_SUBSCRIPTION,
         FRONTEND_REPLY_SUBSCRIPTION,
         DEAD_LETTER_SUBSCRIPTION,
+        DEAD_LETTER_SETTLE_SUBSCRIPTION,
         HANDOFF_SUBSCRIPTION,
     }
     with subscriber_client() as sub:
@@ -160,7 +162,7 @@ def test_seeded_customer_reads_back(seeded_stack: LocalStack) -> None:
     seeded = {customer_id(i) for i in range(1, DEFAULT_CUSTOMERS + 1)}
     count = sum(1 for ref in db.collection(CUSTOMERS).list_documents() if ref.id in seeded)
     assert count == DEFAULT_CUSTOMERS
-    assert {a.id for a in db.collection(HELP_ARTICLES).stream(timeout=10)} == set(HELP_ARTICLES_DATA)
+    assert {a.id for a in db.collection(HELP_ARTICLES).stream(timeout=10)} == set(help_articles())
 
 
 def test_seed_cli_is_idempotent(seeded_stack: LocalStack) -> None:
