@@ -35,7 +35,6 @@ import sys
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from types import SimpleNamespace
 from typing import Any
 
 log = logging.getLogger("bench.baseline")
@@ -70,21 +69,21 @@ class Baseline:
         import apache_beam as beam  # beam.Row only: the enrichment handler's request type
         from google.cloud import pubsub_v1
 
-        from agents.backends import make_handler
+        from agents.backends import registry
         from pipeline.enrichment.firestore import FirestoreContextHandler
         from pipeline.graph import agent_plan, policy_clock
         from stack.clients import bigquery_client
 
         self.args = args
         self._row = beam.Row
-        self.handler = make_handler(args.backend, max_tokens=args.model_max_tokens, threads=args.model_threads)
+        given = {"model_max_tokens": args.model_max_tokens, "model_threads": args.model_threads}
+        self.handler = registry.make_handler(args.backend, **registry.get(args.backend).pick(given))
         t0 = time.monotonic()
         self.model = self.handler.load_model()
         log.info("model %s loaded in %.1f s", args.backend, time.monotonic() - t0)
-        opts = SimpleNamespace(
-            model_backend=args.backend, max_agent_steps=args.max_agent_steps, model_max_tokens=args.model_max_tokens
+        self.version, self.config = agent_plan(
+            args.backend, max_steps=args.max_agent_steps, max_tokens=args.model_max_tokens
         )
-        self.version, self.config = agent_plan(opts)  # type: ignore[arg-type]
         if self.config.tools:
             from tools.registry import make_executor
 

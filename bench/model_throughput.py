@@ -178,8 +178,8 @@ class SmolLM2Workload(Workload):
     def handler(self, batch_size: int) -> ModelHandler:
         return make_handler(
             "smollm2",
-            max_tokens=self.new_tokens,
-            threads=self.threads,
+            model_max_tokens=self.new_tokens,
+            model_threads=self.threads,
             max_batch_size=batch_size,
             min_batch_size=batch_size,
         )

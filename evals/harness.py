@@ -14,7 +14,7 @@ for each user message, what the pipeline does for a turn:
   the trial's database, until the state is done; a failed model call is
   ``agents.steps.fail``, as in the pipeline;
 - the prompt version and step loop come from ``pipeline.graph.agent_plan`` for
-  the backend (tools and v2 prompt for tool-calling models, one plain step otherwise);
+  the backend's registry entry (tools and v2 prompt for tool-calling models, one plain step otherwise);
 - the policy clock is ``stack.seed.REFERENCE_TIME`` (the seed data's "now").
 
 The conversation ends when the user has nothing more to say, or when a turn ends
@@ -48,18 +48,16 @@ TURN_GAP = timedelta(minutes=1)
 
 
 def agent_plan(backend: str, *, max_steps: int | None = None, max_tokens: int | None = None) -> tuple[str, StepConfig]:
-    """The prompt version and step config the pipeline uses for ``backend`` (``pipeline.graph.agent_plan``)."""
-    from apache_beam.options.pipeline_options import PipelineOptions
-
+    """The prompt version and step config the pipeline uses for ``backend`` (``pipeline.graph.agent_plan``);
+    unset limits take the pipeline options' defaults."""
     from pipeline.graph import agent_plan as pipeline_plan
-    from pipeline.options import SupportflowOptions
+    from pipeline.options import default
 
-    flags = [f"--model_backend={backend}"]
-    if max_steps is not None:
-        flags.append(f"--max_agent_steps={max_steps}")
-    if max_tokens is not None:
-        flags.append(f"--model_max_tokens={max_tokens}")
-    return pipeline_plan(PipelineOptions(flags).view_as(SupportflowOptions))
+    return pipeline_plan(
+        backend,
+        max_steps=default("max_agent_steps") if max_steps is None else max_steps,
+        max_tokens=default("model_max_tokens") if max_tokens is None else max_tokens,
+    )
 
 
 @dataclass

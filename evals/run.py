@@ -15,7 +15,6 @@ Exit codes: 0 done (whatever the scores), 2 invalid scenarios or arguments, 3 th
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
 import shlex
@@ -30,6 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+from agents.backends import registry
 from evals.harness import Agent, agent_plan, run_trial
 from evals.judge import judge_trial
 from evals.report import RunResult, compare, write_report
@@ -39,7 +39,6 @@ from evals.trace import TrialTrace
 from evals.users import make_user
 from evals.world import World
 
-BACKENDS = ("smollm2", "instant", "gemini")
 DEFAULT_SCENARIOS = Path(__file__).resolve().parent / "scenarios"
 DEFAULT_OUT = Path("artifacts/evals")
 
@@ -55,17 +54,19 @@ def build_agent(
     temperature: float = 0.0,
     **handler_options: Any,
 ) -> Agent:
-    """The backend's handler (``agents.backends.make_handler``) with the pipeline's prompt and step plan."""
-    from agents.backends import make_handler
+    """The backend's handler (its registry factory) with the pipeline's prompt and step plan.
 
+    The arguments are named as on this CLI; each goes to the backend under its pipeline option's name,
+    and only to a backend that reads that option. ``handler_options`` go to the handler's constructor.
+    """
     version, config = agent_plan(backend, max_steps=max_steps, max_tokens=max_tokens)
-    options = dict(handler_options)
-    if gemini_base_url:
-        if "gemini_base_url" in inspect.signature(make_handler).parameters:
-            options["gemini_base_url"] = gemini_base_url
-        elif backend == "gemini":
-            options["base_url"] = gemini_base_url
-    handler = make_handler(backend, max_tokens=config.max_tokens, threads=threads, gemini_model=gemini_model, **options)
+    given = {
+        "model_max_tokens": config.max_tokens,
+        "model_threads": threads,
+        "gemini_model": gemini_model,
+        "gemini_base_url": gemini_base_url,
+    }
+    handler = registry.make_handler(backend, **registry.get(backend).pick(given), **handler_options)
     return Agent(backend=backend, handler=handler, version=version, config=config, temperature=temperature)
 
 
@@ -204,7 +205,9 @@ def _parser() -> argparse.ArgumentParser:
         description="Offline evals: run support scenarios through the agent k times, score them "
         "(end state in Firestore, pass^k, tool trajectory, reply checks, forbidden actions), write a report.",
     )
-    p.add_argument("--backend", choices=BACKENDS, default="smollm2", help="Model backend (agents.backends).")
+    p.add_argument(
+        "--backend", choices=registry.NAMES, default=registry.DEFAULT, help="Model backend (agents.backends.registry)."
+    )
     p.add_argument("--k", type=int, default=1, help="Trials per scenario (pass^1..pass^k are reported).")
     p.add_argument("--scenarios", nargs="+", default=[str(DEFAULT_SCENARIOS)], help="Scenario files or folders.")
     p.add_argument("--out", default=str(DEFAULT_OUT), help="Folder for report.json, report.md and report.html.")
@@ -224,7 +227,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--gemini-base-url", default=None, help="Another Gemini endpoint (a local fake in tests).")
     p.add_argument(
         "--user-model",
-        choices=("rules", *BACKENDS),
+        choices=("rules", *registry.NAMES),
         default="rules",
         help="Who plays the customer in 'simulated' scenarios: the scenario's rules, or a model backend "
         "(the rules stay its fallback). Scripted scenarios always use their turns.",

@@ -44,16 +44,13 @@ from apache_beam.options.pipeline_options import (
 from apache_beam.pipeline import AppliedPTransform
 from apache_beam.transforms.resources import merge_resource_hints, parse_resource_hints
 
+from agents.backends import registry
 from pipeline import options as options_module
 from pipeline.options import DELIVERY_MODES, SupportflowOptions
 from pipeline.session import SessionConfig
 
 ENV_PREFIX = "SUPPORTFLOW_"
 
-# Model backends that need a GPU on the inference step. The names are the ones the
-# GPU backends (issue 5: Gemma on transformers, Gemma on vLLM) register in
-# pipeline.options.MODEL_BACKENDS; a name listed here but not registered there is inert.
-GPU_BACKENDS: frozenset[str] = frozenset({"gemma", "gemma_vllm"})
 DEFAULT_GPU_ACCELERATOR = "type:nvidia-l4;count:1;install-nvidia-driver"
 # What one L4 worker for Gemma needs besides the GPU (weights are loaded through host memory).
 DEFAULT_GPU_MIN_RAM = "16GB"
@@ -250,7 +247,7 @@ class Settings:
 
     @property
     def uses_gpu(self) -> bool:
-        return self.model_backend in GPU_BACKENDS
+        return registry.get(self.model_backend).needs_gpu
 
     @property
     def at_least_once(self) -> bool:
@@ -415,7 +412,7 @@ class _Builder:
         return mode
 
     def model(self) -> tuple[str, str, int, int]:
-        backends = tuple(options_module.MODEL_BACKENDS)
+        backends = registry.NAMES
         backend = self._get("model_backend")
         if backend not in backends:
             self.problem(f"--model_backend={backend!r} is not a model backend; choose one of {list(backends)}")
@@ -456,11 +453,11 @@ class _Builder:
             required=False,
         )
         min_ram = self._text("inference_min_ram", MEMORY_PATTERN, "memory size (e.g. 16GB)", required=False)
-        gpu = backend in GPU_BACKENDS
+        gpu = backend in registry.NAMES and registry.get(backend).needs_gpu
         if accelerator and not gpu:
             self.problem(
                 f"--inference_accelerator is set but --model_backend={backend} does not run on a GPU "
-                f"(GPU backends: {sorted(GPU_BACKENDS & set(options_module.MODEL_BACKENDS)) or 'none registered'})"
+                f"(GPU backends: {sorted(registry.names(hardware=registry.Hardware.GPU)) or 'none registered'})"
             )
         if gpu:
             accelerator = accelerator or DEFAULT_GPU_ACCELERATOR
@@ -566,10 +563,11 @@ class _Builder:
             self._text("bigtable_instance", BIGTABLE_INSTANCE_PATTERN, "Bigtable instance id")
             self._text("bigtable_table", BIGTABLE_TABLE_PATTERN, "Bigtable table id")
         backend, gemini, max_tokens, threads = self.model()
+        gpu_backend = backend in registry.NAMES and registry.get(backend).needs_gpu
         accelerator, min_ram = self.accelerator(backend, on_dataflow)
         delivery = self.delivery(on_dataflow)
         if on_dataflow:
-            self.dataflow(backend in GPU_BACKENDS)
+            self.dataflow(gpu_backend)
         elif delivery == "at_least_once":
             self.warnings.append("--delivery_mode=at_least_once only changes Dataflow jobs")
         session = self.session()

@@ -19,7 +19,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.ml.inference.base import PredictionResult, RunInference
 from apache_beam.testing.util import assert_that
 
-from agents.backends import BACKENDS, make_handler
+from agents.backends import make_handler, registry
 from agents.backends.gemini import (
     GEMINI_DEFAULT_MODEL,
     METRICS_NAMESPACE,
@@ -28,7 +28,6 @@ from agents.backends.gemini import (
     to_contents,
 )
 from agents.model import ChatMessage, ModelCall, ModelRequest, ToolCall
-from pipeline.options import MODEL_BACKENDS
 from tests.gemini_server import GeminiServer, Reply
 
 API_KEY = "AIzaFAKE-do-not-log-0123456789abcdef"
@@ -89,16 +88,19 @@ def _run(handler: GeminiHandler, batch: list[Any]) -> list[PredictionResult]:
 
 
 def test_registry_and_options_know_gemini() -> None:
-    assert "gemini" in BACKENDS and set(BACKENDS) == set(MODEL_BACKENDS)
-    handler = make_handler("gemini", max_tokens=32, threads=2, gemini_model="gemini-2.5-flash-lite")
+    assert registry.get("gemini").calls_tools and not registry.get("gemini").needs_gpu
+    handler = make_handler("gemini", model_max_tokens=32, gemini_model="gemini-2.5-flash-lite")
     assert isinstance(handler, GeminiHandler)
     assert handler.model_name == "gemini-2.5-flash-lite" and handler.max_tokens == 32
-    assert make_handler("gemini", max_tokens=32, threads=2).model_name == GEMINI_DEFAULT_MODEL
+    assert make_handler("gemini", model_max_tokens=32).model_name == GEMINI_DEFAULT_MODEL
 
     from pipeline.options import SupportflowOptions
 
     opts = SupportflowOptions(["--model_backend=gemini", "--gemini_model=gemini-2.5-pro"])
     assert opts.model_backend == "gemini" and opts.gemini_model == "gemini-2.5-pro"
+    assert set(SupportflowOptions([]).view_as(SupportflowOptions).get_all_options()) >= set(
+        registry.get("gemini").options
+    )  # every option the backend reads is a pipeline option
     assert SupportflowOptions([]).gemini_model == "gemini-2.5-flash"
 
 

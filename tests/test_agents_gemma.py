@@ -31,7 +31,7 @@ def _request(i: int, max_tokens: int = CAP) -> ModelRequest:
 
 @pytest.fixture(scope="module")
 def handler() -> GemmaHandler:
-    h = make_handler("gemma", max_tokens=CAP, model_path="random:tiny", device="cpu", batch_size=4)
+    h = make_handler("gemma", model_max_tokens=CAP, model_path="random:tiny", model_device="cpu", model_batch_size=4)
     assert isinstance(h, GemmaHandler)
     return h
 
@@ -92,7 +92,7 @@ def test_unknown_inference_args_are_rejected(handler: GemmaHandler) -> None:
 
 def test_the_backend_needs_a_model_path() -> None:
     with pytest.raises(ValueError, match="--model_path"):
-        make_handler("gemma", max_tokens=8)
+        make_handler("gemma", model_max_tokens=8)
 
 
 def _summary(result: PredictionResult) -> tuple[int, int, int]:
@@ -110,7 +110,7 @@ def _check_rows(n: int) -> object:
 
 
 def test_runinference_batches_in_a_beam_pipeline() -> None:
-    h = make_handler("gemma", max_tokens=4, model_path="random:tiny", device="cpu", batch_size=4)
+    h = make_handler("gemma", model_max_tokens=4, model_path="random:tiny", model_device="cpu", model_batch_size=4)
     calls = [ModelCall(_request(i, max_tokens=4), payload=i) for i in range(6)]
     with beam.Pipeline(runner="FnApiRunner") as p:
         rows = p | beam.Create(calls) | RunInference(h, inference_args={"min_tokens": 4}) | beam.Map(_summary)
@@ -118,7 +118,7 @@ def test_runinference_batches_in_a_beam_pipeline() -> None:
 
 
 def test_model_shared_across_processes_through_beams_proxy() -> None:
-    shared = make_handler("gemma", max_tokens=4, model_path="random:tiny", device="cpu", copies=1)
+    shared = make_handler("gemma", model_max_tokens=4, model_path="random:tiny", model_device="cpu", model_copies=1)
     assert shared.share_model_across_processes() and shared.model_copies() == 1
     calls = [ModelCall(_request(i, max_tokens=4), payload=i) for i in range(3)]
     with beam.Pipeline(runner="FnApiRunner") as p:

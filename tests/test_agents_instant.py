@@ -7,7 +7,7 @@ import pytest
 from apache_beam.ml.inference.base import PredictionResult, RunInference
 from apache_beam.testing.util import assert_that, equal_to
 
-from agents.backends import BACKENDS, make_handler
+from agents.backends import make_handler, registry
 from agents.backends.instant import INSTANT_MODEL_NAME, InstantHandler, acknowledgement
 from agents.model import ChatMessage, ModelCall, ModelRequest
 
@@ -18,10 +18,10 @@ def _call(i: int, text: str) -> ModelCall:
 
 
 def test_registry_knows_both_backends() -> None:
-    assert {"smollm2", "instant"} <= set(BACKENDS)
-    assert isinstance(make_handler("instant", max_tokens=32, threads=2), InstantHandler)
+    assert {"smollm2", "instant"} <= set(registry.NAMES)
+    assert isinstance(make_handler("instant", model_max_tokens=32), InstantHandler)
     with pytest.raises(ValueError, match="unknown model backend"):
-        make_handler("gpt-9", max_tokens=32, threads=2)
+        make_handler("gpt-9", model_max_tokens=32)
 
 
 def test_acknowledgement_is_deterministic_and_quotes_the_last_user_message() -> None:
@@ -32,7 +32,7 @@ def test_acknowledgement_is_deterministic_and_quotes_the_last_user_message() -> 
 
 
 def test_run_inference_one_result_per_element_in_order() -> None:
-    handler = make_handler("instant", max_tokens=64, threads=1)
+    handler = make_handler("instant", model_max_tokens=64)
     batch = [_call(i, f"question {i}") for i in range(5)]
     results = list(handler.run_inference(batch, handler.load_model()))
     assert [r.example for r in results] == batch
@@ -51,12 +51,12 @@ def test_in_a_beam_pipeline_payload_travels_with_its_reply() -> None:
     calls = [_call(i, f"question {i}") for i in range(5)]
     expected = [(c.payload, acknowledgement(c.request.last_user_text(), 64)) for c in calls]
     with beam.Pipeline(runner="FnApiRunner") as p:
-        out = p | beam.Create(calls) | RunInference(make_handler("instant", max_tokens=64, threads=1)) | beam.Map(_pair)
+        out = p | beam.Create(calls) | RunInference(make_handler("instant", model_max_tokens=64)) | beam.Map(_pair)
         assert_that(out, equal_to(expected))
 
 
 def test_bare_model_request_is_accepted_too() -> None:
-    handler = make_handler("instant", max_tokens=8, threads=1)
+    handler = make_handler("instant", model_max_tokens=8)
     request = ModelRequest((ChatMessage("user", "hi"),), max_tokens=64)
     [result] = handler.run_inference([request], handler.load_model())
     assert result.example is request and result.inference.completion_tokens <= 8

@@ -44,7 +44,7 @@ def _calls() -> list[ModelCall]:
 
 @pytest.fixture(scope="module")
 def handler() -> LlamaCppHandler:
-    h = make_handler("smollm2", max_tokens=MAX_TOKENS, threads=THREADS, max_batch_size=2)
+    h = make_handler("smollm2", model_max_tokens=MAX_TOKENS, model_threads=THREADS, max_batch_size=2)
     assert isinstance(h, LlamaCppHandler)
     return h
 
@@ -124,7 +124,7 @@ def test_runinference_in_a_beam_pipeline(handler: LlamaCppHandler) -> None:
 
 
 def test_model_shared_across_processes_through_beams_proxy() -> None:
-    shared = make_handler("smollm2", max_tokens=8, threads=THREADS, model_copies=1)
+    shared = make_handler("smollm2", model_max_tokens=8, model_threads=THREADS, model_copies=1)
     assert shared.share_model_across_processes() and shared.model_copies() == 1
     calls = [ModelCall(_request(i, max_tokens=8), payload={"turn_id": f"t{i}", "i": i}) for i in range(2)]
 

@@ -81,7 +81,7 @@ def test_tool_results_travel_as_user_messages_that_name_the_tool() -> None:
 
 
 def test_backend_is_selected_by_name_with_gemma_defaults() -> None:
-    handler = make_handler("gemma_vllm", max_tokens=32, batch_size=16)
+    handler = make_handler("gemma_vllm", model_max_tokens=32, model_batch_size=16)
     assert isinstance(handler, GemmaVLLMHandler)
     assert handler.model_name == "google/gemma-3-1b-it" and handler.share_model_across_processes()
     assert handler.batch_elements_kwargs()["max_batch_size"] == 16
