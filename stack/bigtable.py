@@ -1,7 +1,7 @@
 """The customer-context table in the Bigtable emulator: create it and seed it with the Firestore seed data.
 
 Same customers as ``stack.seed`` (``build_customers``: the same (seed, index) gives the same customer),
-one row per customer, laid out as ``pipeline.enrichment.layout`` says::
+one row per customer, laid out as ``contract.context_layout`` says::
 
     row key C0001
       profile:name     "Amelia Smith"          one column per profile field, JSON
@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from google.cloud import bigtable
 from google.cloud.bigtable import column_family
 
-from pipeline.enrichment.layout import (
+from contract.context_layout import (
     DEFAULT_BIGTABLE_INSTANCE,
     DEFAULT_BIGTABLE_TABLE,
     FAMILIES,

@@ -24,11 +24,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing import test_stream
 
-from contract.turn import EnrichedTurn, Turn, UserMessage
-from pipeline.enrichment.bigtable import BigtableContextHandler, context_from_cells
-from pipeline.enrichment.context import NO_CACHE, CachePolicy, ContextResult, TTLCache, build_context, clear_caches
-from pipeline.enrichment.firestore import FirestoreContextHandler
-from pipeline.enrichment.layout import (
+from contract.context_layout import (
     CONTEXT_MALFORMED,
     CONTEXT_UNAVAILABLE,
     CUSTOMER_UNKNOWN,
@@ -36,6 +32,10 @@ from pipeline.enrichment.layout import (
     MAX_TICKETS,
     encode_cell,
 )
+from contract.turn import EnrichedTurn, Turn, UserMessage
+from pipeline.enrichment.bigtable import BigtableContextHandler, context_from_cells
+from pipeline.enrichment.context import NO_CACHE, CachePolicy, ContextResult, TTLCache, build_context, clear_caches
+from pipeline.enrichment.firestore import FirestoreContextHandler
 from pipeline.enrichment.transform import ContextHandler, EnrichCustomerContext, context_handler
 from stack.bigtable import admin_client, customer_cells, ensure_table, seed_bigtable, write_rows
 from stack.clients import firestore_client

@@ -29,7 +29,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from pipeline.enrichment.layout import MAX_ORDERS, MAX_TICKETS
+from contract.context_layout import MAX_ORDERS, MAX_TICKETS
 
 CUSTOMERS, ORDERS, TICKETS = "customers", "orders", "tickets"
 

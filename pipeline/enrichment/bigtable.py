@@ -14,7 +14,7 @@ and the built-in lacks:
 - the per-worker TTL cache, and optionally batching: a batch of requests is one ``read_rows`` over a
   ``RowSet`` of the batch's keys instead of one ``read_row`` each.
 
-Row layout: ``pipeline.enrichment.layout``; seeding: ``stack.bigtable``.
+Row layout: ``contract.context_layout``; seeding: ``stack.bigtable``.
 """
 
 from __future__ import annotations
@@ -29,8 +29,7 @@ from apache_beam.transforms.enrichment_handlers.utils import ExceptionLevel
 from google.cloud.bigtable.row_set import RowSet
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, stop_after_delay, wait_exponential_jitter
 
-from pipeline.enrichment.context import UNKNOWN, CachePolicy, ContextResult, build_context
-from pipeline.enrichment.layout import (
+from contract.context_layout import (
     CONTEXT_MALFORMED,
     ENCODING,
     ORDERS_FAMILY,
@@ -38,6 +37,7 @@ from pipeline.enrichment.layout import (
     TICKETS_FAMILY,
     decode_cell,
 )
+from pipeline.enrichment.context import UNKNOWN, CachePolicy, ContextResult, build_context
 from pipeline.enrichment.lookup import ContextLookup, Request, Response, batching_kwargs
 from tools.store import TRANSIENT
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from pipeline.enrichment.layout import (
+from contract.context_layout import (
     CONTEXT_MALFORMED,
     CONTEXT_UNAVAILABLE,
     CUSTOMER_UNKNOWN,

@@ -6,7 +6,7 @@ its ``batch_elements_kwargs`` asks for batching. Request row: ``customer_id`` pl
 carries along (the turn). Response row::
 
     context        the customer context (``pipeline.enrichment.context``), {} when flagged
-    context_flags  list of flags (``pipeline.enrichment.layout``)
+    context_flags  list of flags (``contract.context_layout``)
     cache_hit      the context came from the per-worker cache
     batch_size     requests in this call, on the first response of the call (0 on the others)
     store_rpcs     RPCs this call made, on the first response of the call (0 on the others)

@@ -25,10 +25,10 @@ from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.transforms.enrichment import Enrichment
 
+from contract.context_layout import FLAGS
 from contract.turn import EnrichedTurn, Turn
 from pipeline.enrichment.bigtable import BigtableContextHandler
 from pipeline.enrichment.firestore import FirestoreContextHandler
-from pipeline.enrichment.layout import FLAGS
 
 ContextHandler = FirestoreContextHandler | BigtableContextHandler
 

@@ -1,6 +1,8 @@
-"""What enrichment promises downstream, and how the stores lay customer context out.
+"""The customer-context layout: what enrichment promises downstream, and how the stores lay it out.
 
-Imported by the stack's Bigtable seeder too, so it never imports Beam.
+On the ground floor because three layers share it: ``pipeline.enrichment`` builds
+the context, ``tools.store`` reads the same documents with the same bounds, and the
+stack's Bigtable seeder writes the rows. It never imports Beam.
 
 Flags (``EnrichedTurn.context_flags``; the prompt and the eval row read them). The turn always goes on:
 
