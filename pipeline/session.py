@@ -6,7 +6,7 @@ read back from the reply topic (the reply topic is both the frontend's
 feed and the session's memory, so a reply joins the history only once it
 was really published).
 
-States of a session (all in one ``ReadModifyWriteState``)::
+States of a session::
 
     idle ──user msg──▶ collecting ──quiet window / max hold──▶ in flight
       ▲                    ▲                                      │
@@ -14,7 +14,7 @@ States of a session (all in one ``ReadModifyWriteState``)::
       └─────────────────────────── reply back, nothing waiting ◀──┘
     idle for idle_timeout ──▶ closed (SessionClosed emitted, state cleared)
 
-Rules:
+Rules (``pipeline/session_core.py`` holds them, free of Beam; this DoFn drives it):
 - A message id seen before in this session is dropped and counted.
 - Waiting messages are ordered by (sent_at, message_id) when a turn is released.
 - A turn is released ``quiet_window_s`` after the last message of a burst, and
@@ -28,34 +28,52 @@ Rules:
 - A session whose customer id differs from the one that opened it is never
   merged: that message is dead-lettered (a session only ever sees one
   customer's data).
+
+State is split by how it changes, each part in explicit versioned bytes
+(``pipeline/session_codec.py``; layout, sizes and the upgrade rule: docs/session-state.md):
+``meta`` (scalars, one cell), ``pending`` (bag), ``history`` (bag, appended),
+``seen_a``/``seen_b`` (bags of id fingerprints, two generations), and ``session``,
+the version-0 pickled cell, only read to migrate a session written before the split.
+Timers, one per purpose: ``turn`` (release), ``inflight``, ``freshness``, ``idle``.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from typing import Any
 
 import apache_beam as beam
-from apache_beam.coders import PickleCoder
+from apache_beam.coders import BytesCoder, Coder
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.timeutil import TimeDomain
-from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
+from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.utils.timestamp import Timestamp
 
-from contract.messages import AgentReply, DeadLetter, InboundMessage, ReplyKind
-from contract.turn import HistoryEntry, Role, SessionClosed, Turn, UserMessage
-from pipeline.metrics import FreshnessProbe, oldest_unanswered
+from contract.dead_letters import DEAD_LETTER_TAG
+from contract.messages import InboundMessage
+from contract.turn import SessionClosed, Turn
+from pipeline import session_codec as codec
+from pipeline.metrics import FreshnessProbe
+from pipeline.session_core import TIMER_SLACK_S, Hooks, Output, Purpose, SessionCells, SessionConfig, SessionCore
+from pipeline.session_legacy import SessionState, _InFlight, _Pending, dumps_v0, loads_v0, migrate_v0
 
 CLOSED_TAG = "closed"
-DEAD_LETTER_TAG = "dead_letter"
 
 Clock = Callable[[Timestamp], float]
 
-# Timer timestamps have microsecond precision: a timer set for `due` may fire a
-# hair before it. Without slack the DoFn would re-arm the same timer forever.
-TIMER_SLACK_S = 1e-3
+__all__ = [
+    "CLOSED_TAG",
+    "DEAD_LETTER_TAG",
+    "TIMER_SLACK_S",
+    "SessionConfig",
+    "SessionDoFn",
+    "SessionState",
+    "_InFlight",
+    "_Pending",
+    "element_clock",
+    "wall_clock",
+]
 
 
 def wall_clock(_ts: Timestamp) -> float:
@@ -73,83 +91,120 @@ def element_clock(ts: Timestamp) -> float:
     return float(ts)
 
 
-@dataclass(frozen=True)
-class SessionConfig:
-    quiet_window_s: float = 1.5
-    max_hold_s: float = 6.0
-    inflight_timeout_s: float = 180.0
-    idle_timeout_s: float = 600.0
-    max_history: int = 20
-    max_seen_ids: int = 2000
-
-    def __post_init__(self) -> None:
-        if self.quiet_window_s <= 0 or self.max_hold_s < self.quiet_window_s:
-            raise ValueError("need 0 < quiet_window_s <= max_hold_s")
-        if self.max_history < 2:
-            raise ValueError("max_history must be at least 2 (anchor + latest)")
-        if self.max_seen_ids < 1 or self.idle_timeout_s <= 0 or self.inflight_timeout_s <= 0:
-            raise ValueError("timeouts and max_seen_ids must be positive")
+# ---------------------------------------------------------------- coders: the version-1 records as Beam coders
 
 
-@dataclass
-class _Pending:
-    message: UserMessage
-    arrived: float
+class _RecordCoder(Coder):
+    """A state coder over one of session_codec's record encodings (deterministic: bytes depend on values only)."""
+
+    encode_fn: Callable[[Any], bytes]
+    decode_fn: Callable[[bytes], Any]
+
+    def encode(self, value: Any) -> bytes:
+        return type(self).encode_fn(value)
+
+    def decode(self, encoded: bytes) -> Any:
+        return type(self).decode_fn(encoded)
+
+    def is_deterministic(self) -> bool:
+        return True
 
 
-@dataclass
-class _InFlight:
-    turn_index: int
-    released: float
-    # Added after launch: a default keeps state written without it loadable (PickleCoder restores __dict__).
-    oldest_arrived: float | None = None
+class SessionMetaCoder(_RecordCoder):
+    encode_fn = staticmethod(codec.encode_meta)
+    decode_fn = staticmethod(codec.decode_meta)
 
 
-@dataclass
-class SessionState:
-    customer_id: str
-    opened: float
-    last_activity: float
-    next_turn: int = 0
-    messages: int = 0
-    duplicates: int = 0
-    handed_off: bool = False
-    pending: list[_Pending] = field(default_factory=list)
-    in_flight: _InFlight | None = None
-    history: list[HistoryEntry] = field(default_factory=list)
-    omitted_history: int = 0
-    # Insertion-ordered, bounded: oldest ids fall out first.
-    seen: dict[str, None] = field(default_factory=dict)
-
-    def remember(self, message_id: str, bound: int) -> None:
-        self.seen[message_id] = None
-        while len(self.seen) > bound:
-            del self.seen[next(iter(self.seen))]
-
-    def add_history(self, entry: HistoryEntry, bound: int) -> None:
-        self.history.append(entry)
-        # Keep the anchor (first entry) and the newest bound-1 entries.
-        while len(self.history) > bound:
-            del self.history[1]
-            self.omitted_history += 1
-
-    def release_due(self, cfg: SessionConfig) -> float:
-        first = min(p.arrived for p in self.pending)
-        last = max(p.arrived for p in self.pending)
-        return min(last + cfg.quiet_window_s, first + cfg.max_hold_s)
+class PendingMessageCoder(_RecordCoder):
+    encode_fn = staticmethod(codec.encode_pending)
+    decode_fn = staticmethod(codec.decode_pending)
 
 
-def _at(seconds: float) -> datetime:
-    return datetime.fromtimestamp(seconds, UTC)
+class HistoryEntryCoder(_RecordCoder):
+    encode_fn = staticmethod(codec.encode_history)
+    decode_fn = staticmethod(codec.decode_history)
+
+
+class SessionStateV0Coder(_RecordCoder):
+    """The version-0 cell: read through the restricted reader (session_legacy.loads_v0)."""
+
+    encode_fn = staticmethod(dumps_v0)
+    decode_fn = staticmethod(loads_v0)
+
+
+# ---------------------------------------------------------------- Beam's side of the core's interfaces
+
+
+class _BeamHooks(Hooks):
+    """The core's counters as Beam metrics (namespace ``session``), and the freshness SLI probe."""
+
+    COUNTERS = (
+        "duplicates",
+        "turns",
+        "stale_replies",
+        "inflight_timeouts",
+        "late_messages",
+        "customer_mismatch",
+        "closed",
+        "migrated_v0",
+    )
+    DISTRIBUTIONS = ("burst_size", "history_size", "session_turns", "session_length_s")
+
+    def __init__(self, freshness: FreshnessProbe) -> None:
+        super().__init__()
+        self.probe = freshness
+        self.counters = {n: Metrics.counter("session", n) for n in self.COUNTERS}
+        self.distributions = {n: Metrics.distribution("session", n) for n in self.DISTRIBUTIONS}
+
+    def count(self, name: str, n: int = 1) -> None:
+        self.counters[name].inc(n)
+
+    def distribution(self, name: str, value: int) -> None:
+        self.distributions[name].update(value)
+
+    def freshness(self, oldest_unanswered: float | None, now: float) -> None:
+        self.probe.observe(oldest_unanswered, now)
+
+
+class _BeamTimers:
+    __slots__ = ("_timers",)
+
+    def __init__(self, release: Any, inflight: Any, freshness: Any, idle: Any) -> None:
+        self._timers = {
+            Purpose.RELEASE: release,
+            Purpose.INFLIGHT: inflight,
+            Purpose.FRESHNESS: freshness,
+            Purpose.IDLE: idle,
+        }
+
+    def set(self, purpose: Purpose, at: float) -> None:
+        self._timers[purpose].set(Timestamp.of(at))
+
+
+def _tagged(outputs: list[Output]) -> Iterator:
+    for o in outputs:
+        if isinstance(o, Turn):
+            yield o
+        elif isinstance(o, SessionClosed):
+            yield beam.pvalue.TaggedOutput(CLOSED_TAG, o)
+        else:
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, o)
 
 
 class SessionDoFn(beam.DoFn):
     """Input: ``(session_id, InboundMessage | AgentReply)``. Output: ``Turn``;
     tagged ``closed`` -> ``SessionClosed``, ``dead_letter`` -> ``DeadLetter``."""
 
-    STATE = ReadModifyWriteStateSpec("session", PickleCoder())
-    TURN_TIMER = TimerSpec("turn", TimeDomain.REAL_TIME)
-    IDLE_TIMER = TimerSpec("idle", TimeDomain.REAL_TIME)
+    META = ReadModifyWriteStateSpec("meta", SessionMetaCoder())
+    PENDING = BagStateSpec("pending", PendingMessageCoder())
+    HISTORY = BagStateSpec("history", HistoryEntryCoder())
+    SEEN_A = BagStateSpec("seen_a", BytesCoder())
+    SEEN_B = BagStateSpec("seen_b", BytesCoder())
+    LEGACY = ReadModifyWriteStateSpec("session", SessionStateV0Coder())  # version 0: read once, then cleared
+    RELEASE_TIMER = TimerSpec(Purpose.RELEASE.value, TimeDomain.REAL_TIME)
+    INFLIGHT_TIMER = TimerSpec(Purpose.INFLIGHT.value, TimeDomain.REAL_TIME)
+    FRESHNESS_TIMER = TimerSpec(Purpose.FRESHNESS.value, TimeDomain.REAL_TIME)
+    IDLE_TIMER = TimerSpec(Purpose.IDLE.value, TimeDomain.REAL_TIME)
 
     def __init__(
         self, config: SessionConfig, clock: Clock = wall_clock, freshness: FreshnessProbe | None = None
@@ -157,165 +212,113 @@ class SessionDoFn(beam.DoFn):
         self.cfg = config
         self.clock = clock
         self.freshness = freshness or FreshnessProbe(freshness_slo_s=60.0, probe_s=10.0)
-        self.duplicates = Metrics.counter("session", "duplicates")
-        self.turns = Metrics.counter("session", "turns")
-        self.stale_replies = Metrics.counter("session", "stale_replies")
-        self.inflight_timeouts = Metrics.counter("session", "inflight_timeouts")
-        self.late_messages = Metrics.counter("session", "late_messages")
-        self.customer_mismatch = Metrics.counter("session", "customer_mismatch")
-        self.closed = Metrics.counter("session", "closed")
-        self.burst_size = Metrics.distribution("session", "burst_size")
-        self.history_size = Metrics.distribution("session", "history_size")
-        self.session_turns = Metrics.distribution("session", "session_turns")
-        self.session_length_s = Metrics.distribution("session", "session_length_s")
+        self.core = SessionCore(
+            config, probe_s=self.freshness.probe_s, hooks=_BeamHooks(self.freshness), migrate=migrate_v0
+        )
 
     def process(
         self,
-        element: tuple[str, InboundMessage | AgentReply],
+        element: tuple[str, Any],
         ts: Timestamp = beam.DoFn.TimestampParam,
-        state=beam.DoFn.StateParam(STATE),  # noqa: ANN001, B008 - Beam's parameter markers
-        turn_timer=beam.DoFn.TimerParam(TURN_TIMER),  # noqa: ANN001, B008
-        idle_timer=beam.DoFn.TimerParam(IDLE_TIMER),  # noqa: ANN001, B008
+        meta=beam.DoFn.StateParam(META),  # noqa: ANN001, B008 - Beam's parameter markers
+        pending=beam.DoFn.StateParam(PENDING),  # noqa: ANN001, B008
+        history=beam.DoFn.StateParam(HISTORY),  # noqa: ANN001, B008
+        seen_a=beam.DoFn.StateParam(SEEN_A),  # noqa: ANN001, B008
+        seen_b=beam.DoFn.StateParam(SEEN_B),  # noqa: ANN001, B008
+        legacy=beam.DoFn.StateParam(LEGACY),  # noqa: ANN001, B008
+        release=beam.DoFn.TimerParam(RELEASE_TIMER),  # noqa: ANN001, B008
+        inflight=beam.DoFn.TimerParam(INFLIGHT_TIMER),  # noqa: ANN001, B008
+        fresh=beam.DoFn.TimerParam(FRESHNESS_TIMER),  # noqa: ANN001, B008
+        idle=beam.DoFn.TimerParam(IDLE_TIMER),  # noqa: ANN001, B008
     ) -> Iterator:
         session_id, event = element
         now = self.clock(ts)
-        s: SessionState | None = state.read()
+        cells = SessionCells(meta, pending, history, (seen_a, seen_b), legacy)
+        timers = _BeamTimers(release, inflight, fresh, idle)
         if isinstance(event, InboundMessage):
-            yield from self._on_message(session_id, event, s, now, state, turn_timer)
+            out = self.core.on_message(session_id, event, now, cells, timers)
         else:
-            self._on_reply(event, s, now, state, turn_timer)
-        if state.read() is not None:
-            idle_timer.set(Timestamp.of(now + self.cfg.idle_timeout_s))
+            out = self.core.on_reply(event, now, cells, timers)
+        yield from _tagged(out)
 
-    def _on_message(self, session_id, msg: InboundMessage, s, now, state, turn_timer) -> Iterator:  # noqa: ANN001
-        if s is None:
-            s = SessionState(customer_id=msg.customer_id, opened=now, last_activity=now)
-        elif s.customer_id != msg.customer_id:
-            self.customer_mismatch.inc()
-            yield beam.pvalue.TaggedOutput(
-                DEAD_LETTER_TAG,
-                DeadLetter(
-                    stage="Sessions",
-                    reason="customer_id does not match the customer that opened this session",
-                    payload=msg.model_dump_json(),
-                    session_id=session_id,
-                    message_ids=[msg.message_id],
-                ),
-            )
-            return
-        if msg.message_id in s.seen:
-            self.duplicates.inc()
-            s.duplicates += 1
-            state.write(s)
-            return
-        s.remember(msg.message_id, self.cfg.max_seen_ids)
-        s.messages += 1
-        s.last_activity = now
-        if s.history and msg.sent_at < s.history[-1].at:
-            self.late_messages.inc()  # its neighbours were answered already: it joins the next turn
-        s.pending.append(_Pending(UserMessage(msg.message_id, msg.text, msg.sent_at), arrived=now))
-        if s.in_flight is None:
-            turn_timer.set(Timestamp.of(max(now, s.release_due(self.cfg))))
-        state.write(s)
+    def _timer(self, purpose: Purpose, key: str, ts: Timestamp, *states: Any) -> Iterator:  # noqa: ANN401
+        meta, pending, history, seen_a, seen_b, legacy, release, inflight, fresh, idle = states
+        cells = SessionCells(meta, pending, history, (seen_a, seen_b), legacy)
+        timers = _BeamTimers(release, inflight, fresh, idle)
+        yield from _tagged(self.core.on_timer(purpose, key, self.clock(ts), cells, timers))
 
-    def _on_reply(self, reply: AgentReply, s, now, state, turn_timer) -> None:  # noqa: ANN001
-        if s is None or s.in_flight is None or reply.turn_index != s.in_flight.turn_index:
-            self.stale_replies.inc()  # redelivered, or the session moved on
-            return
-        self.freshness.observe(oldest_unanswered(s), now)  # the answered turn's age (and anything waiting)
-        s.add_history(HistoryEntry(Role.AGENT, reply.text, reply.turn_index, reply.created_at), self.cfg.max_history)
-        s.in_flight = None
-        s.last_activity = now
-        s.handed_off = s.handed_off or reply.kind == ReplyKind.HANDOFF
-        if s.pending:
-            turn_timer.set(Timestamp.of(max(now, s.release_due(self.cfg))))
-        state.write(s)
-
-    @on_timer(TURN_TIMER)
-    def on_turn_timer(
+    @on_timer(RELEASE_TIMER)
+    def on_release_timer(
         self,
         key: str = beam.DoFn.KeyParam,
         ts: Timestamp = beam.DoFn.TimestampParam,
-        state=beam.DoFn.StateParam(STATE),  # noqa: ANN001, B008
-        turn_timer=beam.DoFn.TimerParam(TURN_TIMER),  # noqa: ANN001, B008
-    ) -> Iterator[Turn]:
-        now = self.clock(ts)
-        s: SessionState | None = state.read()
-        if s is None:
-            return
-        self.freshness.observe(oldest_unanswered(s), now)
-        if s.in_flight is not None:
-            deadline = s.in_flight.released + self.cfg.inflight_timeout_s
-            if now + TIMER_SLACK_S < deadline:
-                turn_timer.set(Timestamp.of(self.freshness.next_check(now, deadline)))
-                return
-            self.inflight_timeouts.inc()
-            s.in_flight = None
-        if not s.pending:
-            state.write(s)
-            return
-        due = s.release_due(self.cfg)
-        if now + TIMER_SLACK_S < due:
-            turn_timer.set(Timestamp.of(due))
-            state.write(s)
-            return
-        yield self._release(key, s, now)
-        turn_timer.set(Timestamp.of(self.freshness.next_check(now, now + self.cfg.inflight_timeout_s)))
-        state.write(s)
+        meta=beam.DoFn.StateParam(META),  # noqa: ANN001, B008
+        pending=beam.DoFn.StateParam(PENDING),  # noqa: ANN001, B008
+        history=beam.DoFn.StateParam(HISTORY),  # noqa: ANN001, B008
+        seen_a=beam.DoFn.StateParam(SEEN_A),  # noqa: ANN001, B008
+        seen_b=beam.DoFn.StateParam(SEEN_B),  # noqa: ANN001, B008
+        legacy=beam.DoFn.StateParam(LEGACY),  # noqa: ANN001, B008
+        release=beam.DoFn.TimerParam(RELEASE_TIMER),  # noqa: ANN001, B008
+        inflight=beam.DoFn.TimerParam(INFLIGHT_TIMER),  # noqa: ANN001, B008
+        fresh=beam.DoFn.TimerParam(FRESHNESS_TIMER),  # noqa: ANN001, B008
+        idle=beam.DoFn.TimerParam(IDLE_TIMER),  # noqa: ANN001, B008
+    ) -> Iterator:
+        states = (meta, pending, history, seen_a, seen_b, legacy, release, inflight, fresh, idle)
+        yield from self._timer(Purpose.RELEASE, key, ts, *states)
 
-    def _release(self, session_id: str, s: SessionState, now: float) -> Turn:
-        msgs = tuple(sorted((p.message for p in s.pending), key=lambda m: (m.sent_at, m.message_id)))
-        turn = Turn(
-            session_id=session_id,
-            customer_id=s.customer_id,
-            turn_index=s.next_turn,
-            messages=msgs,
-            history=tuple(s.history),
-            omitted_history=s.omitted_history,
-            released_at=_at(now),
-        )
-        for m in msgs:
-            s.add_history(HistoryEntry(Role.USER, m.text, s.next_turn, m.sent_at), self.cfg.max_history)
-        oldest = min(p.arrived for p in s.pending)
-        s.pending = []
-        s.in_flight = _InFlight(turn_index=s.next_turn, released=now, oldest_arrived=oldest)
-        s.next_turn += 1
-        s.last_activity = now
-        self.turns.inc()
-        self.burst_size.update(len(msgs))
-        self.history_size.update(len(s.history))
-        return turn
+    @on_timer(INFLIGHT_TIMER)
+    def on_inflight_timer(
+        self,
+        key: str = beam.DoFn.KeyParam,
+        ts: Timestamp = beam.DoFn.TimestampParam,
+        meta=beam.DoFn.StateParam(META),  # noqa: ANN001, B008
+        pending=beam.DoFn.StateParam(PENDING),  # noqa: ANN001, B008
+        history=beam.DoFn.StateParam(HISTORY),  # noqa: ANN001, B008
+        seen_a=beam.DoFn.StateParam(SEEN_A),  # noqa: ANN001, B008
+        seen_b=beam.DoFn.StateParam(SEEN_B),  # noqa: ANN001, B008
+        legacy=beam.DoFn.StateParam(LEGACY),  # noqa: ANN001, B008
+        release=beam.DoFn.TimerParam(RELEASE_TIMER),  # noqa: ANN001, B008
+        inflight=beam.DoFn.TimerParam(INFLIGHT_TIMER),  # noqa: ANN001, B008
+        fresh=beam.DoFn.TimerParam(FRESHNESS_TIMER),  # noqa: ANN001, B008
+        idle=beam.DoFn.TimerParam(IDLE_TIMER),  # noqa: ANN001, B008
+    ) -> Iterator:
+        states = (meta, pending, history, seen_a, seen_b, legacy, release, inflight, fresh, idle)
+        yield from self._timer(Purpose.INFLIGHT, key, ts, *states)
+
+    @on_timer(FRESHNESS_TIMER)
+    def on_freshness_timer(
+        self,
+        key: str = beam.DoFn.KeyParam,
+        ts: Timestamp = beam.DoFn.TimestampParam,
+        meta=beam.DoFn.StateParam(META),  # noqa: ANN001, B008
+        pending=beam.DoFn.StateParam(PENDING),  # noqa: ANN001, B008
+        history=beam.DoFn.StateParam(HISTORY),  # noqa: ANN001, B008
+        seen_a=beam.DoFn.StateParam(SEEN_A),  # noqa: ANN001, B008
+        seen_b=beam.DoFn.StateParam(SEEN_B),  # noqa: ANN001, B008
+        legacy=beam.DoFn.StateParam(LEGACY),  # noqa: ANN001, B008
+        release=beam.DoFn.TimerParam(RELEASE_TIMER),  # noqa: ANN001, B008
+        inflight=beam.DoFn.TimerParam(INFLIGHT_TIMER),  # noqa: ANN001, B008
+        fresh=beam.DoFn.TimerParam(FRESHNESS_TIMER),  # noqa: ANN001, B008
+        idle=beam.DoFn.TimerParam(IDLE_TIMER),  # noqa: ANN001, B008
+    ) -> Iterator:
+        states = (meta, pending, history, seen_a, seen_b, legacy, release, inflight, fresh, idle)
+        yield from self._timer(Purpose.FRESHNESS, key, ts, *states)
 
     @on_timer(IDLE_TIMER)
     def on_idle_timer(
         self,
         key: str = beam.DoFn.KeyParam,
         ts: Timestamp = beam.DoFn.TimestampParam,
-        state=beam.DoFn.StateParam(STATE),  # noqa: ANN001, B008
-        idle_timer=beam.DoFn.TimerParam(IDLE_TIMER),  # noqa: ANN001, B008
+        meta=beam.DoFn.StateParam(META),  # noqa: ANN001, B008
+        pending=beam.DoFn.StateParam(PENDING),  # noqa: ANN001, B008
+        history=beam.DoFn.StateParam(HISTORY),  # noqa: ANN001, B008
+        seen_a=beam.DoFn.StateParam(SEEN_A),  # noqa: ANN001, B008
+        seen_b=beam.DoFn.StateParam(SEEN_B),  # noqa: ANN001, B008
+        legacy=beam.DoFn.StateParam(LEGACY),  # noqa: ANN001, B008
+        release=beam.DoFn.TimerParam(RELEASE_TIMER),  # noqa: ANN001, B008
+        inflight=beam.DoFn.TimerParam(INFLIGHT_TIMER),  # noqa: ANN001, B008
+        fresh=beam.DoFn.TimerParam(FRESHNESS_TIMER),  # noqa: ANN001, B008
+        idle=beam.DoFn.TimerParam(IDLE_TIMER),  # noqa: ANN001, B008
     ) -> Iterator:
-        now = self.clock(ts)
-        s: SessionState | None = state.read()
-        if s is None:
-            return
-        due = s.last_activity + self.cfg.idle_timeout_s
-        if s.pending or s.in_flight is not None or now + TIMER_SLACK_S < due:
-            idle_timer.set(Timestamp.of(max(due, now + 1.0)))
-            return
-        self.closed.inc()
-        self.session_turns.update(s.next_turn)
-        self.session_length_s.update(int(s.last_activity - s.opened))
-        yield beam.pvalue.TaggedOutput(
-            CLOSED_TAG,
-            SessionClosed(
-                session_id=key,
-                customer_id=s.customer_id,
-                turns=s.next_turn,
-                messages=s.messages,
-                duplicates=s.duplicates,
-                opened_at=_at(s.opened),
-                closed_at=_at(now),
-                outcome="handoff" if s.handed_off else "idle",
-            ),
-        )
-        state.clear()
+        states = (meta, pending, history, seen_a, seen_b, legacy, release, inflight, fresh, idle)
+        yield from self._timer(Purpose.IDLE, key, ts, *states)

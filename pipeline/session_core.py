@@ -281,7 +281,8 @@ class SessionCore:
         meta = self._remember(meta, fp, cells)
         if meta.last_history_at is not None and msg.sent_at < meta.last_history_at:
             self.hooks.count("late_messages")  # its neighbours were answered already: it joins the next turn
-        cells.pending.add(PendingMessage(UserMessage(msg.message_id, msg.text, msg.sent_at), arrived=now))
+        message = UserMessage(msg.message_id, msg.text, msg.sent_at, msg.received_at)
+        cells.pending.add(PendingMessage(message, arrived=now))
         first = meta.pending_first if meta.pending_count else now
         meta = replace(
             meta,
