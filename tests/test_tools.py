@@ -25,6 +25,7 @@ from contract.tool_calls import ToolCall
 from stack.emulators import LocalStack
 from stack.seed import REFERENCE_TIME, build_customer, build_customers, customer_id, order_id
 from tools import policy
+from tools.policies import default_policy
 from tools.registry import FirestoreToolExecutor, ToolResult, openai_function, tool_declarations
 from tools.scope import AUDIT, REFUNDS, RETURNS, ToolContext, plain
 from tools.support import MUTATING_TOOLS, PII_ARGS, SUPPORT_TOOLS, TOOL_NAMES
@@ -248,7 +249,7 @@ def test_return_label_fee_follows_the_plan(executor: FirestoreToolExecutor) -> N
     content = run(
         executor, ctx_for("C0004"), "check_refund_eligibility", order_id=newest_order_id(4), kind="return"
     ).content
-    assert content["label_fee"] == policy.RETURN_LABEL_FEE[plan]
+    assert content["label_fee"] == default_policy().returns.fee_for(plan)
 
 
 def test_search_help_articles(executor: FirestoreToolExecutor) -> None:

@@ -1,11 +1,16 @@
-"""The shop's refund and return policy as pure functions of an order (and the time).
+"""The shop's refund and return rules as pure functions of an order, the time and a ``ShopPolicy``.
 
-The numbers and rules are those the help-centre articles state (``help_articles``
-``refunds``, ``returns``, ``cancel-order``, ``delivery-delays``, ``warranty``;
-seeded by ``stack/seed.py``, whose ``refundable`` flag follows the same rules:
-``tests/test_tools.py`` checks the two agree on every seeded order). Each
-decision names the articles it rests on, so the tool can show the model the
-policy text along with the verdict.
+The rules are code; every number they use (windows, thresholds, fees, exclusions, the damaged-items
+route) is a parameter of the policy (``tools/policies.yaml``, loaded by ``tools.policies``), the same
+object the help articles and the prompt digests are rendered from, so a verdict, the article it cites
+and the prompt's digest always state the same numbers. ``policy`` defaults to the shipped one; the
+tools pass the turn's (``CustomerScope.policy``). ``stack/seed.py`` computes its ``refundable`` flag
+with ``is_refundable``. Each decision names the articles it rests on, so the tool can show the model
+the policy text along with the verdict.
+
+Damaged items: a delivered order is refunded once returned; an item reported damaged or missing within
+``damaged_items.report_window_days`` is not refunded by the tools at all (nobody can check the damage
+from a chat), so the verdict sends it to a ticket, and the article says a person decides from a photo.
 
 Orders are plain dicts as ``tools.scope.plain`` returns them: timestamps are
 ISO strings or datetimes, ``shipping.eta``, ``delivered_at``; optional
@@ -19,12 +24,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-RETURN_WINDOW_DAYS = 30
-DELAY_REFUND_DAYS = 5
-REFUND_DAYS = "3 working days"
-# Items the returns article excludes (gift cards; opened earbuds are a caveat the agent mentions).
-NON_RETURNABLE_SKUS: Mapping[str, str] = {"SKU-1021": "gift card"}
-RETURN_LABEL_FEE: Mapping[str, float] = {"free": 4.95, "plus": 0.0, "pro": 0.0}
+from tools.policies import ShopPolicy, default_policy
 
 Kind = Literal["refund", "return"]
 KINDS: tuple[str, ...] = ("refund", "return")
@@ -56,17 +56,23 @@ def days_late(order: Mapping[str, Any], now: datetime) -> float:
     return max(0.0, (now - eta) / timedelta(days=1))
 
 
-def is_refundable(order: Mapping[str, Any], now: datetime) -> bool:
-    """The refunds article's three cases, ignoring requests already made (mirrors ``stack.seed.is_refundable``)."""
+def _delivered_days_ago(order: Mapping[str, Any], now: datetime) -> float | None:
+    delivered = as_datetime(order.get("delivered_at"))
+    return None if delivered is None else (now - delivered) / timedelta(days=1)
+
+
+def is_refundable(order: Mapping[str, Any], now: datetime, policy: ShopPolicy | None = None) -> bool:
+    """The refunds article's three cases, ignoring requests already made (the seed's ``refundable`` flag)."""
+    p = policy or default_policy()
     status = order.get("status")
     if status == "placed":
         return True
     if status == "delayed":
         eta = _eta(order)
-        return eta is not None and now - eta >= timedelta(days=DELAY_REFUND_DAYS)
+        return eta is not None and now - eta >= timedelta(days=p.delays.refund_after_days_late)
     if status == "delivered":
-        delivered = as_datetime(order.get("delivered_at"))
-        return delivered is not None and now - delivered <= timedelta(days=RETURN_WINDOW_DAYS)
+        age = _delivered_days_ago(order, now)
+        return age is not None and age <= p.returns.window_days
     return status == "returned"
 
 
@@ -97,8 +103,10 @@ def _money(order: Mapping[str, Any]) -> tuple[float | None, str | None]:
     return (float(total) if isinstance(total, int | float) else None), order.get("currency")
 
 
-def refund_eligibility(order: Mapping[str, Any], now: datetime) -> Eligibility:
+def refund_eligibility(order: Mapping[str, Any], now: datetime, policy: ShopPolicy | None = None) -> Eligibility:
     """May this order be refunded now, without anything else happening first?"""
+    p = policy or default_policy()
+    window, delay, issued = p.returns.window_days, p.delays.refund_after_days_late, p.refunds.issued_within
     amount, currency = _money(order)
     status = order.get("status")
 
@@ -120,7 +128,8 @@ def refund_eligibility(order: Mapping[str, Any], now: datetime) -> Eligibility:
             False,
             "already_requested",
             f"A refund ({existing['refund_id']}) was already requested for this order.",
-            f"The refund is issued within {REFUND_DAYS} of the request; banks can take 5-10 more days.",
+            f"The refund is issued within {issued} of the request; banks can take "
+            f"{p.refunds.bank_days_min}-{p.refunds.bank_days_max} more days.",
         )
     if status == "refunded":
         return verdict(False, "already_refunded", "This order was already refunded.", "Nothing to do.")
@@ -140,54 +149,71 @@ def refund_eligibility(order: Mapping[str, Any], now: datetime) -> Eligibility:
             True,
             "return_received",
             "The return was received, so the refund is due.",
-            f"Start the refund; it is issued within {REFUND_DAYS}.",
+            f"Start the refund; it is issued within {issued}.",
             "refunds",
             "returns",
         )
     late = days_late(order, now)
-    if status in ("delayed", "shipped") and late >= DELAY_REFUND_DAYS:
+    if status in ("delayed", "shipped") and late >= delay:
         return verdict(
             True,
             "late_enough",
-            f"The order is {late:.0f} days past its estimated delivery date (policy: more than {DELAY_REFUND_DAYS}).",
+            f"The order is {late:.0f} days past its estimated delivery date (policy: more than {delay}).",
             "Start the refund, or offer a free replacement; we open a trace with the carrier either way.",
             "delivery-delays",
             "refunds",
         )
     if status in ("delayed", "shipped"):
-        wait = max(1, int(DELAY_REFUND_DAYS - late + 0.999))
+        wait = max(1, int(delay - late + 0.999))
         return verdict(
             False,
             "not_late_enough" if late > 0 else "in_transit",
             f"The order is on its way ({late:.0f} days past its ETA); a refund is possible once it is more than "
-            f"{DELAY_REFUND_DAYS} days late, or by returning it after delivery.",
+            f"{delay} days late, or by returning it after delivery.",
             f"Check the tracking link; if it has not arrived in {wait} more day(s), a refund is possible.",
             "delivery-delays",
             "refunds",
         )
     if status == "delivered":
-        if is_refundable(order, now):
+        damage = _damage_route(order, now, p)
+        if is_refundable(order, now, p):
             return verdict(
                 False,
                 "return_required",
-                f"Delivered orders are refunded once returned (within {RETURN_WINDOW_DAYS} days of delivery).",
-                "Start a return; the refund follows when we receive it.",
+                f"Delivered orders are refunded once returned (within {window} days of delivery).",
+                "Start a return; the refund follows when we receive it." + damage,
                 "returns",
                 "refunds",
             )
         return verdict(
             False,
             "window_closed",
-            f"The {RETURN_WINDOW_DAYS}-day return window for this order has closed.",
-            "Faulty items are covered by the warranty even outside the return window.",
+            f"The {window}-day return window for this order has closed.",
+            "Faulty items are covered by the warranty even outside the return window." + damage,
             "returns",
             "warranty",
         )
     return verdict(False, "not_applicable", f"Orders with status {status!r} cannot be refunded here.", "Hand off.")
 
 
-def return_eligibility(order: Mapping[str, Any], now: datetime, plan: str | None = None) -> Eligibility:
+def _damage_route(order: Mapping[str, Any], now: datetime, p: ShopPolicy) -> str:
+    """The damaged-items rule as a next step, while the order is within the damage-report window."""
+    age = _delivered_days_ago(order, now)
+    if age is None or age > p.damaged_items.report_window_days:
+        return ""
+    keep = "it need not be sent back" if not p.damaged_items.return_required else "we email a label for it"
+    return (
+        f" If an item arrived damaged or missing (reportable within {p.damaged_items.report_window_days} days of "
+        f"delivery), open a ticket with a photo instead: the team replaces or refunds it, and {keep}."
+    )
+
+
+def return_eligibility(
+    order: Mapping[str, Any], now: datetime, plan: str | None = None, policy: ShopPolicy | None = None
+) -> Eligibility:
     """May this order be returned now (and what would the label cost on this plan)?"""
+    p = policy or default_policy()
+    window = p.returns.window_days
     status = order.get("status")
 
     def verdict(eligible: bool, reason: str, explanation: str, next_step: str, *articles: str) -> Eligibility:
@@ -215,48 +241,45 @@ def return_eligibility(order: Mapping[str, Any], now: datetime, plan: str | None
         return verdict(False, f"already_{status}", f"This order was already {status}.", "Nothing to return.")
     if status != "delivered":
         return verdict(False, "not_applicable", f"Orders with status {status!r} cannot be returned here.", "Hand off.")
-    delivered = as_datetime(order.get("delivered_at"))
-    if delivered is None or now - delivered > timedelta(days=RETURN_WINDOW_DAYS):
+    age = _delivered_days_ago(order, now)
+    if age is None or age > window:
         return verdict(
             False,
             "window_closed",
-            f"The {RETURN_WINDOW_DAYS}-day return window for this order has closed.",
+            f"The {window}-day return window for this order has closed.",
             "Faulty items are covered by the warranty even outside the return window.",
             "returns",
             "warranty",
         )
     items: Sequence[Any] = order.get("items") if isinstance(order.get("items"), list) else []
-    excluded = tuple(
-        str(i.get("name", i.get("sku", "item")))
-        for i in items
-        if isinstance(i, Mapping) and i.get("sku") in NON_RETURNABLE_SKUS
-    )
+    never = [i for i in items if isinstance(i, Mapping) and i.get("sku") in p.returns.non_returnable]
+    excluded = tuple(str(i.get("name", i.get("sku", "item"))) for i in never)
     if items and len(excluded) == len(items):
         return Eligibility(
             "return",
             False,
             "not_returnable",
-            "Gift cards cannot be returned.",
+            f"{p.non_returnable_label([str(i.get('sku')) for i in never])} cannot be returned.",
             "Nothing to return.",
             ("returns",),
             excluded_items=excluded,
         )
-    fee = RETURN_LABEL_FEE.get(str(plan or "").lower(), RETURN_LABEL_FEE["free"])
-    left = RETURN_WINDOW_DAYS - (now - delivered) / timedelta(days=1)
     return Eligibility(
         "return",
         True,
         "within_window",
-        f"Delivered {RETURN_WINDOW_DAYS - left:.0f} days ago; returns are accepted within {RETURN_WINDOW_DAYS} days "
+        f"Delivered {age:.0f} days ago; returns are accepted within {window} days "
         "for unused items in their original packaging.",
         "Start the return: we email a prepaid label, and the refund follows when we receive the item.",
         ("returns", "refunds"),
-        label_fee=fee,
+        label_fee=p.returns.fee_for(plan),
         excluded_items=excluded,
     )
 
 
-def eligibility(kind: str, order: Mapping[str, Any], now: datetime, plan: str | None = None) -> Eligibility:
+def eligibility(
+    kind: str, order: Mapping[str, Any], now: datetime, plan: str | None = None, policy: ShopPolicy | None = None
+) -> Eligibility:
     if kind == "return":
-        return return_eligibility(order, now, plan)
-    return refund_eligibility(order, now)
+        return return_eligibility(order, now, plan, policy)
+    return refund_eligibility(order, now, policy)

@@ -38,6 +38,8 @@ from google.api_core import exceptions as gexc
 from google.cloud import firestore
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
+from tools.policies import ShopPolicy, default_policy
+
 CUSTOMERS = "customers"
 ORDERS = "orders"
 TICKETS = "tickets"
@@ -74,11 +76,15 @@ def valid_doc_id(value: str) -> bool:
 
 @dataclass(frozen=True)
 class ToolContext:
-    """Who the tools act for. Bound from the session, never from model output."""
+    """Who the tools act for, and under which policy. Bound from the session, never from model output.
+
+    ``policy`` is the turn's policy (the one its prompt digests were rendered from); None means the shipped one.
+    """
 
     customer_id: str
     session_id: str
     turn_id: str
+    policy: ShopPolicy | None = None
 
     def __post_init__(self) -> None:
         for name in ("customer_id", "session_id", "turn_id"):
@@ -139,6 +145,11 @@ class CustomerScope:
         self.now = now
         self._timeout = timeout_s
 
+    @property
+    def policy(self) -> ShopPolicy:
+        """The turn's policy: what the verdicts use and the policy articles are rendered from."""
+        return self.ctx.policy or default_policy()
+
     # -- reads -------------------------------------------------------------
 
     @property
@@ -177,7 +188,15 @@ class CustomerScope:
         return [{"order_id": d.id, **plain(d.to_dict() or {})} for d in docs]
 
     def help_articles(self) -> dict[str, dict[str, Any]]:
-        """All help-centre articles (shared, not customer data), cached per database for a few minutes."""
+        """All help-centre articles: the policy's own, rendered from the turn's policy, over Firestore's others.
+
+        The Firestore copies of the policy's articles are a projection for the help centre (``stack.seed``);
+        the tools never serve them, so an article can never say something the verdicts and the prompt do not.
+        """
+        return {**self._stored_articles(), **self.policy.articles_rendered()}
+
+    def _stored_articles(self) -> dict[str, dict[str, Any]]:
+        """The ``help_articles`` collection (shared, not customer data), cached per database for a few minutes."""
         # Keyed by what the client points at, not id(client): ids are reused after garbage collection.
         key = (self._db.project, getattr(self._db, "_database", ""), os.environ.get("FIRESTORE_EMULATOR_HOST", ""))
         with _ARTICLES_LOCK:

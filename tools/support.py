@@ -159,7 +159,7 @@ def check_refund_eligibility(
     if order is None:
         return _not_found(order_id)
     plan = (scope.profile() or {}).get("plan") if kind == "return" else None
-    verdict = policy.eligibility(kind, order, scope.now, plan)
+    verdict = policy.eligibility(kind, order, scope.now, plan, scope.policy)
     return {
         "status": "ok",
         "order_id": order["order_id"],
@@ -274,7 +274,7 @@ def start_refund_or_return(
         if order is None:
             return _not_found(oid)
         order["order_id"] = oid
-        verdict = policy.eligibility(kind, order, scope.now, (profile or {}).get("plan"))
+        verdict = policy.eligibility(kind, order, scope.now, (profile or {}).get("plan"), scope.policy)
         if not verdict.eligible:
             return {"status": "denied", "order_id": oid, **verdict.to_dict()}
         common = {
@@ -305,7 +305,8 @@ def start_refund_or_return(
                 "amount": verdict.amount,
                 "currency": verdict.currency,
                 "order_cancelled": "status" in update,
-                "next_step": f"The refund goes to the original payment method within {policy.REFUND_DAYS}.",
+                "next_step": "The refund goes to the original payment method within "
+                f"{scope.policy.refunds.issued_within}.",
             }
         return_id = f"RMA-{aid[:12].upper()}"
         txn.create(
