@@ -21,7 +21,7 @@ Outbound (pipeline -> ``replies`` topic), one per agent turn::
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -41,6 +41,11 @@ SUPPORTED_VERSIONS = frozenset({1})
 MAX_TEXT_CHARS = 4000
 MAX_PAYLOAD_BYTES = 16 * 1024
 
+# A client's sent_at further than this from the server's receipt time is a wrong clock (a phone set to 2001,
+# a laptop in another time zone written as UTC): the turn's eval row is flagged, and where sent_at is compared
+# with server times it is clamped to this bound. Latencies never use sent_at at all.
+MAX_CLOCK_SKEW_S = 300.0
+
 # Ids are opaque but bounded and printable, so they are safe in Pub/Sub
 # attributes, ordering keys, Firestore document ids and log lines.
 Id = Annotated[
@@ -51,6 +56,14 @@ Id = Annotated[
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def bound_to_server_clock(client_time: datetime, server_time: datetime | None) -> datetime:
+    """``client_time`` clamped into ``server_time`` ± ``MAX_CLOCK_SKEW_S`` (unchanged without a server time)."""
+    if server_time is None:
+        return client_time
+    bound = timedelta(seconds=MAX_CLOCK_SKEW_S)
+    return min(max(client_time, server_time - bound), server_time + bound)
 
 
 class _Wire(BaseModel):
@@ -68,7 +81,10 @@ class InboundMessage(_Wire):
     customer_id: Id
     message_id: Id
     text: Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT_CHARS)]
-    sent_at: datetime
+    sent_at: datetime  # the client's clock: orders a turn's messages, never measures a latency
+    # Server side: when the pipeline got the message (its Pub/Sub publish time, else when ParseInbound read it).
+    # ParseInbound overwrites whatever a client sends here; None on objects built outside the pipeline.
+    received_at: datetime | None = None
 
     @field_validator("text")
     @classmethod
@@ -77,10 +93,25 @@ class InboundMessage(_Wire):
             raise ValueError("text is blank")
         return v
 
-    @field_validator("sent_at")
+    @field_validator("sent_at", "received_at")
     @classmethod
-    def _aware(cls, v: datetime) -> datetime:
-        return v if v.tzinfo else v.replace(tzinfo=UTC)
+    def _aware(cls, v: datetime | None) -> datetime | None:
+        return v if v is None or v.tzinfo else v.replace(tzinfo=UTC)
+
+    def to_bytes(self) -> bytes:
+        # A producer has no receipt time to send: keep its payload in the documented shape.
+        exclude = {"received_at"} if self.received_at is None else None
+        return self.model_dump_json(exclude=exclude).encode("utf-8")
+
+    @property
+    def clock_skew_s(self) -> float:
+        """``sent_at`` minus ``received_at`` (negative: the client's clock is behind); 0 before receipt."""
+        return 0.0 if self.received_at is None else (self.sent_at - self.received_at).total_seconds()
+
+    @property
+    def bounded_sent_at(self) -> datetime:
+        """``sent_at`` clamped to within ``MAX_CLOCK_SKEW_S`` of ``received_at``: safe to compare with server times."""
+        return bound_to_server_clock(self.sent_at, self.received_at)
 
     @field_validator("schema_version")
     @classmethod
@@ -99,11 +130,12 @@ class ReplyKind(StrEnum):
 class TurnTimings(_Wire):
     """Milliseconds spent per stage of one turn (0 where a stage did not run)."""
 
-    queue_ms: float = 0.0  # first user message sent -> turn released by the session stage
+    # On the server's clock: from the first user message's received_at, never the client's sent_at.
+    queue_ms: float = 0.0  # first user message received -> turn released by the session stage
     enrich_ms: float = 0.0
     model_ms: float = 0.0
     tools_ms: float = 0.0
-    total_ms: float = 0.0  # first user message sent -> reply built (publish follows)
+    total_ms: float = 0.0  # first user message received -> reply built (publish follows)
 
 
 class AgentReply(_Wire):
@@ -189,6 +221,7 @@ def parse_inbound(data: bytes) -> InboundMessage:
     version = obj.get("schema_version", SCHEMA_VERSION)
     if version not in SUPPORTED_VERSIONS:
         raise ContractError(f"unsupported schema_version {version!r}; supported: {sorted(SUPPORTED_VERSIONS)}")
+    obj.pop("received_at", None)  # the server's field: a client can neither set it nor break a message with it
     try:
         return InboundMessage.model_validate(obj)
     except ValidationError as e:

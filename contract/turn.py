@@ -30,7 +30,13 @@ class HistoryEntry:
 class UserMessage:
     message_id: str
     text: str
-    sent_at: datetime
+    sent_at: datetime  # the client's clock: orders the turn's messages only
+    received_at: datetime | None = None  # the server's clock (InboundMessage.received_at); None: not known
+
+    @property
+    def clock_skew_s(self) -> float:
+        """How far the client's clock was off when it sent this (0 when the receipt time is not known)."""
+        return 0.0 if self.received_at is None else (self.sent_at - self.received_at).total_seconds()
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,21 @@ class Turn:
     @property
     def first_sent_at(self) -> datetime:
         return min(m.sent_at for m in self.messages)
+
+    @property
+    def first_received_at(self) -> datetime:
+        """When the turn's first message reached the pipeline, on the server's clock: where latencies start.
+
+        Never ``sent_at`` (a client's clock can be years off). Without receipt times (a turn built outside the
+        pipeline) the release time stands in: a queue time of 0 is a smaller lie than a client's clock.
+        """
+        received = [m.received_at for m in self.messages if m.received_at is not None]
+        return min(received, default=self.released_at)
+
+    @property
+    def max_clock_skew_s(self) -> float:
+        """The largest gap, either way, between a message's sent_at and its receipt (0 without receipt times)."""
+        return max((abs(m.clock_skew_s) for m in self.messages), default=0.0)
 
 
 @dataclass(frozen=True)

@@ -4,10 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from contract.messages import AgentReply
+from contract.messages import MAX_CLOCK_SKEW_S, AgentReply
 from contract.turn import EnrichedTurn, SessionClosed
 from evals.redact import customer_hash
 from evals.schema import EVAL_SCHEMA_VERSION
+
+# A message's sent_at was further than MAX_CLOCK_SKEW_S from its receipt: the client's clock is wrong.
+# The turn's timings never used it (they run on the server's clock); the flag says the client needs a look.
+FLAG_CLIENT_CLOCK_SKEW = "client_clock_skew"
+
+
+def clock_flags(enriched: EnrichedTurn) -> tuple[str, ...]:
+    return (FLAG_CLIENT_CLOCK_SKEW,) if enriched.turn.max_clock_skew_s > MAX_CLOCK_SKEW_S else ()
 
 
 def turn_row(
@@ -39,7 +47,7 @@ def turn_row(
         "user_chars": sum(len(m.text) for m in turn.messages),
         "reply_chars": len(reply.text),
         "history_entries": len(turn.history),
-        "flags": sorted(set(enriched.context_flags) | set(flags)),
+        "flags": sorted(set(enriched.context_flags) | set(flags) | set(clock_flags(enriched))),
         "created_at": reply.created_at.isoformat(),
     }
 
