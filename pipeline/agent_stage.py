@@ -88,8 +88,9 @@ class FinishTurn(beam.DoFn):
 
     def process(self, state: AgentState) -> Iterator:
         turn = state.enriched.turn
-        queue_ms = max(0.0, (turn.released_at - turn.first_sent_at).total_seconds() * 1000)
-        reply = steps.to_reply(state, queue_ms=queue_ms, total_ms=_ms_since(turn.first_sent_at))
+        # The server's clock only (received_at): a client's sent_at can be years off and is no latency.
+        queue_ms = max(0.0, (turn.released_at - turn.first_received_at).total_seconds() * 1000)
+        reply = steps.to_reply(state, queue_ms=queue_ms, total_ms=_ms_since(turn.first_received_at))
         self.latency.update(int(reply.timings.total_ms))
         self.outcomes[state.outcome].inc()
         yield reply

@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 
 import apache_beam as beam
 from apache_beam.io.gcp.pubsub import PubsubMessage
 from apache_beam.metrics import Metrics
 
-from contract.messages import AgentReply, ContractError, DeadLetter, InboundMessage, parse_inbound, parse_reply
+from contract.messages import (
+    MAX_CLOCK_SKEW_S,
+    AgentReply,
+    ContractError,
+    DeadLetter,
+    InboundMessage,
+    parse_inbound,
+    parse_reply,
+)
 
 DEAD_LETTER_TAG = "dead_letter"
 
@@ -25,12 +35,26 @@ def dead_letter_for(stage: str, reason: str, data: bytes, attributes: dict[str, 
     )
 
 
-class ParseInbound(beam.DoFn):
-    """PubsubMessage -> InboundMessage; anything off-contract -> dead letter with the reason."""
+def received_at(msg: PubsubMessage, now: Callable[[], float] = time.time) -> datetime:
+    """The server's receipt time of a message: its Pub/Sub publish time, else now (when the pipeline read it)."""
+    published = getattr(msg, "publish_time", None)
+    if isinstance(published, datetime):
+        return published if published.tzinfo else published.replace(tzinfo=UTC)
+    return datetime.fromtimestamp(now(), UTC)
 
-    def __init__(self) -> None:
+
+class ParseInbound(beam.DoFn):
+    """PubsubMessage -> InboundMessage stamped with ``received_at``; anything off-contract -> dead letter.
+
+    ``received_at`` is the server's clock (see ``received_at()``): latencies and freshness start there, so a
+    client whose clock is wrong cannot distort them. Whatever a client put in that field is overwritten.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
         self.accepted = Metrics.counter("inbound", "accepted")
         self.rejected = Metrics.counter("inbound", "rejected")
+        self.clock_skewed = Metrics.counter("inbound", "client_clock_skewed")
 
     def process(self, msg: PubsubMessage) -> Iterator:
         data = msg.data or b""
@@ -44,6 +68,9 @@ class ParseInbound(beam.DoFn):
             )
             return
         self.accepted.inc()
+        parsed = parsed.model_copy(update={"received_at": received_at(msg, self._clock)})
+        if abs(parsed.clock_skew_s) > MAX_CLOCK_SKEW_S:
+            self.clock_skewed.inc()
         yield parsed
 
 
