@@ -19,6 +19,12 @@ for each user message, what the pipeline does for a turn:
 
 The conversation ends when the user has nothing more to say, or when a turn ends
 in a hand-off (a human takes over) or an error.
+
+Scripted ``turns`` and simulated users say one message per turn, a minute apart. Timed
+``messages`` (offsets in seconds) go through the session stage's own rules instead
+(``pipeline.session_sim.SessionSimulator`` on ``pipeline.session_core``, with the pipeline's
+option defaults): the quiet window and max hold decide which messages make a turn, a message id
+seen before is dropped, messages that arrive while a turn is in flight wait for the next one.
 """
 
 from __future__ import annotations
@@ -32,8 +38,9 @@ from typing import Any
 
 from agents import steps
 from agents.steps import AgentState, Outcome, StepConfig
+from contract.messages import AgentReply, InboundMessage
 from contract.turn import EnrichedTurn, HistoryEntry, Role, Turn, UserMessage
-from evals.scenario import Scenario
+from evals.scenario import MESSAGE_ID_PREFIX, Scenario
 from evals.trace import CallTrace, TrialTrace, TurnTrace
 from evals.users import ModelUser, SimUser, make_user
 from evals.world import World, diff
@@ -166,6 +173,62 @@ def run_trial(
     return trace
 
 
+def session_config() -> Any:
+    """The session stage's settings as the pipeline's option defaults give them (``pipeline.graph.session_config``)."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipeline.graph import session_config as pipeline_session_config
+    from pipeline.options import SupportflowOptions
+
+    return pipeline_session_config(PipelineOptions([]).view_as(SupportflowOptions))
+
+
+def _agent_turn(
+    scenario: Scenario,
+    trial: int,
+    agent: Agent,
+    store: CustomerStore,
+    executor: FirestoreToolExecutor,
+    trace: TrialTrace,
+    turn: Turn,
+    reply_at: datetime,
+    released_s: float | None = None,
+) -> tuple[AgentState, AgentReply]:
+    """One released turn through enrichment and the agent, traced; returns the final state and the reply."""
+    index = turn.turn_index
+    t0 = time.perf_counter()
+    context, enrich_ms = load_context(store, scenario.customer)
+    enriched = EnrichedTurn(turn, context.context, context.flags, enrich_ms)
+    state, calls = run_turn(agent, enriched, executor, agent.sampling(trial, index))
+    wall_ms = (time.perf_counter() - t0) * 1000.0
+    reply = steps.to_reply(state, queue_ms=0.0, total_ms=wall_ms, created_at=reply_at)
+    trace.turns.append(
+        TurnTrace(
+            index=index,
+            user_text="\n".join(m.text for m in turn.messages),
+            reply_text=reply.text,
+            outcome=state.outcome.value,
+            kind=reply.kind.value,
+            flags=tuple(sorted(set(context.flags) | set(steps.eval_flags(state)))),
+            handoff_reason=state.handoff.reason if state.handoff else None,
+            steps=state.step,
+            model_ms=state.model_ms,
+            tools_ms=state.tools_ms,
+            enrich_ms=enrich_ms,
+            wall_ms=wall_ms,
+            prompt_tokens=state.prompt_tokens,
+            completion_tokens=state.completion_tokens,
+            model=reply.model,
+            error=state.error,
+            message_ids=tuple(turn.message_ids),
+            handoff=state.handoff.to_json_dict() if state.handoff else None,
+            released_s=released_s,
+        )
+    )
+    trace.calls += [CallTrace(index, step, call.name, _args(call), status) for step, call, status in calls]
+    return state, reply
+
+
 def _converse(
     scenario: Scenario,
     trial: int,
@@ -175,6 +238,10 @@ def _converse(
     executor: FirestoreToolExecutor,
     trace: TrialTrace,
 ) -> None:
+    """Scripted turns and simulated users: one message per turn, a minute apart (``user.messages``: timed)."""
+    if scenario.user.messages is not None:
+        _converse_timed(scenario, trial, agent, store, executor, trace)
+        return
     session_id = f"eval-{scenario.id}-t{trial}"[:120]
     history: list[HistoryEntry] = []
     transcript: list[tuple[str, str]] = []
@@ -183,42 +250,18 @@ def _converse(
         if text is None or not text.strip():
             break
         sent_at = CONVERSATION_START + index * TURN_GAP
+        message_id = f"{MESSAGE_ID_PREFIX}{index}"
         turn = Turn(
             session_id=session_id,
             customer_id=scenario.customer,
             turn_index=index,
-            messages=(UserMessage(f"m-{index}", text, sent_at),),
+            messages=(UserMessage(message_id, text, sent_at),),
             history=tuple(history),
             omitted_history=0,
             released_at=sent_at,
         )
-        t0 = time.perf_counter()
-        context, enrich_ms = load_context(store, scenario.customer)
-        enriched = EnrichedTurn(turn, context.context, context.flags, enrich_ms)
-        state, calls = run_turn(agent, enriched, executor, agent.sampling(trial, index))
-        wall_ms = (time.perf_counter() - t0) * 1000.0
-        reply = steps.to_reply(state, queue_ms=0.0, total_ms=wall_ms, created_at=sent_at + timedelta(seconds=5))
-        trace.turns.append(
-            TurnTrace(
-                index=index,
-                user_text=text,
-                reply_text=reply.text,
-                outcome=state.outcome.value,
-                kind=reply.kind.value,
-                flags=tuple(sorted(set(context.flags) | set(steps.eval_flags(state)))),
-                handoff_reason=state.handoff.reason if state.handoff else None,
-                steps=state.step,
-                model_ms=state.model_ms,
-                tools_ms=state.tools_ms,
-                enrich_ms=enrich_ms,
-                wall_ms=wall_ms,
-                prompt_tokens=state.prompt_tokens,
-                completion_tokens=state.completion_tokens,
-                model=reply.model,
-                error=state.error,
-            )
-        )
-        trace.calls += [CallTrace(index, step, call.name, _args(call), status) for step, call, status in calls]
+        trace.sent_message_ids.append(message_id)
+        state, reply = _agent_turn(scenario, trial, agent, store, executor, trace, turn, sent_at + timedelta(seconds=5))
         history += [
             HistoryEntry(Role.USER, text, index, sent_at),
             HistoryEntry(Role.AGENT, reply.text, index, reply.created_at),
@@ -226,3 +269,66 @@ def _converse(
         transcript += [("user", text), ("agent", reply.text)]
         if state.outcome in (Outcome.HANDOFF, Outcome.ERROR):
             break
+
+
+def _converse_timed(
+    scenario: Scenario,
+    trial: int,
+    agent: Agent,
+    store: CustomerStore,
+    executor: FirestoreToolExecutor,
+    trace: TrialTrace,
+) -> None:
+    """Timed messages through the session stage's own rules (``pipeline.session_sim``): its quiet window,
+    max hold and de-duplication make the turns, its history goes into them, and each reply comes back
+    ``user.reply_after_s`` (simulated) after its turn was released. Ends when every message is answered,
+    or at a hand-off or an error (a human takes over; what is still waiting is what the record misses)."""
+    from pipeline.session_sim import SessionSimulator  # the Beam-free core the SessionDoFn runs
+
+    session_id = f"eval-{scenario.id}-t{trial}"[:120]
+    origin = CONVERSATION_START.timestamp()  # the session clock: seconds, with the conversation at offset 0
+    sim = SessionSimulator(session_config())
+    texts = scenario.user.message_texts()
+    arrivals: list[tuple[float, InboundMessage]] = []
+    for i, m in enumerate(scenario.user.messages or ()):
+        mid = m.id or f"{MESSAGE_ID_PREFIX}{i}"
+        sent_at = CONVERSATION_START + timedelta(seconds=m.at)
+        msg = InboundMessage(session_id=session_id, customer_id=scenario.customer, message_id=mid, text=texts[mid],
+                             sent_at=sent_at)  # fmt: skip
+        arrivals.append((m.at, msg))
+    never = float("inf")
+    reply: tuple[float, AgentReply] | None = None
+    i = 0
+    while True:
+        meta = sim.cells[session_id].meta.read() if session_id in sim.cells else None
+        waiting = meta is not None and (meta.pending_count > 0 or meta.in_flight is not None)
+        if i == len(arrivals) and reply is None and not waiting:
+            break
+        next_arrival = arrivals[i][0] if i < len(arrivals) else never
+        next_reply = reply[0] if reply else never
+        next_timer = sim.next_due() if waiting else None
+        if next_arrival <= min(next_reply, next_timer if next_timer is not None else never):
+            at, msg = arrivals[i]
+            i += 1
+            if msg.message_id not in trace.sent_message_ids:
+                trace.sent_message_ids.append(msg.message_id)
+            outputs = sim.message(msg, origin + at)
+        elif reply is not None and next_reply <= (next_timer if next_timer is not None else never):
+            at, answer = reply
+            reply = None
+            outputs = sim.reply(answer, origin + at) + sim.advance_to(origin + at)
+        elif next_timer is not None:
+            outputs = sim.advance_to(next_timer)
+        else:
+            break  # nothing left that can happen (a message waits on no timer): cannot occur with the stage's rules
+        turns = [o for o in outputs if isinstance(o, Turn)]
+        for turn in turns:
+            released = round(turn.released_at.timestamp() - origin, 3)  # released_at has microseconds
+            replied = released + scenario.user.reply_after_s
+            state, answer = _agent_turn(scenario, trial, agent, store, executor, trace, turn,
+                                        CONVERSATION_START + timedelta(seconds=replied), released)  # fmt: skip
+            if state.outcome in (Outcome.HANDOFF, Outcome.ERROR):
+                trace.duplicates = sim.counts.get("duplicates", 0)
+                return
+            reply = (replied, answer)
+    trace.duplicates = sim.counts.get("duplicates", 0)

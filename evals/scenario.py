@@ -16,7 +16,11 @@ paths starting with ``customers/`` or ``help_articles/`` are absolute.
 Timestamps in overrides may be ISO strings, YAML timestamps, or
 ``{$days_ago: N}`` / ``{$days_ahead: N}`` relative to ``stack.seed.REFERENCE_TIME``.
 Field values in expectations are literals or one operator:
-``{$exists: bool}``, ``{$in: [..]}``, ``{$ne: v}``, ``{$contains: "text"}``.
+``{$exists: bool}``, ``{$in: [..]}``, ``{$not_in: [..]}``, ``{$ne: v}``, ``{$contains: "text"}``,
+``{$contains_any: ["a", "b"]}``; a field key ``subject|details`` matches when any of those fields does.
+Counts are an integer (exactly) or ``{min: N, max: M}`` (either bound may be left out).
+Checks compose with ``any_of`` / ``all_of`` (lists of check groups, nested at will).
+docs/evals.md is the reference of the format, with an example of every construct.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from agents.steps import HANDOFF_TEXTS
 from tools.support import TOOL_NAMES, TOOLS_BY_NAME
 
 SCENARIO_SUFFIXES = (".yaml", ".yml", ".json")
@@ -46,7 +51,12 @@ CATEGORIES: tuple[str, ...] = (
 )
 OUTCOMES: tuple[str, ...] = ("answered", "refused", "handoff", "error")
 MATCH_MODES: tuple[str, ...] = ("exact", "in_order", "any_order")
-VALUE_OPERATORS: frozenset[str] = frozenset({"$exists", "$in", "$ne", "$contains"})
+VALUE_OPERATORS: frozenset[str] = frozenset({"$exists", "$in", "$not_in", "$ne", "$contains", "$contains_any"})
+REPLY_SCOPES: tuple[str, ...] = ("final", "any", "all")
+# Why a turn was handed to a human (agents.steps.Handoff.reason); the hand-off texts are keyed by it.
+HANDOFF_REASONS: tuple[str, ...] = tuple(HANDOFF_TEXTS)
+# The harness's message ids: scripted turn i (and a timed message without an id) is message "m-<i>".
+MESSAGE_ID_PREFIX = "m-"
 TIME_OPERATORS: frozenset[str] = frozenset({"$days_ago", "$days_ahead"})
 
 _ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,79}$")
@@ -88,18 +98,55 @@ def _check_value(value: Any, where: str) -> None:
         op, arg = next(iter(value.items()))
         if op == "$exists" and not isinstance(arg, bool):
             raise ValueError(f"{where}: $exists takes true or false")
-        if op == "$in" and not isinstance(arg, list):
-            raise ValueError(f"{where}: $in takes a list")
+        if op in ("$in", "$not_in") and not isinstance(arg, list):
+            raise ValueError(f"{where}: {op} takes a list")
         if op == "$contains" and not isinstance(arg, str):
             raise ValueError(f"{where}: $contains takes a string")
+        if op == "$contains_any" and not (isinstance(arg, list) and arg and all(isinstance(a, str) for a in arg)):
+            raise ValueError(f"{where}: $contains_any takes a non-empty list of strings")
 
 
 def _check_values(values: Mapping[str, Any]) -> Mapping[str, Any]:
     for key, value in values.items():
-        if not key or any(not p for p in str(key).split(".")):
-            raise ValueError(f"bad field path {key!r} (dotted names, e.g. refund.state)")
+        alternatives = str(key).split("|")
+        if not key or any(not p.strip() for a in alternatives for p in a.split(".")):
+            raise ValueError(f"bad field path {key!r} (dotted names, e.g. refund.state; a|b for either field)")
         _check_value(value, str(key))
     return values
+
+
+class CountRange(_Model):
+    """How many: ``min`` .. ``max`` inclusive; an integer N in a file means exactly N (``{min: N, max: N}``)."""
+
+    min: int = Field(default=0, ge=0)
+    max: int | None = Field(default=None, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _exact(cls, v: Any) -> Any:
+        if isinstance(v, bool):
+            raise ValueError("a count is an integer or {min: N, max: M}, not true/false")
+        if isinstance(v, int):
+            if v < 0:
+                raise ValueError(f"a count is >= 0, got {v}")
+            return {"min": v, "max": v}
+        return v
+
+    @model_validator(mode="after")
+    def _ordered(self) -> CountRange:
+        if self.max is not None and self.max < self.min:
+            raise ValueError(f"min {self.min} is above max {self.max}")
+        return self
+
+    def allows(self, n: int) -> bool:
+        return n >= self.min and (self.max is None or n <= self.max)
+
+    def describe(self) -> str:
+        if self.max == self.min:
+            return f"exactly {self.min}"
+        if self.max is None:
+            return f"at least {self.min}"
+        return f"at most {self.max}" if self.min == 0 else f"{self.min} to {self.max}"
 
 
 # ---------------------------------------------------------------------------
@@ -168,21 +215,83 @@ class SimulatedUser(_Model):
     max_turns: int = Field(default=4, ge=1, le=12)
 
 
+class TimedMessage(_Model):
+    """One inbound message at a time of its own; the session stage decides which messages make a turn."""
+
+    at: float = Field(ge=0, le=3600, description="Seconds after the conversation starts (arrival = send time).")
+    text: str | None = Field(default=None, description="What the customer writes (a redelivery may omit it).")
+    id: str | None = Field(default=None, description="Message id (default m-<index>); an id again is a redelivery.")
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str | None) -> str | None:
+        if v is not None and not _SEGMENT.match(v):
+            raise ValueError(f"{v!r}: message ids are 1-128 of letters, digits and _.:@#-")
+        return v
+
+
 class User(_Model):
     turns: list[str] | None = Field(default=None, description="Scripted user messages, one per turn.")
     simulated: SimulatedUser | None = None
+    messages: list[TimedMessage] | None = Field(
+        default=None, description="Scripted messages with times: turns are made by the session stage's rules."
+    )
+    reply_after_s: float = Field(
+        default=2.0, gt=0, le=600, description="With messages: simulated seconds from a turn's release to its reply."
+    )
 
     @model_validator(mode="after")
     def _one_kind(self) -> User:
-        if (self.turns is None) == (self.simulated is None):
-            raise ValueError("give exactly one of turns (scripted) or simulated")
+        given = [n for n in ("turns", "simulated", "messages") if getattr(self, n) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of turns (scripted) or simulated or messages (got {given or 'none'})")
         if self.turns is not None and (not self.turns or not all(t.strip() for t in self.turns)):
             raise ValueError("turns must be a non-empty list of non-blank messages")
+        if self.messages is not None:
+            self._check_messages(self.messages)
+        elif self.reply_after_s != User.model_fields["reply_after_s"].default:  # a dump round-trips the default
+            raise ValueError("reply_after_s goes with messages (timed), not turns or simulated")
         return self
+
+    @staticmethod
+    def _check_messages(messages: Sequence[TimedMessage]) -> None:
+        if not messages:
+            raise ValueError("messages must be a non-empty list")
+        texts: dict[str, str] = {}
+        for i, m in enumerate(messages):
+            mid = m.id or f"{MESSAGE_ID_PREFIX}{i}"
+            if mid in texts:
+                if m.text is not None and m.text != texts[mid]:
+                    raise ValueError(f"messages[{i}]: id {mid!r} again with another text (a redelivery repeats it)")
+            elif m.text is None or not m.text.strip():
+                raise ValueError(f"messages[{i}]: text is required (only a redelivery of an earlier id omits it)")
+            else:
+                texts[mid] = m.text
+        times = [m.at for m in messages]
+        if times != sorted(times):
+            raise ValueError("messages must be in order of their times (at)")
 
     @property
     def max_turns(self) -> int:
+        if self.messages is not None:
+            return len(self.messages)
         return len(self.turns) if self.turns is not None else self.simulated.max_turns  # type: ignore[union-attr]
+
+    @property
+    def scripted(self) -> list[str] | None:
+        """The scripted texts, one per turn (turns), or one per distinct message (messages); None if simulated."""
+        if self.messages is not None:
+            return list(self.message_texts().values())
+        return self.turns
+
+    def message_texts(self) -> dict[str, str]:
+        """Message id -> text of every message the user sends (turn i is m-<i>), in order."""
+        if self.turns is not None:
+            return {f"{MESSAGE_ID_PREFIX}{i}": t for i, t in enumerate(self.turns)}
+        out: dict[str, str] = {}
+        for i, m in enumerate(self.messages or ()):
+            out.setdefault(m.id or f"{MESSAGE_ID_PREFIX}{i}", m.text or "")
+        return out
 
 
 # ---------------------------------------------------------------------------
@@ -197,7 +306,9 @@ class StateCheck(_Model):
     created: str | None = Field(default=None, description="Collection whose new documents are counted.")
     fields: dict[str, Any] = Field(default_factory=dict, description="Dotted field path -> value or operator.")
     where: dict[str, Any] = Field(default_factory=dict, description="With created: only new documents matching.")
-    count: int | None = Field(default=None, ge=0, description="With created: how many (default: at least one).")
+    count: CountRange | None = Field(
+        default=None, description="With created: how many (N, or {min, max}; default: at least one)."
+    )
     unchanged: bool = Field(default=False, description="With doc: exactly as before the conversation.")
     exists: bool = Field(default=True, description="With doc: false means it must not exist.")
 
@@ -220,20 +331,54 @@ class StateCheck(_Model):
         return self
 
 
+def _check_tool_args(name: str, args: Mapping[str, Any]) -> None:
+    tool = TOOLS_BY_NAME.get(name)
+    if tool is None:
+        raise ValueError(f"unknown tool {name!r}; known: {', '.join(TOOL_NAMES)}")
+    fields = set(getattr(tool.args_schema, "model_fields", {})) - {"scope"}
+    extra = sorted(set(args) - fields)
+    if extra:
+        raise ValueError(f"{name} has no argument(s) {extra}; it takes {sorted(fields)}")
+    for key, value in args.items():
+        _check_value(value, f"args.{key}")
+
+
 class ExpectedCall(_Model):
     name: str
     args: dict[str, Any] = Field(default_factory=dict, description="A subset of the call's arguments.")
+    count: CountRange | None = Field(
+        default=None,
+        description="How many calls match (N, or {min, max}): checked as tool_counts; an entry with min 0 is "
+        "optional in the trajectory.",
+    )
 
     @model_validator(mode="after")
     def _known(self) -> ExpectedCall:
-        tool = TOOLS_BY_NAME.get(self.name)
-        if tool is None:
-            raise ValueError(f"unknown tool {self.name!r}; known: {', '.join(TOOL_NAMES)}")
-        fields = set(getattr(tool.args_schema, "model_fields", {})) - {"scope"}
-        extra = sorted(set(self.args) - fields)
-        if extra:
-            raise ValueError(f"{self.name} has no argument(s) {extra}; it takes {sorted(fields)}")
+        _check_tool_args(self.name, self.args)
         return self
+
+
+class ForbiddenCall(_Model):
+    """A call that must not happen: by name, optionally only with matching arguments, beyond ``at_most`` calls."""
+
+    name: str
+    args: dict[str, Any] = Field(default_factory=dict, description="Only calls whose arguments match this.")
+    at_most: int = Field(default=0, ge=0, description="Calls allowed before it is a violation (default none).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, v: Any) -> Any:
+        return {"name": v} if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _known(self) -> ForbiddenCall:
+        _check_tool_args(self.name, self.args)
+        return self
+
+    @property
+    def any_call(self) -> bool:
+        """Every call of the tool is forbidden (no argument filter, none allowed)."""
+        return not self.args and self.at_most == 0
 
 
 class ToolsExpectation(_Model):
@@ -241,13 +386,37 @@ class ToolsExpectation(_Model):
     calls: list[ExpectedCall] = Field(default_factory=list)
     gate: bool = Field(default=True, description="A trajectory mismatch fails the trial (else: scored only).")
 
+    @model_validator(mode="after")
+    def _counts(self) -> ToolsExpectation:
+        if self.match == "exact" and any(c.count is not None for c in self.calls):
+            bad = [i for i, c in enumerate(self.calls) if c.count is not None]
+            raise ValueError(f"calls{bad}.count: counts go with match in_order / any_order (exact fixes every call)")
+        return self
 
-class ReplyExpectation(_Model):
-    """Checks on the final agent reply (what the customer saw), case-insensitive substrings."""
+    @property
+    def sequence(self) -> list[ExpectedCall]:
+        """The calls the trajectory is matched against (an entry whose count allows 0 is optional there)."""
+        return [c for c in self.calls if c.count is None or c.count.min > 0]
+
+
+class TextChecks(_Model):
+    """Case-insensitive substrings of one text."""
 
     contains_all: list[str] = Field(default_factory=list)
     contains_any: list[str] = Field(default_factory=list)
     not_contains: list[str] = Field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.contains_all or self.contains_any or self.not_contains)
+
+
+class ReplyExpectation(TextChecks):
+    """Checks on the agent's replies: the final one (default), any one of them, or every one."""
+
+    which: Literal["final", "any", "all"] = Field(
+        default="final", description="final: the last reply; any: at least one reply passes; all: every reply does."
+    )
 
 
 class FlagsExpectation(_Model):
@@ -257,38 +426,117 @@ class FlagsExpectation(_Model):
     exclude: list[str] = Field(default_factory=list)
 
 
-class Expect(_Model):
+class HandoffRecordExpectation(_Model):
+    """The hand-off record a human agent gets (``agents.steps.Handoff``): reason, summary, messages it covers."""
+
+    reason: list[Literal["user_request", "agent_request", "step_limit", "guardrail"]] | None = Field(
+        default=None, description="Reason(s) allowed."
+    )
+    summary: TextChecks | None = Field(default=None, description="Substrings of the summary the human reads.")
+    message_ids: list[str] | None = Field(
+        default=None, description="Exactly these message ids (any order); turn i of turns is m-<i>."
+    )
+    covers_all_messages: bool = Field(
+        default=False, description="Every message the customer sent is covered by the conversation's records."
+    )
+
+    @field_validator("reason", mode="before")
+    @classmethod
+    def _listify(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+    @field_validator("summary")
+    @classmethod
+    def _summary(cls, v: TextChecks | None) -> TextChecks | None:
+        if v is not None and v.empty:
+            raise ValueError("give at least one of contains_all / contains_any / not_contains")
+        return v
+
+
+class Checks(_Model):
+    """A group of checks; every one must pass. ``any_of`` / ``all_of`` nest further groups."""
+
     outcome: list[Literal["answered", "refused", "handoff", "error"]] | None = Field(
         default=None, description="Outcome(s) allowed for the final turn."
     )
     handoff: bool | None = Field(default=None, description="Whether the conversation should reach a human.")
     state: list[StateCheck] = Field(default_factory=list)
-    strict_state: bool = Field(default=True, description="Any data change not expected above fails the trial.")
     tools: ToolsExpectation | None = None
     reply: ReplyExpectation | None = None
     flags: FlagsExpectation | None = None
+    handoff_record: HandoffRecordExpectation | None = Field(
+        default=None, description="The hand-off record (implies a hand-off happened)."
+    )
+    turns: CountRange | None = Field(default=None, description="How many turns the conversation had.")
+    any_of: list[Checks] = Field(default_factory=list, description="At least one of these groups passes.")
+    all_of: list[Checks] = Field(default_factory=list, description="Every one of these groups passes.")
 
     @field_validator("outcome", mode="before")
     @classmethod
     def _listify(cls, v: Any) -> Any:
         return [v] if isinstance(v, str) else v
 
+    @field_validator("any_of", "all_of")
+    @classmethod
+    def _groups(cls, v: list[Checks]) -> list[Checks]:
+        empty = [i for i, g in enumerate(v) if g.empty]
+        if empty:
+            raise ValueError(f"group(s) {empty} have no checks")
+        return v
+
+    @property
+    def empty(self) -> bool:
+        return not any(getattr(self, name) for name in Checks.model_fields if name != "handoff") and (
+            self.handoff is None
+        )
+
+    def walk(self) -> Iterator[Checks]:
+        """This group and every group nested in it."""
+        yield self
+        for group in (*self.any_of, *self.all_of):
+            yield from group.walk()
+
+
+class Expect(Checks):
+    strict_state: bool = Field(default=True, description="Any data change not expected above fails the trial.")
+    allowed_changes: list[str] = Field(
+        default_factory=list,
+        description="With strict_state: documents (collection/doc) or collections whose changes are not unexpected.",
+    )
+    strict_audit: bool = Field(
+        default=False, description="With strict_state: audit records count as changes too (else they are exempt)."
+    )
+
+    @field_validator("allowed_changes")
+    @classmethod
+    def _paths(cls, v: list[str]) -> list[str]:
+        out = []
+        for path in v:
+            try:
+                out.append(_check_path(path, document=True))
+            except ValueError:
+                out.append(_check_path(path, document=False))
+        return out
+
+    @model_validator(mode="after")
+    def _strict(self) -> Expect:
+        if not self.strict_state:
+            bad = [n for n in ("allowed_changes", "strict_audit") if getattr(self, n)]
+            if bad:
+                raise ValueError(f"{', '.join(bad)}: only with strict_state: true (nothing is unexpected without it)")
+        return self
+
 
 class Forbid(_Model):
-    tools: list[str] = Field(default_factory=list, description="Any call of these fails the trial (even denied).")
+    tools: list[ForbiddenCall] = Field(
+        default_factory=list,
+        description="Calls that fail the trial (even denied): a tool name, or {name, args, at_most}.",
+    )
     strings: list[str] = Field(default_factory=list, description="Never in an agent reply (case-insensitive).")
     flags: list[str] = Field(default_factory=list, description="Never raised on any turn.")
     other_customers_data: bool = Field(
         default=True, description="Ids, e-mails and phones of the seed.customers never in a reply."
     )
-
-    @field_validator("tools")
-    @classmethod
-    def _tools(cls, v: list[str]) -> list[str]:
-        unknown = [t for t in v if t not in TOOLS_BY_NAME]
-        if unknown:
-            raise ValueError(f"unknown tool(s) {unknown}; known: {', '.join(TOOL_NAMES)}")
-        return v
 
 
 class Scenario(_Model):
@@ -329,12 +577,25 @@ class Scenario(_Model):
     def _consistent(self) -> Scenario:
         if self.customer in self.seed.customers:
             raise ValueError(f"seed.customers repeats the scenario's own customer {self.customer}")
-        tools = self.expect.tools
-        if tools is not None:
-            both = sorted({c.name for c in tools.calls} & set(self.forbid.tools))
-            if both:
-                raise ValueError(f"tools both expected and forbidden: {both}")
+        banned = {f.name for f in self.forbid.tools if f.any_call}
+        expected = {c.name for g in self.expect.walk() if g.tools for c in g.tools.calls if not c.count or c.count.min}
+        both = sorted(expected & banned)
+        if both:
+            raise ValueError(f"forbid.tools: tools both expected and forbidden: {both}")
+        self._check_message_ids()
         return self
+
+    def _check_message_ids(self) -> None:
+        known = self.user.message_texts()
+        if self.user.simulated is not None:
+            return  # a simulated user's messages are m-<turn>, unknown beforehand
+        for group in self.expect.walk():
+            record = group.handoff_record
+            unknown = sorted(set(record.message_ids or ()) - set(known)) if record else []
+            if unknown:
+                raise ValueError(
+                    f"expect.handoff_record.message_ids: unknown message id(s) {unknown}; the user sends {list(known)}"
+                )
 
     @property
     def customers(self) -> tuple[str, ...]:

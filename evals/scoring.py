@@ -14,10 +14,19 @@ A trial passes when every gating check passes:
   (expected calls appear in this order, others allowed) or ``any_order``
   (each expected call appears somewhere); gating unless ``gate: false``;
   precision and recall are reported either way;
-- ``reply``: required / forbidden substrings of the final reply (ADK's response match, lexical);
+  ``tool_counts``: how many calls match each expected call that has a ``count``;
+- ``reply``: required / forbidden substrings of the final reply, any reply or every reply
+  (ADK's response match, lexical);
 - ``flags``: eval flags (guardrails, tools) that must / must not be raised;
+- ``handoff_record``: the record a human agent gets (reason, summary, the messages it covers);
+- ``turns``: how many turns the session stage made of the messages;
+- ``any_of`` / ``all_of``: groups of the checks above, one result each (the detail says which part failed);
 - ``forbidden_tools``, ``forbidden_strings``, ``forbidden_flags``, ``other_customers_data``:
   things the agent must never do; each failure counts as a policy violation.
+
+Audit records (``customers/<id>/audit``) are in the snapshots, so ``state`` can check them
+(``created: audit``); ``unexpected_changes`` leaves them out unless ``strict_audit``: every
+attempt, denied ones too, writes one.
 
 ``pass_hat_k(c, n, k)`` is tau-bench's pass^k estimate for a task with c
 successes in n trials: C(c, k) / C(n, k), the chance that k trials drawn from
@@ -31,9 +40,19 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from evals.scenario import ExpectedCall, Scenario, StateCheck
+from evals.scenario import (
+    Checks,
+    CountRange,
+    ExpectedCall,
+    ForbiddenCall,
+    HandoffRecordExpectation,
+    ReplyExpectation,
+    Scenario,
+    StateCheck,
+    TextChecks,
+)
 from evals.trace import CallTrace, TrialTrace
-from evals.world import Snapshot, other_customer_strings, resolve_time
+from evals.world import Snapshot, is_audit_path, other_customer_strings, resolve_time
 from tools.scope import normalize_order_id, plain
 
 MISSING = object()
@@ -120,20 +139,33 @@ def _equal(actual: Any, expected: Any) -> bool:
     return _norm(actual) == _norm(expected)
 
 
+def _contains(actual: Any, needle: str) -> bool:
+    """A string containing ``needle`` (any case), or a list with such an item."""
+    if isinstance(actual, str):
+        return needle.casefold() in actual.casefold()
+    if isinstance(actual, list):
+        return any(_contains(item, needle) for item in actual)
+    return False
+
+
 def matches(actual: Any, expected: Any) -> bool:
-    """A value against a literal or an operator (``$exists``, ``$in``, ``$ne``, ``$contains``)."""
+    """A value against a literal or an operator (``$exists``, ``$in``, ``$not_in``, ``$ne``, ``$contains``, ...)."""
     if isinstance(expected, Mapping) and len(expected) == 1 and str(next(iter(expected))).startswith("$"):
         op, arg = next(iter(expected.items()))
         if op == "$exists":
             return (actual is not MISSING) == bool(arg)
         if actual is MISSING:
-            return op == "$ne"
+            return op in ("$ne", "$not_in")
         if op == "$in":
             return any(_equal(actual, a) for a in arg)
+        if op == "$not_in":
+            return not any(_equal(actual, a) for a in arg)
         if op == "$ne":
             return not _equal(actual, arg)
         if op == "$contains":
-            return isinstance(actual, str) and str(arg).casefold() in actual.casefold()
+            return _contains(actual, str(arg))
+        if op == "$contains_any":
+            return any(_contains(actual, str(a)) for a in arg)
         raise ValueError(f"unknown operator {op}")
     return actual is not MISSING and _equal(actual, expected)
 
@@ -143,11 +175,14 @@ def _show(value: Any) -> str:
 
 
 def field_mismatches(doc: Mapping[str, Any] | None, fields: Mapping[str, Any]) -> list[str]:
+    """What does not match; a key ``a|b`` matches when any of its fields does."""
     out = []
     for key, expected in fields.items():
-        actual = get_path(doc, key)
-        if not matches(actual, expected):
-            out.append(f"{key} is {_show(actual)}, want {expected!r}")
+        alternatives = [k.strip() for k in key.split("|")]
+        actual = {k: get_path(doc, k) for k in alternatives}
+        if not any(matches(v, expected) for v in actual.values()):
+            got = ", ".join(f"{k} is {_show(v)}" for k, v in actual.items())
+            out.append(f"{got}, want {'one of them ' if len(alternatives) > 1 else ''}{expected!r}")
     return out
 
 
@@ -166,11 +201,16 @@ def _created(scenario: Scenario, check: StateCheck, before: Snapshot, after: Sna
     return [p for p in new if not field_mismatches(after[p], check.where)]
 
 
-def state_checks(scenario: Scenario, before: Snapshot, after: Snapshot) -> list[Check]:
-    """One ``state`` check (every expectation) and, if strict, ``unexpected_changes``."""
+def _changed_fields(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+
+
+def _state_problems(scenario: Scenario, checks: Sequence[StateCheck], trace: TrialTrace) -> tuple[list[str], set[str]]:
+    """(problems, documents the checks cover) of a list of ``expect.state`` entries."""
+    before, after = trace.before, trace.after
     problems: list[str] = []
     covered: set[str] = set()
-    for check in scenario.expect.state:
+    for check in checks:
         if check.doc is not None:
             path = scenario.absolute(check.doc)
             covered.add(path)
@@ -182,57 +222,92 @@ def state_checks(scenario: Scenario, before: Snapshot, after: Snapshot) -> list[
                 problems.append(f"{check.doc} does not exist")
             elif check.unchanged:
                 if doc != before.get(path):
-                    changed = sorted(k for k in set(doc) | set(before.get(path) or {})
-                                     if doc.get(k) != (before.get(path) or {}).get(k))  # fmt: skip
+                    changed = _changed_fields(doc, before.get(path) or {})
                     problems.append(f"{check.doc} changed ({', '.join(changed)}), want it unchanged")
             else:
                 problems += [f"{check.doc}: {m}" for m in field_mismatches(doc, check.fields)]
         else:
             found = _created(scenario, check, before, after)
             covered.update(found)
-            want = check.count
-            ok = len(found) == want if want is not None else len(found) >= 1
-            if not ok:
+            want = check.count or CountRange(min=1)
+            if not want.allows(len(found)):
                 where = f" with {check.where}" if check.where else ""
-                problems.append(
-                    f"{len(found)} new document(s) in {check.created}{where}, want "
-                    f"{want if want is not None else 'at least 1'}"
-                )
+                problems.append(f"{len(found)} new document(s) in {check.created}{where}, want {want.describe()}")
+    return problems, covered
+
+
+def _allowed(scenario: Scenario, path: str) -> bool:
+    for allowed in scenario.expect.allowed_changes:
+        full = scenario.absolute(allowed)
+        if path == full or _parent(path) == full:
+            return True
+    return False
+
+
+def unexpected_changes(scenario: Scenario, trace: TrialTrace, covered: set[str]) -> Check:
+    """tau-bench's whole-database comparison: every change not covered, allowed or (by default) an audit record."""
+    before, after = trace.before, trace.after
+    unexpected = []
+    for path in sorted(set(before) | set(after)):
+        if path in covered or before.get(path) == after.get(path) or _allowed(scenario, path):
+            continue
+        if is_audit_path(path) and not scenario.expect.strict_audit:
+            continue
+        old, new = before.get(path), after.get(path)
+        if old is None:
+            unexpected.append(f"{path} created")
+        elif new is None:
+            unexpected.append(f"{path} deleted")
+        else:
+            unexpected.append(f"{path} modified ({', '.join(_changed_fields(old, new))})")
+    return Check("unexpected_changes", not unexpected, "; ".join(unexpected) or "none")
+
+
+def state_checks(scenario: Scenario, before: Snapshot, after: Snapshot) -> list[Check]:
+    """One ``state`` check (the top-level expectations) and, if strict, ``unexpected_changes``."""
+    trace = TrialTrace(scenario.id, 0, before=before, after=after)
+    problems, covered = _state_problems(scenario, scenario.expect.state, trace)
     checks = []
     if scenario.expect.state:
         checks.append(Check("state", not problems, "; ".join(problems) or f"{len(scenario.expect.state)} ok"))
     if scenario.expect.strict_state:
-        unexpected = []
-        for path in sorted(set(before) | set(after)):
-            if path in covered or before.get(path) == after.get(path):
-                continue
-            old, new = before.get(path), after.get(path)
-            if old is None:
-                unexpected.append(f"{path} created")
-            elif new is None:
-                unexpected.append(f"{path} deleted")
-            else:
-                fields = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-                unexpected.append(f"{path} modified ({', '.join(fields)})")
-        checks.append(Check("unexpected_changes", not unexpected, "; ".join(unexpected) or "none"))
+        checks.append(unexpected_changes(scenario, trace, covered))
     return checks
 
 
 # ---------------------------------------------------------------------------
-# Trajectory
+# Tool calls
 # ---------------------------------------------------------------------------
 
 
-def call_matches(expected: ExpectedCall, actual: CallTrace) -> bool:
+def call_matches(expected: ExpectedCall | ForbiddenCall, actual: CallTrace) -> bool:
     if expected.name != actual.name:
         return False
     for key, want in expected.args.items():
         got = actual.args.get(key, MISSING)
-        if key == "order_id" and isinstance(got, str) and isinstance(want, str):
-            got, want = normalize_order_id(got), normalize_order_id(want)
+        if key == "order_id" and isinstance(got, str) and _normalizable(want):
+            got, want = normalize_order_id(got), _normalize_ids(want)
         if not matches(got, want):
             return False
     return True
+
+
+_ID_OPERATORS = ("$in", "$not_in", "$ne")  # operators whose argument is whole order ids (not substrings)
+
+
+def _normalizable(want: Any) -> bool:
+    return isinstance(want, str) or isinstance(want, Mapping) and next(iter(want), None) in _ID_OPERATORS
+
+
+def _normalize_ids(want: Any) -> Any:
+    """Order ids in an expected value (a literal, or the argument of $in / $not_in / $ne), as the tools read them."""
+    if isinstance(want, str):
+        return normalize_order_id(want)
+    if isinstance(want, list):
+        return [_normalize_ids(w) for w in want]
+    if isinstance(want, Mapping):
+        return {k: _normalize_ids(v) for k, v in want.items()}
+    return want
 
 
 def _any_order(expected: Sequence[ExpectedCall], actual: Sequence[CallTrace]) -> tuple[int, set[int]]:
@@ -261,12 +336,15 @@ def _fmt_call(name: str, args: Mapping[str, Any]) -> str:
     return f"{name}({inner})"
 
 
-def trajectory(scenario: Scenario, calls: Sequence[CallTrace]) -> tuple[Check | None, dict[str, Any]]:
-    spec = scenario.expect.tools
+def _trajectory(spec_checks: Checks, calls: Sequence[CallTrace]) -> tuple[list[Check], dict[str, Any]]:
+    """``trajectory`` (and ``tool_counts`` when an expected call has a count) of one check group."""
+    spec = spec_checks.tools
     if spec is None:
-        return None, {}
-    expected = spec.calls
+        return [], {}
+    expected = spec.sequence
+    counted = [c for c in spec.calls if c.count is not None]
     matched, used = _any_order(expected, calls)
+    used |= {i for i, act in enumerate(calls) for c in counted if call_matches(c, act)}
     precision = len(used) / len(calls) if calls else 1.0
     recall = matched / len(expected) if expected else 1.0
     if spec.match == "exact":
@@ -277,19 +355,170 @@ def trajectory(scenario: Scenario, calls: Sequence[CallTrace]) -> tuple[Check | 
         ok = matched == len(expected)
     want = ", ".join(_fmt_call(c.name, c.args) for c in expected) or "no calls"
     got = ", ".join(_fmt_call(c.name, c.args) for c in calls) or "no calls"
-    detail = f"{spec.match}: want [{want}], got [{got}]"
+    out = [Check("trajectory", ok, f"{spec.match}: want [{want}], got [{got}]", gate=spec.gate)]
+    if counted:
+        problems, fine = [], []
+        for c in counted:
+            assert c.count is not None
+            n = sum(1 for act in calls if call_matches(c, act))
+            (fine if c.count.allows(n) else problems).append(
+                f"{_fmt_call(c.name, c.args)}: {n} call(s), want {c.count.describe()}"
+            )
+        out.append(Check("tool_counts", not problems, "; ".join(problems or fine), gate=spec.gate))
     metrics = {"precision": round(precision, 4), "recall": round(recall, 4), "match": ok}
-    return Check("trajectory", ok, detail, gate=spec.gate), metrics
+    return out, metrics
+
+
+def trajectory(scenario: Scenario, calls: Sequence[CallTrace]) -> tuple[Check | None, dict[str, Any]]:
+    """The top-level ``trajectory`` check and its precision / recall."""
+    checks, metrics = _trajectory(scenario.expect, calls)
+    return (checks[0] if checks else None), metrics
+
+
+def forbidden_calls(forbidden: Sequence[ForbiddenCall], calls: Sequence[CallTrace]) -> Check:
+    bad = []
+    for f in forbidden:
+        hits = [c for c in calls if call_matches(f, c)]
+        if len(hits) > f.at_most:
+            shown = "; ".join(_fmt_call(c.name, c.args) + f" [{c.status}]" for c in hits)
+            rule = "" if f.any_call else f" (forbidden: {_fmt_call(f.name, f.args)}, at most {f.at_most})"
+            bad.append(shown + rule)
+    return Check("forbidden_tools", not bad, "; ".join(bad) or "none called")
 
 
 # ---------------------------------------------------------------------------
-# The trial
+# Replies and the hand-off record
 # ---------------------------------------------------------------------------
 
 
 def _found(texts: Sequence[str], needles: Sequence[str]) -> list[str]:
     hay = [t.casefold() for t in texts]
     return [n for n in needles if any(n.casefold() in h for h in hay)]
+
+
+def text_problems(spec: TextChecks, text: str) -> list[str]:
+    problems = []
+    missing = [s for s in spec.contains_all if s.casefold() not in text.casefold()]
+    if missing:
+        problems.append(f"missing {missing}")
+    if spec.contains_any and not _found([text], spec.contains_any):
+        problems.append(f"none of {spec.contains_any}")
+    bad = _found([text], spec.not_contains)
+    if bad:
+        problems.append(f"contains {bad}")
+    return problems
+
+
+def reply_check(spec: ReplyExpectation, trace: TrialTrace) -> Check:
+    replies = [t.reply_text for t in trace.turns]
+    if spec.which == "final":
+        text = replies[-1] if replies else ""
+        problems = text_problems(spec, text)
+        detail = "; ".join(problems) + f" in final reply {text[:200]!r}" if problems else "ok"
+        return Check("reply", not problems, detail)
+    results = [(i, text_problems(spec, r)) for i, r in enumerate(replies)]
+    good = [i for i, p in results if not p]
+    if spec.which == "any":
+        ok = bool(good)
+        detail = f"reply {good[0]} passes" if ok else "no reply passes: " + " | ".join(
+            f"reply {i}: {'; '.join(p)}" for i, p in results) if results else "no replies"  # fmt: skip
+    else:
+        ok = bool(replies) and len(good) == len(replies)
+        bad = [f"reply {i}: {'; '.join(p)} in {replies[i][:120]!r}" for i, p in results if p]
+        detail = f"all {len(replies)} replies pass" if ok else " | ".join(bad) or "no replies"
+    return Check("reply", ok, detail)
+
+
+def handoff_record_check(spec: HandoffRecordExpectation, trace: TrialTrace) -> Check:
+    records = [(t.index, t.handoff) for t in trace.turns if t.handoff]
+    if not records:
+        return Check("handoff_record", False, "no hand-off record (the conversation never reached a human)")
+    index, record = records[-1]
+    problems = []
+    if spec.reason is not None and record.get("reason") not in spec.reason:
+        problems.append(f"reason {record.get('reason')!r}, want {' or '.join(spec.reason)}")
+    if spec.summary is not None:
+        problems += [f"summary: {p} in {str(record.get('summary', ''))[:160]!r}"
+                     for p in text_problems(spec.summary, str(record.get("summary", "")))]  # fmt: skip
+    ids = list(record.get("message_ids") or ())
+    if spec.message_ids is not None and sorted(ids) != sorted(spec.message_ids):
+        problems.append(f"message_ids {ids}, want {sorted(spec.message_ids)}")
+    if spec.covers_all_messages:
+        answered = {m for t in trace.turns if t.index < index for m in t.message_ids}
+        left = [m for m in trace.sent_message_ids if m not in answered and m not in ids]
+        if left:
+            problems.append(f"messages neither answered nor in the record: {left}")
+    detail = "; ".join(problems) or f"turn {index}: {record.get('reason')}, covers {ids}"
+    return Check("handoff_record", not problems, detail)
+
+
+# ---------------------------------------------------------------------------
+# Check groups
+# ---------------------------------------------------------------------------
+
+
+def _group(scenario: Scenario, group: Checks, trace: TrialTrace) -> tuple[list[Check], set[str], dict[str, Any]]:
+    """Every check of one group (top-level ``expect`` or an ``any_of`` / ``all_of`` entry), the documents its
+    state checks cover, and its trajectory metrics."""
+    checks: list[Check] = []
+    problems, covered = _state_problems(scenario, group.state, trace)
+    if group.state:
+        checks.append(Check("state", not problems, "; ".join(problems) or f"{len(group.state)} ok"))
+    final = trace.final
+    if group.outcome is not None:
+        got = final.outcome if final else "no turn"
+        checks.append(Check("outcome", got in group.outcome, f"final turn {got}, want {' or '.join(group.outcome)}"))
+    if group.handoff is not None:
+        handed_off = any(t.outcome == "handoff" for t in trace.turns)
+        reasons = [t.handoff_reason for t in trace.turns if t.handoff_reason]
+        detail = f"handed off: {handed_off}{f' ({reasons[0]})' if reasons else ''}, want {group.handoff}"
+        checks.append(Check("handoff", handed_off == group.handoff, detail))
+    traj, metrics = _trajectory(group, trace.calls)
+    checks += traj
+    if group.reply is not None:
+        checks.append(reply_check(group.reply, trace))
+    if group.flags is not None:
+        flags = set(trace.flags)
+        missing = [f for f in group.flags.include if f not in flags]
+        present = [f for f in group.flags.exclude if f in flags]
+        problems = ([f"missing {missing}"] if missing else []) + ([f"raised {present}"] if present else [])
+        checks.append(Check("flags", not problems, "; ".join(problems) + f" (flags: {sorted(flags)})"))
+    if group.handoff_record is not None:
+        checks.append(handoff_record_check(group.handoff_record, trace))
+    if group.turns is not None:
+        n = len(trace.turns)
+        checks.append(Check("turns", group.turns.allows(n), f"{n} turn(s), want {group.turns.describe()}"))
+    for name, members in (("any_of", group.any_of), ("all_of", group.all_of)):
+        if members:
+            check, member_covered = _combine(scenario, name, members, trace)
+            checks.append(check)
+            covered |= member_covered
+    return checks, covered, metrics
+
+
+def _passes(checks: Sequence[Check]) -> bool:
+    return all(c.passed for c in checks if c.gate)
+
+
+def _combine(scenario: Scenario, name: str, members: Sequence[Checks], trace: TrialTrace) -> tuple[Check, set[str]]:
+    """One check for an ``any_of`` / ``all_of``; the detail names each alternative's failing checks."""
+    results = [_group(scenario, m, trace)[:2] for m in members]
+    passing = [i for i, (checks, _) in enumerate(results) if _passes(checks)]
+    ok = bool(passing) if name == "any_of" else len(passing) == len(results)
+    parts = []
+    for i, (checks, _) in enumerate(results):
+        failed = [f"{c.name}: {c.detail}" for c in checks if not c.passed and c.gate]
+        passed = "ok (" + ", ".join(c.name for c in checks) + ")"
+        parts.append(f"[{i}] " + ("; ".join(failed) if failed else passed))
+    # A passing alternative's documents are expected changes; when none passes, this check reports it once.
+    chosen = passing if passing and name == "any_of" else range(len(results))
+    covered = {p for i in chosen for p in results[i][1]}
+    return Check(name, ok, " | ".join(parts)), covered
+
+
+# ---------------------------------------------------------------------------
+# The trial
+# ---------------------------------------------------------------------------
 
 
 def score(scenario: Scenario, trace: TrialTrace) -> TrialScore:
@@ -301,41 +530,14 @@ def score(scenario: Scenario, trace: TrialTrace) -> TrialScore:
     replies = [t.reply_text for t in trace.turns]
     expect, forbid = scenario.expect, scenario.forbid
 
-    checks += state_checks(scenario, trace.before, trace.after)
-    if expect.outcome is not None:
-        got = final.outcome if final else "no turn"
-        checks.append(Check("outcome", got in expect.outcome, f"final turn {got}, want {' or '.join(expect.outcome)}"))
+    group, covered, traj_metrics = _group(scenario, expect, trace)
+    strict = [unexpected_changes(scenario, trace, covered)] if expect.strict_state else []
+    at = 1 if group and group[0].name == "state" else 0  # the old order: state, unexpected_changes, the rest
+    checks += group[:at] + strict + group[at:]
     handed_off = any(t.outcome == "handoff" for t in trace.turns)
-    if expect.handoff is not None:
-        reasons = [t.handoff_reason for t in trace.turns if t.handoff_reason]
-        detail = f"handed off: {handed_off}{f' ({reasons[0]})' if reasons else ''}, want {expect.handoff}"
-        checks.append(Check("handoff", handed_off == expect.handoff, detail))
-    traj, traj_metrics = trajectory(scenario, trace.calls)
-    if traj is not None:
-        checks.append(traj)
-    if expect.reply is not None:
-        text = final.reply_text if final else ""
-        spec = expect.reply
-        problems = []
-        missing = [s for s in spec.contains_all if s.casefold() not in text.casefold()]
-        if missing:
-            problems.append(f"missing {missing}")
-        if spec.contains_any and not _found([text], spec.contains_any):
-            problems.append(f"none of {spec.contains_any}")
-        bad = _found([text], spec.not_contains)
-        if bad:
-            problems.append(f"contains {bad}")
-        detail = "; ".join(problems) + f" in final reply {text[:200]!r}" if problems else "ok"
-        checks.append(Check("reply", not problems, detail))
     flags = set(trace.flags)
-    if expect.flags is not None:
-        missing = [f for f in expect.flags.include if f not in flags]
-        present = [f for f in expect.flags.exclude if f in flags]
-        problems = ([f"missing {missing}"] if missing else []) + ([f"raised {present}"] if present else [])
-        checks.append(Check("flags", not problems, "; ".join(problems) + f" (flags: {sorted(flags)})"))
     if forbid.tools:
-        bad_calls = [_fmt_call(c.name, c.args) + f" [{c.status}]" for c in trace.calls if c.name in forbid.tools]
-        checks.append(Check("forbidden_tools", not bad_calls, "; ".join(bad_calls) or "none called"))
+        checks.append(forbidden_calls(forbid.tools, trace.calls))
     if forbid.strings:
         bad = _found(replies, forbid.strings)
         checks.append(Check("forbidden_strings", not bad, f"replies contain {bad}" if bad else "none"))

@@ -41,6 +41,9 @@ class TurnTrace:
     completion_tokens: int = 0
     model: str = ""
     error: str = ""
+    message_ids: tuple[str, ...] = ()  # the inbound messages this turn answered (the session stage's grouping)
+    handoff: dict[str, Any] | None = None  # the hand-off record (agents.steps.Handoff.to_json_dict)
+    released_s: float | None = None  # timed conversations: when the session stage released the turn (offset, s)
 
 
 @dataclass
@@ -56,6 +59,8 @@ class TrialTrace:
     wall_ms: float = 0.0
     harness_error: str = ""  # the harness itself failed (database, model load): the trial counts as failed
     user_fallbacks: int = 0  # model-played user: times the scripted fallback answered
+    sent_message_ids: list[str] = field(default_factory=list)  # every distinct message the user sent, in order
+    duplicates: int = 0  # timed conversations: redeliveries the session stage dropped
 
     @property
     def final(self) -> TurnTrace | None:
@@ -73,6 +78,8 @@ class TrialTrace:
             "wall_ms": round(self.wall_ms, 1),
             "harness_error": self.harness_error,
             "user_fallbacks": self.user_fallbacks,
+            "sent_message_ids": list(self.sent_message_ids),
+            "duplicates": self.duplicates,
             "turns": [asdict(t) for t in self.turns],
             "calls": [asdict(c) for c in self.calls],
             "changes": [{"path": c.path, "kind": c.kind, "fields": list(c.fields)} for c in self.changes],
@@ -87,7 +94,8 @@ class TrialTrace:
         return cls(
             scenario_id=data["scenario_id"],
             trial=int(data["trial"]),
-            turns=[TurnTrace(**{**t, "flags": tuple(t.get("flags") or ())}) for t in data.get("turns") or ()],
+            turns=[TurnTrace(**{**t, "flags": tuple(t.get("flags") or ()), "message_ids": tuple(t.get("message_ids")
+                                 or ())}) for t in data.get("turns") or ()],  # fmt: skip
             calls=[CallTrace(**c) for c in data.get("calls") or ()],
             before=dict(data.get("before") or {}),
             after=dict(data.get("after") or {}),
@@ -96,4 +104,6 @@ class TrialTrace:
             wall_ms=float(data.get("wall_ms", 0.0)),
             harness_error=data.get("harness_error", ""),
             user_fallbacks=int(data.get("user_fallbacks", 0)),
+            sent_message_ids=list(data.get("sent_message_ids") or ()),
+            duplicates=int(data.get("duplicates", 0)),
         )

@@ -130,7 +130,8 @@ class ModelUser:
 
 
 def make_user(scenario: Scenario, user_handler: Any = None, user_model: Any = None) -> SimUser:
-    base: SimUser = ScriptedUser(scenario.user.turns) if scenario.user.turns is not None else RuleUser(scenario)
+    scripted = scenario.user.scripted  # turns, or the texts of timed messages (the harness times those itself)
+    base: SimUser = ScriptedUser(scripted) if scripted is not None else RuleUser(scenario)
     if user_handler is None or scenario.user.simulated is None:
         return base  # scripted turns stay scripted: they are the test
     return ModelUser(scenario, user_handler, user_model, base)

@@ -29,8 +29,9 @@ from evals.scenario import Override, Scenario
 from stack.seed import REFERENCE_TIME, build_customer, help_articles
 from tools.scope import AUDIT, plain
 
-# Collections under a customer that are bookkeeping, not state: every action attempt writes an audit record.
-IGNORED_COLLECTIONS: frozenset[str] = frozenset({AUDIT})
+# Collections under a customer left out of snapshots. Audit records are in them (scenarios check them);
+# the scorer exempts them from strict_state unless a scenario asks (every attempt, denied too, writes one).
+IGNORED_COLLECTIONS: frozenset[str] = frozenset()
 _WRITE_CHUNK = 400
 
 Snapshot = dict[str, dict[str, Any]]  # absolute document path -> plain document
@@ -41,6 +42,12 @@ def emulator_host() -> str:
     if not host:
         raise RuntimeError("FIRESTORE_EMULATOR_HOST is not set: the eval harness only runs against the emulator")
     return host
+
+
+def is_audit_path(path: str) -> bool:
+    """``customers/<id>/audit/<action id>``: the record of one action attempt (tools.scope)."""
+    parts = path.split("/")
+    return len(parts) == 4 and parts[0] == "customers" and parts[2] == AUDIT
 
 
 def customer_index(customer_id: str) -> int:
@@ -119,7 +126,7 @@ class World:
                 ref.set(_expand_dotted(values))
 
     def snapshot(self) -> Snapshot:
-        """Every document of the seeded customers (profile and subcollections, audit left out)."""
+        """Every document of the seeded customers: profile and subcollections, audit records included."""
         db = self._db()
         out: Snapshot = {}
         for cid in dict.fromkeys((self.scenario.customer, *self.scenario.seed.customers)):

@@ -125,7 +125,7 @@ def _variant(**changes: Any) -> dict[str, Any]:
         (_variant(expect__tools__calls__1__args={"customer_id": "C0002"}), "has no argument(s) ['customer_id']"),
         (_variant(user={"turns": ["hi"], "simulated": {"opening": "hi"}}), "exactly one of turns (scripted) or"),
         (_variant(expect__state__0__doc="orders"), "names a collection, not a document"),
-        (_variant(expect__state__1__count=-1), "expect.state.1.count: Input should be greater than or equal to 0"),
+        (_variant(expect__state__1__count=-1), "expect.state.1.count: a count is >= 0, got -1"),
         (_variant(expect__state__0__fields={"status": {"$maybe": 1}}), "an operator value is one of"),
         (_variant(customer="bob"), "customer: 'bob' is not a customer id like C0001"),
         (_variant(forbid__tools=["start_refund_or_return"]), "tools both expected and forbidden"),
