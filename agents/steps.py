@@ -42,10 +42,11 @@ from typing import Any
 
 from agents import guardrails
 from agents.model import ChatMessage, ModelRequest, ModelResponse, ToolCall
-from agents.prompting import PROMPTS_DIR, ContextMismatchError, build_request, load_template, user_text
+from agents.prompting import ContextMismatchError, build_request, load_template, user_text
 from agents.turn import ERROR_TEXT, FALLBACK_TEXT, FLAG_EMPTY_FALLBACK, FLAG_MODEL_ERROR, FLAG_TRUNCATED, reply_text
 from contract.messages import AgentReply, ReplyKind, TurnTimings
 from contract.turn import EnrichedTurn
+from tools.policies import ShopPolicy, default_policy
 from tools.registry import ToolExecutor, ToolResult, tool_declarations
 from tools.scope import ToolContext
 from tools.support import HANDOFF_TOOL, PII_ARGS, TOOL_NAMES
@@ -53,6 +54,8 @@ from tools.support import HANDOFF_TOOL, PII_ARGS, TOOL_NAMES
 PROMPT_VERSION = "support_system_v2"
 DEFAULT_MAX_STEPS = 4
 MAX_POLICY_DIGESTS = 2
+# Prompt versions that end with the turn's policy digests (rendered from StepConfig.policy, tools/policies.py).
+DIGEST_PROMPT_VERSIONS: frozenset[str] = frozenset({"support_system_v2"})
 NO_MODEL = "none"  # AgentReply.model of a turn that finished before any model call
 
 FLAG_STEP_LIMIT = "step_limit"
@@ -93,6 +96,8 @@ class StepConfig:
     tools: tuple[str, ...] = TOOL_NAMES  # () for a model without tool calling
     max_calls_per_step: int = 4
     policy_digests: bool = True
+    # The turn's policy: its digests go into the prompt and the tools judge by it (ToolContext.policy).
+    policy: ShopPolicy = field(default_factory=default_policy, hash=False)
 
     def __post_init__(self) -> None:
         if self.max_steps < 1 or self.max_tokens < 1 or self.max_calls_per_step < 1:
@@ -184,7 +189,9 @@ class AgentState:
     @property
     def ctx(self) -> ToolContext:
         turn = self.enriched.turn
-        return ToolContext(customer_id=turn.customer_id, session_id=turn.session_id, turn_id=turn.turn_id)
+        return ToolContext(
+            customer_id=turn.customer_id, session_id=turn.session_id, turn_id=turn.turn_id, policy=self.config.policy
+        )
 
     @property
     def kind(self) -> ReplyKind:
@@ -216,28 +223,21 @@ class AgentState:
 # ---------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=8)
-def load_policy_digests(version: str) -> tuple[tuple[str, frozenset[str], str], ...]:
-    """(slug, trigger words, digest) from ``prompts/<version>.policies.txt``; () if the version has none."""
-    path = PROMPTS_DIR / f"{version}.policies.txt"
-    if not path.is_file():
+def load_policy_digests(
+    version: str, policy: ShopPolicy | None = None
+) -> tuple[tuple[str, frozenset[str], str], ...]:
+    """(slug, trigger words, digest) of ``policy`` (default: the shipped one); () if ``version`` takes none."""
+    if version not in DIGEST_PROMPT_VERSIONS:
         return ()
-    out = []
-    for raw in path.read_text(encoding="utf-8").splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        parts = [p.strip() for p in line.split("|")]
-        if len(parts) != 3 or not all(parts):
-            raise ValueError(f"bad line in {version}.policies.txt: {raw!r}")
-        out.append((parts[0], frozenset(parts[1].lower().split()), parts[2]))
-    return tuple(out)
+    return tuple((d.slug, d.triggers, d.text) for d in (policy or default_policy()).digests)
 
 
-def policy_digests(text: str, version: str, limit: int = MAX_POLICY_DIGESTS) -> list[str]:
+def policy_digests(
+    text: str, version: str, limit: int = MAX_POLICY_DIGESTS, policy: ShopPolicy | None = None
+) -> list[str]:
     """The digests whose trigger words occur in ``text``, most matches first (at most ``limit``)."""
     words = set(re.findall(r"[a-z]+", text.lower()))
-    table = load_policy_digests(version)
+    table = load_policy_digests(version, policy)
     scored = [(len(words & triggers), i, digest) for i, (_, triggers, digest) in enumerate(table)]
     return [d for n, _, d in sorted(scored, key=lambda s: (-s[0], s[1])) if n > 0][:limit]
 
@@ -287,7 +287,7 @@ def start(enriched: EnrichedTurn, version: str = PROMPT_VERSION, config: StepCon
         return _error(state, f"context mismatch: {exc}", FLAG_CONTEXT_MISMATCH)
     system = base.messages[0].content
     if state.config.policy_digests:
-        digests = policy_digests(text, version)
+        digests = policy_digests(text, version, policy=state.config.policy)
         if digests:
             system += "\nPolicies:\n" + "\n".join(f"- {d}" for d in digests)
     return replace(state, messages=(ChatMessage("system", system), *base.messages[1:]))
@@ -543,6 +543,7 @@ def eval_details(state: AgentState) -> dict[str, Any]:
         "outcome": state.outcome.value,
         "steps": state.step,
         "max_steps": state.config.max_steps,
+        "policy_version": state.config.policy.version,
         "handoff_reason": state.handoff.reason if state.handoff else None,
         "actions": list(state.actions),
         "step_records": [asdict(s) for s in state.steps],
