@@ -17,7 +17,8 @@ Times are relative to the fixed ``REFERENCE_TIME`` (the seed's "now"), not the
 wall clock. The most recent order of C0001..C0006 has, in turn, each status in
 ``ORDER_STATUSES`` (placed, shipped, delayed, delivered, returned, refunded), so
 demos and evals can rely on one known customer per situation. ``refundable``
-follows the policies written in ``HELP_ARTICLES``.
+is ``tools.policy.is_refundable`` under the shipped policy, and the help articles
+are rendered from it (``tools/policies.yaml``): the seed states no policy of its own.
 
     python -m stack.seed --customers 300     # needs FIRESTORE_EMULATOR_HOST
 """
@@ -38,6 +39,8 @@ from typing import Any
 from google.cloud import firestore
 
 from stack.emulators import DEFAULT_PROJECT
+from tools.policies import ShopPolicy, default_policy
+from tools.policy import is_refundable as policy_refundable
 
 DEFAULT_SEED = 20261125
 DEFAULT_CUSTOMERS = 300
@@ -52,10 +55,6 @@ PLANS = ("free", "plus", "pro")
 TIERS = ("bronze", "silver", "gold")  # loyalty tier, from lifetime spend (see _tier)
 ORDER_STATUSES = ("placed", "shipped", "delayed", "delivered", "returned", "refunded")
 TICKET_STATUSES = ("open", "pending", "closed")
-
-# Policy numbers shared by the data (refundable) and the articles, so they never disagree.
-RETURN_WINDOW_DAYS = 30
-DELAY_REFUND_DAYS = 5
 
 FIRST_NAMES = (
     "Amelia", "Oliver", "Isla", "Noah", "Ava", "Leo", "Mia", "Arthur", "Sofia", "Jack", "Emma", "Lucas",
@@ -268,15 +267,9 @@ def _order(
 
 
 def is_refundable(status: str, *, eta: datetime, delivered_at: datetime | None, now: datetime = REFERENCE_TIME) -> bool:
-    """The refund rules of the ``refunds`` article, as data."""
-    if status == "placed":
-        return True  # cancel before dispatch
-    if status == "delayed":
-        return now - eta >= timedelta(days=DELAY_REFUND_DAYS)
-    if status == "delivered":
-        return delivered_at is not None and now - delivered_at <= timedelta(days=RETURN_WINDOW_DAYS)
-    # returned: received, refund due. shipped: return it once delivered. refunded: already done.
-    return status == "returned"
+    """The seeded ``refundable`` flag: the shipped policy's refund rules (``tools.policy``)."""
+    order = {"status": status, "shipping": {"eta": eta}, "delivered_at": delivered_at}
+    return policy_refundable(order, now, default_policy())
 
 
 def build_customer(index: int, seed: int = DEFAULT_SEED) -> SeedCustomer:
@@ -352,114 +345,11 @@ def build_customers(count: int = DEFAULT_CUSTOMERS, seed: int = DEFAULT_SEED) ->
 
 _UPDATED = datetime(2026, 10, 1, tzinfo=UTC)
 
-HELP_ARTICLES_DATA: dict[str, dict[str, Any]] = {
-    "returns": {
-        "title": "Returning an item",
-        "body": (
-            f"You can return most items within {RETURN_WINDOW_DAYS} days of delivery for a full refund. Items must be "
-            "unused and in their original packaging. Start a return from Orders > Return item; we email a prepaid "
-            "label (free for Plus and Pro members, 4.95 deducted from the refund on the Free plan). Gift cards and "
-            "opened earbuds cannot be returned for hygiene and fraud reasons."
-        ),
-        "tags": ["returns", "orders"],
-    },
-    "refunds": {
-        "title": "Refunds: when and how",
-        "body": (
-            "Refunds go back to the original payment method. An order can be refunded when: it has not been "
-            f"dispatched yet (cancel it); it was delivered less than {RETURN_WINDOW_DAYS} days ago and is returned; "
-            f"or it is more than {DELAY_REFUND_DAYS} days past its estimated delivery date. Once we receive a return "
-            "the refund is issued within 3 working days; banks can take 5-10 more days to show it."
-        ),
-        "tags": ["refunds", "returns", "delays"],
-    },
-    "shipping": {
-        "title": "Shipping times and carriers",
-        "body": (
-            "Orders are dispatched within 1 working day. Standard delivery takes 2-6 working days depending on the "
-            "carrier and destination; every order page shows the carrier, tracking number and estimated delivery "
-            "date (ETA) once it ships. Pro members get free express shipping; Plus members get free standard "
-            "shipping on orders over 35."
-        ),
-        "tags": ["shipping", "tracking"],
-    },
-    "delivery-delays": {
-        "title": "My order is late",
-        "body": (
-            "Carriers sometimes miss the ETA by a day or two. If your order is past its ETA, check the tracking "
-            "link first. If it is more than "
-            f"{DELAY_REFUND_DAYS} days late you can ask for a full refund or a free replacement; we open a trace "
-            "with the carrier either way. We cannot change the carrier's ETA."
-        ),
-        "tags": ["shipping", "delays", "refunds"],
-    },
-    "cancel-order": {
-        "title": "Cancelling an order",
-        "body": (
-            "An order can be cancelled until it is dispatched (status 'placed'). Cancelled orders are refunded in "
-            "full automatically. After dispatch, wait for delivery and return the item instead."
-        ),
-        "tags": ["orders", "refunds"],
-    },
-    "change-address": {
-        "title": "Changing a delivery address",
-        "body": (
-            "You can change the delivery address of an order until it is dispatched. After dispatch, the carrier's "
-            "tracking page may offer redirection. Your default address is under Account > Addresses; changing it "
-            "does not affect orders already placed."
-        ),
-        "tags": ["orders", "account", "shipping"],
-    },
-    "warranty": {
-        "title": "Warranty and faulty items",
-        "body": (
-            "All electronics carry a 2-year warranty and other items a 1-year warranty against manufacturing "
-            "faults. Faulty items are repaired, replaced or refunded, even outside the return window. Send a photo "
-            "or short video of the fault with your order number; normal wear and accidental damage are not covered."
-        ),
-        "tags": ["warranty", "returns"],
-    },
-    "damaged-or-missing": {
-        "title": "Damaged or missing items",
-        "body": (
-            "If an item arrives damaged or is missing from your parcel, tell us within 14 days of delivery. We send "
-            "a replacement at no cost or refund the item; you do not need to return damaged goods unless we ask."
-        ),
-        "tags": ["orders", "returns", "refunds"],
-    },
-    "account-security": {
-        "title": "Account access and security",
-        "body": (
-            "If you cannot log in, use 'Forgot password' to get a reset link by email. For your safety our agents "
-            "never ask for your password or full card number and cannot change your email address in chat: use "
-            "Account > Security, which asks you to confirm from your current address."
-        ),
-        "tags": ["account", "security"],
-    },
-    "plans": {
-        "title": "Free, Plus and Pro plans",
-        "body": (
-            "Free: standard shipping at cost, returns label 4.95. Plus (4.99/month): free standard shipping over 35, "
-            "free returns, priority chat. Pro (9.99/month): free express shipping, free returns and a dedicated "
-            "support queue. Change or cancel your plan any time under "
-            "Account > Plan; changes apply from the next billing date."
-        ),
-        "tags": ["account", "billing", "plans"],
-    },
-    "payment-methods": {
-        "title": "Payment methods and billing",
-        "body": (
-            "We accept major credit and debit cards, PayPal and gift cards. Cards are charged when the order is "
-            "placed. Invoices are available on each order page. A failed plan payment is retried for 7 days before "
-            "the plan falls back to Free."
-        ),
-        "tags": ["billing", "account"],
-    },
-}
 
-
-def help_articles() -> dict[str, dict[str, Any]]:
-    return {slug: {**doc, "updated_at": _UPDATED} for slug, doc in HELP_ARTICLES_DATA.items()}
+def help_articles(policy: ShopPolicy | None = None) -> dict[str, dict[str, Any]]:
+    """The help_articles documents: the policy's articles rendered (a projection; the tools render their own)."""
+    articles = (policy or default_policy()).articles_rendered()
+    return {slug: {**doc, "updated_at": _UPDATED} for slug, doc in articles.items()}
 
 
 def _writes(client: firestore.Client, customers: list[SeedCustomer]) -> Iterator[tuple[Any, dict[str, Any]]]:
@@ -505,7 +395,7 @@ def seed_firestore(
         customers=len(people),
         orders=sum(len(c.orders) for c in people),
         tickets=sum(len(c.tickets) for c in people),
-        articles=len(HELP_ARTICLES_DATA),
+        articles=len(default_policy().articles),
         seconds=time.monotonic() - t0,
     )
 
