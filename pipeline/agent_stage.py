@@ -29,12 +29,12 @@ from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInf
 
 from agents import steps
 from agents.steps import AgentState, StepConfig
+from contract.dead_letters import DEAD_LETTER_TAG
 from contract.messages import DeadLetter, ReplyKind
 from contract.turn import EnrichedTurn
 from evals.rows import turn_row
 
 EVAL_TAG = "eval_rows"
-DEAD_LETTER_TAG = "dead_letter"
 HANDOFF_TAG = "handoffs"
 PENDING_TAG = "pending"
 

@@ -36,11 +36,11 @@ from apache_beam.metrics import Metrics
 from google.api_core import exceptions as gexc
 
 from contract.binding import BindingRefused, parse_keys, verify_session_binding
+from contract.dead_letters import DEAD_LETTER_TAG
 from contract.messages import DeadLetter, InboundMessage
 
 log = logging.getLogger(__name__)
 
-DEAD_LETTER_TAG = "dead_letter"
 STAGE = "CheckSessionOwner"
 TIMEOUT_S = 2.0
 ATTEMPTS = 2

@@ -11,6 +11,7 @@ import apache_beam as beam
 from apache_beam.io.gcp.pubsub import PubsubMessage
 from apache_beam.metrics import Metrics
 
+from contract.dead_letters import DEAD_LETTER_TAG
 from contract.messages import (
     MAX_CLOCK_SKEW_S,
     AgentReply,
@@ -20,8 +21,6 @@ from contract.messages import (
     parse_inbound,
     parse_reply,
 )
-
-DEAD_LETTER_TAG = "dead_letter"
 
 
 def dead_letter_for(stage: str, reason: str, data: bytes, attributes: dict[str, str] | None = None) -> DeadLetter:
