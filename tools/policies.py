@@ -255,8 +255,12 @@ class ShopPolicy(BaseModel):
             return policy
         return parse_policy({**merged, "version": f"{self.version}+{policy.fingerprint}"})
 
+    def __hash__(self) -> int:  # the fields hold dicts; the content hash stands in
+        return hash(self.fingerprint)
+
     def __reduce__(self) -> tuple[Any, ...]:
-        # The shipped policy travels in every pickled AgentState: send it by name, not by value.
+        # The shipped policy travels in every pickled AgentState: send it by name, not by value. This relies on
+        # default_policy() being the shipped file on every machine (it never reads the environment).
         if self.fingerprint == default_policy().fingerprint:
             return (default_policy, ())
         return (parse_policy, (self.model_dump(mode="python"),))

@@ -30,7 +30,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -84,7 +84,7 @@ class ToolContext:
     customer_id: str
     session_id: str
     turn_id: str
-    policy: ShopPolicy | None = None
+    policy: ShopPolicy | None = field(default=None, compare=False, hash=False)  # not who: no part of identity
 
     def __post_init__(self) -> None:
         for name in ("customer_id", "session_id", "turn_id"):
