@@ -44,7 +44,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.coders import BytesCoder, Coder
+from apache_beam.coders import BytesCoder, Coder, FastPrimitivesCoder, registry
+from apache_beam.coders.coders import DeterministicFastPrimitivesCoder
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import BagStateSpec, ReadModifyWriteStateSpec, TimerSpec, on_timer
@@ -65,9 +66,12 @@ Clock = Callable[[Timestamp], float]
 __all__ = [
     "CLOSED_TAG",
     "DEAD_LETTER_TAG",
+    "SESSION_EVENT",
     "TIMER_SLACK_S",
     "SessionConfig",
     "SessionDoFn",
+    "SessionKey",
+    "SessionKeyCoder",
     "SessionState",
     "_InFlight",
     "_Pending",
@@ -89,6 +93,37 @@ def element_clock(ts: Timestamp) -> float:
     this clock fire exactly when the test says.
     """
     return float(ts)
+
+
+# ---------------------------------------------------------------- the session key
+
+
+class SessionKey(str):
+    """The session stage's key (a session id), as a type hint: it selects ``SessionKeyCoder``.
+
+    Keys stay plain ``str`` at run time; only the declared type of the keyed events
+    (``SESSION_EVENT``, on MergeSessionEvents in pipeline/graph.py) names this class.
+    """
+
+
+class SessionKeyCoder(DeterministicFastPrimitivesCoder):
+    """Deterministic key coder for the session state: the exact bytes ``FastPrimitivesCoder`` wrote for a str key.
+
+    Beam warned that the inferred key coder (FastPrimitivesCoder for an untyped input) "may not be
+    deterministic". ``StrUtf8Coder`` would be deterministic too, but its bytes differ (no type tag), so
+    state stored under the old key bytes would no longer be found after an update; this coder keeps them.
+    It fails at encode time on anything that is not deterministically encodable.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(FastPrimitivesCoder(), "Sessions")
+
+    def to_type_hint(self) -> type:
+        return SessionKey
+
+
+registry.register_coder(SessionKey, SessionKeyCoder)
+SESSION_EVENT = tuple[SessionKey, Any]  # what the session stage consumes: (session id, InboundMessage | AgentReply)
 
 
 # ---------------------------------------------------------------- coders: the version-1 records as Beam coders
