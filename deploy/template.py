@@ -1,8 +1,8 @@
-"""The Flex Template's metadata, generated from ``SupportflowOptions`` so the two never drift.
+"""The Flex Template's metadata, generated from the option table so the two never drift.
 
-Every supportflow option becomes one template parameter (name = option name,
-help = the option's help, regex = the pattern ``pipeline.settings`` validates
-it with, default = the option's default), plus the Beam options the template
+Every supportflow option (a row of ``pipeline.options.OptionTable``) becomes one
+template parameter (name = option name, help = the option's help, regex = the
+pattern ``pipeline.settings`` validates it with, default = the option's default), plus the Beam options the template
 needs at launch (``BEAM_PARAMETERS``). ``deploy/flex_template/metadata.json``
 is this module's output, checked in; a test fails when it is stale.
 
@@ -18,7 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pipeline.settings import IMAGE_PATTERN, option_pattern, supportflow_actions
+from pipeline.options import OPTIONS, Option
+from pipeline.validation import IMAGE_PATTERN, option_pattern
 
 METADATA_PATH = Path(__file__).resolve().parent / "flex_template" / "metadata.json"
 
@@ -27,19 +28,6 @@ TEMPLATE_DESCRIPTION = (
     "Streaming support agent: Pub/Sub chat messages -> sessions (state and timers) -> customer context -> "
     "model (RunInference) -> replies on Pub/Sub, eval rows in BigQuery, dead letters on Pub/Sub."
 )
-
-# Options without their own help text: what the template UI shows instead.
-HELP_FALLBACK: dict[str, str] = {
-    "inbound_subscription": "Pub/Sub subscription id (not path) the chat frontend's inbound messages are read from.",
-    "reply_topic": "Pub/Sub topic id (not path) the agent's replies are published to.",
-    "reply_memory_subscription": "Pub/Sub subscription id on the reply topic: the session stage reads its replies "
-    "back through it. Must differ from the frontend's subscriptions.",
-    "dead_letter_topic": "Pub/Sub topic id (not path) for everything that could not be answered, with the reason.",
-    "handoff_topic": "Pub/Sub topic id (not path) for conversations handed to a person (the human-agent desk).",
-    "eval_dataset": "BigQuery dataset id holding the turns_v1 and sessions_v1 eval tables.",
-    "model_backend": "Model behind RunInference: smollm2 (CPU, local), instant (overhead stub), gemini (API); "
-    "GPU backends get an accelerator on the inference step only.",
-}
 
 # Beam options the template exposes besides supportflow's own (validated by Dataflow and pipeline.settings).
 BEAM_PARAMETERS: list[dict[str, Any]] = [
@@ -60,33 +48,29 @@ def _label(name: str) -> str:
     return name.replace("_", " ").capitalize()
 
 
-def _param_type(action: Any) -> str:
-    if action.choices:
+def _param_type(option: Option) -> str:
+    if option.choices:
         return "ENUM"
-    if action.type in (int, float):
+    if option.type in (int, float):
         return "NUMBER"
     return "TEXT"
 
 
-def parameter(action: Any) -> dict[str, Any]:
-    help_text = action.help or HELP_FALLBACK.get(action.dest)
-    if not help_text:
-        raise ValueError(
-            f"--{action.dest} has no help text: give it help=... in pipeline/options.py "
-            f"(or an entry in deploy/template.py HELP_FALLBACK)"
-        )
+def parameter(option: Option) -> dict[str, Any]:
+    if not option.help:
+        raise ValueError(f"--{option.name} has no help text: give it one in pipeline/options.py")
     param: dict[str, Any] = {
-        "name": action.dest,
-        "label": _label(action.dest),
-        "helpText": help_text,
+        "name": option.name,
+        "label": _label(option.name),
+        "helpText": option.help,
         "isOptional": True,
-        "regexes": [option_pattern(action)],
-        "paramType": _param_type(action),
+        "regexes": [option_pattern(option)],
+        "paramType": _param_type(option),
     }
-    if action.default is not None:
-        param["defaultValue"] = str(action.default)
-    if action.choices:
-        param["enumOptions"] = [{"value": str(c), "label": str(c)} for c in action.choices]
+    if option.default is not None:
+        param["defaultValue"] = str(option.default)
+    if option.choices:
+        param["enumOptions"] = [{"value": str(c), "label": str(c)} for c in option.choices]
     return param
 
 
@@ -98,7 +82,7 @@ def build_metadata() -> dict[str, Any]:
         "supportsAtLeastOnce": True,
         "supportsExactlyOnce": True,
         "defaultStreamingMode": "STREAMING_MODE_EXACTLY_ONCE",
-        "parameters": [parameter(a) for a in supportflow_actions()] + BEAM_PARAMETERS,
+        "parameters": [parameter(o) for o in OPTIONS] + BEAM_PARAMETERS,
     }
 
 

@@ -19,7 +19,6 @@ from datetime import datetime
 import apache_beam as beam
 from apache_beam.io.gcp.pubsub import PubsubMessage, ReadFromPubSub, WriteToPubSub
 from apache_beam.ml.inference.base import ModelHandler
-from apache_beam.options.pipeline_options import PipelineOptions
 
 from agents.backends import registry
 from agents.steps import StepConfig
@@ -30,7 +29,6 @@ from pipeline.agent_stage import AgentTurn
 from pipeline.bigquery import WriteRowsToBigQuery
 from pipeline.enrich import EnrichCustomerContext
 from pipeline.metrics import FreshnessProbe, RecordDeadLetters, RecordTurnSLIs
-from pipeline.options import SupportflowOptions
 from pipeline.ownership import CheckSessionOwner
 from pipeline.parse import (
     DEAD_LETTER_TAG,
@@ -40,7 +38,8 @@ from pipeline.parse import (
     key_reply,
     to_pubsub_dead_letter,
 )
-from pipeline.session import CLOSED_TAG, SessionConfig, SessionDoFn
+from pipeline.session import CLOSED_TAG, SessionDoFn
+from pipeline.settings import Settings
 
 
 def to_pubsub_reply(reply: AgentReply) -> PubsubMessage:
@@ -61,10 +60,9 @@ def agent_plan(backend: str, *, max_steps: int, max_tokens: int) -> tuple[str, S
     return entry.prompt_version, StepConfig(max_steps=1, max_tokens=max_tokens, tools=(), policy_digests=False)
 
 
-def model_handler(o: SupportflowOptions) -> ModelHandler:
-    """The RunInference handler the options ask for: the backend's factory, given the options it reads."""
-    backend = registry.get(o.model_backend)
-    return backend.factory(**{name: getattr(o, name) for name in backend.options})
+def model_handler(settings: Settings) -> ModelHandler:
+    """The RunInference handler the settings ask for: the backend's factory, given the options it reads."""
+    return registry.make_handler(settings.model_backend, **settings.backend_options())
 
 
 def policy_clock(now: str | None) -> Callable[[], datetime] | None:
@@ -78,39 +76,24 @@ def _pinned(at: datetime) -> datetime:
     return at
 
 
-def session_config(o: SupportflowOptions) -> SessionConfig:
-    return SessionConfig(
-        quiet_window_s=o.quiet_window_s,
-        max_hold_s=o.max_hold_s,
-        inflight_timeout_s=o.inflight_timeout_s,
-        idle_timeout_s=o.idle_timeout_s,
-        max_history=o.max_history,
-        max_seen_ids=o.max_seen_ids,
-    )
-
-
-def build(p: beam.Pipeline, options: PipelineOptions) -> None:
-    o = options.view_as(SupportflowOptions)
-    project = o.gcp_project
-
-    def sub(name: str) -> str:
-        return f"projects/{project}/subscriptions/{name}"
-
-    def topic(name: str) -> str:
-        return f"projects/{project}/topics/{name}"
+def build(p: beam.Pipeline, settings: Settings) -> None:
+    """The graph of a validated run (``Settings.from_options``); reads nothing else."""
+    project = settings.project
+    sub, topic = settings.subscription_path, settings.topic_path
 
     inbound = (
         p
-        | "ReadInbound" >> ReadFromPubSub(subscription=sub(o.inbound_subscription), with_attributes=True)
+        | "ReadInbound" >> ReadFromPubSub(subscription=sub(settings.inbound_subscription), with_attributes=True)
         | "ParseInbound" >> beam.ParDo(ParseInbound()).with_outputs(DEAD_LETTER_TAG, main="messages")
     )
     # Before keying: a message whose customer does not own its session never reaches session state.
     owned = inbound.messages | "CheckSessionOwner" >> beam.ParDo(
-        CheckSessionOwner(project, o.session_owner_collection, o.session_binding_key)
+        CheckSessionOwner(project, settings.session_owner_collection, settings.session_binding_key)
     ).with_outputs(DEAD_LETTER_TAG, main="messages")
     memory = (
         p
-        | "ReadReplyMemory" >> ReadFromPubSub(subscription=sub(o.reply_memory_subscription), with_attributes=True)
+        | "ReadReplyMemory"
+        >> ReadFromPubSub(subscription=sub(settings.reply_memory_subscription), with_attributes=True)
         | "ParseReplyEvent" >> beam.ParDo(ParseReplyEvent()).with_outputs(DEAD_LETTER_TAG, main="replies")
     )
     events = (
@@ -119,31 +102,34 @@ def build(p: beam.Pipeline, options: PipelineOptions) -> None:
     ) | "MergeSessionEvents" >> beam.Flatten()
 
     sessions = events | "Sessions" >> beam.ParDo(
-        SessionDoFn(session_config(o), freshness=FreshnessProbe(o.slo_freshness_s, o.freshness_probe_s))
+        SessionDoFn(settings.session, freshness=FreshnessProbe(settings.slo_freshness_s, settings.freshness_probe_s))
     ).with_outputs(CLOSED_TAG, DEAD_LETTER_TAG, main="turns")
-    enriched = sessions.turns | "EnrichCustomerContext" >> EnrichCustomerContext.from_options(options)
+    enriched = sessions.turns | "EnrichCustomerContext" >> EnrichCustomerContext.from_settings(settings)
 
-    handler = model_handler(o)
-    version, step_config = agent_plan(o.model_backend, max_steps=o.max_agent_steps, max_tokens=o.model_max_tokens)
+    handler = model_handler(settings)
+    version, step_config = agent_plan(
+        settings.model_backend, max_steps=settings.max_agent_steps, max_tokens=settings.model_max_tokens
+    )
     replies, eval_rows, handoffs, agent_dead = enriched | "AgentTurn" >> AgentTurn(
-        handler, project=project, version=version, config=step_config, clock=policy_clock(o.policy_now)
+        handler, project=project, version=version, config=step_config, clock=policy_clock(settings.policy_now)
     )
     _ = (
         replies
-        | "RecordTurnSLIs" >> beam.ParDo(RecordTurnSLIs(o.slo_turn_latency_s))
+        | "RecordTurnSLIs" >> beam.ParDo(RecordTurnSLIs(settings.slo_turn_latency_s))
         | "ToReplyMessage" >> beam.Map(to_pubsub_reply)
-        | "PublishReplies" >> WriteToPubSub(topic(o.reply_topic), with_attributes=True, publish_with_ordering_key=True)
+        | "PublishReplies"
+        >> WriteToPubSub(topic(settings.reply_topic), with_attributes=True, publish_with_ordering_key=True)
     )
 
     _ = (
         handoffs
         | "ToHandoffMessage" >> beam.Map(lambda kv: PubsubMessage(kv[1], {"session_id": kv[0]}, ordering_key=kv[0]))
         | "PublishHandoffs"
-        >> WriteToPubSub(topic(o.handoff_topic), with_attributes=True, publish_with_ordering_key=True)
+        >> WriteToPubSub(topic(settings.handoff_topic), with_attributes=True, publish_with_ordering_key=True)
     )
 
     def bq(table: str) -> WriteRowsToBigQuery:
-        return WriteRowsToBigQuery(project, o.eval_dataset, table, o.bigquery_endpoint)
+        return WriteRowsToBigQuery(project, settings.eval_dataset, table, settings.bigquery_endpoint)
 
     turn_eval_dead = eval_rows | "WriteTurnEvals" >> beam.ParDo(bq(TURNS_TABLE))
     session_eval_dead = (
@@ -165,5 +151,5 @@ def build(p: beam.Pipeline, options: PipelineOptions) -> None:
         | "AllDeadLetters" >> beam.Flatten()
         | "RecordDeadLetters" >> beam.ParDo(RecordDeadLetters())
         | "ToDeadLetterMessage" >> beam.Map(to_pubsub_dead_letter)
-        | "PublishDeadLetters" >> WriteToPubSub(topic(o.dead_letter_topic), with_attributes=True)
+        | "PublishDeadLetters" >> WriteToPubSub(topic(settings.dead_letter_topic), with_attributes=True)
     )

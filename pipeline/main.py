@@ -23,8 +23,9 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from pipeline.graph import build
 from pipeline.local_runner import UnsupportedBeamVersion, apply_local_runner_patches
-from pipeline.options import DEAD_LETTER_SETTLE_SUBSCRIPTION, SupportflowOptions
-from pipeline.settings import Settings, SettingsError, argv_with_env, pin_inference_resources
+from pipeline.options import DEAD_LETTER_SETTLE_SUBSCRIPTION, argv_with_env
+from pipeline.resource_hints import pin_inference_resources
+from pipeline.settings import Settings, SettingsError
 
 logger = logging.getLogger(__name__)
 
@@ -42,17 +43,20 @@ def _options_and_env(argv: Sequence[str], environ: Mapping[str, str] | None) -> 
     if not std.runner:
         # The default DirectRunner tries to download Prism first; name the local streaming runner.
         std.runner = "BundleBasedDirectRunner"
-    if std.runner in ("BundleBasedDirectRunner", "DirectRunner"):
-        o = options.view_as(SupportflowOptions)
-        # Inbound acks wait for the message's reply or dead letter read back: a killed process loses no
-        # message. Every patch in one place, local runs only; another Beam fails here (pipeline/local_runner.py).
-        apply_local_runner_patches(
-            o.inbound_subscription,
-            o.reply_memory_subscription,
-            dead_letter_subscription=f"projects/{o.gcp_project}/subscriptions/{DEAD_LETTER_SETTLE_SUBSCRIPTION}",
-            dead_letter_topic=f"projects/{o.gcp_project}/topics/{o.dead_letter_topic}",
-        )
     return options, from_env
+
+
+def _patch_local_runner(settings: Settings) -> None:
+    if settings.runner not in ("BundleBasedDirectRunner", "DirectRunner"):
+        return
+    # Inbound acks wait for the message's reply or dead letter read back: a killed process loses no
+    # message. Every patch in one place, local runs only; another Beam fails here (pipeline/local_runner.py).
+    apply_local_runner_patches(
+        settings.inbound_subscription,
+        settings.reply_memory_subscription,
+        dead_letter_subscription=settings.subscription_path(DEAD_LETTER_SETTLE_SUBSCRIPTION),
+        dead_letter_topic=settings.topic_path(settings.dead_letter_topic),
+    )
 
 
 def build_pipeline(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> tuple[beam.Pipeline, Settings]:
@@ -61,8 +65,9 @@ def build_pipeline(argv: Sequence[str], environ: Mapping[str, str] | None = None
     options, from_env = _options_and_env(argv, environ)
     settings = Settings.from_options(options, environ=environ, from_env=from_env)
     settings.apply_to(options)
+    _patch_local_runner(settings)
     p = beam.Pipeline(options=options)
-    build(p, options)
+    build(p, settings)
     pin_inference_resources(p, settings)
     return p, settings
 

@@ -1,15 +1,44 @@
-"""Pipeline options: the one place where supportflow's knobs are declared.
+"""Pipeline options: the one table where supportflow's knobs are declared.
+
+``OptionTable`` is the table: each field is one option, its name, type, default,
+help and checks (``choices``, numeric ``limits``, a string ``pattern``) written
+once, in ``option(...)``. Everything else is generated from it:
+
+- ``SupportflowOptions``: the Beam ``PipelineOptions`` class (argparse), so each
+  option is ``--<name>`` on the command line and a Flex Template parameter
+  (``deploy/template.py``);
+- ``SUPPORTFLOW_<NAME>`` environment variables (``argv_with_env``: the command
+  line wins over the variable, the variable over the default);
+- ``pipeline.settings.Settings``, the typed, frozen, validated object of a run,
+  which *is* an ``OptionTable`` plus what the run decided.
 
 Defaults are the embedded local stack's names, so ``python -m pipeline.main``
 with only the emulator variables set runs against ``stack``'s resources.
+How to add an option: docs/configuration.md.
 """
 
 from __future__ import annotations
 
+import os
+import types
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Union, get_args, get_origin
+
 from apache_beam.options.pipeline_options import PipelineOptions
+from pydantic import BaseModel, ConfigDict, Field
 
 from agents.backends import registry
 from contract.context_layout import DEFAULT_BIGTABLE_INSTANCE, DEFAULT_BIGTABLE_TABLE, STORES
+from pipeline.validation import (
+    ACCELERATOR_PATTERN,
+    BIGQUERY_DATASET_PATTERN,
+    BIGTABLE_INSTANCE_PATTERN,
+    BIGTABLE_TABLE_PATTERN,
+    GEMINI_MODEL_PATTERN,
+    MEMORY_PATTERN,
+    PROJECT_PATTERN,
+)
 
 DEFAULT_PROJECT = "supportflow-local"
 
@@ -37,185 +66,291 @@ CONTEXT_STORES = STORES
 BIGTABLE_INSTANCE = DEFAULT_BIGTABLE_INSTANCE
 BIGTABLE_TABLE = DEFAULT_BIGTABLE_TABLE
 
-
-class SupportflowOptions(PipelineOptions):
-    @classmethod
-    def _add_argparse_args(cls, parser) -> None:  # noqa: ANN001 - Beam's signature
-        p = parser.add_argument_group("supportflow")
-        p.add_argument("--gcp_project", default=DEFAULT_PROJECT, help="Project of the topics, store and dataset.")
-        p.add_argument("--inbound_subscription", default=INBOUND_SUBSCRIPTION)
-        p.add_argument("--reply_topic", default=REPLY_TOPIC)
-        p.add_argument("--reply_memory_subscription", default=REPLY_MEMORY_SUBSCRIPTION)
-        p.add_argument("--dead_letter_topic", default=DEAD_LETTER_TOPIC)
-        p.add_argument("--handoff_topic", default=HANDOFF_TOPIC)
-        p.add_argument("--eval_dataset", default=EVAL_DATASET)
-        p.add_argument(
-            "--bigquery_endpoint",
-            default=None,
-            help="BigQuery REST endpoint, e.g. http://127.0.0.1:9050 for the emulator; unset for the real API.",
-        )
-        p.add_argument(
-            "--context_store",
-            default="firestore",
-            choices=CONTEXT_STORES,
-            help="Where customer context is read from (Bigtable: one row per customer, see pipeline/enrichment).",
-        )
-        p.add_argument("--bigtable_instance", default=BIGTABLE_INSTANCE, help="Bigtable instance for --context_store.")
-        p.add_argument("--bigtable_table", default=BIGTABLE_TABLE, help="Bigtable table for --context_store.")
-        p.add_argument("--model_backend", default=registry.DEFAULT, choices=registry.NAMES)
-        p.add_argument(
-            "--max_agent_steps",
-            type=int,
-            default=4,
-            help="Model calls per turn at most (tool-calling backends); the step loop is unrolled this many times.",
-        )
-        p.add_argument(
-            "--policy_now",
-            default=None,
-            help="ISO time the tools judge return/refund windows against; unset: the wall clock. "
-            "The local stack pins it to its seed data's reference time.",
-        )
-        p.add_argument("--gemini_model", default="gemini-2.5-flash", help="Gemini model for --model_backend=gemini.")
-        p.add_argument(
-            "--gemini_base_url",
-            default=None,
-            help="Another Gemini endpoint (a local server in tests); unset: Google's API.",
-        )
-        p.add_argument(
-            "--gemini_deadline_s",
-            type=float,
-            default=60.0,
-            help="Total time one Gemini call may take, retries and back-off included; then the turn is "
-            "answered with an error reply and dead-lettered.",
-        )
-        p.add_argument("--gemini_attempt_timeout_s", type=float, default=30.0, help="Time one Gemini attempt may take.")
-        p.add_argument(
-            "--gemini_max_attempts", type=int, default=5, help="Attempts per Gemini call (429, 5xx, timeouts)."
-        )
-        p.add_argument(
-            "--gemini_backoff_s",
-            type=float,
-            default=1.0,
-            help="First Gemini retry waits this long (then doubling, plus up to this much jitter), "
-            "unless the server says when to retry.",
-        )
-        p.add_argument("--gemini_max_backoff_s", type=float, default=20.0, help="Longest wait between Gemini attempts.")
-        p.add_argument(
-            "--gemini_max_concurrency", type=int, default=8, help="Concurrent Gemini requests per worker process."
-        )
-        p.add_argument(
-            "--model_path",
-            default=None,
-            help="gemma: a checkpoint directory or hub id for transformers, or random:gemma-3-1b / random:tiny "
-            "(random weights, for throughput work). gemma_vllm: the model vLLM serves (default google/gemma-3-1b-it).",
-        )
-        p.add_argument("--model_device", default="auto", help=f"Device of the gemma backend: {MODEL_DEVICES_HELP}.")
-        p.add_argument(
-            "--model_batch_size",
-            type=int,
-            default=8,
-            help="gemma, gemma_vllm: turns per batched model call at most (turns of different sessions share it).",
-        )
-        p.add_argument(
-            "--model_batch_wait_s",
-            type=float,
-            default=None,
-            help="gemma, gemma_vllm: wait this long at most to fill a batch (streaming); unset: a bundle's turns.",
-        )
-        p.add_argument(
-            "--model_copies",
-            type=int,
-            default=0,
-            help="gemma: 0 loads a copy per SDK process; N>0 loads N copies per machine, shared by its "
-            "processes (Beam's model_copies). Use 1 on a one-GPU worker.",
-        )
-        p.add_argument("--model_max_tokens", type=int, default=96, help="Cap on generated tokens per model call.")
-        p.add_argument(
-            "--model_threads",
-            type=int,
-            default=1,
-            # llama.cpp's threads spin-wait: on a busy 2-core box, 2 threads ran 10-30x slower than 1.
-            help="CPU threads per local model copy; raise it only on a worker the model has to itself.",
-        )
-        # Session stage (see pipeline/session.py).
-        p.add_argument("--quiet_window_s", type=float, default=1.5, help="A turn closes after this much user silence.")
-        p.add_argument("--max_hold_s", type=float, default=6.0, help="A turn is never held longer than this.")
-        p.add_argument(
-            "--inflight_timeout_s",
-            type=float,
-            default=180.0,
-            help="Release a turn whose reply never came back after this long.",
-        )
-        p.add_argument("--idle_timeout_s", type=float, default=600.0, help="Close a session idle for this long.")
-        p.add_argument("--max_history", type=int, default=20, help="History entries kept per session.")
-        p.add_argument(
-            "--max_seen_ids", type=int, default=2000, help="Message ids remembered per session for de-duplication."
-        )
-        # Session ownership (pipeline/ownership.py, docs/security.md).
-        p.add_argument(
-            "--session_owner_collection",
-            default=SESSION_OWNERS_COLLECTION,
-            help="Firestore collection recording each session's owner at its first message; a message of "
-            "another customer in that session is dead-lettered, also after the pipeline lost its state.",
-        )
-        p.add_argument(
-            "--session_binding_key",
-            default=None,
-            help="Key(s), comma-separated, the chat frontend signs session ids with (contract/binding.py): "
-            "when set, a message whose session id is not bound to its customer is dead-lettered. Give it as "
-            "SUPPORTFLOW_SESSION_BINDING_KEY rather than on a command line. Unset: no binding check.",
-        )
-        # Deployment and operations (validated by pipeline/settings.py; docs/operations.md).
-        add_operations_args(parser.add_argument_group("supportflow operations"))
-
-
 DELIVERY_MODES = ("exactly_once", "at_least_once")
 
+# Argparse groups (``--help`` sections): the graph's logic, and the deployment around it.
+SUPPORTFLOW = "supportflow"
+OPERATIONS = "supportflow operations"
 
-def add_operations_args(p) -> None:  # noqa: ANN001 - an argparse group
-    """Options of the deployment, not of the graph's logic: delivery mode, right-fitting, SLO thresholds."""
-    p.add_argument(
-        "--delivery_mode",
-        default="exactly_once",
-        choices=DELIVERY_MODES,
-        help="Dataflow streaming mode: exactly_once (default) or at_least_once (cheaper, lower latency; "
+ENV_PREFIX = "SUPPORTFLOW_"
+
+
+def option(
+    default: Any,
+    help: str,  # noqa: A002 - argparse's word
+    *,
+    choices: Sequence[str] | None = None,
+    limits: tuple[float, float] | None = None,
+    pattern: str | None = None,
+    group: str = SUPPORTFLOW,
+) -> Any:
+    """One row of the table. ``limits``: a number's inclusive range; ``pattern``: a string's anchored regex
+    (``pipeline.validation``); both are checked by ``pipeline.settings`` and written into the Flex Template."""
+    extra = {"choices": tuple(choices) if choices else None, "limits": limits, "pattern": pattern, "group": group}
+    return Field(default, description=help, json_schema_extra=extra)
+
+
+class OptionTable(BaseModel):
+    """Every supportflow option. Field order is ``--help``'s and the Flex Template's order."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=())
+
+    gcp_project: str = option(DEFAULT_PROJECT, "Project of the topics, store and dataset.", pattern=PROJECT_PATTERN)
+    inbound_subscription: str = option(
+        INBOUND_SUBSCRIPTION,
+        "Pub/Sub subscription id (not path) the chat frontend's inbound messages are read from.",
+    )
+    reply_topic: str = option(REPLY_TOPIC, "Pub/Sub topic id (not path) the agent's replies are published to.")
+    reply_memory_subscription: str = option(
+        REPLY_MEMORY_SUBSCRIPTION,
+        "Pub/Sub subscription id on the reply topic: the session stage reads its replies "
+        "back through it. Must differ from the frontend's subscriptions.",
+    )
+    dead_letter_topic: str = option(
+        DEAD_LETTER_TOPIC, "Pub/Sub topic id (not path) for everything that could not be answered, with the reason."
+    )
+    handoff_topic: str = option(
+        HANDOFF_TOPIC, "Pub/Sub topic id (not path) for conversations handed to a person (the human-agent desk)."
+    )
+    eval_dataset: str = option(
+        EVAL_DATASET,
+        "BigQuery dataset id holding the turns_v1 and sessions_v1 eval tables.",
+        pattern=BIGQUERY_DATASET_PATTERN,
+    )
+    bigquery_endpoint: str | None = option(
+        None, "BigQuery REST endpoint, e.g. http://127.0.0.1:9050 for the emulator; unset for the real API."
+    )
+    context_store: str = option(
+        "firestore",
+        "Where customer context is read from (Bigtable: one row per customer, see pipeline/enrichment).",
+        choices=CONTEXT_STORES,
+    )
+    bigtable_instance: str = option(
+        BIGTABLE_INSTANCE, "Bigtable instance for --context_store.", pattern=BIGTABLE_INSTANCE_PATTERN
+    )
+    bigtable_table: str = option(BIGTABLE_TABLE, "Bigtable table for --context_store.", pattern=BIGTABLE_TABLE_PATTERN)
+    model_backend: str = option(
+        registry.DEFAULT,
+        "Model behind RunInference: smollm2 (CPU, local), instant (overhead stub), gemini (API); "
+        "GPU backends get an accelerator on the inference step only.",
+        choices=registry.NAMES,
+    )
+    max_agent_steps: int = option(
+        4, "Model calls per turn at most (tool-calling backends); the step loop is unrolled this many times."
+    )
+    policy_now: str | None = option(
+        None,
+        "ISO time the tools judge return/refund windows against; unset: the wall clock. "
+        "The local stack pins it to its seed data's reference time.",
+    )
+    gemini_model: str = option(
+        "gemini-2.5-flash", "Gemini model for --model_backend=gemini.", pattern=GEMINI_MODEL_PATTERN
+    )
+    gemini_base_url: str | None = option(
+        None, "Another Gemini endpoint (a local server in tests); unset: Google's API."
+    )
+    gemini_deadline_s: float = option(
+        60.0,
+        "Total time one Gemini call may take, retries and back-off included; then the turn is "
+        "answered with an error reply and dead-lettered.",
+        limits=(1, 3600),
+    )
+    gemini_attempt_timeout_s: float = option(30.0, "Time one Gemini attempt may take.", limits=(0.1, 3600))
+    gemini_max_attempts: int = option(5, "Attempts per Gemini call (429, 5xx, timeouts).", limits=(1, 20))
+    gemini_backoff_s: float = option(
+        1.0,
+        "First Gemini retry waits this long (then doubling, plus up to this much jitter), "
+        "unless the server says when to retry.",
+        limits=(0, 600),
+    )
+    gemini_max_backoff_s: float = option(20.0, "Longest wait between Gemini attempts.", limits=(0, 3600))
+    gemini_max_concurrency: int = option(8, "Concurrent Gemini requests per worker process.", limits=(1, 512))
+    model_path: str | None = option(
+        None,
+        "gemma: a checkpoint directory or hub id for transformers, or random:gemma-3-1b / random:tiny "
+        "(random weights, for throughput work). gemma_vllm: the model vLLM serves (default google/gemma-3-1b-it).",
+    )
+    model_device: str = option("auto", f"Device of the gemma backend: {MODEL_DEVICES_HELP}.")
+    model_batch_size: int = option(
+        8,
+        "gemma, gemma_vllm: turns per batched model call at most (turns of different sessions share it).",
+        limits=(1, 1024),
+    )
+    model_batch_wait_s: float | None = option(
+        None, "gemma, gemma_vllm: wait this long at most to fill a batch (streaming); unset: a bundle's turns."
+    )
+    model_copies: int = option(
+        0,
+        "gemma: 0 loads a copy per SDK process; N>0 loads N copies per machine, shared by its "
+        "processes (Beam's model_copies). Use 1 on a one-GPU worker.",
+        limits=(0, 64),
+    )
+    model_max_tokens: int = option(96, "Cap on generated tokens per model call.", limits=(1, 8192))
+    # llama.cpp's threads spin-wait: on a busy 2-core box, 2 threads ran 10-30x slower than 1.
+    model_threads: int = option(
+        1, "CPU threads per local model copy; raise it only on a worker the model has to itself.", limits=(1, 256)
+    )
+    # Session stage (pipeline/session.py).
+    quiet_window_s: float = option(1.5, "A turn closes after this much user silence.", limits=(0.05, 600))
+    max_hold_s: float = option(6.0, "A turn is never held longer than this.", limits=(0.05, 3600))
+    inflight_timeout_s: float = option(
+        180.0, "Release a turn whose reply never came back after this long.", limits=(1, 86400)
+    )
+    idle_timeout_s: float = option(600.0, "Close a session idle for this long.", limits=(1, 7 * 86400))
+    max_history: int = option(20, "History entries kept per session.", limits=(2, 1000))
+    max_seen_ids: int = option(2000, "Message ids remembered per session for de-duplication.", limits=(1, 1_000_000))
+    # Session ownership (pipeline/ownership.py, docs/security.md).
+    session_owner_collection: str = option(
+        SESSION_OWNERS_COLLECTION,
+        "Firestore collection recording each session's owner at its first message; a message of "
+        "another customer in that session is dead-lettered, also after the pipeline lost its state.",
+    )
+    session_binding_key: str | None = option(
+        None,
+        "Key(s), comma-separated, the chat frontend signs session ids with (contract/binding.py): "
+        "when set, a message whose session id is not bound to its customer is dead-lettered. Give it as "
+        "SUPPORTFLOW_SESSION_BINDING_KEY rather than on a command line. Unset: no binding check.",
+    )
+    # Deployment and operations: not the graph's logic (docs/operations.md).
+    delivery_mode: str = option(
+        "exactly_once",
+        "Dataflow streaming mode: exactly_once (default) or at_least_once (cheaper, lower latency; "
         "duplicate replies possible: consumers de-duplicate on turn_id).",
+        choices=DELIVERY_MODES,
+        group=OPERATIONS,
     )
-    p.add_argument(
-        "--inference_accelerator",
-        default=None,
-        help="Accelerator resource hint for the inference step only, e.g. "
+    inference_accelerator: str | None = option(
+        None,
+        "Accelerator resource hint for the inference step only, e.g. "
         "type:nvidia-l4;count:1;install-nvidia-driver. GPU model backends only; they default to an L4.",
+        pattern=ACCELERATOR_PATTERN,
+        group=OPERATIONS,
     )
-    p.add_argument(
-        "--inference_min_ram",
-        default=None,
-        help="Minimum worker memory for the inference step only (resource hint), e.g. 16GB.",
+    inference_min_ram: str | None = option(
+        None,
+        "Minimum worker memory for the inference step only (resource hint), e.g. 16GB.",
+        pattern=MEMORY_PATTERN,
+        group=OPERATIONS,
     )
-    p.add_argument(
-        "--slo_turn_latency_s",
-        type=float,
-        default=30.0,
-        help="Latency SLO: a turn answered later than this after its first message counts as slow.",
+    slo_turn_latency_s: float = option(
+        30.0,
+        "Latency SLO: a turn answered later than this after its first message counts as slow.",
+        limits=(0.1, 3600),
+        group=OPERATIONS,
     )
-    p.add_argument(
-        "--slo_freshness_s",
-        type=float,
-        default=60.0,
-        help="Freshness SLO: an unanswered user message older than this counts as stale.",
+    slo_freshness_s: float = option(
+        60.0,
+        "Freshness SLO: an unanswered user message older than this counts as stale.",
+        limits=(0.1, 86400),
+        group=OPERATIONS,
     )
-    p.add_argument(
-        "--freshness_probe_s",
-        type=float,
-        default=10.0,
-        help="How often the session stage reports the age of a session's oldest unanswered message.",
+    freshness_probe_s: float = option(
+        10.0,
+        "How often the session stage reports the age of a session's oldest unanswered message.",
+        limits=(0.1, 3600),
+        group=OPERATIONS,
     )
 
 
-def default(name: str) -> object:
-    """The default of the supportflow option ``name`` (as declared above)."""
+# --- The table, row by row -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option as the generators see it (argparse, environment, Flex Template, validation)."""
+
+    name: str
+    type: type  # str, int or float (a value may also be None where the default is)
+    default: Any
+    help: str
+    choices: tuple[str, ...] | None
+    limits: tuple[float, float] | None
+    pattern: str | None
+    group: str
+
+    @property
+    def flag(self) -> str:
+        return f"--{self.name}"
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+
+def _value_type(annotation: Any) -> type:
+    """``float`` for ``float`` and ``float | None``."""
+    if get_origin(annotation) in (Union, types.UnionType):
+        (annotation,) = [a for a in get_args(annotation) if a is not type(None)]
+    return annotation
+
+
+OPTIONS: tuple[Option, ...] = tuple(
+    Option(name, _value_type(f.annotation), f.default, f.description or "", **f.json_schema_extra)
+    for name, f in OptionTable.model_fields.items()
+)
+BY_NAME: Mapping[str, Option] = {o.name: o for o in OPTIONS}
+
+
+def option_names() -> list[str]:
+    """Every supportflow option's name, in table order."""
+    return [o.name for o in OPTIONS]
+
+
+def default(name: str) -> Any:
+    """The table's default of the option ``name``."""
+    return BY_NAME[name].default
+
+
+# --- Generated: the Beam options class ------------------------------------------------------------
+
+
+class SupportflowOptions(PipelineOptions):
+    """The table as Beam pipeline options (``--<name>``); read them through ``pipeline.settings.Settings``."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser) -> None:  # noqa: ANN001 - Beam's signature
+        groups: dict[str, Any] = {}
+        for o in OPTIONS:
+            if o.group not in groups:
+                groups[o.group] = parser.add_argument_group(o.group)
+            kwargs: dict[str, Any] = {"default": o.default, "help": o.help}
+            if o.choices:
+                kwargs["choices"] = o.choices
+            if o.type in (int, float):
+                kwargs["type"] = o.type
+            groups[o.group].add_argument(o.flag, **kwargs)
+
+
+def supportflow_actions() -> list[Any]:
+    """The argparse actions SupportflowOptions declares, in table order."""
     import argparse
 
     parser = argparse.ArgumentParser(add_help=False)
     SupportflowOptions._add_argparse_args(parser)
-    return parser.get_default(name)
+    return [a for a in parser._actions if a.option_strings]
+
+
+# --- Generated: environment variables -------------------------------------------------------------
+
+
+def env_variable(option: str) -> str:
+    return BY_NAME[option].env if option in BY_NAME else ENV_PREFIX + option.upper()
+
+
+def argv_with_env(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> tuple[list[str], list[str]]:
+    """``argv`` plus ``--option=value`` for each ``SUPPORTFLOW_<OPTION>`` set in the environment
+    whose option is not on the command line. Returns (argv, names of the options taken from the env).
+
+    The variables become arguments (rather than being read beside them) so that the Beam options,
+    which a Dataflow job carries to its workers, hold the same values as the run's Settings."""
+    environ = os.environ if environ is None else environ
+    given = {a.split("=", 1)[0] for a in argv if a.startswith("--")}
+    extra: list[str] = []
+    applied: list[str] = []
+    for o in OPTIONS:
+        value = environ.get(o.env)
+        if value is None or o.flag in given:
+            continue
+        extra.append(f"{o.flag}={value}")
+        applied.append(o.name)
+    return [*argv, *extra], applied

@@ -1,38 +1,33 @@
 """One validated settings object for a run, built before the graph.
 
 ``Settings.from_options(options)`` reads the pipeline options (command line,
-Flex Template parameters) and the environment, checks everything that can be
-checked before a job exists, and raises ``SettingsError`` listing *every*
+Flex Template parameters, ``SUPPORTFLOW_*`` variables merged in by
+``pipeline.options.argv_with_env``) and the environment, checks everything that
+can be checked before a job exists, and raises ``SettingsError`` listing *every*
 problem at once, each naming the option to fix. ``pipeline/main.py`` calls it
 before building the graph, so a bad launch fails on the launcher in seconds
 instead of on the workers in minutes.
 
-Environment variables: every supportflow option can also come from
-``SUPPORTFLOW_<OPTION NAME IN CAPITALS>`` (e.g. ``SUPPORTFLOW_MODEL_BACKEND=gemini``);
-an option on the command line wins over the variable, the variable over the
-default (``argv_with_env``). Other variables read here: the emulator hosts
+``Settings`` is typed and frozen: it is an ``OptionTable`` (every option, one typed
+attribute each) plus what the run decided (runner, resolved project, the
+session stage's ``SessionConfig``, GPU hint defaults, warnings). ``graph.build``
+takes it; nothing downstream reads raw options.
+
+Each option's range, pattern and choices come from its row in the table
+(``pipeline/options.py``); the rules between options are the ``_Builder``'s
+methods below. Other variables read here: the emulator hosts
 (``PUBSUB_EMULATOR_HOST``, ``FIRESTORE_EMULATOR_HOST``, ``BIGTABLE_EMULATOR_HOST``),
 only to warn when a Dataflow launch happens from a shell pointed at emulators.
-
-Right-fitting: ``inference_resource_hints(settings)`` is the one place that
-decides what the inference step asks of its workers (an accelerator only for a
-GPU backend, plus an optional memory floor); ``pin_inference_resources``
-applies it to the built graph's ``AgentTurn/RunModel`` step and nowhere else.
-
-The patterns below are shared with the Flex Template metadata
-(``deploy/template.py`` writes ``deploy/flex_template/metadata.json`` from them),
-so the template and the pipeline accept exactly the same values.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-import apache_beam as beam
+import pydantic
 from apache_beam.options.pipeline_options import (
     DebugOptions,
     GoogleCloudOptions,
@@ -41,213 +36,72 @@ from apache_beam.options.pipeline_options import (
     StandardOptions,
     WorkerOptions,
 )
-from apache_beam.pipeline import AppliedPTransform
-from apache_beam.transforms.resources import merge_resource_hints, parse_resource_hints
+from apache_beam.transforms.resources import parse_resource_hints
 
 from agents.backends import registry
-from pipeline import options as options_module
-from pipeline.options import DELIVERY_MODES, SupportflowOptions
+from pipeline.options import (
+    BY_NAME,
+    DEFAULT_PROJECT,
+    DELIVERY_MODES,
+    OPTIONS,
+    OptionTable,
+    SupportflowOptions,
+    option_names,
+)
+from pipeline.resource_hints import DEFAULT_GPU_ACCELERATOR, DEFAULT_GPU_MIN_RAM, inference_resource_hints
 from pipeline.session import SessionConfig
-
-ENV_PREFIX = "SUPPORTFLOW_"
-
-DEFAULT_GPU_ACCELERATOR = "type:nvidia-l4;count:1;install-nvidia-driver"
-# What one L4 worker for Gemma needs besides the GPU (weights are loaded through host memory).
-DEFAULT_GPU_MIN_RAM = "16GB"
-
-# The transforms whose workers get the hints: the RunInference steps of the agent (graph.py "AgentTurn",
-# agent_stage.py "Step<N>/RunModel", one per unrolled agent step; plain "RunModel" in a one-step agent).
-INFERENCE_STEP_PATTERN = r"AgentTurn/(?:Step[0-9]+/)?RunModel"
-
-
-def is_inference_step(full_label: str, pattern: str = INFERENCE_STEP_PATTERN) -> bool:
-    """True for an inference step and everything inside it."""
-    return re.match(rf"(?:{pattern})(?:/|$)", full_label) is not None
-
+from pipeline.validation import (
+    ACCELERATOR_PATTERN,
+    BIGQUERY_DATASET_PATTERN,
+    BIGTABLE_INSTANCE_PATTERN,
+    BIGTABLE_TABLE_PATTERN,
+    GEMINI_MODEL_PATTERN,
+    HTTP_URL_PATTERN,
+    IMAGE_PATTERN,
+    MEMORY_PATTERN,
+    PROJECT_PATTERN,
+    PUBSUB_ID_PATTERN,
+    SettingsError,
+    is_pubsub_option,
+    is_url_option,
+)
 
 # Dataflow service option for at-least-once streaming (no exactly-once de-duplication).
 AT_LEAST_ONCE_SERVICE_OPTION = "streaming_mode_at_least_once"
 
 EMULATOR_VARIABLES = ("PUBSUB_EMULATOR_HOST", "FIRESTORE_EMULATOR_HOST", "BIGTABLE_EMULATOR_HOST")
 
-# --- Patterns (anchored; shared with the Flex Template metadata) -------------------------------
-# Project id, optionally domain-scoped ("example.com:my-project").
-PROJECT_PATTERN = r"^(?:[a-z][a-z0-9.-]*[a-z0-9]:)?[a-z][a-z0-9-]{4,28}[a-z0-9]$"
-# Pub/Sub topic / subscription *id* (not the projects/... path): 3-255 chars, starts with a letter
-# (and not with "goog", checked in code: the template's regex dialect may lack look-aheads).
-PUBSUB_ID_PATTERN = r"^[A-Za-z][A-Za-z0-9._~+%-]{2,254}$"
-BIGQUERY_DATASET_PATTERN = r"^[A-Za-z0-9_]{1,1024}$"
-HTTP_URL_PATTERN = r"^https?://[A-Za-z0-9.:\[\]-]+(?::[0-9]{1,5})?(?:/\S*)?$"
-GEMINI_MODEL_PATTERN = r"^(?:models/)?gemini-[a-z0-9][a-z0-9.-]*$"
-BIGTABLE_INSTANCE_PATTERN = r"^[a-z][a-z0-9-]{4,31}[a-z0-9]$"
-BIGTABLE_TABLE_PATTERN = r"^[A-Za-z0-9_.-]{1,50}$"
-ACCELERATOR_PATTERN = r"^type:[a-z0-9-]+;count:[1-9][0-9]?(?:;install-nvidia-driver(?::[A-Za-z0-9._-]+)?)?$"
-MEMORY_PATTERN = r"^[0-9]+(?:\.[0-9]+)?(?:[KMGT]i?B)?$"
-# A container image reference with an explicit tag or digest (registry host required).
-IMAGE_PATTERN = r"^[a-z0-9.-]+(?::[0-9]+)?/[a-z0-9._/-]+(?::[A-Za-z0-9._-]{1,128}|@sha256:[a-f0-9]{64})$"
-INT_PATTERN = r"^[0-9]+$"
-NUMBER_PATTERN = r"^[0-9]+(?:\.[0-9]+)?$"
-ANY_TOKEN_PATTERN = r"^\S+$"
 
-# Per option: the pattern its value must match (string options). Numbers and choices get theirs
-# from their argparse type / choices (``option_pattern``).
-OPTION_PATTERNS: dict[str, str] = {
-    "gcp_project": PROJECT_PATTERN,
-    "inbound_subscription": PUBSUB_ID_PATTERN,
-    "reply_topic": PUBSUB_ID_PATTERN,
-    "reply_memory_subscription": PUBSUB_ID_PATTERN,
-    "dead_letter_topic": PUBSUB_ID_PATTERN,
-    "eval_dataset": BIGQUERY_DATASET_PATTERN,
-    "gemini_model": GEMINI_MODEL_PATTERN,
-    "bigtable_instance": BIGTABLE_INSTANCE_PATTERN,
-    "bigtable_table": BIGTABLE_TABLE_PATTERN,
-    "inference_accelerator": ACCELERATOR_PATTERN,
-    "inference_min_ram": MEMORY_PATTERN,
-}
+class Settings(OptionTable):
+    """Everything a run decides, validated: every option (typed, as in ``OptionTable``; ``gcp_project`` and
+    the inference hints resolved) and the run's own facts. Built by ``Settings.from_options``."""
 
-LIMITS: dict[str, tuple[float, float]] = {
-    "model_max_tokens": (1, 8192),
-    "model_threads": (1, 256),
-    "model_batch_size": (1, 1024),
-    "gemini_deadline_s": (1, 3600),
-    "gemini_attempt_timeout_s": (0.1, 3600),
-    "gemini_max_attempts": (1, 20),
-    "gemini_max_concurrency": (1, 512),
-    "gemini_backoff_s": (0, 600),
-    "gemini_max_backoff_s": (0, 3600),
-    "model_copies": (0, 64),
-    "quiet_window_s": (0.05, 600),
-    "max_hold_s": (0.05, 3600),
-    "inflight_timeout_s": (1, 86400),
-    "idle_timeout_s": (1, 7 * 86400),
-    "max_history": (2, 1000),
-    "max_seen_ids": (1, 1_000_000),
-    "slo_turn_latency_s": (0.1, 3600),
-    "slo_freshness_s": (0.1, 86400),
-    "freshness_probe_s": (0.1, 3600),
-}
-
-
-class SettingsError(ValueError):
-    """The run's configuration is invalid; ``problems`` lists every reason, one per line."""
-
-    def __init__(self, problems: Sequence[str]) -> None:
-        self.problems = list(problems)
-        super().__init__("invalid supportflow settings:\n" + "\n".join(f"  - {p}" for p in self.problems))
-
-
-# ------------------------------------------------------------------------------------------------
-# Options <-> environment
-# ------------------------------------------------------------------------------------------------
-
-
-def supportflow_actions() -> list[Any]:
-    """The argparse actions SupportflowOptions declares, in declaration order."""
-    import argparse
-
-    parser = argparse.ArgumentParser(add_help=False)
-    SupportflowOptions._add_argparse_args(parser)
-    return [a for a in parser._actions if a.option_strings]
-
-
-def option_names() -> list[str]:
-    """Every supportflow option's name (argparse dest), in declaration order."""
-    return [a.dest for a in supportflow_actions()]
-
-
-def env_variable(option: str) -> str:
-    return ENV_PREFIX + option.upper()
-
-
-def argv_with_env(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> tuple[list[str], list[str]]:
-    """``argv`` plus ``--option=value`` for each ``SUPPORTFLOW_<OPTION>`` set in the environment
-    whose option is not on the command line. Returns (argv, names of the options taken from the env)."""
-    environ = os.environ if environ is None else environ
-    given = {a.split("=", 1)[0] for a in argv if a.startswith("--")}
-    extra: list[str] = []
-    applied: list[str] = []
-    for name in option_names():
-        value = environ.get(env_variable(name))
-        if value is None or f"--{name}" in given:
-            continue
-        extra.append(f"--{name}={value}")
-        applied.append(name)
-    return [*argv, *extra], applied
-
-
-def is_pubsub_option(name: str) -> bool:
-    """Options naming a Pub/Sub topic or subscription (by id): ``*_topic``, ``*_subscription``."""
-    return name.endswith(("_topic", "_subscription"))
-
-
-def is_url_option(name: str) -> bool:
-    """Options naming an HTTP endpoint: ``*_endpoint``, ``*_url``."""
-    return name.endswith(("_endpoint", "_url"))
-
-
-def url_options() -> list[str]:
-    return [name for name in option_names() if is_url_option(name)]
-
-
-def option_pattern(action: Any) -> str:
-    """The anchored regex a value of this option must match (used by the template metadata too)."""
-    if action.choices:
-        return "^(?:" + "|".join(re.escape(str(c)) for c in action.choices) + ")$"
-    if action.dest in OPTION_PATTERNS:
-        return OPTION_PATTERNS[action.dest]
-    if is_pubsub_option(action.dest):
-        return PUBSUB_ID_PATTERN
-    if is_url_option(action.dest):
-        return HTTP_URL_PATTERN
-    if action.type is int:
-        return INT_PATTERN
-    if action.type is float:
-        return NUMBER_PATTERN
-    return ANY_TOKEN_PATTERN
-
-
-# ------------------------------------------------------------------------------------------------
-# The settings object
-# ------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Everything a run decides, validated. Built by ``Settings.from_options``."""
+    model_config = pydantic.ConfigDict(frozen=True, extra="forbid", protected_namespaces=())
 
     runner: str
     on_dataflow: bool
     streaming: bool
-    # Resources (ids, in ``project``).
-    project: str
-    inbound_subscription: str
-    reply_topic: str
-    reply_memory_subscription: str
-    dead_letter_topic: str
-    eval_dataset: str
-    bigquery_endpoint: str | None
-    # Model.
-    model_backend: str
-    gemini_model: str
-    model_max_tokens: int
-    model_threads: int
-    # Session stage.
-    session: SessionConfig
-    # Operations.
-    delivery_mode: str
-    inference_accelerator: str | None
-    inference_min_ram: str | None
-    slo_turn_latency_s: float
-    slo_freshness_s: float
-    freshness_probe_s: float
+    session: SessionConfig  # the session stage's config, validated once here
     # Where values came from, and what is worth a look but not fatal.
     from_env: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
-    extra: Mapping[str, Any] = field(default_factory=dict)  # other supportflow options, as given
+
+    @property
+    def project(self) -> str:
+        """The project of the topics, store and dataset (``--gcp_project``, or the Dataflow job's)."""
+        return self.gcp_project
+
+    @property
+    def backend(self) -> registry.Backend:
+        return registry.get(self.model_backend)
+
+    def backend_options(self) -> dict[str, Any]:
+        """The options the model backend reads, by name: what its registry factory takes."""
+        return {name: getattr(self, name) for name in self.backend.options}
 
     @property
     def uses_gpu(self) -> bool:
-        return registry.get(self.model_backend).needs_gpu
+        return self.backend.needs_gpu
 
     @property
     def at_least_once(self) -> bool:
@@ -269,6 +123,11 @@ class Settings:
         """Validate ``options`` (and the environment); raise ``SettingsError`` listing every problem."""
         environ = os.environ if environ is None else environ
         return _Builder(options, environ).build(tuple(from_env))
+
+    @classmethod
+    def local(cls, *argv: str) -> Settings:
+        """A local run's settings: the table's defaults but for ``argv``, no environment (tools, evals, tests)."""
+        return cls.from_options(PipelineOptions(["--streaming", "--runner=BundleBasedDirectRunner", *argv]), environ={})
 
     def apply_to(self, options: PipelineOptions) -> None:
         """Write the decisions that live in pipeline options back into them (before the graph is built):
@@ -325,7 +184,7 @@ class _Builder:
 
     def _number(self, name: str) -> float:
         value = self._get(name)
-        low, high = LIMITS[name]
+        low, high = BY_NAME[name].limits or (float("-inf"), float("inf"))
         try:
             number = float(value)
         except (TypeError, ValueError):
@@ -348,7 +207,7 @@ class _Builder:
     def project(self, on_dataflow: bool) -> str:
         gcp = self.options.view_as(GoogleCloudOptions)
         project = self._get("gcp_project") or ""
-        if on_dataflow and project == options_module.DEFAULT_PROJECT and gcp.project:
+        if on_dataflow and project == DEFAULT_PROJECT and gcp.project:
             # The local stack's project name means "not chosen": on Dataflow the job's project is meant.
             project = gcp.project
         if not project:
@@ -411,7 +270,7 @@ class _Builder:
             )
         return mode
 
-    def model(self) -> tuple[str, str, int, int]:
+    def model(self) -> tuple[str, str]:
         backends = registry.NAMES
         backend = self._get("model_backend")
         if backend not in backends:
@@ -443,7 +302,9 @@ class _Builder:
         device = str(self._get("model_device") or "auto")
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
             self.problem(f"--model_device={device!r} is not a device; use auto, cpu, cuda or cuda:N")
-        return str(backend), gemini or "", int(self._number("model_max_tokens")), int(self._number("model_threads"))
+        self._number("model_max_tokens")
+        self._number("model_threads")
+        return str(backend), gemini or ""
 
     def accelerator(self, backend: str, on_dataflow: bool) -> tuple[str | None, str | None]:
         accelerator = self._text(
@@ -467,7 +328,7 @@ class _Builder:
                     "--inference_accelerator has no install-nvidia-driver: the worker image must bring the driver"
                 )
         for name, value in (("accelerator", accelerator), ("min_ram", min_ram)):
-            if value and re.fullmatch(OPTION_PATTERNS[f"inference_{name}"], value):
+            if value and re.fullmatch(BY_NAME[f"inference_{name}"].pattern or "", value):
                 try:
                     parse_resource_hints({name: value})
                 except ValueError as exc:
@@ -554,7 +415,11 @@ class _Builder:
         project = self.project(on_dataflow)
         ids = self.pubsub_ids()
         dataset = self._text("eval_dataset", BIGQUERY_DATASET_PATTERN, "BigQuery dataset id") or ""
-        urls = {name: self._text(name, HTTP_URL_PATTERN, "http(s) URL", required=False) for name in url_options()}
+        urls = {
+            name: self._text(name, HTTP_URL_PATTERN, "http(s) URL", required=False)
+            for name in option_names()
+            if is_url_option(name)
+        }
         for name, url in urls.items():
             if on_dataflow and url and re.search(r"//(localhost|127\.|\[::1\]|0\.0\.0\.0)", url):
                 self.problem(f"--{name}={url!r} is a local server: Dataflow workers cannot reach it")
@@ -562,7 +427,7 @@ class _Builder:
         if self._get("context_store") == "bigtable":
             self._text("bigtable_instance", BIGTABLE_INSTANCE_PATTERN, "Bigtable instance id")
             self._text("bigtable_table", BIGTABLE_TABLE_PATTERN, "Bigtable table id")
-        backend, gemini, max_tokens, threads = self.model()
+        backend, gemini = self.model()
         gpu_backend = backend in registry.NAMES and registry.get(backend).needs_gpu
         accelerator, min_ram = self.accelerator(backend, on_dataflow)
         delivery = self.delivery(on_dataflow)
@@ -574,79 +439,31 @@ class _Builder:
         turn_slo, fresh_slo, probe = self.slo(session.quiet_window_s if session else 0.0)
         if self.problems or session is None:
             raise SettingsError(self.problems or ["session options are invalid"])
-        known = set(Settings.__dataclass_fields__) | {"gcp_project", *LIMITS}
-        extra = {name: self._get(name) for name in option_names() if name not in known}
-        return Settings(
-            runner=runner,
-            on_dataflow=on_dataflow,
-            streaming=streaming,
-            project=project,
+        values = {o.name: self._get(o.name) for o in OPTIONS}
+        # Numbers as the table types them (a value given programmatically may be a string), checked texts stripped.
+        values.update({o.name: o.type(self._number(o.name)) for o in OPTIONS if o.limits})
+        values.update(ids)
+        values.update(
+            gcp_project=project,
             eval_dataset=dataset,
             bigquery_endpoint=endpoint,
             model_backend=backend,
             gemini_model=gemini,
-            model_max_tokens=max_tokens,
-            model_threads=threads,
-            session=session,
-            delivery_mode=delivery,
             inference_accelerator=accelerator,
             inference_min_ram=min_ram,
-            slo_turn_latency_s=turn_slo,
-            slo_freshness_s=fresh_slo,
-            freshness_probe_s=probe,
-            from_env=from_env,
-            warnings=tuple(self.warnings),
-            extra=extra,
-            inbound_subscription=ids.get("inbound_subscription", ""),
-            reply_topic=ids.get("reply_topic", ""),
-            reply_memory_subscription=ids.get("reply_memory_subscription", ""),
-            dead_letter_topic=ids.get("dead_letter_topic", ""),
+            delivery_mode=delivery,
         )
-
-
-# ------------------------------------------------------------------------------------------------
-# Right-fitting: resource hints for the inference step only
-# ------------------------------------------------------------------------------------------------
-
-
-def inference_resource_hints(settings: Settings) -> dict[str, str]:
-    """Keyword arguments for ``.with_resource_hints(**...)`` on the inference step ("RunModel").
-
-    Empty for CPU backends (they run on the job's default workers). For a GPU backend:
-    ``accelerator`` (default one NVIDIA L4 with the driver installed by Dataflow) and ``min_ram``.
-    """
-    hints: dict[str, str] = {}
-    if settings.inference_accelerator:
-        hints["accelerator"] = settings.inference_accelerator
-    if settings.inference_min_ram:
-        hints["min_ram"] = settings.inference_min_ram
-    return hints
-
-
-def _walk(node: AppliedPTransform) -> Iterator[AppliedPTransform]:
-    yield node
-    for part in node.parts:
-        yield from _walk(part)
-
-
-def pin_inference_resources(
-    pipeline: beam.Pipeline, settings: Settings, pattern: str = INFERENCE_STEP_PATTERN
-) -> list[str]:
-    """Give the built graph's inference steps (full labels matching ``pattern``, and everything inside
-    them) the hints of ``inference_resource_hints``. Returns the full labels it changed; raises if no step
-    matches while there are hints to apply (a renamed step must not silently lose its GPU).
-
-    Equivalent to ``RunInference(...).with_resource_hints(**inference_resource_hints(settings))`` at
-    graph-building time, and harmless on top of it (merging equal hints changes nothing).
-    """
-    hints = parse_resource_hints(inference_resource_hints(settings))
-    if not hints:
-        return []
-    changed = []
-    for node in _walk(pipeline._root_transform()):
-        if node.full_label and is_inference_step(node.full_label, pattern):
-            node.resource_hints = merge_resource_hints(outer_hints=hints, inner_hints=node.resource_hints)
-            changed.append(node.full_label)
-    if not changed:
-        raise SettingsError([f"the graph has no inference step matching {pattern!r} to give the {sorted(hints)} hints"])
-    return changed
+        try:
+            return Settings(
+                **values,
+                runner=runner,
+                on_dataflow=on_dataflow,
+                streaming=streaming,
+                session=session,
+                from_env=from_env,
+                warnings=tuple(self.warnings),
+            )
+        except pydantic.ValidationError as exc:  # a type the checks above do not cover (e.g. max_agent_steps="x")
+            raise SettingsError(
+                [f"--{'.'.join(map(str, e['loc']))}={e['input']!r}: {e['msg']}" for e in exc.errors()]
+            ) from None

@@ -98,9 +98,6 @@ def test_registry_and_options_know_gemini() -> None:
 
     opts = SupportflowOptions(["--model_backend=gemini", "--gemini_model=gemini-2.5-pro"])
     assert opts.model_backend == "gemini" and opts.gemini_model == "gemini-2.5-pro"
-    assert set(SupportflowOptions([]).view_as(SupportflowOptions).get_all_options()) >= set(
-        registry.get("gemini").options
-    )  # every option the backend reads is a pipeline option
     assert SupportflowOptions([]).gemini_model == "gemini-2.5-flash"
 
 

@@ -23,12 +23,9 @@ from deploy.transforms import (
     resource_hints_by_transform,
     snapshot,
 )
-from pipeline.settings import (
-    AT_LEAST_ONCE_SERVICE_OPTION,
-    DEFAULT_GPU_ACCELERATOR,
-    is_inference_step,
-    option_names,
-)
+from pipeline.options import option_names
+from pipeline.resource_hints import DEFAULT_GPU_ACCELERATOR, is_inference_step
+from pipeline.settings import AT_LEAST_ONCE_SERVICE_OPTION
 
 ACCELERATOR_URN = "beam:resources:accelerator:v1"
 MIN_RAM_URN = "beam:resources:min_ram_bytes:v1"

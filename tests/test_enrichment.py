@@ -37,6 +37,7 @@ from pipeline.enrichment.bigtable import BigtableContextHandler, context_from_ce
 from pipeline.enrichment.context import NO_CACHE, CachePolicy, ContextResult, TTLCache, build_context, clear_caches
 from pipeline.enrichment.firestore import FirestoreContextHandler
 from pipeline.enrichment.transform import ContextHandler, EnrichCustomerContext, context_handler
+from pipeline.settings import Settings
 from stack.bigtable import admin_client, customer_cells, ensure_table, seed_bigtable, write_rows
 from stack.clients import firestore_client
 from stack.emulators import Emulator, LocalStack, StackError, bigtable_emulator, firestore_emulator, free_port
@@ -438,10 +439,10 @@ def test_context_from_an_empty_row_is_unknown() -> None:
 
 
 def test_pipeline_option_selects_the_store() -> None:
-    fs = context_handler(PipelineOptions([]))
-    bt = context_handler(PipelineOptions(["--context_store=bigtable", "--bigtable_instance=i", "--bigtable_table=t"]))
+    fs = context_handler(Settings.local())
+    bt = context_handler(Settings.local("--context_store=bigtable", "--bigtable_instance=inst-1", "--bigtable_table=t"))
     assert isinstance(fs, FirestoreContextHandler)
-    assert isinstance(bt, BigtableContextHandler) and (bt._instance_id, bt._table_id) == ("i", "t")
+    assert isinstance(bt, BigtableContextHandler) and (bt._instance_id, bt._table_id) == ("inst-1", "t")
 
 
 def test_missing_bigtable_emulator_is_named(tmp_path: Path) -> None:

@@ -8,18 +8,15 @@ from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOpt
 from apache_beam.portability.common_urns import resource_hints as hint_urns
 
 import pipeline.options as options_module
-from pipeline.settings import (
-    AT_LEAST_ONCE_SERVICE_OPTION,
+from pipeline.options import argv_with_env, option_names
+from pipeline.resource_hints import (
     DEFAULT_GPU_ACCELERATOR,
     DEFAULT_GPU_MIN_RAM,
-    Settings,
-    SettingsError,
-    argv_with_env,
     inference_resource_hints,
     is_inference_step,
-    option_names,
     pin_inference_resources,
 )
+from pipeline.settings import AT_LEAST_ONCE_SERVICE_OPTION, Settings, SettingsError
 
 LOCAL = ["--streaming", "--runner=BundleBasedDirectRunner"]
 IMAGE = "us-central1-docker.pkg.dev/my-project/supportflow/worker:1.0"

@@ -17,18 +17,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import apache_beam as beam
 from apache_beam.io.requestresponse import NoOpsRepeater, PreCallThrottler
 from apache_beam.metrics import Metrics
-from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.transforms.enrichment import Enrichment
 
 from contract.context_layout import FLAGS
 from contract.turn import EnrichedTurn, Turn
 from pipeline.enrichment.bigtable import BigtableContextHandler
 from pipeline.enrichment.firestore import FirestoreContextHandler
+
+if TYPE_CHECKING:
+    from pipeline.settings import Settings
 
 ContextHandler = FirestoreContextHandler | BigtableContextHandler
 
@@ -89,8 +91,8 @@ class EnrichCustomerContext(beam.PTransform):
         self.handler = handler
 
     @classmethod
-    def from_options(cls, options: PipelineOptions) -> EnrichCustomerContext:
-        return cls(context_handler(options))
+    def from_settings(cls, settings: Settings) -> EnrichCustomerContext:
+        return cls(context_handler(settings))
 
     def expand(self, turns: beam.PCollection) -> beam.PCollection:
         return (
@@ -109,11 +111,8 @@ class EnrichCustomerContext(beam.PTransform):
         )
 
 
-def context_handler(options: PipelineOptions) -> ContextHandler:
-    """The handler ``--context_store`` names, configured from the pipeline options."""
-    from pipeline.options import SupportflowOptions
-
-    o = options.view_as(SupportflowOptions)
-    if o.context_store == "bigtable":
-        return BigtableContextHandler(o.gcp_project, o.bigtable_instance, o.bigtable_table)
-    return FirestoreContextHandler(o.gcp_project)
+def context_handler(settings: Settings) -> ContextHandler:
+    """The handler ``--context_store`` names, configured from the run's settings."""
+    if settings.context_store == "bigtable":
+        return BigtableContextHandler(settings.project, settings.bigtable_instance, settings.bigtable_table)
+    return FirestoreContextHandler(settings.project)

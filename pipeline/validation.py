@@ -1,0 +1,70 @@
+"""What a valid option value looks like, and the error that lists every invalid one.
+
+The patterns are anchored regexes shared by ``pipeline.settings`` (which checks a run's
+values against them) and the Flex Template metadata (``deploy/template.py`` writes them
+into ``deploy/flex_template/metadata.json``), so the template and the pipeline accept
+exactly the same values. Which pattern an option gets is ``option_pattern``: its choices,
+else the pattern its table row names, else one that its name or type implies.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pipeline.options import Option
+
+# Project id, optionally domain-scoped ("example.com:my-project").
+PROJECT_PATTERN = r"^(?:[a-z][a-z0-9.-]*[a-z0-9]:)?[a-z][a-z0-9-]{4,28}[a-z0-9]$"
+# Pub/Sub topic / subscription *id* (not the projects/... path): 3-255 chars, starts with a letter
+# (and not with "goog", checked in code: the template's regex dialect may lack look-aheads).
+PUBSUB_ID_PATTERN = r"^[A-Za-z][A-Za-z0-9._~+%-]{2,254}$"
+BIGQUERY_DATASET_PATTERN = r"^[A-Za-z0-9_]{1,1024}$"
+HTTP_URL_PATTERN = r"^https?://[A-Za-z0-9.:\[\]-]+(?::[0-9]{1,5})?(?:/\S*)?$"
+GEMINI_MODEL_PATTERN = r"^(?:models/)?gemini-[a-z0-9][a-z0-9.-]*$"
+BIGTABLE_INSTANCE_PATTERN = r"^[a-z][a-z0-9-]{4,31}[a-z0-9]$"
+BIGTABLE_TABLE_PATTERN = r"^[A-Za-z0-9_.-]{1,50}$"
+ACCELERATOR_PATTERN = r"^type:[a-z0-9-]+;count:[1-9][0-9]?(?:;install-nvidia-driver(?::[A-Za-z0-9._-]+)?)?$"
+MEMORY_PATTERN = r"^[0-9]+(?:\.[0-9]+)?(?:[KMGT]i?B)?$"
+# A container image reference with an explicit tag or digest (registry host required).
+IMAGE_PATTERN = r"^[a-z0-9.-]+(?::[0-9]+)?/[a-z0-9._/-]+(?::[A-Za-z0-9._-]{1,128}|@sha256:[a-f0-9]{64})$"
+INT_PATTERN = r"^[0-9]+$"
+NUMBER_PATTERN = r"^[0-9]+(?:\.[0-9]+)?$"
+ANY_TOKEN_PATTERN = r"^\S+$"
+
+
+class SettingsError(ValueError):
+    """The run's configuration is invalid; ``problems`` lists every reason, one per line."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("invalid supportflow settings:\n" + "\n".join(f"  - {p}" for p in self.problems))
+
+
+def is_pubsub_option(name: str) -> bool:
+    """Options naming a Pub/Sub topic or subscription (by id): ``*_topic``, ``*_subscription``."""
+    return name.endswith(("_topic", "_subscription"))
+
+
+def is_url_option(name: str) -> bool:
+    """Options naming an HTTP endpoint: ``*_endpoint``, ``*_url``."""
+    return name.endswith(("_endpoint", "_url"))
+
+
+def option_pattern(option: Option) -> str:
+    """The anchored regex a value of this option must match (the template metadata's too)."""
+    if option.choices:
+        return "^(?:" + "|".join(re.escape(str(c)) for c in option.choices) + ")$"
+    if option.pattern:
+        return option.pattern
+    if is_pubsub_option(option.name):
+        return PUBSUB_ID_PATTERN
+    if is_url_option(option.name):
+        return HTTP_URL_PATTERN
+    if option.type is int:
+        return INT_PATTERN
+    if option.type is float:
+        return NUMBER_PATTERN
+    return ANY_TOKEN_PATTERN
