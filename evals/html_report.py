@@ -9,7 +9,7 @@ it can be mailed, attached to a pull request or opened from a bucket:
 - a table per category: its scenarios, passed x/k, failing checks, the first failure's reason and its
   conversation;
 - with a baseline: pass^1 of both runs by category, a delta table, other metrics side by side, and the
-  regressed and improved scenarios. What counts as a regression is ``evals.report.compare``'s (the gate).
+  regressed and improved scenarios. What counts as a regression is ``evals.comparison.compare``'s (the gate).
 
     python -m evals.html_report artifacts/evals/smollm2-k3                # -> artifacts/evals/smollm2-k3/report.html
     python -m evals.html_report artifacts/evals/smollm2-k3-t07 --baseline artifacts/evals/smollm2-k3 \\
@@ -24,14 +24,14 @@ from __future__ import annotations
 import argparse
 import html
 import io
-import json
 import math
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from evals.report import REPORT_JSON, Comparison, compare, quantile
+from evals.comparison import Comparison, compare, load_report
+from evals.stats import ci_text, quantile
 
 REPORT_HTML = "report.html"
 
@@ -265,9 +265,20 @@ def _has_judge(data: Mapping[str, Any]) -> bool:
     return any(s.get("judge_helpfulness") is not None or s.get("judge_groundedness") is not None for s in rows)
 
 
+def _interval(s: Mapping[str, Any], j: int) -> str:
+    """pass^j's 95% interval (evals.report: Wilson, scenarios as the units), or nothing."""
+    ci = (s.get("pass_hat_ci") or {}).get(str(j))
+    return f' <span class="muted">[{_e(ci_text(ci))}]</span>' if ci else ""
+
+
+def _hat(s: Mapping[str, Any], j: int) -> str:
+    return _pct(s["pass_hat"].get(str(j))) + _interval(s, j)
+
+
 def summary_table(data: Mapping[str, Any]) -> str:
     k, judge = _k(data), _has_judge(data)
-    head = ["category", "scenarios", "trials", *(f"pass^{j}" for j in range(1, k + 1)), "traj. precision",
+    head = ["category", "scenarios", "trials", *(f"pass^{j}" for j in range(1, k + 1)), "passed trials",
+            "traj. precision",
             "traj. recall", "hand-off acc.", "violations", "turn p50", "turn p95", "tokens / trial"]  # fmt: skip
     if judge:
         head += ["judge: helpful", "judge: grounded"]
@@ -275,7 +286,7 @@ def summary_table(data: Mapping[str, Any]) -> str:
     def row(name: str, s: Mapping[str, Any], link: bool) -> str:
         cells = [f'<a href="#cat-{_e(name)}">{_e(name)}</a>' if link else f"<b>{_e(name)}</b>",
                  _e(s["scenarios"]), _e(s["trials"]),
-                 *(_pct(s["pass_hat"].get(str(j))) for j in range(1, k + 1)),
+                 *(_hat(s, j) for j in range(1, k + 1)), f'{_e(s.get("passed_trials"))}/{_e(s["trials"])}',
                  _num(s.get("trajectory_precision")), _num(s.get("trajectory_recall")),
                  _pct(s.get("handoff_accuracy")), _e(s.get("violations")),
                  _ms(s.get("turn_ms_p50")), _ms(s.get("turn_ms_p95")), _num(s.get("tokens_per_trial"))]  # fmt: skip
@@ -355,6 +366,25 @@ def _reason_cell(trials: Sequence[Mapping[str, Any]], with_conversation: bool = 
     return reason + (_conversation(trial) if with_conversation else "")
 
 
+def _per_trial(trials: Sequence[Mapping[str, Any]]) -> str:
+    """Each trial's verdict and the checks that failed in it, with their reasons (the detail as a tooltip too)."""
+    lines = []
+    for t in sorted(trials, key=lambda t: t.get("trial", 0)):
+        failed = [c for c in t.get("checks") or () if not c["passed"]]
+        if not failed:
+            lines.append(f'<div class="good">#{_e(t.get("trial"))} ✓</div>')
+            continue
+        names = "; ".join(
+            f'<code title="{_e(_short(c.get("detail", ""), 600))}">{_e(c["name"])}</code>'
+            + ("" if c.get("gate", True) else ' <span class="muted">(not gating)</span>')
+            + f': <span class="muted">{_e(_short(c.get("detail", ""), 140))}</span>'
+            for c in failed
+        )
+        mark = "✗" if not t["passed"] else "✓"
+        lines.append(f'<div class="{"bad" if not t["passed"] else "mixed"}">#{_e(t.get("trial"))} {mark} {names}</div>')
+    return "".join(lines)
+
+
 def category_sections(data: Mapping[str, Any]) -> str:
     k = _k(data)
     by_cat: dict[str, list[Mapping[str, Any]]] = {}
@@ -380,9 +410,11 @@ def category_sections(data: Mapping[str, Any]) -> str:
             rows.append(
                 f'<tr id="sc-{_e(sc["id"])}"><td><code>{_e(sc["id"])}</code>{title}</td>'
                 f'<td><span class="pill {cls}">{_e(sc["passes"])}/{len(trials)}</span></td>'
-                f"<td>{', '.join(_failing_checks(trials))}</td><td>{_reason_cell(trials)}</td></tr>"
+                f"<td>{', '.join(_failing_checks(trials))}</td><td>{_reason_cell(trials)}</td>"
+                f"<td>{_per_trial(trials)}</td></tr>"
             )
-        parts.append(_table(["scenario", "passed", "failing checks", "first failure"], rows, "scen"))
+        parts.append(_table(["scenario", "passed", "failing checks", "first failure", "checks per trial"], rows,
+                            "scen"))  # fmt: skip
         parts.append("</section>")
     return "".join(parts)
 
@@ -553,7 +585,7 @@ def _run_info(run: Mapping[str, Any]) -> str:
 
 def _headline(data: Mapping[str, Any]) -> str:
     o, k = data["summary"]["overall"], _k(data)
-    hats = ", ".join(f"pass^{j} <b>{_pct(o['pass_hat'].get(str(j)))}</b>" for j in range(1, k + 1))
+    hats = ", ".join(f"pass^{j} <b>{_pct(o['pass_hat'].get(str(j)))}</b>{_interval(o, j)}" for j in range(1, k + 1))
     return (
         f'<p class="headline">{_e(o["scenarios"])} scenarios × {k} trials: {_e(o["passed_trials"])} of '
         f"{_e(o['trials'])} trials passed; {hats}; {_e(o.get('violations', 0))} policy violations; turn latency p50 "
@@ -610,14 +642,6 @@ def render_html(data: Mapping[str, Any], baseline: Mapping[str, Any] | None = No
 # ---------------------------------------------------------------------------
 # CLI
 # ---------------------------------------------------------------------------
-
-
-def load_report(path: str | Path) -> dict[str, Any]:
-    """A report.json, given the file or the run folder that holds it."""
-    p = Path(path)
-    if p.is_dir():
-        p = p / REPORT_JSON
-    return json.loads(p.read_text(encoding="utf-8"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -14,29 +14,25 @@ import json
 import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from evals.comparison import REPORT_JSON, Comparison, compare
+from evals.html_report import REPORT_HTML, render_html
 from evals.scenario import Scenario, iter_categories
 from evals.scoring import TrialScore, mean_pass_hat_k
+from evals.stats import ci_text, quantile, wilson_interval
 from evals.trace import TrialTrace
 
-REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
+__all__ = ["REPORT_JSON", "REPORT_MD", "Comparison", "RunResult", "compare", "markdown", "quantile",
+           "summarize_scores", "write_report"]  # fmt: skip  # compare & co. are imported from here too
 
 
 def _mean(values: Iterable[float | None]) -> float | None:
     vals = [v for v in values if v is not None]
     return round(statistics.fmean(vals), 4) if vals else None
-
-
-def quantile(values: Sequence[float], q: float) -> float:
-    """The q-quantile of non-empty ``values``, interpolated linearly between ranks."""
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q
-    lo, hi = int(pos), min(int(pos) + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
 def _percentile(values: Sequence[float], q: float) -> float | None:
@@ -49,13 +45,16 @@ def summarize_scores(scores: Sequence[TrialScore], k: int) -> dict[str, Any]:
     for s in scores:
         per_scenario[s.scenario_id].append(s.passed)
     results = [(sum(v), len(v)) for v in per_scenario.values()]
+    hats = {str(j): _round(mean_pass_hat_k(results, j)) for j in range(1, k + 1)}
     handoff = [s.metrics.get("handoff_correct") for s in scores if s.metrics.get("handoff_correct") is not None]
     turn_ms = [ms for s in scores for ms in s.metrics.get("turn_wall_ms", [])]
     return {
         "scenarios": len(per_scenario),
         "trials": len(scores),
         "passed_trials": sum(1 for s in scores if s.passed),
-        "pass_hat": {str(j): _round(mean_pass_hat_k(results, j)) for j in range(1, k + 1)},
+        "pass_hat": hats,
+        # 95% Wilson interval of each pass^j over the scenarios (the independent units; evals/stats.py).
+        "pass_hat_ci": {j: _interval(v, len(per_scenario)) for j, v in hats.items()},
         "trajectory_precision": _mean(s.metrics.get("trajectory_precision") for s in scores),
         "trajectory_recall": _mean(s.metrics.get("trajectory_recall") for s in scores),
         "handoff_accuracy": round(sum(handoff) / len(handoff), 4) if handoff else None,
@@ -73,6 +72,11 @@ def summarize_scores(scores: Sequence[TrialScore], k: int) -> dict[str, Any]:
 
 def _round(v: float | None) -> float | None:
     return None if v is None else round(v, 4)
+
+
+def _interval(rate: float | None, n: int) -> list[float] | None:
+    ci = None if rate is None else wilson_interval(rate, n)
+    return None if ci is None else [round(ci[0], 4), round(ci[1], 4)]
 
 
 @dataclass
@@ -114,8 +118,6 @@ def write_report(
     result: RunResult, out_dir: str | Path, *, baseline: Mapping[str, Any] | None = None, max_drop: float = 0.05
 ) -> tuple[Path, Path]:
     """report.json, report.md and report.html (with the comparison when ``baseline`` is given) in ``out_dir``."""
-    from evals.html_report import REPORT_HTML, render_html  # lazy: matplotlib is slow to import, and imports us
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     data = result.to_json()
@@ -144,8 +146,11 @@ def _fmt(v: Any, pct: bool = False) -> str:
 
 def _row(name: str, s: Mapping[str, Any], k: int) -> str:
     hats = " | ".join(_fmt(s["pass_hat"].get(str(j)), pct=True) for j in range(1, k + 1))
+    ci = s.get("pass_hat_ci") or {}
+    cis = " | ".join(ci_text(ci.get(str(j))) for j in sorted({1, k}))
     return (
-        f"| {name} | {s['scenarios']} | {s['trials']} | {hats} | {_fmt(s['trajectory_precision'])} | "
+        f"| {name} | {s['scenarios']} | {s['trials']} | {hats} | {s['passed_trials']}/{s['trials']} | "
+        f"{cis} | {_fmt(s['trajectory_precision'])} | "
         f"{_fmt(s['trajectory_recall'])} | {_fmt(s['handoff_accuracy'], pct=True)} | {s['violations']} | "
         f"{_fmt(s['turn_ms_p50'])} | {_fmt(s['turn_ms_p95'])} | {_fmt(s['tokens_per_trial'])} | "
         f"{_fmt(s.get('judge_helpfulness'))} | {_fmt(s.get('judge_groundedness'))} |"
@@ -154,7 +159,9 @@ def _row(name: str, s: Mapping[str, Any], k: int) -> str:
 
 def _header(first: str, k: int) -> list[str]:
     hats = " | ".join(f"pass^{j}" for j in range(1, k + 1))
-    cols = f"| {first} | scenarios | trials | {hats} | traj. precision | traj. recall | hand-off acc. | violations "
+    cols = f"| {first} | scenarios | trials | {hats} | passed trials | pass^1 95% CI "
+    cols += f"| pass^{k} 95% CI " if k > 1 else ""
+    cols += "| traj. precision | traj. recall | hand-off acc. | violations "
     cols += "| turn ms p50 | turn ms p95 | tokens / trial | judge: helpful | judge: grounded |"
     return [cols, "|" + "---|" * (cols.count("|") - 1)]
 
@@ -173,7 +180,8 @@ def markdown(data: Mapping[str, Any]) -> str:
         f"Command: `{run.get('command', '')}`",
         "",
         "pass^j: the chance that j trials of a scenario all succeed (tau-bench), averaged over scenarios. "
-        "A trial succeeds when every gating check passes (end state, outcome, trajectory, reply, forbidden things).",
+        "A trial succeeds when every gating check passes (end state, outcome, trajectory, reply, forbidden things). "
+        "95% CI: Wilson's interval with the scenarios as the units (few scenarios: a wide interval).",
         "",
         "## Overall",
         "",
@@ -229,79 +237,3 @@ def _failure(sc: Mapping[str, Any], trial: Mapping[str, Any]) -> list[str]:
         out.append("")
     out.append("")
     return out
-
-
-# ---------------------------------------------------------------------------
-# Comparison with a baseline (the regression gate)
-# ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Comparison:
-    ok: bool
-    text: str
-    delta: float | None  # current pass^1 - baseline pass^1
-    # The same verdict as data, for the HTML report (evals/html_report.py), so it never re-derives what a
-    # regression is. Rates are per-scenario pass rates (passes / trials) on the scenarios both runs have.
-    baseline_pass1: float | None = None
-    current_pass1: float | None = None
-    common: tuple[str, ...] = ()
-    categories: dict[str, tuple[float, float]] = field(default_factory=dict)  # category: (baseline, current)
-    regressions: tuple[tuple[str, float, float], ...] = ()  # (scenario id, baseline rate, current rate)
-    improvements: tuple[tuple[str, float, float], ...] = ()
-    only_one_run: tuple[str, ...] = ()  # scenario ids in one of the two runs, not compared
-
-
-def _scenario_rates(data: Mapping[str, Any]) -> dict[str, float]:
-    return {s["id"]: s["passes"] / len(s["trials"]) for s in data["scenarios"] if s["trials"]}
-
-
-def compare(current: Mapping[str, Any], baseline: Mapping[str, Any], max_drop: float = 0.05) -> Comparison:
-    """Fail when overall pass^1 fell by more than ``max_drop`` (absolute), on the scenarios both runs have."""
-    cur, base = _scenario_rates(current), _scenario_rates(baseline)
-    common = sorted(set(cur) & set(base))
-    lines = [
-        f"Comparison: {current['run'].get('backend')} run {current['run'].get('run_id')} vs baseline "
-        f"{baseline['run'].get('backend')} run {baseline['run'].get('run_id')} on {len(common)} common scenarios."
-    ]
-    if not common:
-        only = tuple(sorted(set(cur) ^ set(base)))
-        text = "\n".join([*lines, "No common scenarios: nothing to compare."])
-        return Comparison(False, text, None, only_one_run=only)
-    now = statistics.fmean(cur[i] for i in common)
-    then = statistics.fmean(base[i] for i in common)
-    delta = now - then
-    lines.append(f"pass^1 {then:.1%} -> {now:.1%} ({delta:+.1%}); allowed drop {max_drop:.1%}.")
-    cats_now: dict[str, list[float]] = defaultdict(list)
-    cats_then: dict[str, list[float]] = defaultdict(list)
-    category = {s["id"]: s["category"] for s in current["scenarios"]}
-    for i in common:
-        cats_now[category[i]].append(cur[i])
-        cats_then[category[i]].append(base[i])
-    for cat in sorted(cats_now):
-        a, b = statistics.fmean(cats_then[cat]), statistics.fmean(cats_now[cat])
-        if a != b:
-            lines.append(f"  {cat}: {a:.1%} -> {b:.1%}")
-    regressions = [i for i in common if cur[i] < base[i]]
-    improvements = [i for i in common if cur[i] > base[i]]
-    if regressions:
-        lines.append("Regressions: " + ", ".join(f"{i} ({base[i]:.0%} -> {cur[i]:.0%})" for i in regressions))
-    if improvements:
-        lines.append("Improvements: " + ", ".join(f"{i} ({base[i]:.0%} -> {cur[i]:.0%})" for i in improvements))
-    only = sorted(set(cur) ^ set(base))
-    if only:
-        lines.append(f"Not compared (in one run only): {', '.join(only)}")
-    ok = delta >= -max_drop - 1e-12
-    lines.append("PASS" if ok else f"FAIL: pass^1 dropped by {-delta:.1%} (more than {max_drop:.1%})")
-    return Comparison(
-        ok,
-        "\n".join(lines),
-        delta,
-        baseline_pass1=then,
-        current_pass1=now,
-        common=tuple(common),
-        categories={c: (statistics.fmean(cats_then[c]), statistics.fmean(cats_now[c])) for c in cats_now},
-        regressions=tuple((i, base[i], cur[i]) for i in regressions),
-        improvements=tuple((i, base[i], cur[i]) for i in improvements),
-        only_one_run=tuple(only),
-    )

@@ -193,3 +193,26 @@ def test_evals_run_writes_the_html_with_the_baseline_comparison(
     page = (out / REPORT_HTML).read_text()
     assert "Regressed scenarios (1)" in page and "<b>FAIL</b>" in page and (out / "report.md").exists()
     assert "return-b" in _between(page, "Regressed scenarios (1)", "</table>")
+
+
+def test_each_trial_shows_which_check_failed_and_pass_k_has_an_interval(page: str, current: dict[str, Any]) -> None:
+    row_b = _row(page, "refund-b")  # trial 1 passed, trials 2 and 3 failed the reply check
+    per_trial = re.findall(r'<div class="(good|bad|mixed)">#(\d) ([✓✗])(.*?)</div>', row_b)
+    assert [(cls, n, mark) for cls, n, mark, _ in per_trial] == [("good", "1", "✓"), ("bad", "2", "✗"),
+                                                                 ("bad", "3", "✗")]  # fmt: skip
+    assert all("<code title=" in rest and ">reply</code>" in rest for _, n, _, rest in per_trial if n != "1")
+    overall = current["summary"]["overall"]
+    lo, hi = overall["pass_hat_ci"]["1"]
+    assert lo < overall["pass_hat"]["1"] < hi  # Wilson's interval over the 4 scenarios, around pass^1
+    assert f"pass^1 <b>58%</b> <span class=\"muted\">[{100 * lo:.0f}–{100 * hi:.0f}%]</span>" in page
+    assert "<td>7/12</td>" in page  # passed trials beside pass^k
+
+
+def test_wilson_interval_matches_the_textbook_values() -> None:
+    from evals.stats import wilson_interval
+
+    lo, hi = wilson_interval(0.5, 10) or (0, 0)
+    assert (round(lo, 4), round(hi, 4)) == (0.2366, 0.7634)
+    lo, hi = wilson_interval(0.0, 20) or (0, 0)
+    assert lo == 0.0 and round(hi, 4) == 0.1611
+    assert wilson_interval(1.0, 5) == pytest.approx((0.5655, 1.0), abs=1e-4) and wilson_interval(0.5, 0) is None
