@@ -8,16 +8,23 @@ stopped when the chat ends (Ctrl-D, /quit or Ctrl-C).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import os
 import shlex
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
-from stack.emulators import DEFAULT_STATE_DIR, LocalStack, StackError, ensure_bq_venv
-from stack.seed import REFERENCE_TIME
+from agents.backends import registry
+from stack.emulators import DEFAULT_STATE_DIR, LocalStack, StackError, ensure_bq_venv, free_port, port_free
+from stack.seed import DEFAULT_CUSTOMERS, REFERENCE_TIME, customer_id
+
+DEFAULT_WEB_PORT = 8080
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -83,12 +90,101 @@ class PipelineProcess:
         self.stop()
 
 
+STACK_RECORD_GLOB = "up-*.json"
+WEB_READY_TIMEOUT_S = 60.0
+
+
+def say(line: str) -> None:
+    """One progress line on the terminal: every long step announces itself before it starts."""
+    print(f"supportflow: {line}", flush=True)
+
+
+@dataclass(frozen=True)
+class RunningStack:
+    """Another ``stack up`` on the same state dir, from the record it keeps in ``run/up-<pid>.json``."""
+
+    pid: int
+    web_url: str
+    log_dir: str
+
+
+def running_stacks(state_dir: Path) -> list[RunningStack]:
+    """The live ``stack up`` processes on ``state_dir``, other than this one; stale records are removed."""
+    found: list[RunningStack] = []
+    for record in sorted((state_dir / "run").glob(STACK_RECORD_GLOB)):
+        try:
+            info = json.loads(record.read_text())
+            other = RunningStack(int(info["pid"]), str(info["web_url"]), str(info["log_dir"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            record.unlink(missing_ok=True)
+            continue
+        if other.pid == os.getpid():
+            continue
+        if _is_stack_up(other.pid):
+            found.append(other)
+        else:
+            record.unlink(missing_ok=True)  # its owner died without cleaning up (SIGKILL)
+    return found
+
+
+def _is_stack_up(pid: int) -> bool:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"stack" in cmdline  # a recycled pid running something else is no stack
+
+
+@contextlib.contextmanager
+def stack_record(state_dir: Path, web_url: str, log_dir: Path) -> Iterator[Path]:
+    """Announce this stack to a second ``stack up`` on the same state dir for as long as it runs."""
+    record = state_dir / "run" / f"up-{os.getpid()}.json"
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps({"pid": os.getpid(), "web_url": web_url, "log_dir": str(log_dir)}))
+    try:
+        yield record
+    finally:
+        record.unlink(missing_ok=True)
+
+
+def choose_web_port(requested: int | None) -> int:
+    """The chat page's port: the one asked for (it must be free), else 8080, else any free port."""
+    if requested is not None:
+        if requested and not port_free(requested):
+            raise StackError(f"--web-port {requested}: 127.0.0.1:{requested} is already in use; pick another or 0")
+        return requested or free_port()
+    if port_free(DEFAULT_WEB_PORT):
+        return DEFAULT_WEB_PORT
+    port = free_port()
+    say(f"port {DEFAULT_WEB_PORT} is in use (another stack's chat page?): this stack's page takes port {port}")
+    return port
+
+
+def wait_for_web(web: PipelineProcess, port: int, timeout_s: float = WEB_READY_TIMEOUT_S) -> bool:
+    """True once the chat page listens; False (with its log's last lines on stderr) if its process ended."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not web.alive():
+            print(
+                f"supportflow: the chat page did not start (no page on port {port}); the terminal chat still works."
+                f" Last lines of {web.log_path}:\n{web.log_tail(15)}",
+                file=sys.stderr,
+                flush=True,
+            )
+            return False
+        if not port_free(port):
+            return True
+        time.sleep(0.2)
+    print(f"supportflow: the chat page is not up after {timeout_s:.0f} s; see {web.log_path}", file=sys.stderr)
+    return False
+
+
 def up(
     customers: int,
     backend: str,
     customer: str,
     state_dir: Path,
-    web_port: int = 8080,
+    web_port: int | None = None,
     pipeline_args: list[str] | None = None,
 ) -> int:
     from stack.chat import repl
@@ -96,28 +192,44 @@ def up(
     from stack.resources import ensure_resources
     from stack.seed import seed_firestore
 
-    print("supportflow: starting the local stack (Pub/Sub, Firestore, BigQuery emulators)...", flush=True)
+    state_dir = state_dir.resolve()
+    others = running_stacks(state_dir)
+    for other in others:
+        say(f"another stack runs on {state_dir}: pid {other.pid}, chat page {other.web_url}, logs in {other.log_dir}")
+    # The first stack keeps the documented place; one beside it gets logs of its own.
+    log_dir = state_dir / "logs" / str(os.getpid()) if others else state_dir / "logs"
+    if others:
+        say("this one starts beside it, on ports of its own")
     try:
-        bq_venv = ensure_bq_venv(state_dir / "bq-venv")  # its own venv: bqemulator's pins never meet Beam's
-        stack = LocalStack(state_dir=state_dir, bq_venv=bq_venv).start()
+        port = choose_web_port(web_port)
+        # Its own venv: bqemulator's pins never meet Beam's.
+        bq_venv = ensure_bq_venv(state_dir / "bq-venv", announce=say)
+        say("starting the local stack (Pub/Sub, Firestore, BigQuery emulators)...")
+        stack = LocalStack(state_dir=state_dir, bq_venv=bq_venv, log_dir=log_dir).start()
     except StackError as e:
         print(f"supportflow: {e}", file=sys.stderr)
         return 1
+    web_url = f"http://127.0.0.1:{port}/"
     try:
+        say(f"emulators ready in {stack.startup_s:.1f} s; creating topics, subscriptions and tables...")
         env = stack.apply_env()
         ensure_resources(stack.project, stack.bigquery_endpoint)
+        say(f"seeding {customers} customers...")
         t0 = time.monotonic()
         stats = seed_firestore(firestore_client(stack.project), customers)
-        print(f"supportflow: seeded {stats.customers} customers in {time.monotonic() - t0:.1f} s", flush=True)
+        say(f"seeded {stats.customers} customers in {time.monotonic() - t0:.1f} s")
         log = stack.log_dir / "pipeline.log"
-        web_cmd = [sys.executable, "-m", "web", "--port", str(web_port)]
+        web_cmd = [sys.executable, "-m", "web", "--port", str(port)]
+        say(f"starting the pipeline ({backend} model) and the chat page...")
         # No .start() here: entering the block starts each process (start() + __enter__ would start two).
         with (
             PipelineProcess(pipeline_command(stack.bigquery_endpoint, backend, pipeline_args), env, log) as pipeline,
-            PipelineProcess(web_cmd, env, stack.log_dir / "web.log"),
+            PipelineProcess(web_cmd, env, stack.log_dir / "web.log") as web,
+            stack_record(state_dir, web_url, stack.log_dir),
         ):
-            print(f"supportflow: pipeline running ({backend} model); logs in {stack.log_dir}", flush=True)
-            print(f"supportflow: chat page on http://127.0.0.1:{web_port}/ (operator view: /ops)", flush=True)
+            if wait_for_web(web, port):
+                say(f"chat page on {web_url} (operator view: {web_url}ops)")
+            say(f"pipeline running ({backend} model); logs in {stack.log_dir}")
             for name, value in env.items():
                 print(f"  {name}={value}")
             print("  the first reply waits for the model to load (a few seconds).")
@@ -127,32 +239,105 @@ def up(
                     "supportflow: the pipeline stopped early; last log lines:\n" + pipeline.log_tail(), file=sys.stderr
                 )
                 return 1
+            say("stopping the pipeline, the chat page and the emulators...")
     finally:
         stack.stop()
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m stack", description=__doc__)
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, except where there is none to show."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, False, ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def port_number(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0..65535 (0: any free port), got {value}")
+    return value
+
+
+UP_DESCRIPTION = """\
+Start the whole service on this machine: the Pub/Sub, Firestore and BigQuery emulators, the seed data,
+the streaming pipeline and the chat page, then chat with the agent from this terminal. Everything stops
+when the chat ends (Ctrl-D, /quit or Ctrl-C). A second `stack up` beside a running one takes ports and a
+log directory of its own, and prints its own addresses."""
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
+    parser = argparse.ArgumentParser(prog="python -m stack", description=__doc__, formatter_class=_HelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    u = sub.add_parser("up", help="run the service on the local stack and chat with it from the terminal")
-    u.add_argument("--customers", type=int, default=300, help="synthetic customers to seed")
-    u.add_argument("--customer", default="C0001", help="the customer you chat as")
+    u = sub.add_parser(
+        "up",
+        help="run the service on the local stack and chat with it from the terminal",
+        description=UP_DESCRIPTION,
+        formatter_class=_HelpFormatter,
+    )
+    u.add_argument("--customers", type=positive_int, default=DEFAULT_CUSTOMERS, help="synthetic customers to seed")
+    u.add_argument(
+        "--customer",
+        default=customer_id(1),
+        help=f"the customer you chat as: one of the seeded ids {customer_id(1)}..{customer_id(DEFAULT_CUSTOMERS)}",
+    )
     u.add_argument(
         "--model",
-        default="smollm2",
-        choices=("smollm2", "instant", "gemini", "gemma"),
-        help="model backend: gemini needs GOOGLE_API_KEY; gemma needs --pipeline-args=--model_path=...",
+        default=registry.DEFAULT,
+        choices=registry.NAMES,
+        help="model backend (agents/backends/registry.py): gemini needs GOOGLE_API_KEY; "
+        "gemma needs --pipeline-args=--model_path=...; gemma_vllm needs vLLM",
     )
     u.add_argument(
         "--pipeline-args",
         default="",
         help='more pipeline options, e.g. "--model_path=random:tiny --model_device=cpu" (see pipeline/options.py)',
     )
-    u.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
-    u.add_argument("--web-port", type=int, default=8080, help="port of the chat page (python -m web)")
-    args = parser.parse_args(argv)
-    extra = shlex.split(args.pipeline_args)
+    u.add_argument(
+        "--state-dir",
+        type=Path,
+        default=DEFAULT_STATE_DIR,
+        help="where the emulators' venv, logs and pid files live (a second stack may share it)",
+    )
+    u.add_argument(
+        "--web-port",
+        type=port_number,
+        default=None,
+        help=f"port of the chat page; 0 picks a free one (default: {DEFAULT_WEB_PORT}, or a free port if it is taken)",
+    )
+    return parser, u
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser, up_parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # the top-level parser would print its own usage: a misspelt `up` flag deserves `up`'s
+        up_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    seeded = {customer_id(i) for i in range(1, args.customers + 1)}
+    if args.customer not in seeded:
+        up_parser.error(
+            f"--customer {args.customer} is not seeded: --customers {args.customers} seeds "
+            f"{customer_id(1)}..{customer_id(args.customers)}"
+        )
+    try:
+        extra = shlex.split(args.pipeline_args)
+    except ValueError as e:
+        up_parser.error(f"--pipeline-args: {e}")
     return up(args.customers, args.model, args.customer, args.state_dir, args.web_port, extra)
 
 

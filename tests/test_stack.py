@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import re
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -35,6 +40,7 @@ from stack.emulators import (
     check_prerequisites,
     firestore_emulator,
     free_port,
+    port_free,
     reap_stale,
 )
 from stack.resources import FRONTEND_REPLY_SUBSCRIPTION, create_subscription, delete_subscription, ensure_resources
@@ -47,6 +53,8 @@ from stack.seed import (
     customer_id,
     help_articles,
 )
+from stack.service import DEFAULT_WEB_PORT, REPO, choose_web_port
+from stack.service import main as stack_main
 
 BQ_VENV = DEFAULT_STATE_DIR / "bq-venv"
 
@@ -252,3 +260,149 @@ def test_reap_stale_kills_orphans_of_a_dead_owner(tmp_path: Path) -> None:
         assert not orphan.pid_file.exists()
     finally:
         orphan.stop()
+
+
+# -- `python -m stack up`: arguments, help, a second stack beside a first ----------------------------------------
+
+
+def _up_error(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    with pytest.raises(SystemExit) as exc:
+        stack_main(["up", *argv])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: python -m stack up"), err  # up's usage, not the top level's
+    return err
+
+
+def test_up_rejects_bad_arguments_with_clear_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    assert "--customers: must be at least 1, got -5" in _up_error(capsys, "--customers", "-5")
+    assert "--customers: must be at least 1, got 0" in _up_error(capsys, "--customers", "0")
+    assert "not a whole number: 'many'" in _up_error(capsys, "--customers", "many")
+    err = _up_error(capsys, "--customer", "C9999")
+    assert "--customer C9999 is not seeded: --customers 300 seeds C0001..C0300" in err
+    assert "C0012 is not seeded: --customers 10 seeds C0001..C0010" in _up_error(
+        capsys, "--customers", "10", "--customer", "C0012"
+    )
+    assert "unrecognized arguments: --custmers 5" in _up_error(capsys, "--custmers", "5")
+    assert "a port is 0..65535" in _up_error(capsys, "--web-port", "70000")
+    assert "--pipeline-args: No closing quotation" in _up_error(capsys, "--pipeline-args", '"--model_path=x')
+
+
+def test_up_help_describes_it_and_shows_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        stack_main(["up", "--help"])
+    assert exc.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())  # argparse wraps lines at the terminal's width
+    assert "Start the whole service on this machine" in out
+    assert "synthetic customers to seed (default: 300)" in out
+    assert "(default: C0001)" in out and "(default: smollm2)" in out
+    assert "where the emulators' venv, logs and pid files live" in out and f"(default: {DEFAULT_STATE_DIR})" in out
+    assert "(default: 8080, or a free port if it is taken)" in out
+    assert "(default: None)" not in out and "(default: )" not in out
+
+
+def test_a_taken_default_web_port_gives_way_but_an_explicit_one_is_an_error() -> None:
+    with contextlib.ExitStack() as hold:
+        if port_free(DEFAULT_WEB_PORT):  # else something holds it already, which is the case under test
+            sock = hold.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            sock.bind(("127.0.0.1", DEFAULT_WEB_PORT))
+            sock.listen()
+        port = choose_web_port(None)
+        assert port != DEFAULT_WEB_PORT and port_free(port)
+        with pytest.raises(StackError, match=f"--web-port {DEFAULT_WEB_PORT}: 127.0.0.1:{DEFAULT_WEB_PORT} is already"):
+            choose_web_port(DEFAULT_WEB_PORT)
+
+
+class _Up:
+    """`python -m stack up` as a user runs it, its output read line by line."""
+
+    def __init__(self, state_dir: Path, *args: str) -> None:
+        cmd = [sys.executable, "-m", "stack", "up", "--model", "instant", "--customers", "5", *args]
+        cmd += ["--state-dir", str(state_dir)]
+        env = {k: v for k, v in os.environ.items() if not k.endswith("_EMULATOR_HOST")}
+        self.proc = subprocess.Popen(
+            cmd,
+            cwd=REPO,
+            env={**env, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.lines: list[str] = []
+
+    def wait_for(self, pattern: str, timeout_s: float = 240) -> re.Match[str]:
+        deadline = time.monotonic() + timeout_s
+        assert self.proc.stdout is not None
+        while time.monotonic() < deadline:
+            for line in self.lines:
+                if found := re.search(pattern, line):
+                    return found
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            self.lines.append(line.rstrip("\n"))
+        raise AssertionError(f"no line matching {pattern!r}; output:\n" + "\n".join(self.lines))
+
+    def quit(self, timeout_s: float = 60) -> int:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        with contextlib.suppress(BrokenPipeError):
+            self.proc.stdin.write("/quit\n")
+            self.proc.stdin.flush()
+        out, _ = self.proc.communicate(timeout=timeout_s)
+        self.lines += out.splitlines()
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.mark.timeout(600)
+def test_a_second_stack_beside_a_first_gets_its_own_ports_page_and_logs(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "bq-venv").symlink_to(BQ_VENV)  # the built one: no minute-long venv build in a test
+    first_port = free_port()
+    first = _Up(state, "--web-port", str(first_port))
+    second = taken = None
+    try:
+        first.wait_for(r"Chatting as customer C0001")
+        url1 = first.wait_for(r"chat page on (http://127\.0\.0\.1:\d+/)").group(1)
+        assert url1 == f"http://127.0.0.1:{first_port}/"
+        logs1 = first.wait_for(r"pipeline running .*; logs in (\S+)$").group(1)
+        # Asking for a port that is taken is refused at once, saying so (not hidden in a log).
+        taken = _Up(state, "--web-port", str(first_port))
+        assert taken.proc.wait(timeout=120) == 1
+        taken.lines += (taken.proc.stdout.read() if taken.proc.stdout else "").splitlines()
+        assert any(f"127.0.0.1:{first_port} is already in use" in line for line in taken.lines), taken.lines
+        # A second stack on a free port says a first one runs, and prints its own addresses.
+        second = _Up(state, "--web-port", "0")
+        other = second.wait_for(r"another stack runs on .*: pid (\d+), chat page (\S+), logs in (\S+)")
+        assert (int(other.group(1)), other.group(2), other.group(3)) == (first.proc.pid, url1, logs1)
+        second.wait_for(r"Chatting as customer C0001")
+        url2 = second.wait_for(r"chat page on (http://127\.0\.0\.1:\d+/)").group(1)
+        logs2 = second.wait_for(r"pipeline running .*; logs in (\S+)$").group(1)
+        assert url2 != url1 and logs2 != logs1 and Path(logs2) == state / "logs" / str(second.proc.pid)
+        hosts = [
+            m.group(0)
+            for m in (re.search(r"PUBSUB_EMULATOR_HOST=\S+", "\n".join(u.lines)) for u in (first, second))
+            if m
+        ]
+        assert len(set(hosts)) == 2, hosts
+        for url in (url1, url2):
+            with urllib.request.urlopen(url, timeout=10) as page:
+                assert page.status == 200
+        for logs in (logs1, logs2):
+            assert (Path(logs) / "web.log").is_file() and (Path(logs) / "pubsub.log").is_file()
+        groups = [json.loads(f.read_text())["pgid"] for f in (state / "run").glob("*.json") if "pgid" in f.read_text()]
+        assert len(groups) == 6  # three emulators per stack, a pid file each
+        assert second.quit() == 0, second.lines
+        assert first.quit() == 0, first.lines
+        assert all(_group_members(pgid) == [] for pgid in groups), "an emulator outlived its stack"
+        assert list((state / "run").glob("*.json")) == []
+    finally:
+        for up in (first, second, taken):
+            if up is not None:
+                up.kill()
