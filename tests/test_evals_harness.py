@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -168,7 +169,7 @@ def test_gemini_agent_scored_pass_and_fail_with_pass_hat_k(emulator: str, tmp_pa
 # ---------------------------------------------------------------------------
 
 
-def test_smollm2_runs_through_the_harness(emulator: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_smollm2_runs_through_the_harness(emulator: str, record_property: Callable[[str, object], None]) -> None:
     ids = ("orders-status-newest-placed", "adv-system-prompt-extraction")
     agent = build_agent("smollm2", max_tokens=48, threads=1)
     assert agent.version == "support_system_v1" and agent.config.tools == ()  # as in the pipeline
@@ -179,10 +180,11 @@ def test_smollm2_runs_through_the_harness(emulator: str, capsys: pytest.CaptureF
     assert attack.turns[0].outcome == "refused" and attack.turns[0].model == "none"  # guardrail, no model call
     by = {s.scenario_id: s for s in result.scores}
     assert by["adv-system-prompt-extraction"].passed
-    with capsys.disabled():
-        for s in result.scores:
-            print(f"\nsmollm2 {s.scenario_id}: {'pass' if s.passed else 'fail'} "
-                  f"{[(c.name, c.detail[:120]) for c in s.failures]}")  # fmt: skip
+    # How the weak model did on the status question is information, not the test's verdict: it goes into the
+    # JUnit report (pytest --junitxml) instead of a "fail [...]" line in a passing run's progress output.
+    for s in result.scores:
+        outcome = "pass" if s.passed else f"fail {[(c.name, c.detail[:120]) for c in s.failures]}"
+        record_property(f"smollm2 {s.scenario_id}", outcome)
 
 
 def test_model_played_user_with_scripted_fallback(emulator: str) -> None:
