@@ -125,7 +125,8 @@ def run_turn(
         before = len(state.tool_calls)
         state = steps.advance(state, response, executor)
         records = state.tool_calls[before:]
-        for call, record in zip(response.tool_calls, records, strict=False):
+        # The calls as made: the model's own, and those the constrained protocol made for it (agents.steps).
+        for call, record in zip(steps.calls_made(state)[before:], records, strict=False):
             calls.append((record.step, call, record.status))
     return state, calls
 
@@ -174,13 +175,10 @@ def run_trial(
 
 
 def session_config() -> Any:
-    """The session stage's settings as the pipeline's option defaults give them (``pipeline.graph.session_config``)."""
-    from apache_beam.options.pipeline_options import PipelineOptions
+    """The session stage's settings as the pipeline's option defaults give them (``Settings.session``)."""
+    from pipeline.settings import Settings
 
-    from pipeline.graph import session_config as pipeline_session_config
-    from pipeline.options import SupportflowOptions
-
-    return pipeline_session_config(PipelineOptions([]).view_as(SupportflowOptions))
+    return Settings.local().session
 
 
 def _agent_turn(
@@ -306,19 +304,20 @@ def _converse_timed(
             break
         next_arrival = arrivals[i][0] if i < len(arrivals) else never
         next_reply = reply[0] if reply else never
-        next_timer = sim.next_due() if waiting else None
-        if next_arrival <= min(next_reply, next_timer if next_timer is not None else never):
+        due = sim.next_due() if waiting else None
+        next_timer = due - origin if due is not None else never  # offsets, like the arrivals and the reply
+        if next_arrival <= min(next_reply, next_timer):
             at, msg = arrivals[i]
             i += 1
             if msg.message_id not in trace.sent_message_ids:
                 trace.sent_message_ids.append(msg.message_id)
             outputs = sim.message(msg, origin + at)
-        elif reply is not None and next_reply <= (next_timer if next_timer is not None else never):
+        elif reply is not None and next_reply <= next_timer:
             at, answer = reply
             reply = None
             outputs = sim.reply(answer, origin + at) + sim.advance_to(origin + at)
-        elif next_timer is not None:
-            outputs = sim.advance_to(next_timer)
+        elif due is not None:
+            outputs = sim.advance_to(due)
         else:
             break  # nothing left that can happen (a message waits on no timer): cannot occur with the stage's rules
         turns = [o for o in outputs if isinstance(o, Turn)]
