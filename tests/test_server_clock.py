@@ -22,14 +22,15 @@ from google.cloud import pubsub_v1
 
 from agents.backends.instant import InstantHandler
 from agents.steps import StepConfig
-from contract.messages import MAX_CLOCK_SKEW_S, InboundMessage, parse_inbound
+from contract.eval_rows import FLAG_CLIENT_CLOCK_SKEW, TURNS_TABLE
+from contract.messages import MAX_CLOCK_SKEW_S, AgentReply, InboundMessage, parse_inbound
 from contract.turn import EnrichedTurn, Turn, UserMessage
-from evals.rows import FLAG_CLIENT_CLOCK_SKEW
-from evals.schema import TURNS_TABLE
 from pipeline import metrics as m
 from pipeline.agent_stage import AgentTurn
 from pipeline.options import EVAL_DATASET, INBOUND_TOPIC
 from pipeline.parse import DEAD_LETTER_TAG, ParseInbound
+from pipeline.session_core import Hooks, SessionConfig
+from pipeline.session_sim import SessionSimulator
 from stack.chat import ReplyListener
 from stack.clients import bigquery_client
 from stack.emulators import LocalStack
@@ -110,11 +111,7 @@ class _SkewedClients(beam.PTransform):
             PubsubMessage(inbound(name, skew).to_bytes(), {}, message_id=name, publish_time=self.published)
             for name, skew in SKEWS.items()
         ]
-        parsed = (
-            p
-            | beam.Create(messages)
-            | beam.ParDo(ParseInbound()).with_outputs(DEAD_LETTER_TAG, main="messages")
-        )
+        parsed = p | beam.Create(messages) | beam.ParDo(ParseInbound()).with_outputs(DEAD_LETTER_TAG, main="messages")
         config = StepConfig(max_steps=1, max_tokens=16, tools=(), policy_digests=False)
         handler = InstantHandler(max_tokens=16)
         agent = AgentTurn(handler, project=self.project, version="support_system_v1", config=config)
@@ -167,6 +164,45 @@ def test_parse_stamps_read_time_when_there_is_no_publish_time() -> None:
     (parsed,) = list(ParseInbound(clock=lambda: 1_800_000_000.0).process(msg))
     assert parsed.received_at == datetime.fromtimestamp(1_800_000_000.0, UTC)
     assert parsed.sent_at.year == 2001  # kept as sent: it still orders the turn's messages
+
+
+# -- the session stage: turns carry the receipt time, freshness runs on the stage's clock ---------------------------
+
+
+class _FreshnessLog(Hooks):
+    def __init__(self) -> None:
+        super().__init__()
+        self.ages: list[float] = []
+
+    def freshness(self, oldest_unanswered: float | None, now: float) -> None:
+        if oldest_unanswered is not None:
+            self.ages.append(now - oldest_unanswered)
+
+
+def test_sessions_carry_receipt_times_and_freshness_ignores_client_clocks() -> None:
+    t0 = 1_800_000_000.0  # the session stage's clock (seconds), and the receipt time of every message
+    received = datetime.fromtimestamp(t0, UTC)
+    hooks = _FreshnessLog()
+    sim = SessionSimulator(SessionConfig(quiet_window_s=1.5, max_hold_s=3.0), probe_s=1.0, hooks=hooks)
+    for name, skew in SKEWS.items():
+        msg = inbound(name, timedelta(0)).model_copy(update={"sent_at": received + skew, "received_at": received})
+        sim.message(msg, at=t0)
+    sim.advance_to(t0 + 2.0)
+    assert sorted(t.session_id for t in sim.turns) == sorted(SKEWS)
+    for turn in sim.turns:
+        assert turn.first_received_at == received  # what FinishTurn measures from
+        assert (turn.released_at - turn.first_received_at).total_seconds() == pytest.approx(1.5)
+    for turn in sim.turns:
+        done = AgentReply(
+            session_id=turn.session_id,
+            turn_id=turn.turn_id,
+            turn_index=0,
+            answers=turn.message_ids,
+            text="ok",
+            model="m",
+        )
+        sim.reply(done, at=t0 + 3.0)
+    assert hooks.ages and all(0.0 <= age <= 3.0 for age in hooks.ages), hooks.ages  # no 26 years, no negatives
 
 
 # -- an outside client through the real stack ---------------------------------------------------------------------
