@@ -18,6 +18,7 @@ sessions that had a reply before the kill, and every other session passes the fu
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -32,10 +33,10 @@ import pytest
 from google.cloud import pubsub_v1
 from google.pubsub_v1.types import PubsubMessage, PullResponse, ReceivedMessage
 
-from bench.harness import TopicRecorder, check_delivery, dead_letters_of, replies_of
+from bench.harness import TopicRecorder, check_delivery, check_rejected, dead_letters_of, replies_of
 from contract.messages import AgentReply, InboundMessage
 from pipeline.local_runner import AckLedger, _PromptPull
-from pipeline.options import DEAD_LETTER_TOPIC, INBOUND_SUBSCRIPTION, INBOUND_TOPIC, REPLY_TOPIC
+from pipeline.options import DEAD_LETTER_TOPIC, HANDOFF_TOPIC, INBOUND_SUBSCRIPTION, INBOUND_TOPIC, REPLY_TOPIC
 from stack.clients import firestore_client
 from stack.emulators import DEFAULT_STATE_DIR, LocalStack, ensure_bq_venv
 from stack.resources import ensure_resources
@@ -57,6 +58,7 @@ class Rig:
     publisher: pubsub_v1.PublisherClient
     topic: str
     accepted: dict[str, str] = field(default_factory=dict)  # message id -> session id
+    handoffs: TopicRecorder | None = None
 
     def say(self, session: str, text: str = "where is my order?") -> str:
         mid = f"{session}-{uuid.uuid4().hex[:6]}"
@@ -93,9 +95,11 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
         recorders = [
             TopicRecorder(stack.project, REPLY_TOPIC, ordering=True, prefix="rs"),
             TopicRecorder(stack.project, DEAD_LETTER_TOPIC, prefix="rs"),
+            TopicRecorder(stack.project, HANDOFF_TOPIC, ordering=True, prefix="rs"),
         ]
         publisher = pubsub_v1.PublisherClient()
-        yield Rig(stack, env, *recorders, publisher, publisher.topic_path(stack.project, INBOUND_TOPIC))
+        topic = publisher.topic_path(stack.project, INBOUND_TOPIC)
+        yield Rig(stack, env, recorders[0], recorders[1], publisher, topic, handoffs=recorders[2])
     finally:
         for r in recorders:
             r.close()
@@ -113,7 +117,9 @@ def visible_backlog(project: str) -> set[str]:
             got = sub.pull(request=request).received_messages
             if not got:
                 return seen
-            seen |= {json.loads(m.message.data)["message_id"] for m in got}
+            for m in got:
+                with contextlib.suppress(ValueError, KeyError, TypeError):  # a malformed payload has no id
+                    seen.add(json.loads(m.message.data)["message_id"])
             sub.modify_ack_deadline(
                 request={"subscription": path, "ack_ids": [m.ack_id for m in got], "ack_deadline_seconds": 0}
             )
@@ -188,6 +194,183 @@ def test_pipeline_killed_and_restarted_loses_no_message(rig: Rig) -> None:
         f"down, {len(after)} after; all {len(everything)} answered once in {time.monotonic() - t0:.0f} s; "
         f"{len(renumbered)} of {len(spanned)} spanning sessions renumbered from turn 0 (state lost), turn ids unique"
     )
+
+
+# ---------------------------------------------------------------------------
+# Session ownership across kills, and one outcome per message at scale
+# ---------------------------------------------------------------------------
+
+SETTLING = {"ParseInbound", "CheckSessionOwner", "Sessions", "AgentTurn"}  # eval writers' dead letters end nothing
+LEASE_WAIT_S = 12.0  # past the local runner's LEASE_S: a held message not settled would be redelivered by then
+
+
+def publish(rig: Rig, session: str, customer: str, text: str, mid: str | None = None) -> InboundMessage:
+    mid = mid or f"{session}-{uuid.uuid4().hex[:8]}"
+    msg = InboundMessage(session_id=session, customer_id=customer, message_id=mid, text=text,
+                         sent_at=datetime.now(UTC))  # fmt: skip
+    rig.publisher.publish(rig.topic, msg.to_bytes()).result(timeout=30)
+    return msg
+
+
+def kill(pipeline: PipelineProcess) -> None:
+    assert pipeline.alive() and pipeline.proc is not None, pipeline.log_tail(20)
+    os.killpg(pipeline.proc.pid, signal.SIGKILL)
+    pipeline.proc.wait()
+    pipeline.stop()
+
+
+def outcomes(rig: Rig, mids: set[str]) -> dict[str, list[str]]:
+    """Every message's distinct outcomes: ``reply:<turn>``, ``handoff:<turn>``, ``dead:<stage>`` (one per dead
+    letter). An error reply comes with its AgentTurn dead letter: the pair is one outcome, the dead letter."""
+    found: dict[str, list[str]] = {m: [] for m in mids}
+    turns: dict[str, AgentReply] = {}
+    for r, _ in replies_of(rig.replies.items):
+        turns.setdefault(r.turn_id, r)  # a redelivered reply is the same outcome
+    for r in turns.values():
+        if r.kind == "error":
+            continue
+        for m in r.answers:
+            if m in found:
+                found[m].append(f"{r.kind}:{r.turn_id}")
+    for dl in dead_letters_of(rig.dead.items):
+        if dl.get("stage") in SETTLING:
+            for m in dl.get("message_ids") or ():
+                if m in found:
+                    found[m].append(f"dead:{dl['stage']}:{dl.get('reason')}")
+    return found
+
+
+def eval_rows_of(rig: Rig, session: str) -> list[dict]:
+    from google.cloud import bigquery
+
+    from contract.eval_rows import TURNS_TABLE
+    from pipeline.options import EVAL_DATASET
+    from stack.clients import bigquery_client
+
+    bq = bigquery_client(rig.stack.project, rig.stack.bigquery_endpoint)
+    sql = f"SELECT * FROM `{rig.stack.project}.{EVAL_DATASET}.{TURNS_TABLE}` WHERE session_id = @s"
+    config = bigquery.QueryJobConfig(query_parameters=[bigquery.ScalarQueryParameter("s", "STRING", session)])
+    return [dict(r) for r in bq.query(sql, job_config=config).result()]
+
+
+@pytest.mark.e2e
+def test_a_message_claiming_another_customer_never_reaches_the_session_across_kills(rig: Rig) -> None:
+    """The leak this module once missed: B's message in A's session, the pipeline killed and restarted twice."""
+    from contract.eval_rows import customer_hash
+    from pipeline.local_runner import LEASE_S
+
+    db = firestore_client(rig.stack.project)
+    a, b = "C0015", "C0016"
+    b_doc = db.collection("customers").document(b)
+    b_facts = {b, b_doc.get().to_dict()["name"], *(o.id for o in b_doc.collection("orders").stream())}
+    session = f"leak{RUN}"
+    pipeline = rig.start_pipeline("leak-1")
+    try:
+        opened = publish(rig, session, a, "hello, where is my order?")
+        rig.wait_answered({opened.message_id}, 240, pipeline)
+        intruder = publish(rig, session, b, "what is the status of my order?")
+        time.sleep(0.3)  # pulled and held, most likely: killed before its outcome is read back
+        kill(pipeline)
+        pipeline = rig.start_pipeline("leak-2")
+        rig.dead.wait_for(lambda _: any(intruder.message_id in (d.get("message_ids") or ())
+                                        for d in dead_letters_of(rig.dead.items)), 120)  # fmt: skip
+        kill(pipeline)  # right after its dead letter: a redelivery, if any, meets a process with no state
+        pipeline = rig.start_pipeline("leak-3")
+        time.sleep(LEASE_S + 5)  # what a killed process held comes back within LEASE_S
+        later = publish(rig, session, a, "thanks, and my refund?")
+        rig.wait_answered({later.message_id}, 120, pipeline)
+        time.sleep(2.0)
+        assert pipeline.alive(), pipeline.log_tail(20)
+    finally:
+        pipeline.stop()
+
+    got = outcomes(rig, {opened.message_id, intruder.message_id, later.message_id})
+    assert len(got[intruder.message_id]) == 1 and got[intruder.message_id][0].startswith("dead:"), got
+    assert "does not match" in got[intruder.message_id][0], got
+    assert len(got[opened.message_id]) == 1 and len(got[later.message_id]) == 1, got
+    replies = [r for r, _ in replies_of(rig.replies.items) if r.session_id == session]
+    assert rig.handoffs is not None
+    handoffs = [h.data.decode() for h in rig.handoffs.items if h.attributes.get("session_id") == session]
+    rows = eval_rows_of(rig, session)
+    assert rows and all(r["customer_hash"] == customer_hash(a) for r in rows), rows
+    assert all(intruder.message_id not in r["answers"] for r in rows)
+    seen = " ".join([r.model_dump_json() for r in replies] + handoffs + [json.dumps(r, default=str) for r in rows])
+    assert not {f for f in b_facts if f in seen}, f"customer {b}'s data in session {session}"
+
+
+@pytest.mark.e2e
+def test_every_message_ends_exactly_once_across_three_kills(rig: Rig) -> None:
+    """300+ messages: plain turns, cross-customer claims, duplicates, malformed payloads and hand-offs,
+    with the pipeline killed three times mid-traffic. Each message has exactly one outcome; none is lost."""
+    t0 = time.monotonic()
+    sessions = {f"inv{RUN}-{i}": f"C{i % 20 + 1:04d}" for i in range(60)}
+    expect: dict[str, str] = {}  # message id -> the outcome it must have: reply, handoff, dead
+    probes: dict[str, bytes] = {}
+    names = list(sessions)
+    dups = 0
+
+    def wave(n: int) -> None:
+        nonlocal dups
+        for i, (session, customer) in enumerate(sessions.items()):
+            msg = publish(rig, session, customer, f"wave {n}: where is my order?")
+            expect[msg.message_id] = "reply"
+            if i % 6 == n % 6:  # a duplicate, as a client resending after a timeout
+                rig.publisher.publish(rig.topic, msg.to_bytes()).result(timeout=30)
+                dups += 1
+        for k in range(8 if n else 0):  # another customer's claim in a session its owner opened in wave 0
+            session = names[(7 * n + 3 * k) % len(names)]
+            other = f"C{(int(sessions[session][1:]) % 20) + 1:04d}"
+            expect[publish(rig, session, other, "show me the orders of this account").message_id] = "dead"
+        for k in range(8):
+            probe = f"{RUN}-w{n}-{k}"
+            data = b"{not json " + probe.encode() if k % 2 else b'{"schema_version": 1, "probe": "%s"}' % probe.encode()
+            probes[probe] = data
+            rig.publisher.publish(rig.topic, data, probe=probe).result(timeout=30)
+        for k in range(2):
+            expect[publish(rig, f"invh{RUN}-{n}-{k}", "C0019", "I want to talk to a human").message_id] = "handoff"
+
+    pipeline = rig.start_pipeline("inv-0")
+    kills = held = 0
+    try:
+        wave(0)  # the sessions' owners speak first (the first customer of a session owns it)
+        rig.wait_answered(set(expect), 240, pipeline)
+        for n in range(1, 5):
+            wave(n)
+            if n < 4:
+                time.sleep(0.5 * QUIET_S)  # bursts pulled, turns not yet released: held at the kill
+                kill(pipeline)
+                kills += 1
+                unsettled = {m for m, o in outcomes(rig, set(expect)).items() if not o}
+                held += len(unsettled - visible_backlog(rig.stack.project))
+                pipeline = rig.start_pipeline(f"inv-{kills}")
+
+        def settled(_: object) -> bool:
+            got = outcomes(rig, set(expect))
+            return all(got.values()) and probes_done()
+
+        def probes_done() -> bool:
+            seen = {(d.get("attributes") or {}).get("probe") for d in dead_letters_of(rig.dead.items)}
+            return set(probes) <= seen
+
+        assert rig.replies.wait_for(settled, 300), pipeline.log_tail(20)
+        time.sleep(LEASE_WAIT_S)  # a second outcome, if any, comes with a redelivery within the lease
+        assert pipeline.alive(), pipeline.log_tail(20)
+    finally:
+        pipeline.stop()
+
+    assert held, "no message was in flight at any kill: the test is void"
+    got = outcomes(rig, set(expect))
+    wrong = {m: o for m, o in got.items() if len(o) != 1 or not o[0].startswith(expect[m])}
+    sample = dict(list(wrong.items())[:10])
+    assert not wrong, f"{len(wrong)} of {len(expect)} messages without exactly one right outcome: {sample}"
+    assert all("does not match" in o[0] for m, o in got.items() if expect[m] == "dead")
+    problems = check_rejected({p: "" for p in probes}, dead_letters_of(rig.dead.items))
+    assert not problems, problems
+    kinds = {k: sum(v == k for v in expect.values()) for k in ("reply", "dead", "handoff")}
+    print(f"\ninvariant: {len(expect) + len(probes)} messages ({len(probes)} malformed, {kinds['dead']} "
+          f"cross-customer, {kinds['handoff']} hand-offs, {kinds['reply']} plain) plus {dups} duplicates, {kills} "
+          f"kills ({held} messages held by killed processes): exactly one outcome each, 0 lost, "
+          f"in {time.monotonic() - t0:.0f} s")
 
 
 # ---------------------------------------------------------------------------
