@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
@@ -44,6 +43,7 @@ from agents import guardrails
 from agents.model import ChatMessage, ModelRequest, ModelResponse, ToolCall
 from agents.prompting import ContextMismatchError, build_request, load_template, user_text
 from agents.turn import ERROR_TEXT, FALLBACK_TEXT, FLAG_EMPTY_FALLBACK, FLAG_MODEL_ERROR, FLAG_TRUNCATED, reply_text
+from contract.handoff import Handoff
 from contract.messages import AgentReply, ReplyKind, TurnTimings
 from contract.turn import EnrichedTurn
 from tools.policies import ShopPolicy, default_policy
@@ -127,27 +127,6 @@ class StepRecord:
     completion_tokens: int
     finish_reason: str
     tool_calls: int
-
-
-@dataclass(frozen=True)
-class Handoff:
-    """The hand-off record for a human agent console (published on its own topic by the pipeline)."""
-
-    handoff_id: str
-    reason: str  # user_request | agent_request | step_limit | guardrail
-    session_id: str
-    turn_id: str
-    customer_id: str
-    message_ids: tuple[str, ...]
-    summary: str = ""
-    flags: tuple[str, ...] = ()
-    tools_used: tuple[str, ...] = ()
-
-    def to_json_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        for key in ("message_ids", "flags", "tools_used"):
-            out[key] = list(out[key])
-        return out
 
 
 @dataclass(frozen=True)
@@ -532,7 +511,7 @@ def to_reply(
 
 
 def eval_flags(state: AgentState) -> tuple[str, ...]:
-    """Flags for the eval row (``evals.rows.turn_row(..., flags=eval_flags(state))``)."""
+    """Flags for the eval row (``contract.eval_rows.turn_row(..., flags=eval_flags(state))``)."""
     extra = [f"outcome_{state.outcome.value}"] if state.outcome in (Outcome.REFUSED, Outcome.HANDOFF) else []
     return _merge(state.flags, extra)
 
@@ -555,4 +534,4 @@ def handoff_payload(state: AgentState) -> bytes | None:
     """The hand-off record as UTF-8 JSON for the hand-off topic, or None if the turn was not handed off."""
     if state.handoff is None:
         return None
-    return json.dumps(state.handoff.to_json_dict(), ensure_ascii=False, sort_keys=True).encode()
+    return state.handoff.to_bytes()

@@ -5,7 +5,7 @@ sends ``FALLBACK_TEXT`` (kind REPLY). When the backend failed (``response.error`
 the reply is kind ERROR with ``ERROR_TEXT``; the pipeline dead-letters such
 turns as the contract says. ``AgentReply`` has no field for such marks, so
 ``reply_flags(response)`` returns them for the eval row
-(``evals.rows.turn_row(..., flags=reply_flags(response))``).
+(``contract.eval_rows.turn_row(..., flags=reply_flags(response))``).
 """
 
 from __future__ import annotations

@@ -191,12 +191,10 @@ class Baseline:
             del s.history[1]
 
     def _answer(self, turns: list[Any]) -> None:
-        import json
-
         from agents import steps
         from contract.messages import ReplyKind
         from contract.turn import EnrichedTurn, HistoryEntry, Role
-        from evals.rows import turn_row
+        from pipeline.agent_stage import turn_eval_row
 
         # Enrichment: one batched read for the loop's turns (the pipeline batches per bundle).
         requested = time.time()
@@ -241,19 +239,15 @@ class Baseline:
                     turn_id=reply.turn_id,
                 )
             )
-            handoff = steps.handoff_payload(state)
-            if handoff is not None:
+            if (h := state.handoff) is not None:
                 futures.append(
                     self.publisher.publish(
-                        self.handoff_topic, handoff, ordering_key=turn.session_id, session_id=turn.session_id
+                        self.handoff_topic, h.to_bytes(), ordering_key=h.ordering_key, **h.attributes()
                     )
                 )
             if reply.kind == ReplyKind.ERROR:
                 log.warning("turn %s failed: %s", reply.turn_id, state.error)
-            row = turn_row(reply, state.enriched, state.prompt_tokens, state.completion_tokens, steps.eval_flags(state))
-            row["outcome"] = state.outcome.value
-            row["details"] = json.dumps(steps.eval_details(state), default=str, sort_keys=True)
-            eval_rows.append(row)
+            eval_rows.append(turn_eval_row(state, reply))
             row_ids.append(reply.turn_id)
             s = self.sessions.get(turn.session_id)
             if s is not None:

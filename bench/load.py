@@ -372,7 +372,7 @@ def eval_rows(project: str, endpoint: str, prefix: str, want: int, timeout_s: fl
     """Eval rows of the sessions starting with ``prefix``, waiting until ``want`` are there (or the timeout)."""
     from google.cloud import bigquery
 
-    from evals.schema import TURNS_TABLE
+    from contract.eval_rows import TURNS_TABLE
     from pipeline.options import EVAL_DATASET
     from stack.clients import bigquery_client
 

@@ -105,7 +105,7 @@ class ClosedSessions:
     def __init__(self, project: str, endpoint: str, prefix: str) -> None:
         from google.cloud import bigquery
 
-        from evals.schema import SESSIONS_TABLE
+        from contract.eval_rows import SESSIONS_TABLE
         from pipeline.options import EVAL_DATASET
         from stack.clients import bigquery_client
 

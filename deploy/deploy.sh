@@ -121,7 +121,7 @@ case "$cmd" in
         --role "$role" --condition=None >/dev/null
     done
     # Topics, subscriptions (ordering where the stack has it), eval dataset and tables: the local stack's
-    # names and schemas (stack/resources.py, evals/schema.py), on the real APIs.
+    # names and schemas (stack/resources.py, contract/eval_rows.py), on the real APIs.
     "$PYTHON" -m deploy.resources --project "$PROJECT"
     echo "Firestore: the customers collection must exist in the project's (default) database (docs/context.md)."
     ;;

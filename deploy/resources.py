@@ -1,7 +1,7 @@
 """The topics, subscriptions, dataset and tables of a real GCP project (``deploy/deploy.sh setup``).
 
 The same names and schemas as the local stack (``stack/resources.py``: TOPICS, SUBSCRIPTIONS, and
-``evals/schema.py``), created idempotently with application-default credentials instead of the emulators.
+``contract/eval_rows.py``), created idempotently with application-default credentials instead of the emulators.
 
     python -m deploy.resources --project my-project
 """

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from evals.schema import (
+from contract.eval_rows import (
     EVAL_RUNS_SCHEMA,
     EVAL_RUNS_TABLE,
     EVAL_SCHEMA_VERSION,

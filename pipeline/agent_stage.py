@@ -22,21 +22,45 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from datetime import datetime
+from typing import Any
 
 import apache_beam as beam
+from apache_beam.io.gcp.pubsub import PubsubMessage
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInference
 
 from agents import steps
 from agents.steps import AgentState, StepConfig
 from contract.dead_letters import DEAD_LETTER_TAG
-from contract.messages import DeadLetter, ReplyKind
+from contract.eval_rows import turn_row
+from contract.handoff import Handoff
+from contract.messages import AgentReply, DeadLetter, ReplyKind
 from contract.turn import EnrichedTurn
-from evals.rows import turn_row
 
 EVAL_TAG = "eval_rows"
 HANDOFF_TAG = "handoffs"
 PENDING_TAG = "pending"
+
+
+def turn_eval_row(state: AgentState, reply: AgentReply) -> dict[str, Any]:
+    """The ``turns_v1`` row of a finished turn, everything passed to the one assembler at once.
+
+    The pipeline's ``FinishTurn`` and the baseline bench both call this, so the two write the same row.
+    """
+    return turn_row(
+        reply,
+        state.enriched,
+        prompt_tokens=state.prompt_tokens,
+        completion_tokens=state.completion_tokens,
+        flags=steps.eval_flags(state),
+        outcome=state.outcome.value,
+        details=steps.eval_details(state),
+    )
+
+
+def to_pubsub_handoff(record: Handoff) -> PubsubMessage:
+    """A hand-off record as the message on the hand-off topic (its wire shape is ``contract.handoff``)."""
+    return PubsubMessage(record.to_bytes(), record.attributes(), ordering_key=record.ordering_key)
 
 
 def _ms_since(t: datetime) -> float:
@@ -94,13 +118,9 @@ class FinishTurn(beam.DoFn):
         self.latency.update(int(reply.timings.total_ms))
         self.outcomes[state.outcome].inc()
         yield reply
-        row = turn_row(reply, state.enriched, state.prompt_tokens, state.completion_tokens, steps.eval_flags(state))
-        row["outcome"] = state.outcome.value
-        row["details"] = json.dumps(steps.eval_details(state), default=str, sort_keys=True)
-        yield beam.pvalue.TaggedOutput(EVAL_TAG, (reply.turn_id, row))
-        handoff = steps.handoff_payload(state)
-        if handoff is not None:
-            yield beam.pvalue.TaggedOutput(HANDOFF_TAG, (turn.session_id, handoff))
+        yield beam.pvalue.TaggedOutput(EVAL_TAG, (reply.turn_id, turn_eval_row(state, reply)))
+        if state.handoff is not None:
+            yield beam.pvalue.TaggedOutput(HANDOFF_TAG, state.handoff)
         if reply.kind == ReplyKind.ERROR:
             # The customer got an apology; the messages themselves are kept with the reason.
             yield beam.pvalue.TaggedOutput(
@@ -116,7 +136,7 @@ class FinishTurn(beam.DoFn):
 
 
 class AgentTurn(beam.PTransform):
-    """EnrichedTurn -> (replies, eval rows as (row id, row), hand-offs as (session id, bytes), dead letters)."""
+    """EnrichedTurn -> (replies, eval rows as (row id, row), hand-off records, dead letters)."""
 
     def __init__(
         self,

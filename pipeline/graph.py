@@ -22,10 +22,9 @@ from apache_beam.ml.inference.base import ModelHandler
 
 from agents.backends import registry
 from agents.steps import StepConfig
+from contract.eval_rows import SESSIONS_TABLE, TURNS_TABLE, session_row
 from contract.messages import AgentReply
-from evals.rows import session_row
-from evals.schema import SESSIONS_TABLE, TURNS_TABLE
-from pipeline.agent_stage import AgentTurn
+from pipeline.agent_stage import AgentTurn, to_pubsub_handoff
 from pipeline.bigquery import WriteRowsToBigQuery
 from pipeline.enrich import EnrichCustomerContext
 from pipeline.metrics import FreshnessProbe, RecordDeadLetters, RecordTurnSLIs
@@ -123,7 +122,7 @@ def build(p: beam.Pipeline, settings: Settings) -> None:
 
     _ = (
         handoffs
-        | "ToHandoffMessage" >> beam.Map(lambda kv: PubsubMessage(kv[1], {"session_id": kv[0]}, ordering_key=kv[0]))
+        | "ToHandoffMessage" >> beam.Map(to_pubsub_handoff)
         | "PublishHandoffs"
         >> WriteToPubSub(topic(settings.handoff_topic), with_attributes=True, publish_with_ordering_key=True)
     )

@@ -1,7 +1,7 @@
 """Idempotent creation of the stack's topics, subscriptions, dataset and tables.
 
 Names come from ``pipeline.options`` (what the pipeline reads) and schemas from
-``evals.schema`` (what the eval writer writes), so there is one source for each.
+``contract.eval_rows`` (what the eval writer writes), so there is one source for each.
 Emulators keep everything in memory: run ``ensure_resources`` after every start.
 """
 
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from google.api_core import exceptions as gexc
 from google.cloud import bigquery, pubsub_v1
 
-from evals.schema import TABLES
+from contract.eval_rows import TABLES
 from pipeline.options import (
     DEAD_LETTER_SETTLE_SUBSCRIPTION,
     DEAD_LETTER_SUBSCRIPTION,

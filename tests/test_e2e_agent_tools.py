@@ -21,8 +21,8 @@ from datetime import UTC, datetime
 import pytest
 from google.cloud import pubsub_v1
 
+from contract.eval_rows import TURNS_TABLE
 from contract.messages import AgentReply, InboundMessage
-from evals.schema import TURNS_TABLE
 from pipeline.options import EVAL_DATASET, HANDOFF_TOPIC, INBOUND_TOPIC
 from stack.chat import ReplyListener
 from stack.clients import bigquery_client, firestore_client

@@ -27,8 +27,8 @@ from pathlib import Path
 import pytest
 from google.cloud import pubsub_v1
 
+from contract.eval_rows import SESSIONS_TABLE, TURNS_TABLE
 from contract.messages import MAX_TEXT_CHARS, AgentReply, InboundMessage
-from evals.schema import SESSIONS_TABLE, TURNS_TABLE
 from pipeline.options import DEAD_LETTER_TOPIC, EVAL_DATASET, INBOUND_TOPIC
 from stack.chat import ReplyListener
 from stack.clients import bigquery_client

@@ -38,8 +38,8 @@ from bench.harness import (
     dead_letters_of,
     replies_of,
 )
+from contract.eval_rows import TURNS_TABLE
 from contract.messages import MAX_PAYLOAD_BYTES, MAX_TEXT_CHARS, AgentReply, InboundMessage
-from evals.schema import TURNS_TABLE
 from pipeline.options import DEAD_LETTER_TOPIC, EVAL_DATASET, INBOUND_SUBSCRIPTION, INBOUND_TOPIC, REPLY_TOPIC
 from stack.clients import bigquery_client, firestore_client
 from stack.emulators import LocalStack

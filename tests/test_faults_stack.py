@@ -19,8 +19,8 @@ import pytest
 from google.cloud import bigquery, pubsub_v1
 
 from bench.harness import TopicRecorder, check_delivery, check_rejected, dead_letters_of, replies_of
+from contract.eval_rows import TURNS_TABLE
 from contract.messages import InboundMessage
-from evals.schema import TURNS_TABLE
 from pipeline.options import DEAD_LETTER_TOPIC, EVAL_DATASET, INBOUND_TOPIC, REPLY_TOPIC
 from stack.clients import bigquery_client, firestore_client
 from stack.emulators import DEFAULT_STATE_DIR, FIRESTORE, Emulator, LocalStack, ensure_bq_venv

@@ -18,7 +18,7 @@ import pytest
 from google.cloud import bigquery
 from google.cloud.pubsub_v1.types import ReceivedMessage
 
-from evals.schema import EVAL_RUNS_TABLE, EVAL_SCHEMA_VERSION, EVAL_TRIALS_TABLE, TURNS_TABLE
+from contract.eval_rows import EVAL_RUNS_TABLE, EVAL_SCHEMA_VERSION, EVAL_TRIALS_TABLE, TURNS_TABLE
 from pipeline.options import (
     DEAD_LETTER_SETTLE_SUBSCRIPTION,
     DEAD_LETTER_SUBSCRIPTION,
