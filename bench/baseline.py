@@ -261,18 +261,22 @@ class Baseline:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from agents.backends import registry
+    from pipeline.options import default
+
     p = argparse.ArgumentParser(prog="python -m bench.baseline", description=__doc__.split("\n\n")[0])
-    p.add_argument("--project", default=os.environ.get("GOOGLE_CLOUD_PROJECT", "supportflow-local"))
+    p.add_argument("--project", default=os.environ.get("GOOGLE_CLOUD_PROJECT", default("gcp_project")))
     p.add_argument("--subscription", required=True, help="inbound subscription id")
     p.add_argument("--reply-topic", required=True)
-    p.add_argument("--dead-letter-topic", default="chat-dead-letters")
-    p.add_argument("--handoff-topic", default="chat-handoffs")
+    p.add_argument("--dead-letter-topic", default=default("dead_letter_topic"))
+    p.add_argument("--handoff-topic", default=default("handoff_topic"))
     p.add_argument("--bigquery-endpoint", required=True)
-    p.add_argument("--eval-dataset", default="supportflow_evals")
-    p.add_argument("--backend", default="instant", choices=("instant", "smollm2", "gemini"))
+    p.add_argument("--eval-dataset", default=default("eval_dataset"))
+    # Backends this loop can serve in-process: not the GPU ones.
+    p.add_argument("--backend", default="instant", choices=[n for n in registry.NAMES if not registry.get(n).needs_gpu])
     p.add_argument("--model-max-tokens", type=int, default=24)
-    p.add_argument("--model-threads", type=int, default=1)
-    p.add_argument("--max-agent-steps", type=int, default=4)
+    p.add_argument("--model-threads", type=int, default=default("model_threads"))
+    p.add_argument("--max-agent-steps", type=int, default=default("max_agent_steps"))
     p.add_argument("--policy-now", default=None)
     p.add_argument("--quiet-window-s", type=float, default=1.5)
     p.add_argument("--max-hold-s", type=float, default=6.0)

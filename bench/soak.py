@@ -37,6 +37,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from agents.backends import registry
 from bench.harness import check_delivery, percentile, summary
 from bench.load import ARTIFACTS, LoadPlayer, LoadProfile, PlayResult, System, _proc_cpu_s, machine, plan_load, warm_up
 
@@ -363,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__.split("\n\n")[0])
     p.add_argument("--minutes", type=float, default=15.0, help="how long new sessions keep arriving")
     p.add_argument("--sessions", type=int, default=200, help="sessions in conversation at once (about)")
-    p.add_argument("--backend", default="instant", choices=("instant", "smollm2"))
+    p.add_argument("--backend", default="instant", choices=registry.names(hardware=registry.Hardware.CPU))
     p.add_argument("--idle-timeout-s", "--idle_timeout_s", dest="idle_timeout_s", type=float, default=60.0)
     p.add_argument("--quiet-window-s", type=float, default=0.5)
     p.add_argument("--max-hold-s", type=float, default=3.0)

@@ -29,6 +29,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pydantic import BaseModel, ConfigDict, Field
 
 from agents.backends import registry
+from agents.backends.gemini import GEMINI_DEFAULT_MODEL, RetryPolicy
 from contract.context_layout import DEFAULT_BIGTABLE_INSTANCE, DEFAULT_BIGTABLE_TABLE, STORES
 from pipeline.validation import (
     ACCELERATOR_PATTERN,
@@ -143,27 +144,34 @@ class OptionTable(BaseModel):
         "ISO time the tools judge return/refund windows against; unset: the wall clock. "
         "The local stack pins it to its seed data's reference time.",
     )
+    # The Gemini defaults are the backend's own (agents/backends/gemini.py), so they are written once.
     gemini_model: str = option(
-        "gemini-2.5-flash", "Gemini model for --model_backend=gemini.", pattern=GEMINI_MODEL_PATTERN
+        GEMINI_DEFAULT_MODEL, "Gemini model for --model_backend=gemini.", pattern=GEMINI_MODEL_PATTERN
     )
     gemini_base_url: str | None = option(
         None, "Another Gemini endpoint (a local server in tests); unset: Google's API."
     )
     gemini_deadline_s: float = option(
-        60.0,
+        RetryPolicy.deadline_s,
         "Total time one Gemini call may take, retries and back-off included; then the turn is "
         "answered with an error reply and dead-lettered.",
         limits=(1, 3600),
     )
-    gemini_attempt_timeout_s: float = option(30.0, "Time one Gemini attempt may take.", limits=(0.1, 3600))
-    gemini_max_attempts: int = option(5, "Attempts per Gemini call (429, 5xx, timeouts).", limits=(1, 20))
+    gemini_attempt_timeout_s: float = option(
+        RetryPolicy.attempt_timeout_s, "Time one Gemini attempt may take.", limits=(0.1, 3600)
+    )
+    gemini_max_attempts: int = option(
+        RetryPolicy.max_attempts, "Attempts per Gemini call (429, 5xx, timeouts).", limits=(1, 20)
+    )
     gemini_backoff_s: float = option(
-        1.0,
+        RetryPolicy.initial_backoff_s,
         "First Gemini retry waits this long (then doubling, plus up to this much jitter), "
         "unless the server says when to retry.",
         limits=(0, 600),
     )
-    gemini_max_backoff_s: float = option(20.0, "Longest wait between Gemini attempts.", limits=(0, 3600))
+    gemini_max_backoff_s: float = option(
+        RetryPolicy.max_backoff_s, "Longest wait between Gemini attempts.", limits=(0, 3600)
+    )
     gemini_max_concurrency: int = option(8, "Concurrent Gemini requests per worker process.", limits=(1, 512))
     model_path: str | None = option(
         None,

@@ -158,6 +158,7 @@ class _Builder:
         self.environ = environ
         self.o = options.view_as(SupportflowOptions)
         self.problems: list[str] = []
+        self.numbers: dict[str, float] = {}
         self.warnings: list[str] = []
 
     def problem(self, text: str) -> None:
@@ -183,16 +184,27 @@ class _Builder:
         return value
 
     def _number(self, name: str) -> float:
+        """The option's value as a number, checked against its row's limits once (a problem is reported once)."""
+        if name in self.numbers:
+            return self.numbers[name]
         value = self._get(name)
         low, high = BY_NAME[name].limits or (float("-inf"), float("inf"))
         try:
             number = float(value)
         except (TypeError, ValueError):
             self.problem(f"--{name}={value!r} is not a number")
-            return low
-        if not low <= number <= high:
-            self.problem(f"--{name}={value!r} is out of range [{low:g}, {high:g}]")
+            number = low
+        else:
+            if not low <= number <= high:
+                self.problem(f"--{name}={value!r} is out of range [{low:g}, {high:g}]")
+        self.numbers[name] = number
         return number
+
+    def ranges(self) -> None:
+        """Every option with limits in its table row, in table order."""
+        for o in OPTIONS:
+            if o.limits:
+                self._number(o.name)
 
     # -- groups ------------------------------------------------------------------------------
 
@@ -276,17 +288,6 @@ class _Builder:
         if backend not in backends:
             self.problem(f"--model_backend={backend!r} is not a model backend; choose one of {list(backends)}")
         gemini = self._text("gemini_model", GEMINI_MODEL_PATTERN, "Gemini model name (e.g. gemini-2.5-flash)")
-        for name in (
-            "model_batch_size",
-            "gemini_deadline_s",
-            "gemini_attempt_timeout_s",
-            "gemini_max_attempts",
-            "gemini_max_concurrency",
-            "gemini_backoff_s",
-            "gemini_max_backoff_s",
-            "model_copies",
-        ):
-            self._number(name)
         wait = self._get("model_batch_wait_s")
         try:
             wait_ok = wait is None or 0 < float(wait) <= 60
@@ -302,8 +303,6 @@ class _Builder:
         device = str(self._get("model_device") or "auto")
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
             self.problem(f"--model_device={device!r} is not a device; use auto, cpu, cuda or cuda:N")
-        self._number("model_max_tokens")
-        self._number("model_threads")
         return str(backend), gemini or ""
 
     def accelerator(self, backend: str, on_dataflow: bool) -> tuple[str | None, str | None]:
@@ -428,6 +427,7 @@ class _Builder:
             self._text("bigtable_instance", BIGTABLE_INSTANCE_PATTERN, "Bigtable instance id")
             self._text("bigtable_table", BIGTABLE_TABLE_PATTERN, "Bigtable table id")
         backend, gemini = self.model()
+        self.ranges()
         gpu_backend = backend in registry.NAMES and registry.get(backend).needs_gpu
         accelerator, min_ram = self.accelerator(backend, on_dataflow)
         delivery = self.delivery(on_dataflow)
