@@ -1,30 +1,29 @@
-"""Benchmark: how big a session's state gets, and how many sessions one worker holds.
+"""Benchmark: state bytes a session reads and writes per event and per turn, and sessions per worker.
 
 Run: ``.venv/bin/python -m bench.session_state`` (prints JSON, also writes
-``artifacts/bench_session_state.json``; ~6 min on 2 cores). Options: ``--sizes
-1000,5000,20000,50000`` (sizes that would overrun the budget are skipped, with
-the reason), ``--turns 100``, ``--quick`` (a ~30 s smoke run), ``--out PATH``.
+``artifacts/bench_session_state.json``). Options: ``--layout legacy|v1|both`` (default both:
+before and after from the same run), ``--sizes 1000,5000,20000``, ``--turns N`` (default: long
+enough to fill the seen-id set, ~1,050 turns), ``--max-history 20``, ``--quick`` (a smoke run),
+``--out PATH``.
 
-Part 1 (state size): one session, 100 turns, through the real ``SessionDoFn``
-on ``BundleBasedDirectRunner`` (streaming, TestStream, ``element_clock``). Each
-turn is 1-3 user messages of 40-200 chars, released by the DoFn's own
-quiet-window timer, then an ``AgentReply`` of 300-600 chars fed back with that
-turn's index. A measuring ``PickleCoder`` (the state spec's coder, swapped in
-for the run in this process only) logs ``len(encode(state))`` on every write,
-from ``process`` and from both timers; the direct runner keeps exactly those
-bytes. Runs at ``max_history`` 20 (default) and 100.
+Part 1 (bytes): one session through the real DoFn on ``BundleBasedDirectRunner`` (streaming,
+TestStream). Each turn is 1-3 user messages of 40-200 chars, released by the DoFn's own
+quiet-window timer, then an ``AgentReply`` of 300-600 chars fed back with that turn's index.
+Every state spec's coder is wrapped (in this process only) by a counting coder: the direct runner
+encodes each write/add with it and keeps those bytes, and decodes on each read, so the counts are
+the state bytes written and read. Each DoFn call (an element or a timer) is one event. Reported:
+bytes per turn and per event (by kind) over turns 51-100 (steady state at the default history)
+and over the last 50 turns, after the session has sent more than ``max_seen_ids`` ids (the seen-id
+set at its bound). ``legacy`` is the pre-split DoFn (bench/session_legacy_dofn.py: one pickled
+cell, one timer); ``v1`` is ``pipeline.session.SessionDoFn``.
 
-Part 2 (sessions per worker): N concurrent sessions, each 3 messages + 1 reply
-(one released turn; all N stay open: idle_timeout_s is 600 s), through
-``SessionDoFn``, and as the baseline the same TestStream through a stateless
-``Map``. Each (N, variant) runs in a fresh subprocess that reports processing
-time (from the executor's start: translating a large TestStream takes seconds
-and is reported apart), elements/s, CPU ms per element, ``ru_maxrss`` and RSS
-at the end. Memory per held session = end RSS over the stateless run's.
+Part 2 (sessions per worker): N concurrent sessions, each 3 messages + 1 reply (one released
+turn; all N stay open), through each layout's DoFn and, as the baseline, the same TestStream
+through a stateless ``Map``. Each (N, variant) runs in a fresh subprocess that reports processing
+time (from the executor's start), elements/s, CPU ms per element and RSS.
 
-Read the numbers as this local runner's, on a shared machine: the load
-average is recorded with each run, and CPU ms per element moves less with
-other load than elements/s does.
+Read the numbers as this local runner's, on a shared machine: the load average is recorded with
+each run, and CPU ms per element moves less with other load than elements/s does.
 """
 
 from __future__ import annotations
@@ -37,39 +36,39 @@ import random
 import resource
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.coders import PickleCoder
+from apache_beam.coders import Coder
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.runners.direct import executor, watermark_manager
 from apache_beam.testing.test_stream import TestStream
+from apache_beam.transforms.userstate import StateSpec
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Duration, Timestamp
 
+from bench.session_legacy_dofn import LegacySessionDoFn
 from contract.messages import AgentReply, InboundMessage
-from pipeline.session import CLOSED_TAG, DEAD_LETTER_TAG, SessionConfig, SessionDoFn, SessionState, element_clock
+from pipeline.session import CLOSED_TAG, DEAD_LETTER_TAG, SessionConfig, SessionDoFn, element_clock
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 GIB = 1024**3
 _EIGHTH = 0.125  # every scripted time is a multiple of this (see _Script)
 WORKER_GIB = 24
-DEFAULT_SIZES = (1000, 5000, 20000, 50000)
+DEFAULT_SIZES = (1000, 5000, 20000)
 # Bounds: no child runs longer than this, and a size beyond ALWAYS_RUN is skipped when the last one
 # predicts it would overrun this or the whole run's budget (~6 min on an otherwise idle 2-core machine;
 # other load on the machine stretches the ALWAYS_RUN sizes, each still bounded by CHILD_TIMEOUT_S).
 ALWAYS_RUN = frozenset({1000, 5000, 20000})
 CHILD_TIMEOUT_S = 420.0
 MIN_CHILD_TIMEOUT_S = 120.0
-TOTAL_BUDGET_S = 480.0
+TOTAL_BUDGET_S = 900.0
 
 _VOCABULARY = (
     "order delivery refund account password invoice package tracking number charged twice card address "
@@ -185,61 +184,90 @@ def _kind(kv: tuple[str, Any]) -> tuple[str, str]:
     return kv[0], type(kv[1]).__name__
 
 
-# ---------------------------------------------------------------- part 1: state size per session
+
+# ---------------------------------------------------------------- part 1: state bytes per event and per turn
+
+LAYOUTS = ("legacy", "v1")
+# Per event: one record per DoFn call (an element or a timer), filled by the counting coders below.
+# Module-level, so every copy of the coders and the clock the runner makes in this process adds here.
+_EVENTS: list[dict[str, Any]] = []
 
 
-class _MeasuringPickleCoder(PickleCoder):
-    """The state's own PickleCoder; each encode (one per state write) also logs the state's shape and size."""
+def _dofn_class(layout: str) -> type:
+    return LegacySessionDoFn if layout == "legacy" else SessionDoFn
 
-    def __init__(self, log_path: str, max_writes: int) -> None:
-        super().__init__()
-        self.log_path = log_path
-        self.max_writes = max_writes
-        self.writes = 0
+
+def _state_specs(cls: type) -> dict[str, StateSpec]:
+    return {k: v for k, v in vars(cls).items() if isinstance(v, StateSpec)}
+
+
+class _EventClock:
+    """``element_clock`` that also opens a new ``_EVENTS`` record: the DoFn asks for "now" once per call,
+    before it touches state. The record's kind comes from the caller's frame: the element's type in
+    ``process``, the timer's purpose in the split DoFn's ``_timer``, the callback's name in the legacy DoFn."""
+
+    def __call__(self, ts: Timestamp) -> float:
+        frame = sys._getframe(1)
+        local = frame.f_locals
+        if frame.f_code.co_name == "process":
+            kind = type(local.get("event")).__name__
+        elif "purpose" in local:
+            kind = f"timer:{local['purpose'].value}"
+        else:
+            kind = f"timer:{frame.f_code.co_name}"
+        _EVENTS.append({"kind": kind, "read": 0, "written": 0, "reads": 0, "writes": 0})
+        return float(ts)
+
+
+class _CountingCoder(Coder):
+    """A state spec's own coder; every encode (a write the runner keeps) and decode (a read) is counted."""
+
+    def __init__(self, inner: Coder, name: str) -> None:
+        self.inner = inner
+        self.name = name
 
     def encode(self, value: Any) -> bytes:
-        encoded = super().encode(value)
-        if isinstance(value, SessionState):
-            self.writes += 1
-            if self.writes > self.max_writes:  # bounds the run: a timer that re-fires forever fails it instead
-                raise RuntimeError(f"more than {self.max_writes} state writes: a timer loop?")
-            row = {
-                "turns": value.next_turn,
-                "in_flight": value.in_flight is not None,
-                "pending": len(value.pending),
-                "history": len(value.history),
-                "seen": len(value.seen),
-                "bytes": len(encoded),
-            }
-            with open(self.log_path, "a") as f:
-                f.write(json.dumps(row) + "\n")
-            with open(self.log_path + ".last", "wb") as f:
-                f.write(encoded)
-        return encoded
+        data = self.inner.encode(value)
+        if _EVENTS:
+            e = _EVENTS[-1]
+            e["written"] += len(data)
+            e["writes"] += 1
+        return data
+
+    def decode(self, encoded: bytes) -> Any:
+        if _EVENTS:
+            e = _EVENTS[-1]
+            e["read"] += len(encoded)
+            e["reads"] += 1
+        return self.inner.decode(encoded)
+
+    def is_deterministic(self) -> bool:
+        return self.inner.is_deterministic()
 
     def __eq__(self, other: object) -> bool:
-        return type(self) is type(other) and self.log_path == getattr(other, "log_path", None)
+        return type(self) is type(other) and self.name == getattr(other, "name", None)
 
     def __hash__(self) -> int:
-        return hash((type(self), self.log_path))
+        return hash((type(self), self.name))
 
 
 @contextmanager
-def _measured_state(log_path: str, max_writes: int) -> Iterator[None]:
-    """Swaps SessionDoFn's state coder for the measuring one, in this process only, for one run.
+def _counted_state(cls: type) -> Iterator[None]:
+    """Wraps every state spec's coder of the DoFn class, in this process only, for one run.
 
-    The DoFn class itself is untouched (its timer callbacks cannot be overridden in a
-    subclass: Beam ties each TimerSpec to one function); the direct runner encodes every
-    ``state.write`` with ``STATE.coder`` and keeps those bytes, so this sees every write,
-    from ``process`` and from both timers, byte for byte.
+    The direct runner encodes each ``write``/``add`` with the spec's coder and keeps those bytes, and
+    decodes on each ``read``: so this counts every state byte written and read, from ``process`` and
+    from every timer. (The DoFn class is untouched otherwise: Beam ties each TimerSpec to one function.)
     """
-    spec = SessionDoFn.STATE
-    original = spec.coder
-    spec.coder = _MeasuringPickleCoder(log_path, max_writes)
+    specs = _state_specs(cls)
+    originals = {name: spec.coder for name, spec in specs.items()}
+    for name, spec in specs.items():
+        spec.coder = _CountingCoder(spec.coder, f"{cls.__name__}.{name}")
     try:
         yield
     finally:
-        spec.coder = original
+        for name, spec in specs.items():
+            spec.coder = originals[name]
 
 
 def _conversation(turns: int, seed: int) -> tuple[_Script, dict[str, int]]:
@@ -267,82 +295,102 @@ def _conversation(turns: int, seed: int) -> tuple[_Script, dict[str, int]]:
     return s, stats
 
 
-def measure_state_size(turns: int, max_history: int, seed: int = 7) -> dict[str, Any]:
-    cfg = SessionConfig(max_history=max_history)
-    script, stats = _conversation(turns, seed)
-    with tempfile.TemporaryDirectory() as tmp:
-        log = os.path.join(tmp, "sizes.jsonl")
-        with _measured_state(log, max_writes=10 * stats["user_messages"] + 10 * turns + 100):
-            _TALLY.clear()
-            p = beam.Pipeline(options=_options())
-            outs = (
-                p
-                | script.build()
-                | beam.ParDo(SessionDoFn(cfg, clock=element_clock)).with_outputs(
-                    CLOSED_TAG, DEAD_LETTER_TAG, main="turns"
-                )
-            )
-            _ = outs.turns | "CountTurns" >> beam.Map(_tally, "turns")
-            _ = outs[CLOSED_TAG] | "CountClosed" >> beam.Map(_tally, "closed")
-            _ = outs[DEAD_LETTER_TAG] | "CountDead" >> beam.Map(_tally, "dead_letters")
-            started = time.perf_counter()
-            result = p.run()
-            result.wait_until_finish()
-            wall = time.perf_counter() - started
-        rows = [json.loads(line) for line in Path(log).read_text().splitlines()]
-        final = SessionDoFn.STATE.coder.decode(Path(log + ".last").read_bytes())
-    outputs = dict(_TALLY)
-    # Size once turn k is complete: the write, on the reply's arrival, that cleared in_flight after k releases.
-    # A reply the DoFn rejected as stale writes nothing, so a missing k means the script went wrong.
-    after_turn: dict[int, int] = {}
-    for r in rows:
-        if not r["in_flight"] and r["pending"] == 0 and r["turns"] > 0:
-            after_turn[r["turns"]] = r["bytes"]
-    clean = (
-        outputs == {"turns": turns}
-        and sorted(after_turn) == list(range(1, turns + 1))
-        and final.next_turn == turns
-        and final.messages == stats["user_messages"]
-        and len(final.history) == min(max_history, stats["user_messages"] + turns)
-    )
-    if not clean:
-        raise RuntimeError(f"the script did not drive {turns} clean turns: {outputs}, {len(after_turn)} replies")
-    coder = SessionDoFn.STATE.coder
-    checkpoints = [k for k in (1, 5, 10, 20, 30, 50, 75, 100) if k <= turns]
-    last10 = (after_turn[turns] - after_turn[turns - 10]) / 10 if turns > 10 else None
-    # What the still-growing part (the seen-id set) adds once it is full at max_seen_ids ids of this shape.
-    rng = random.Random(1)
-    seen_full = replace(final, seen={_hex_id(rng, "m"): None for _ in range(cfg.max_seen_ids)})
+def _window(events: list[dict[str, Any]], first_turn: int, last_turn: int) -> dict[str, Any]:
+    """Bytes per turn over turns first_turn..last_turn (1-based; a turn ends with its reply event)."""
+    replies = [i for i, e in enumerate(events) if e["kind"] == "AgentReply"]
+    start = replies[first_turn - 2] + 1 if first_turn > 1 else 0
+    part = events[start : replies[last_turn - 1] + 1]
+    n = last_turn - first_turn + 1
+    kinds: dict[str, dict[str, float]] = {}
+    for e in part:
+        k = kinds.setdefault(e["kind"], {"events": 0, "read": 0, "written": 0, "reads": 0, "writes": 0})
+        k["events"] += 1
+        for f in ("read", "written", "reads", "writes"):
+            k[f] += e[f]
+    per_event_kind = {
+        kind: {
+            "events_per_turn": round(k["events"] / n, 2),
+            "bytes_read_per_event": round(k["read"] / k["events"], 1),
+            "bytes_written_per_event": round(k["written"] / k["events"], 1),
+            "state_reads_per_event": round(k["reads"] / k["events"], 2),
+            "state_writes_per_event": round(k["writes"] / k["events"], 2),
+        }
+        for kind, k in sorted(kinds.items())
+    }
+    read = sum(e["read"] for e in part)
+    written = sum(e["written"] for e in part)
     return {
+        "turns": [first_turn, last_turn],
+        "bytes_written_per_turn": round(written / n, 1),
+        "bytes_read_per_turn": round(read / n, 1),
+        "bytes_read_per_event": round(read / len(part), 1),
+        "bytes_written_per_event": round(written / len(part), 1),
+        "events_per_turn": round(len(part) / n, 2),
+        "state_writes_per_turn": round(sum(e["writes"] for e in part) / n, 2),
+        "by_event_kind": per_event_kind,
+    }
+
+
+def measure_state_bytes(layout: str, turns: int, max_history: int, seed: int = 7) -> dict[str, Any]:
+    """One session of ``turns`` turns through one layout's DoFn; bytes read/written counted at the coders.
+
+    Windows: turns 51-100 (steady state at the history bound, the seen-id set still small) and the
+    last 50 turns, once the session has seen more than ``max_seen_ids`` ids (the seen-id set at its bound).
+    """
+    cfg = SessionConfig(max_history=max_history)
+    cls = _dofn_class(layout)
+    script, stats = _conversation(turns, seed)
+    _EVENTS.clear()
+    with _counted_state(cls):
+        _TALLY.clear()
+        p = beam.Pipeline(options=_options())
+        outs = (
+            p
+            | script.build()
+            | beam.ParDo(cls(cfg, clock=_EventClock())).with_outputs(CLOSED_TAG, DEAD_LETTER_TAG, main="turns")
+        )
+        _ = outs.turns | "CountTurns" >> beam.Map(_tally, "turns")
+        _ = outs[CLOSED_TAG] | "CountClosed" >> beam.Map(_tally, "closed")
+        _ = outs[DEAD_LETTER_TAG] | "CountDead" >> beam.Map(_tally, "dead_letters")
+        started = time.perf_counter()
+        cpu0 = _cpu_s()
+        p.run().wait_until_finish()
+        wall, cpu = time.perf_counter() - started, _cpu_s() - cpu0
+    events = list(_EVENTS)
+    outputs = dict(_TALLY)
+    replies = sum(e["kind"] == "AgentReply" for e in events)
+    if outputs != {"turns": turns} or replies != turns:
+        raise RuntimeError(f"the script did not drive {turns} clean turns: {outputs}, {replies} replies")
+    out: dict[str, Any] = {
+        "layout": layout,
         "max_history": max_history,
+        "max_seen_ids": cfg.max_seen_ids,
         "turns": turns,
         "workload": {
             **stats,
             "avg_user_chars": round(stats["user_chars"] / stats["user_messages"], 1),
             "avg_reply_chars": round(stats["reply_chars"] / turns, 1),
         },
-        "pickled_bytes_after_turn": {str(k): after_turn[k] for k in checkpoints},
-        "pickled_bytes_final": len(coder.encode(final)),
-        "pickled_bytes_peak": max(r["bytes"] for r in rows),
-        "growth_bytes_per_turn_last_10": last10,
-        "final_state": {
-            "history_entries": len(final.history),
-            "omitted_history": final.omitted_history,
-            "seen_ids": len(final.seen),
-            "bytes_without_history": len(coder.encode(replace(final, history=[]))),
-            "bytes_without_seen": len(coder.encode(replace(final, seen={}))),
-        },
-        "computed_bytes_with_seen_ids_full": {
-            "max_seen_ids": cfg.max_seen_ids,
-            "bytes": len(coder.encode(seen_full)),
-            "note": "computed, not run: the final state with its seen-id dict filled to max_seen_ids ids of the "
-            f"same shape, reached after ~{round(cfg.max_seen_ids / (stats['user_messages'] / turns))} turns "
-            "at this workload's messages per turn",
-        },
-        "outputs": outputs,
+        "whole_run": _window(events, 1, turns),
         "wall_s": round(wall, 2),
-        "state_writes": len(rows),
+        "cpu_s": round(cpu, 2),
     }
+    if turns >= 100:
+        out["steady_turns_51_100"] = _window(events, 51, 100)
+    msgs_per_turn = stats["user_messages"] / turns
+    full_from = int(cfg.max_seen_ids / msgs_per_turn) + 1
+    if turns - 50 >= full_from:
+        out["seen_ids_at_bound_last_50_turns"] = {**_window(events, turns - 49, turns), "ids_seen_before": round(
+            msgs_per_turn * (turns - 50)
+        )}
+    return out
+
+
+def _turns_to_fill_seen(seed: int = 7, probe_turns: int = 200) -> int:
+    """Turns after which the conversation has sent more than max_seen_ids ids, plus the 50-turn window."""
+    _, stats = _conversation(probe_turns, seed)
+    per_turn = stats["user_messages"] / probe_turns
+    return int(SessionConfig().max_seen_ids / per_turn) + 60
 
 
 # ---------------------------------------------------------------- part 2: sessions per worker
@@ -420,8 +468,8 @@ def run_load_child(n: int, variant: str, seed: int = 11) -> dict[str, Any]:
     _TALLY.clear()
     p = beam.Pipeline(options=_options())
     keyed = p | stream
-    if variant == "stateful":
-        outs = keyed | beam.ParDo(SessionDoFn(SessionConfig(), clock=element_clock)).with_outputs(
+    if variant in LAYOUTS:
+        outs = keyed | beam.ParDo(_dofn_class(variant)(SessionConfig(), clock=element_clock)).with_outputs(
             CLOSED_TAG, DEAD_LETTER_TAG, main="turns"
         )
         _ = outs.turns | "CountTurns" >> beam.Map(_tally, "turns")
@@ -487,56 +535,34 @@ def _spawn(n: int, variant: str, timeout_s: float) -> dict[str, Any]:
     return out
 
 
-def measure_capacity(sizes: list[int], deadline: float) -> dict[str, Any]:
+def measure_capacity(sizes: list[int], layouts: list[str], deadline: float) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
-    last: dict[str, float] | None = None  # per-element costs of the last completed size
     for n in sizes:
-        elements = 4 * n
-        remaining = deadline - time.perf_counter()
-        if last is not None and n not in ALWAYS_RUN:
-            # Processing cost per stateful element grows with the sessions held (see runner_timer_scan);
-            # measured here CPU per element grew about as sqrt(N) from 5k to 20k sessions. Building the stream,
-            # translating it and starting up scale with the elements.
-            growth = (n / last["sessions"]) ** 0.5
-            per_element = last["overhead"] + last["stateful"] * growth + last["stateless"]
-            predicted = elements * per_element
-            limit = min(remaining, CHILD_TIMEOUT_S)
-            if predicted > limit:
-                rows.append({"sessions": n, "skipped": f"predicted {predicted:.0f} s > {limit:.0f} s allowed"})
-                print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+        if deadline - time.perf_counter() < MIN_CHILD_TIMEOUT_S and n not in ALWAYS_RUN:
+            rows.append({"sessions": n, "skipped": "the run's time budget is spent"})
+            continue
+        row: dict[str, Any] = {"sessions": n}
+        # The cheap baseline first, then each layout: each child bounded by CHILD_TIMEOUT_S.
+        for variant in ("stateless", *layouts):
+            timeout = min(CHILD_TIMEOUT_S, max(deadline - time.perf_counter(), MIN_CHILD_TIMEOUT_S))
+            row[variant] = _spawn(n, variant, timeout)
+        base = row["stateless"]
+        for layout in layouts:
+            r = row[layout]
+            if "error" in r or "error" in base:
                 continue
-        # The cheap baseline first, so a stateful run that eats the budget cannot cost it.
-        floor = CHILD_TIMEOUT_S if n in ALWAYS_RUN else MIN_CHILD_TIMEOUT_S
-        stateless = _spawn(n, "stateless", min(CHILD_TIMEOUT_S, max(remaining, floor)))
-        stateful = _spawn(n, "stateful", min(CHILD_TIMEOUT_S, max(deadline - time.perf_counter(), floor)))
-        row: dict[str, Any] = {"sessions": n, "stateful": stateful, "stateless": stateless}
-        if "error" not in stateful and "error" not in stateless:
-            fixed = sum(r["process_wall_s"] - r["processing_s"] for r in (stateful, stateless))
-            last = {
-                "sessions": n,
-                "overhead": fixed / elements,
-                "stateful": 1 / stateful["elements_per_s"],
-                "stateless": 1 / stateless["elements_per_s"],
-            }
-            row["ratio_stateful_vs_stateless_elements_per_s"] = round(
-                stateful["elements_per_s"] / stateless["elements_per_s"], 3
+            row[f"ratio_{layout}_vs_stateless_elements_per_s"] = round(r["elements_per_s"] / base["elements_per_s"], 3)
+            row[f"rss_end_over_stateless_mib_{layout}"] = round(r["rss_end_mib"] - base["rss_end_mib"], 1)
+            row[f"rss_per_held_session_kib_{layout}"] = round((r["rss_end_mib"] - base["rss_end_mib"]) * 1024 / n, 2)
+        if all(v in row and "error" not in row[v] for v in LAYOUTS):
+            row["ratio_v1_vs_legacy_elements_per_s"] = round(
+                row["v1"]["elements_per_s"] / row["legacy"]["elements_per_s"], 3
             )
-            row["ratio_stateful_vs_stateless_end_to_end"] = round(
-                stateful["elements_per_s_end_to_end"] / stateless["elements_per_s_end_to_end"], 3
+            row["ratio_v1_vs_legacy_cpu_ms_per_element"] = round(
+                row["v1"]["cpu_ms_per_element"] / row["legacy"]["cpu_ms_per_element"], 3
             )
-            # Raw: everything in the process (imports, the TestStream's events, the runner) over N.
-            row["peak_rss_per_session_kib_raw"] = round(stateful["peak_rss_mib"] * 1024 / n, 2)
-            # Held sessions: RSS at the end (all N sessions open, state held) over the stateless run's,
-            # which had the same stream, runner and imports. The peak-over-peak delta is lower because
-            # the stateless peak is a translation-time transient whose memory the stateful run reuses.
-            end_delta = stateful["rss_end_mib"] - stateless["rss_end_mib"]
-            peak_delta = stateful["peak_rss_mib"] - stateless["peak_rss_mib"]
-            row["rss_end_over_stateless_mib"] = round(end_delta, 1)
-            row["rss_per_held_session_kib"] = round(end_delta * 1024 / n, 2)
-            row["peak_rss_over_stateless_mib"] = round(peak_delta, 1)
-            row["peak_rss_over_stateless_per_session_kib"] = round(peak_delta * 1024 / n, 2)
         rows.append(row)
-        print(json.dumps(row), file=sys.stderr, flush=True)
+        print(json.dumps({k: v for k, v in row.items() if not isinstance(v, dict)}), file=sys.stderr, flush=True)
     return {"runs": rows}
 
 
@@ -546,89 +572,56 @@ def _machine() -> dict[str, Any]:
         for line in f:
             if line.startswith("MemTotal:"):
                 mem_total = int(line.split()[1]) * 1024
-    free = subprocess.run(["free", "-m"], capture_output=True, text=True).stdout.strip()
     return {
         "nproc": os.cpu_count(),
         "mem_total_gib": round(mem_total / GIB, 1),
-        "free_m": free,
         "python": platform.python_version(),
         "apache_beam": beam.__version__,
         "platform": platform.platform(),
     }
 
 
-def _fit_line(xs: list[float], ys: list[float]) -> tuple[float, float]:
-    """Least squares y = a + b x."""
-    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-    sxx = sum((x - mx) ** 2 for x in xs)
-    b = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx if sxx else 0.0
-    return my - b * mx, b
-
-
 def _summarise(state: list[dict[str, Any]], capacity: dict[str, Any]) -> dict[str, Any]:
+    """The figures issue 17 asks for, side by side per layout."""
     summary: dict[str, Any] = {}
-    done = [r for r in capacity["runs"] if "stateful" in r and "error" not in r["stateful"]]
-    ok = [r for r in done if "ratio_stateful_vs_stateless_elements_per_s" in r]  # both variants ran
-    if not done:
-        return summary
-    first = done[0]["stateful"]
-    summary["stateful_elements_per_s_by_sessions"] = {str(r["sessions"]): r["stateful"]["elements_per_s"] for r in done}
-    summary["stateless_elements_per_s_by_sessions"] = {str(r["sessions"]): r["stateless"]["elements_per_s"] for r in ok}
-    summary["stateful_cpu_ms_per_element_by_sessions"] = {
-        str(r["sessions"]): r["stateful"]["cpu_ms_per_element"] for r in done
-    }
-    summary["ratio_stateful_vs_stateless_by_sessions"] = {
-        str(r["sessions"]): r["ratio_stateful_vs_stateless_elements_per_s"] for r in ok
-    }
-    summary["runner_timer_scan_share_of_cpu_by_sessions"] = {
-        str(r["sessions"]): round(r["stateful"]["runner_timer_scan"]["cpu_s"] / r["stateful"]["cpu_s"], 3) for r in done
-    }
-    summary["stateful_peak_rss_mib_by_sessions"] = {str(r["sessions"]): r["stateful"]["peak_rss_mib"] for r in done}
-    falling = [
-        r["sessions"] for r in done[1:] if r["stateful"]["cpu_ms_per_element"] > 1.25 * first["cpu_ms_per_element"]
-    ]
-    summary["cpu_per_element_25pct_above_smallest_n_from_sessions"] = falling[0] if falling else None
-    if len(done) >= 2:
-        a, b = _fit_line([r["sessions"] for r in done], [r["stateful"]["cpu_ms_per_element"] for r in done])
-        summary["stateful_cpu_ms_per_element_fit"] = {
-            "intercept_ms": round(a, 4),
-            "ms_per_1000_sessions_held": round(1000 * b, 4),
-            "note": "extrapolated, not run: a least-squares line through the runs. One mostly GIL-bound process: "
-            "elements/s is at most about 1000 / (intercept_ms + ms_per_1000_sessions_held * sessions / 1000)",
-        }
-        if b > 0:
-            summary["extrapolated_sessions_where_cpu_per_element_doubles"] = int(a / b)
-            summary["extrapolated_elements_per_cpu_s"] = {
-                str(n): round(1000 / (a + b * n), 1) for n in (50_000, 100_000, 1_000_000)
-            }
-    if not ok:
-        return summary
-    largest = ok[-1]
-    summary["rss_per_held_session_kib_by_sessions"] = {str(r["sessions"]): r["rss_per_held_session_kib"] for r in ok}
-    per_session_kib = largest["rss_per_held_session_kib"]
-    budget_kib = WORKER_GIB * 1024 * 1024 - largest["stateless"]["peak_rss_mib"] * 1024
-    if per_session_kib > 0:
-        # Projections, not runs: (24 GiB - the stateless run's peak) / KiB per held session.
-        projected: dict[str, int] = {"one_turn_sessions_as_run": int(budget_kib / per_session_kib)}
-        one_turn_kib = min(s["pickled_bytes_after_turn"].get("1", 0) for s in state) / 1024 if state else 0.0
-        for s in state:
-            # The same per-session overhead, with a 1-turn state swapped for part 1's 100-turn state,
-            # and for that state with its seen-id dict full (the bound every long session reaches).
-            for label, nbytes in (
-                (f"{s['turns']}_turns_max_history_{s['max_history']}", s["pickled_bytes_final"]),
-                (f"seen_ids_full_max_history_{s['max_history']}", s["computed_bytes_with_seen_ids_full"]["bytes"]),
-            ):
-                projected[label] = int(budget_kib / (per_session_kib - one_turn_kib + nbytes / 1024))
-        summary["sessions_in_24gib_by_memory_alone"] = projected
+    for s in state:
+        layout = s["layout"]
+        for window in ("steady_turns_51_100", "seen_ids_at_bound_last_50_turns"):
+            if window in s:
+                w = s[window]
+                summary.setdefault(window, {})[layout] = {
+                    k: w[k]
+                    for k in (
+                        "bytes_written_per_turn",
+                        "bytes_read_per_turn",
+                        "bytes_written_per_event",
+                        "bytes_read_per_event",
+                        "state_writes_per_turn",
+                    )
+                }
+                summary[window][layout]["bytes_read_per_event_by_kind"] = {
+                    k: v["bytes_read_per_event"] for k, v in w["by_event_kind"].items()
+                }
+    for r in capacity["runs"]:
+        for variant in ("stateless", *LAYOUTS):
+            if variant in r and "error" not in r[variant]:
+                summary.setdefault("elements_per_s_by_sessions", {}).setdefault(variant, {})[str(r["sessions"])] = r[
+                    variant
+                ]["elements_per_s"]
+                summary.setdefault("cpu_ms_per_element_by_sessions", {}).setdefault(variant, {})[
+                    str(r["sessions"])
+                ] = r[variant]["cpu_ms_per_element"]
     return summary
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--child", choices=["stateful", "stateless"])
+    ap.add_argument("--child", choices=["stateless", *LAYOUTS])
     ap.add_argument("--sessions", type=int, default=1000)
+    ap.add_argument("--layout", choices=[*LAYOUTS, "both"], default="both")
     ap.add_argument("--sizes", default=",".join(str(n) for n in DEFAULT_SIZES))
-    ap.add_argument("--turns", type=int, default=100)
+    ap.add_argument("--turns", type=int, default=0, help="0: long enough to fill the seen-id set")
+    ap.add_argument("--max-history", type=int, default=SessionConfig().max_history)
     ap.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
     ap.add_argument("--out", default="artifacts/bench_session_state.json")
     args = ap.parse_args(argv)
@@ -637,29 +630,26 @@ def main(argv: list[str] | None = None) -> None:
         return
     started = time.perf_counter()
     load_at_start = os.getloadavg()
+    layouts = list(LAYOUTS) if args.layout == "both" else [args.layout]
     sizes = [200, 500] if args.quick else [int(x) for x in args.sizes.split(",") if x]
-    turns = 20 if args.quick else args.turns
-    state = [measure_state_size(turns, h) for h in (20, 100)]
-    for s in state:
-        print(json.dumps({k: s[k] for k in ("max_history", "pickled_bytes_after_turn", "wall_s")}), file=sys.stderr)
-    capacity = measure_capacity(sizes, started + TOTAL_BUDGET_S)
+    turns = 100 if args.quick else (args.turns or _turns_to_fill_seen())
+    state = []
+    for layout in layouts:
+        state.append(measure_state_bytes(layout, turns, args.max_history))
+        print(json.dumps({k: state[-1].get(k) for k in ("layout", "wall_s", "steady_turns_51_100")}), file=sys.stderr)
+    capacity = measure_capacity(sizes, layouts, started + TOTAL_BUDGET_S)
     report = {
         "notes": [
-            "Local BundleBasedDirectRunner numbers: it keeps all state in process memory and, on every "
-            "monitor pass, walks every key it holds state for looking for due timers (runner_timer_scan), "
-            "so its stateful cost per element rises with the sessions held. Dataflow keeps state in its "
-            "backend; these are not Dataflow capacity figures.",
-            "sessions_in_24gib_by_memory_alone is a projection from the measured KiB per held session; "
-            "CPU per element limits this runner far earlier (see stateful_cpu_ms_per_element_by_sessions).",
-            "Scripted times are multiples of 0.125 s: SessionDoFn's timers spin forever under element_clock "
-            "when Timestamp.of truncates a due time to just below it (see _Script).",
+            "Local BundleBasedDirectRunner numbers, on a shared machine: bytes are exact (counted at the "
+            "coders); elements/s and CPU are this runner's, not Dataflow's.",
+            "Scripted times are multiples of 0.125 s (see _Script).",
         ],
         "loadavg_at_start": [round(x, 2) for x in load_at_start],
         "command": " ".join([".venv/bin/python", "-m", "bench.session_state", *(argv or sys.argv[1:])]),
         "machine": _machine(),
-        "state_size": state,
-        "capacity": capacity,
         "summary": _summarise(state, capacity),
+        "state_bytes": state,
+        "capacity": capacity,
         "total_wall_s": round(time.perf_counter() - started, 1),
     }
     out = Path(args.out)

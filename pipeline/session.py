@@ -31,9 +31,9 @@ Rules (``pipeline/session_core.py`` holds them, free of Beam; this DoFn drives i
 
 State is split by how it changes, each part in explicit versioned bytes
 (``pipeline/session_codec.py``; layout, sizes and the upgrade rule: docs/session-state.md):
-``meta`` (scalars, one cell), ``pending`` (bag), ``history`` (bag, appended),
-``seen_a``/``seen_b`` (bags of id fingerprints, two generations), and ``session``,
-the version-0 pickled cell, only read to migrate a session written before the split.
+``session`` (the scalars, one cell; where version 0 kept its one pickle, which the coder
+still reads, to migrate), ``pending`` (bag), ``history`` (bag, appended), ``seen``
+(bag of message-id fingerprints).
 Timers, one per purpose: ``turn`` (release), ``inflight``, ``freshness``, ``idle``.
 """
 
@@ -57,7 +57,7 @@ from contract.turn import SessionClosed, Turn
 from pipeline import session_codec as codec
 from pipeline.metrics import FreshnessProbe
 from pipeline.session_core import TIMER_SLACK_S, Hooks, Output, Purpose, SessionCells, SessionConfig, SessionCore
-from pipeline.session_legacy import SessionState, _InFlight, _Pending, dumps_v0, loads_v0, migrate_v0
+from pipeline.session_legacy import SessionState, _InFlight, _Pending, migrate_v0
 
 CLOSED_TAG = "closed"
 
@@ -146,8 +146,10 @@ class _RecordCoder(Coder):
 
 
 class SessionMetaCoder(_RecordCoder):
+    """The ``session`` cell: writes version 1's meta; reads it, or version 0's pickle (to be migrated)."""
+
     encode_fn = staticmethod(codec.encode_meta)
-    decode_fn = staticmethod(codec.decode_meta)
+    decode_fn = staticmethod(codec.decode_session_cell)
 
 
 class PendingMessageCoder(_RecordCoder):
@@ -158,13 +160,6 @@ class PendingMessageCoder(_RecordCoder):
 class HistoryEntryCoder(_RecordCoder):
     encode_fn = staticmethod(codec.encode_history)
     decode_fn = staticmethod(codec.decode_history)
-
-
-class SessionStateV0Coder(_RecordCoder):
-    """The version-0 cell: read through the restricted reader (session_legacy.loads_v0)."""
-
-    encode_fn = staticmethod(dumps_v0)
-    decode_fn = staticmethod(loads_v0)
 
 
 # ---------------------------------------------------------------- Beam's side of the core's interfaces
@@ -230,12 +225,10 @@ class SessionDoFn(beam.DoFn):
     """Input: ``(session_id, InboundMessage | AgentReply)``. Output: ``Turn``;
     tagged ``closed`` -> ``SessionClosed``, ``dead_letter`` -> ``DeadLetter``."""
 
-    META = ReadModifyWriteStateSpec("meta", SessionMetaCoder())
+    META = ReadModifyWriteStateSpec("session", SessionMetaCoder())  # the name version 0's one cell had
     PENDING = BagStateSpec("pending", PendingMessageCoder())
     HISTORY = BagStateSpec("history", HistoryEntryCoder())
-    SEEN_A = BagStateSpec("seen_a", BytesCoder())
-    SEEN_B = BagStateSpec("seen_b", BytesCoder())
-    LEGACY = ReadModifyWriteStateSpec("session", SessionStateV0Coder())  # version 0: read once, then cleared
+    SEEN = BagStateSpec("seen", BytesCoder())
     RELEASE_TIMER = TimerSpec(Purpose.RELEASE.value, TimeDomain.REAL_TIME)
     INFLIGHT_TIMER = TimerSpec(Purpose.INFLIGHT.value, TimeDomain.REAL_TIME)
     FRESHNESS_TIMER = TimerSpec(Purpose.FRESHNESS.value, TimeDomain.REAL_TIME)
@@ -258,9 +251,7 @@ class SessionDoFn(beam.DoFn):
         meta=beam.DoFn.StateParam(META),  # noqa: ANN001, B008 - Beam's parameter markers
         pending=beam.DoFn.StateParam(PENDING),  # noqa: ANN001, B008
         history=beam.DoFn.StateParam(HISTORY),  # noqa: ANN001, B008
-        seen_a=beam.DoFn.StateParam(SEEN_A),  # noqa: ANN001, B008
-        seen_b=beam.DoFn.StateParam(SEEN_B),  # noqa: ANN001, B008
-        legacy=beam.DoFn.StateParam(LEGACY),  # noqa: ANN001, B008
+        seen=beam.DoFn.StateParam(SEEN),  # noqa: ANN001, B008
         release=beam.DoFn.TimerParam(RELEASE_TIMER),  # noqa: ANN001, B008
         inflight=beam.DoFn.TimerParam(INFLIGHT_TIMER),  # noqa: ANN001, B008
         fresh=beam.DoFn.TimerParam(FRESHNESS_TIMER),  # noqa: ANN001, B008
@@ -268,7 +259,7 @@ class SessionDoFn(beam.DoFn):
     ) -> Iterator:
         session_id, event = element
         now = self.clock(ts)
-        cells = SessionCells(meta, pending, history, (seen_a, seen_b), legacy)
+        cells = SessionCells(meta, pending, history, seen)
         timers = _BeamTimers(release, inflight, fresh, idle)
         if isinstance(event, InboundMessage):
             out = self.core.on_message(session_id, event, now, cells, timers)
@@ -277,8 +268,8 @@ class SessionDoFn(beam.DoFn):
         yield from _tagged(out)
 
     def _timer(self, purpose: Purpose, key: str, ts: Timestamp, *states: Any) -> Iterator:  # noqa: ANN401
-        meta, pending, history, seen_a, seen_b, legacy, release, inflight, fresh, idle = states
-        cells = SessionCells(meta, pending, history, (seen_a, seen_b), legacy)
+        meta, pending, history, seen, release, inflight, fresh, idle = states
+        cells = SessionCells(meta, pending, history, seen)
         timers = _BeamTimers(release, inflight, fresh, idle)
         yield from _tagged(self.core.on_timer(purpose, key, self.clock(ts), cells, timers))
 
@@ -290,15 +281,13 @@ class SessionDoFn(beam.DoFn):
         meta=beam.DoFn.StateParam(META),  # noqa: ANN001, B008
         pending=beam.DoFn.StateParam(PENDING),  # noqa: ANN001, B008
         history=beam.DoFn.StateParam(HISTORY),  # noqa: ANN001, B008
-        seen_a=beam.DoFn.StateParam(SEEN_A),  # noqa: ANN001, B008
-        seen_b=beam.DoFn.StateParam(SEEN_B),  # noqa: ANN001, B008
-        legacy=beam.DoFn.StateParam(LEGACY),  # noqa: ANN001, B008
+        seen=beam.DoFn.StateParam(SEEN),  # noqa: ANN001, B008
         release=beam.DoFn.TimerParam(RELEASE_TIMER),  # noqa: ANN001, B008
         inflight=beam.DoFn.TimerParam(INFLIGHT_TIMER),  # noqa: ANN001, B008
         fresh=beam.DoFn.TimerParam(FRESHNESS_TIMER),  # noqa: ANN001, B008
         idle=beam.DoFn.TimerParam(IDLE_TIMER),  # noqa: ANN001, B008
     ) -> Iterator:
-        states = (meta, pending, history, seen_a, seen_b, legacy, release, inflight, fresh, idle)
+        states = (meta, pending, history, seen, release, inflight, fresh, idle)
         yield from self._timer(Purpose.RELEASE, key, ts, *states)
 
     @on_timer(INFLIGHT_TIMER)
@@ -309,15 +298,13 @@ class SessionDoFn(beam.DoFn):
         meta=beam.DoFn.StateParam(META),  # noqa: ANN001, B008
         pending=beam.DoFn.StateParam(PENDING),  # noqa: ANN001, B008
         history=beam.DoFn.StateParam(HISTORY),  # noqa: ANN001, B008
-        seen_a=beam.DoFn.StateParam(SEEN_A),  # noqa: ANN001, B008
-        seen_b=beam.DoFn.StateParam(SEEN_B),  # noqa: ANN001, B008
-        legacy=beam.DoFn.StateParam(LEGACY),  # noqa: ANN001, B008
+        seen=beam.DoFn.StateParam(SEEN),  # noqa: ANN001, B008
         release=beam.DoFn.TimerParam(RELEASE_TIMER),  # noqa: ANN001, B008
         inflight=beam.DoFn.TimerParam(INFLIGHT_TIMER),  # noqa: ANN001, B008
         fresh=beam.DoFn.TimerParam(FRESHNESS_TIMER),  # noqa: ANN001, B008
         idle=beam.DoFn.TimerParam(IDLE_TIMER),  # noqa: ANN001, B008
     ) -> Iterator:
-        states = (meta, pending, history, seen_a, seen_b, legacy, release, inflight, fresh, idle)
+        states = (meta, pending, history, seen, release, inflight, fresh, idle)
         yield from self._timer(Purpose.INFLIGHT, key, ts, *states)
 
     @on_timer(FRESHNESS_TIMER)
@@ -328,15 +315,13 @@ class SessionDoFn(beam.DoFn):
         meta=beam.DoFn.StateParam(META),  # noqa: ANN001, B008
         pending=beam.DoFn.StateParam(PENDING),  # noqa: ANN001, B008
         history=beam.DoFn.StateParam(HISTORY),  # noqa: ANN001, B008
-        seen_a=beam.DoFn.StateParam(SEEN_A),  # noqa: ANN001, B008
-        seen_b=beam.DoFn.StateParam(SEEN_B),  # noqa: ANN001, B008
-        legacy=beam.DoFn.StateParam(LEGACY),  # noqa: ANN001, B008
+        seen=beam.DoFn.StateParam(SEEN),  # noqa: ANN001, B008
         release=beam.DoFn.TimerParam(RELEASE_TIMER),  # noqa: ANN001, B008
         inflight=beam.DoFn.TimerParam(INFLIGHT_TIMER),  # noqa: ANN001, B008
         fresh=beam.DoFn.TimerParam(FRESHNESS_TIMER),  # noqa: ANN001, B008
         idle=beam.DoFn.TimerParam(IDLE_TIMER),  # noqa: ANN001, B008
     ) -> Iterator:
-        states = (meta, pending, history, seen_a, seen_b, legacy, release, inflight, fresh, idle)
+        states = (meta, pending, history, seen, release, inflight, fresh, idle)
         yield from self._timer(Purpose.FRESHNESS, key, ts, *states)
 
     @on_timer(IDLE_TIMER)
@@ -347,13 +332,11 @@ class SessionDoFn(beam.DoFn):
         meta=beam.DoFn.StateParam(META),  # noqa: ANN001, B008
         pending=beam.DoFn.StateParam(PENDING),  # noqa: ANN001, B008
         history=beam.DoFn.StateParam(HISTORY),  # noqa: ANN001, B008
-        seen_a=beam.DoFn.StateParam(SEEN_A),  # noqa: ANN001, B008
-        seen_b=beam.DoFn.StateParam(SEEN_B),  # noqa: ANN001, B008
-        legacy=beam.DoFn.StateParam(LEGACY),  # noqa: ANN001, B008
+        seen=beam.DoFn.StateParam(SEEN),  # noqa: ANN001, B008
         release=beam.DoFn.TimerParam(RELEASE_TIMER),  # noqa: ANN001, B008
         inflight=beam.DoFn.TimerParam(INFLIGHT_TIMER),  # noqa: ANN001, B008
         fresh=beam.DoFn.TimerParam(FRESHNESS_TIMER),  # noqa: ANN001, B008
         idle=beam.DoFn.TimerParam(IDLE_TIMER),  # noqa: ANN001, B008
     ) -> Iterator:
-        states = (meta, pending, history, seen_a, seen_b, legacy, release, inflight, fresh, idle)
+        states = (meta, pending, history, seen, release, inflight, fresh, idle)
         yield from self._timer(Purpose.IDLE, key, ts, *states)

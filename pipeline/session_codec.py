@@ -8,7 +8,8 @@ its writer, keeps every older reader in its table, and adds a golden fixture of 
 Records (little-endian; ``str`` is UTF-8 with a length prefix; a time is microseconds since the
 epoch plus its UTC offset in seconds, ``NAIVE`` for a naive datetime):
 
-- meta (one cell): ``META_V1`` scalars, then ``customer_id`` (u16 length);
+- meta (one cell, state name ``session``): ``META_V1`` scalars, then ``customer_id`` (u16 length).
+  The same cell held version 0 (a pickle: first byte 0x80); ``decode_session_cell`` reads both;
 - pending message (bag element): ``PENDING_V1``, then ``message_id`` (u16), ``text`` (u32);
 - history entry (bag element): ``HISTORY_V1``, then ``text`` (u32);
 - seen id (bag element): the 8-byte fingerprint itself (``session_core.fingerprint``).
@@ -22,6 +23,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 from contract.turn import HistoryEntry, Role, UserMessage
 from pipeline.session_core import InFlight, PendingMessage, SessionMeta
+from pipeline.session_legacy import SessionState, loads_v0
 
 LAYOUT_VERSION = 1
 NAIVE = -(2**31)
@@ -30,9 +32,10 @@ _NAIVE_EPOCH = datetime(1970, 1, 1)
 
 # version, flags, opened, last_activity, next_turn, messages, duplicates, omitted_history, history_stored,
 # last_history_at (µs, offset s), pending_count, pending_first, pending_last,
-# in_flight (turn_index, released, oldest_arrived), seen_in_generation, len(customer_id)
+# in_flight (turn_index, released, oldest_arrived), seen_stored, len(customer_id)
 META_V1 = struct.Struct("<BBddIIIIIqiIddIddIH")
-_HANDED_OFF, _IN_FLIGHT, _OLDEST_ARRIVED, _LAST_HISTORY, _SEEN_GEN_1 = 1, 2, 4, 8, 16
+_HANDED_OFF, _IN_FLIGHT, _OLDEST_ARRIVED, _LAST_HISTORY = 1, 2, 4, 8
+_PICKLE_PROTO = 0x80  # version 0's first byte: pickle's PROTO opcode (protocol 2 and later)
 # version, flags (1: received_at known), arrived, sent_at (µs, offset s), received_at (µs, offset s),
 # len(message_id), len(text)
 PENDING_V1 = struct.Struct("<BBdqiqiHI")
@@ -75,7 +78,6 @@ def encode_meta(m: SessionMeta) -> bytes:
         | (_IN_FLIGHT if f is not None else 0)
         | (_OLDEST_ARRIVED if f is not None and f.oldest_arrived is not None else 0)
         | (_LAST_HISTORY if m.last_history_at is not None else 0)
-        | (_SEEN_GEN_1 if m.seen_generation else 0)
     )
     hist_us, hist_off = _time(m.last_history_at) if m.last_history_at is not None else (0, 0)
     customer = m.customer_id.encode()
@@ -97,7 +99,7 @@ def encode_meta(m: SessionMeta) -> bytes:
         f.turn_index if f else 0,
         f.released if f else 0.0,
         f.oldest_arrived if f and f.oldest_arrived is not None else 0.0,
-        m.seen_in_generation,
+        m.seen_stored,
         len(customer),
     )
     return head + customer
@@ -122,7 +124,7 @@ def _read_meta_v1(data: bytes) -> SessionMeta:
         turn_index,
         released,
         oldest,
-        seen_count,
+        seen_stored,
         n,
     ) = META_V1.unpack_from(data)
     start = META_V1.size
@@ -144,8 +146,7 @@ def _read_meta_v1(data: bytes) -> SessionMeta:
         pending_first=pending_first,
         pending_last=pending_last,
         in_flight=in_flight,
-        seen_generation=1 if flags & _SEEN_GEN_1 else 0,
-        seen_in_generation=seen_count,
+        seen_stored=seen_stored,
     )
 
 
@@ -154,6 +155,11 @@ META_READERS: dict[int, Callable[[bytes], SessionMeta]] = {1: _read_meta_v1}
 
 def decode_meta(data: bytes) -> SessionMeta:
     return _version(data, "session meta", META_READERS)(data)
+
+
+def decode_session_cell(data: bytes) -> SessionMeta | SessionState:
+    """The ``session`` cell: version 1's meta, or a version-0 pickle for the core to migrate."""
+    return loads_v0(data) if data[:1] == bytes([_PICKLE_PROTO]) else decode_meta(data)
 
 
 # ---------------------------------------------------------------- pending messages

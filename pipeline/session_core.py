@@ -10,9 +10,12 @@ State is split by how it changes (docs/session-state.md):
 - ``pending``: a bag of the messages waiting for the next turn, cleared when the turn is released;
 - ``history``: a bag, appended to; compacted to "anchor + newest ``max_history - 1``" only once it
   holds ``2 * max_history`` entries, so a turn writes its new entries, not the whole history;
-- ``seen``: two bags of 8-byte message-id fingerprints used as generations. New ids go to the
-  current one; when it holds ``max_seen_ids`` the other is cleared and becomes current. At least
-  the newest ``max_seen_ids`` ids (at most twice that) are remembered, and no message rewrites the set.
+- ``seen``: a bag of 8-byte message-id fingerprints, appended to; once it holds ``2 * max_seen_ids``
+  it is rewritten to the newest ``max_seen_ids``. At least the newest ``max_seen_ids`` ids (at most
+  twice that) are remembered, and a message writes 8 bytes, not the set.
+
+The meta cell is also where version 0 lived (one pickled ``SessionState`` under the same state
+name): a version-0 value read there is migrated into the cells on first touch (``migrate``).
 
 Timers, one per purpose (``Purpose``): turn release, in-flight timeout, freshness probe, idle close.
 A timer that fires when its purpose has passed (a reply came back, the session closed) does nothing.
@@ -93,8 +96,7 @@ class SessionMeta:
     pending_first: float = 0.0  # arrival of the first / last waiting message (valid when pending_count)
     pending_last: float = 0.0
     in_flight: InFlight | None = None
-    seen_generation: int = 0  # which seen bag takes new ids (0 or 1)
-    seen_in_generation: int = 0  # ids in that bag
+    seen_stored: int = 0  # fingerprints in the seen bag
 
     def release_due(self, cfg: SessionConfig) -> float:
         return min(self.pending_last + cfg.quiet_window_s, self.pending_first + cfg.max_hold_s)
@@ -127,14 +129,14 @@ class Bag(Protocol):
 class SessionCells:
     """One session's state: Beam's state objects in the DoFn, ``MemoryCell``/``MemoryBag`` in memory.
 
-    ``legacy`` is the version-0 cell (one pickled ``SessionState``): read once, migrated, cleared.
+    ``meta`` reads as a ``SessionMeta``, or as the version-0 ``SessionState`` of a session written before
+    the split (the core migrates it).
     """
 
     meta: Cell
     pending: Bag
     history: Bag
-    seen: tuple[Bag, Bag]
-    legacy: Cell | None = None
+    seen: Bag
 
 
 class Timers(Protocol):
@@ -186,7 +188,7 @@ class MemoryBag:
 
 
 def memory_cells() -> SessionCells:
-    return SessionCells(MemoryCell(), MemoryBag(), MemoryBag(), (MemoryBag(), MemoryBag()), MemoryCell())
+    return SessionCells(MemoryCell(), MemoryBag(), MemoryBag(), MemoryBag())
 
 
 Output = Turn | DeadLetter | SessionClosed
@@ -216,8 +218,8 @@ Migrate = Callable[[Any, SessionConfig, SessionCells], SessionMeta]
 class SessionCore:
     """The session's rules over ``SessionCells`` and ``Timers``; holds no per-session state itself.
 
-    ``probe_s`` is the freshness probe's period while a turn is in flight. ``migrate`` maps a
-    version-0 state read from ``cells.legacy`` into the cells (pipeline/session_legacy.py).
+    ``probe_s`` is the freshness probe's period while a turn is in flight. ``migrate`` writes a
+    version-0 state read from ``cells.meta`` into the cells (pipeline/session_legacy.py).
     """
 
     def __init__(
@@ -232,13 +234,11 @@ class SessionCore:
 
     def _load(self, cells: SessionCells, timers: Timers, now: float) -> SessionMeta | None:
         meta = cells.meta.read()
-        if meta is not None or cells.legacy is None or self.migrate is None:
+        if meta is None or isinstance(meta, SessionMeta):
             return meta
-        old = cells.legacy.read()
-        if old is None:
-            return None
-        meta = self.migrate(old, self.cfg, cells)
-        cells.legacy.clear()
+        if self.migrate is None:
+            raise TypeError(f"session state of an older layout ({type(meta).__name__}) and no migration given")
+        meta = self.migrate(meta, self.cfg, cells)
         cells.meta.write(meta)
         # The old single timer did every job: arm each purpose the migrated state still needs.
         if meta.in_flight is not None:
@@ -273,7 +273,7 @@ class SessionCore:
             timers.set(Purpose.IDLE, now + self.cfg.idle_timeout_s)
             return out
         fp = fingerprint(msg.message_id)
-        if meta.messages and any(fp in bag.read() for bag in cells.seen):
+        if meta.seen_stored and fp in cells.seen.read():
             self.hooks.count("duplicates")
             cells.meta.write(replace(meta, duplicates=meta.duplicates + 1))
             timers.set(Purpose.IDLE, now + self.cfg.idle_timeout_s)
@@ -299,12 +299,15 @@ class SessionCore:
         return out
 
     def _remember(self, meta: SessionMeta, fp: bytes, cells: SessionCells) -> SessionMeta:
-        gen, count = meta.seen_generation, meta.seen_in_generation
-        if count >= self.cfg.max_seen_ids:  # current generation full: the older one goes
-            gen, count = 1 - gen, 0
-            cells.seen[gen].clear()
-        cells.seen[gen].add(fp)
-        return replace(meta, seen_generation=gen, seen_in_generation=count + 1)
+        cells.seen.add(fp)
+        stored = meta.seen_stored + 1
+        if stored > 2 * self.cfg.max_seen_ids:  # compaction: amortised, one rewrite per max_seen_ids messages
+            keep = list(cells.seen.read())[-self.cfg.max_seen_ids :]
+            cells.seen.clear()
+            for kept in keep:
+                cells.seen.add(kept)
+            stored = len(keep)
+        return replace(meta, seen_stored=stored)
 
     def on_reply(self, reply: AgentReply, now: float, cells: SessionCells, timers: Timers) -> list[Output]:
         meta = self._load(cells, timers, now)
@@ -441,7 +444,7 @@ class SessionCore:
             closed_at=_at(now),
             outcome="handoff" if meta.handed_off else "idle",
         )
-        for c in (cells.meta, cells.pending, cells.history, *cells.seen):
+        for c in (cells.meta, cells.pending, cells.history, cells.seen):
             c.clear()
         return [closed]
 

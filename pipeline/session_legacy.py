@@ -1,9 +1,10 @@
 """Session state layout version 0: the whole session pickled into one cell (up to the state split).
 
 Kept for one job: an in-place update from a job that wrote version 0 must read its sessions. The
-DoFn still declares that cell (``"session"``); the first event or timer of each old session reads it
-through ``loads_v0``, ``migrate_v0`` writes the session into the version-1 cells, and the old cell is
-cleared (docs/session-state.md, "Upgrade rule"). Golden bytes: tests/fixtures/session_state_v0/.
+version-1 meta cell has that cell's state name (``"session"``) and its coder tells the two apart by
+the first byte (pickle's 0x80, version 1's 0x01); the first event or timer of an old session reads it
+through ``loads_v0``, and ``migrate_v0`` writes the session into the version-1 cells, overwriting the
+old value (docs/session-state.md, "Upgrade rule"). Golden bytes: tests/fixtures/session_state_v0/.
 
 ``loads_v0`` does not trust the pickle's class paths: it maps exactly the classes version 0 stored
 (by the module paths it stored them under) to the ones below and refuses anything else, so moving a
@@ -108,7 +109,7 @@ def migrate_v0(old: SessionState, cfg: SessionConfig, cells: SessionCells) -> Se
         cells.history.add(e)
     ids = list(old.seen)[-cfg.max_seen_ids :]
     for mid in ids:
-        cells.seen[0].add(fingerprint(mid))
+        cells.seen.add(fingerprint(mid))
     f = old.in_flight
     arrivals = [p.arrived for p in old.pending]
     return SessionMeta(
@@ -126,6 +127,5 @@ def migrate_v0(old: SessionState, cfg: SessionConfig, cells: SessionCells) -> Se
         pending_first=min(arrivals, default=0.0),
         pending_last=max(arrivals, default=0.0),
         in_flight=None if f is None else InFlight(f.turn_index, f.released, f.oldest_arrived),
-        seen_generation=0,
-        seen_in_generation=len(ids),
+        seen_stored=len(ids),
     )

@@ -38,8 +38,7 @@ RECORDS: dict[str, tuple[str, object]] = {
             pending_first=90.0,
             pending_last=95.5,
             in_flight=InFlight(turn_index=6, released=88.0, oldest_arrived=80.5),
-            seen_generation=1,
-            seen_in_generation=13,
+            seen_stored=13,
         ),
     ),
     "meta_inflight_no_oldest": (

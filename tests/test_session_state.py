@@ -20,7 +20,7 @@ from contract.messages import AgentReply, InboundMessage
 from contract.turn import Role
 from pipeline import session_codec as codec
 from pipeline.session import SessionDoFn
-from pipeline.session_core import Purpose, SessionConfig, SessionCore, fingerprint, memory_cells
+from pipeline.session_core import Purpose, SessionConfig, SessionCore, SessionMeta, fingerprint, memory_cells
 from pipeline.session_legacy import SessionState, dumps_v0, loads_v0, migrate_v0
 from tests.session_state_records import DECODE, ENCODE, FIXTURE, RECORDS
 
@@ -84,8 +84,8 @@ def test_version_0_maps_into_the_version_1_cells(case: str) -> None:
     assert [[h.role.value, h.text, h.turn_index, h.at.isoformat()] for h in cells.history.read()] == want["history"]
     assert [p.message.message_id for p in cells.pending.read()] == [p[0] for p in want["pending"]]
     assert meta.pending_count == len(want["pending"])
-    assert cells.seen[0].read() == [fingerprint(m) for m in want["seen"]]
-    assert meta.seen_in_generation == len(want["seen"])
+    assert cells.seen.read() == [fingerprint(m) for m in want["seen"]]
+    assert meta.seen_stored == len(want["seen"])
     if want["in_flight"] is None:
         assert meta.in_flight is None
     else:
@@ -118,14 +118,15 @@ def test_a_session_written_by_version_0_carries_on_after_the_upgrade() -> None:
     cfg = SessionConfig(quiet_window_s=1.5, max_hold_s=4.0, inflight_timeout_s=60, idle_timeout_s=300, max_history=4)
     core = SessionCore(cfg, migrate=migrate_v0)
     cells, timers = memory_cells(), _Timers()
-    cells.legacy.write(loads_v0((V0 / "inflight_with_waiting.pkl").read_bytes()))
+    # What the DoFn's coder gives for the old cell: the "session" cell's version-0 bytes, read as version 0.
+    cells.meta.write(SessionDoFn.META.coder.decode((V0 / "inflight_with_waiting.pkl").read_bytes()))
     # A redelivered old message is still a duplicate after the upgrade (its id came over as a fingerprint).
     old_msg = InboundMessage(
         session_id="sess-v0", customer_id="C0042", message_id="m3", text="Can I change the address?", sent_at=T0
     )
     assert core.on_message("sess-v0", old_msg, 21.0, cells, timers) == []
     assert core.hooks.counts == {"migrated_v0": 1, "duplicates": 1}
-    assert cells.legacy.read() is None and Purpose.INFLIGHT in timers.due and Purpose.IDLE in timers.due
+    assert isinstance(cells.meta.read(), SessionMeta) and Purpose.INFLIGHT in timers.due and Purpose.IDLE in timers.due
     assert core.on_reply(_reply(3, "You're welcome."), 22.0, cells, timers) == []
     (turn,) = core.on_timer(Purpose.RELEASE, "sess-v0", timers.due[Purpose.RELEASE], cells, timers)
     assert (turn.turn_index, turn.message_ids, turn.customer_id) == (4, ["m6"], "C0042")
@@ -171,5 +172,33 @@ def test_state_coders_are_deterministic_and_round_trip() -> None:
     ):
         assert spec.coder.is_deterministic()
         assert spec.coder.decode(spec.coder.encode(value)) == value
+    # The "session" cell reads both layouts: version 0's pickle (to migrate) and version 1's meta.
     legacy = loads_v0((V0 / "answered.pkl").read_bytes())
-    assert SessionDoFn.LEGACY.coder.decode(dumps_v0(legacy)) == legacy
+    assert SessionDoFn.META.coder.decode((V0 / "answered.pkl").read_bytes()) == legacy
+    assert SessionDoFn.META.coder.decode(dumps_v0(legacy)) == legacy
+
+
+def test_the_session_key_coder_in_the_dataflow_job_is_deterministic_and_keeps_the_key_bytes() -> None:
+    """Issue 19: Beam warned the inferred key coder "may not be deterministic". The job's Sessions input
+    is now typed (MergeSessionEvents, ``SESSION_EVENT``), so its key coder is ``SessionKeyCoder``."""
+    from apache_beam.coders import FastPrimitivesCoder
+    from apache_beam.runners import pipeline_context
+
+    from deploy.transforms import dry_run_job
+    from pipeline.session import SessionKeyCoder
+
+    job, _ = dry_run_job()
+    proto = job.proto_pipeline
+    (sessions,) = [t for t in proto.components.transforms.values() if t.unique_name == "Sessions/ParDo(SessionDoFn)"]
+    (pcoll_id,) = sessions.inputs.values()
+    context = pipeline_context.PipelineContext(proto.components)
+    coder = context.coders.get_by_id(proto.components.pcollections[pcoll_id].coder_id)
+    assert coder.is_kv_coder()
+    key_coder = coder.key_coder()
+    assert isinstance(key_coder, SessionKeyCoder) and key_coder.is_deterministic()
+    # The bytes state is keyed by are those the untyped job's FastPrimitivesCoder wrote: an update finds them.
+    for key in ("s-1", "sess-ünï-" + "x" * 200):
+        assert key_coder.encode(key) == FastPrimitivesCoder().encode(key)
+        assert key_coder.get_impl().encode_nested(key) == FastPrimitivesCoder().get_impl().encode_nested(key)
+    with pytest.raises(TypeError):
+        key_coder.encode(object())
