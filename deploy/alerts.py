@@ -14,10 +14,11 @@ import json
 import sys
 from pathlib import Path
 
+from pipeline.options import INBOUND_SUBSCRIPTION as DEFAULT_INBOUND_SUBSCRIPTION
+
 MONITORING_DIR = Path(__file__).resolve().parent / "monitoring"
 POLICIES = ("turn-latency-slo.json", "freshness-slo.json")
 DEFAULT_JOB_NAME = "supportflow"
-DEFAULT_INBOUND_SUBSCRIPTION = "chat-inbound-pipeline"
 
 
 def render(

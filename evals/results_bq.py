@@ -26,8 +26,8 @@ from contract.eval_rows import (
     EVAL_TRIALS_SCHEMA,
     EVAL_TRIALS_TABLE,
 )
+from pipeline.options import EVAL_DATASET as DATASET  # the pipeline's eval dataset: runs sit beside its turns
 
-DATASET = "supportflow_evals"
 BATCH_ROWS = 500
 
 
