@@ -34,8 +34,8 @@ from google.cloud import pubsub_v1
 from google.pubsub_v1.types import PubsubMessage, PullResponse, ReceivedMessage
 
 from bench.harness import TopicRecorder, check_delivery, check_rejected, dead_letters_of, replies_of
-from contract.messages import AgentReply, InboundMessage
-from pipeline.local_runner import AckLedger, _PromptPull
+from contract.messages import AgentReply, DeadLetter, InboundMessage
+from pipeline.local_runner import AckLedger, _PromptPull, settled_keys
 from pipeline.options import DEAD_LETTER_TOPIC, HANDOFF_TOPIC, INBOUND_SUBSCRIPTION, INBOUND_TOPIC, REPLY_TOPIC
 from stack.clients import firestore_client
 from stack.emulators import DEFAULT_STATE_DIR, LocalStack, ensure_bq_venv
@@ -454,3 +454,43 @@ def test_without_subscriptions_the_runner_acks_on_pull_as_beam_does() -> None:
     reader = _PromptPull(client, ledger)
     client.queue[INBOUND] = [inbound("m1", "a1")]
     assert read(reader, client, INBOUND) == ["a1"] and client.acked == ["a1"] and ledger.held == 0
+
+
+def dead_letter(stage: str, data: bytes | None = None, message_ids: list[str] | None = None) -> DeadLetter:
+    from pipeline.parse import dead_letter_for
+
+    if data is not None:
+        return dead_letter_for(stage, "payload is not JSON", data)
+    return DeadLetter(stage=stage, reason="does not match", payload="{}", message_ids=message_ids or [])
+
+
+def test_dead_letters_settle_held_messages_and_rejected_payloads_by_their_bytes() -> None:
+    client, ledger = FakeSubscriber(), AckLedger()
+    ledger.configure("in", "mem", "projects/p/subscriptions/dl", None)
+    ledger._settler = object()  # type: ignore[assignment] - no reader thread: the test reads dead letters itself
+    ledger.dead_letters_caught_up = True
+    reader = _PromptPull(client, ledger)
+    read(reader, client, MEMORY)
+    bad = b"\xff\xfe not utf-8 {"
+    client.queue[INBOUND] = [inbound("m1", "a1"), ReceivedMessage(ack_id="bad", message=PubsubMessage(data=bad))]
+    assert read(reader, client, INBOUND) == ["a1", "bad"] and client.acked == [] and ledger.held == 2
+    # An eval writer's dead letter ends nothing: its turn's reply may still be on its way.
+    ledger.answered(settled_keys(dead_letter("WriteTurns", message_ids=["m1"])))
+    assert client.acked == []
+    ledger.answered(settled_keys(dead_letter("CheckSessionOwner", message_ids=["m1"])))
+    ledger.answered(settled_keys(dead_letter("ParseInbound", data=bad)))  # kept as base64: the same digest
+    assert set(client.acked) == {"a1", "bad"} and ledger.held == 0
+    client.queue[INBOUND] = [inbound("m1", "a1-again")]  # redelivered after a kill: settled, acked, dropped
+    assert read(reader, client, INBOUND) == [] and "a1-again" in client.acked
+
+
+def test_inbound_waits_for_the_dead_letters_to_be_read_dry() -> None:
+    client, ledger = FakeSubscriber(), AckLedger()
+    ledger.configure("in", "mem", "projects/p/subscriptions/dl", None)
+    ledger._settler = object()  # type: ignore[assignment]
+    reader = _PromptPull(client, ledger)
+    read(reader, client, MEMORY)
+    client.queue[INBOUND] = [inbound("m1", "a1")]
+    assert read(reader, client, INBOUND) == [], "inbound pulled before the dead letters were read dry"
+    ledger.dead_letters_caught_up = True
+    assert read(reader, client, INBOUND) == ["a1"]

@@ -1,4 +1,5 @@
-"""The local runner's DoFn spec cache (pipeline/local_runner.py): same answers as Beam, computed once."""
+"""The local runner's patches (pipeline/local_runner.py): same answers as Beam, computed once; applied in one
+place, undone completely, and refused on another Beam version."""
 
 from __future__ import annotations
 
@@ -13,6 +14,12 @@ from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 
 from pipeline import local_runner
 from pipeline.session import SessionConfig, SessionDoFn
+
+
+@pytest.fixture(autouse=True)
+def own_patch_record(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests that patch through monkeypatch (undone by it) keep their records out of the module's list."""
+    monkeypatch.setattr(local_runner, "_APPLIED", [])
 
 
 @pytest.fixture
@@ -82,7 +89,7 @@ def test_dofns_are_reused_across_bundles_with_their_lifecycle(monkeypatch: pytes
 
     monkeypatch.setattr(transform_evaluator._ParDoEvaluator, "__init__", transform_evaluator._ParDoEvaluator.__init__)
     monkeypatch.setattr(core, "get_function_args_defaults", core.get_function_args_defaults)
-    monkeypatch.delattr(transform_evaluator._ParDoEvaluator, "_supportflow_reuse", raising=False)
+    monkeypatch.setattr(transform_evaluator._ParDoEvaluator, "_supportflow_reuse", False, raising=False)
     original = core.get_function_args_defaults
     assert local_runner.use_reused_dofns()
     fn = Lifecycle()
@@ -97,3 +104,41 @@ def test_dofns_are_reused_across_bundles_with_their_lifecycle(monkeypatch: pytes
         assert_that(out, equal_to([1, 2, 3]))
     # Every element, both bundles, one DoFn instance (Beam's pickle check hands each bundle a copy).
     assert len(Lifecycle.SEEN) == 3 and len(set(Lifecycle.SEEN)) == 1, Lifecycle.SEEN
+
+
+def test_another_beam_version_fails_at_start_with_a_clear_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(beam, "__version__", "2.78.0")
+    with pytest.raises(local_runner.UnsupportedBeamVersion, match=r"apache-beam 2\.78\.0 .* 2\.77\.x"):
+        local_runner.apply_local_runner_patches("in", "mem", environ={})
+    assert local_runner.applied_patches() == []  # nothing half-applied
+    # The explicit way out: Beam's runner as it is.
+    assert local_runner.apply_local_runner_patches("in", "mem", environ={local_runner.PATCHES_ENV: "off"}) == []
+
+
+def test_patches_are_applied_in_one_place_and_undone_completely() -> None:
+    from apache_beam.transforms import core
+
+    evaluator = transform_evaluator._PubSubReadEvaluator
+    before = (
+        evaluator.__dict__["_get_subscriber_client"],
+        transform_evaluator._ParDoEvaluator.__init__,
+        userstate.get_dofn_specs,
+        transform_evaluator.get_dofn_specs,
+        core.get_function_args_defaults,
+    )
+    assert local_runner.applied_patches() == [], "a patch leaked from another test"
+    names = local_runner.apply_local_runner_patches("in", "mem", environ={})
+    try:
+        assert names == ["prompt-pubsub-pulls", "cached-dofn-specs", "reused-dofns"]
+        assert userstate.get_dofn_specs is not before[2] and local_runner.LEDGER.inbound == "in"
+    finally:
+        assert local_runner.undo_local_runner_patches() == names
+    after = (
+        evaluator.__dict__["_get_subscriber_client"],
+        transform_evaluator._ParDoEvaluator.__init__,
+        userstate.get_dofn_specs,
+        transform_evaluator.get_dofn_specs,
+        core.get_function_args_defaults,
+    )
+    assert after == before and not hasattr(evaluator, "_supportflow_prompt_pull")
+    assert local_runner.LEDGER.inbound is None and local_runner.applied_patches() == []
