@@ -2,8 +2,8 @@
 
 A scenario file (YAML or JSON) holds one scenario (a mapping with an ``id``) or
 several (``scenarios: [...]``). The schema is the pydantic models below
-(``Scenario.model_json_schema()`` prints it as JSON Schema); the README section
-"Evals" documents it with an example. Validation is strict: unknown keys are
+(``Scenario.model_json_schema()`` prints it as JSON Schema); docs/evals-reference.md
+("Scenario format") documents it with an example. Validation is strict: unknown keys are
 errors (a typo must not silently weaken a check), tool names and their
 arguments are checked against the real tool registry, and every problem of a
 file is reported at once with its location::

@@ -11,7 +11,7 @@ hand-offs and dead letters. ``agents.steps`` guarantees a turn finishes by
 bug) is failed, not dropped.
 
 Changing ``max_steps`` changes the graph's shape: do it with a new job or an
-update that maps the new step transforms (see the README's update rules).
+update that maps the new step transforms (docs/operations.md, "Update and drain").
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Every SLI lives in the namespace ``supportflow`` and its name starts with
 ``sli_``, so one filter finds them all in the Dataflow console and in Cloud
 Monitoring (``dataflow.googleapis.com/job/user_counter``, label ``metric_name``).
-``METRICS`` is the table the README's "SLOs and metrics" section shows; a test
+``METRICS`` is the table docs/operations.md's "SLOs and metrics" section shows; a test
 keeps the two in step.
 
 Counters are what the alert policies use (deploy/monitoring/): Beam
@@ -12,7 +12,7 @@ after one bad minute, while the *increase* of a counter over a window is
 exactly "how many turns were slow in the last hour". Distributions are for
 dashboards.
 
-Where each helper is called (see the README for the wiring):
+Where each helper is called (see docs/operations.md for the wiring):
 
 - ``RecordTurnSLIs`` (pass-through DoFn) on every ``AgentReply`` just before
   ``ToReplyMessage``: turns, latency, per-stage latencies, hand-offs, model errors.
