@@ -37,7 +37,7 @@ from pipeline.parse import (
     key_reply,
     to_pubsub_dead_letter,
 )
-from pipeline.session import CLOSED_TAG, SessionDoFn
+from pipeline.session import CLOSED_TAG, SESSION_EVENT, SessionDoFn
 from pipeline.settings import Settings
 
 
@@ -98,7 +98,7 @@ def build(p: beam.Pipeline, settings: Settings) -> None:
     events = (
         owned.messages | "KeyMessages" >> beam.Map(key_inbound),
         memory.replies | "KeyReplies" >> beam.Map(key_reply),
-    ) | "MergeSessionEvents" >> beam.Flatten()
+    ) | "MergeSessionEvents" >> beam.Flatten().with_output_types(SESSION_EVENT)  # a deterministic key coder
 
     sessions = events | "Sessions" >> beam.ParDo(
         SessionDoFn(settings.session, freshness=FreshnessProbe(settings.slo_freshness_s, settings.freshness_probe_s))
