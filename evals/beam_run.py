@@ -50,11 +50,11 @@ class RunTrialFn(beam.DoFn):
         self._judge_spec = dict(judge_spec) if judge_spec else None
 
     def setup(self) -> None:
-        from evals.run import build_agent
+        from evals.runtime import build_agent
 
         self._emulator = None
         if not os.environ.get("FIRESTORE_EMULATOR_HOST"):
-            from evals.run import firestore_emulator
+            from evals.runtime import firestore_emulator
 
             self._emulator = firestore_emulator()
             self._emulator.__enter__()
@@ -73,7 +73,7 @@ class RunTrialFn(beam.DoFn):
         trace = run_trial(scenario, trial, self._agent, project, user=user, keep_world=self._worlds)
         result = score(scenario, trace)
         if self._judge is not None:
-            from evals.run import judge_metrics
+            from evals.runtime import judge_metrics
 
             result.metrics.update(judge_metrics(self._judge, scenario, trace))
         yield json.dumps({"trace": trace.to_json(), "score": result.to_json()}, default=str)
@@ -99,7 +99,7 @@ def run_with_beam(
     import time
     from datetime import UTC, datetime
 
-    from evals.run import build_agent
+    from evals.runtime import build_agent
 
     jobs = [(sc, t) for sc in scenarios for t in range(1, k + 1)]
     elements = [(sc, t, f"sfeval-{run_id}-{n:04d}") for n, (sc, t) in enumerate(jobs)]

@@ -22,17 +22,18 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
 from agents.backends import registry
-from evals.harness import Agent, agent_plan, run_trial
-from evals.judge import judge_trial
+from evals.harness import Agent, run_trial
 from evals.report import RunResult, compare, write_report
+
+# Shared with the Beam runner (evals/beam_run.py), which must not import this CLI; re-exported here.
+from evals.runtime import build_agent, firestore_emulator, judge_metrics  # noqa: F401
 from evals.scenario import Scenario, ScenarioError, load_scenarios
 from evals.scoring import TrialScore, score
 from evals.trace import TrialTrace
@@ -41,33 +42,6 @@ from evals.world import World
 
 DEFAULT_SCENARIOS = Path(__file__).resolve().parent / "scenarios"
 DEFAULT_OUT = Path("artifacts/evals")
-
-
-def build_agent(
-    backend: str,
-    *,
-    max_tokens: int | None = None,
-    max_steps: int | None = None,
-    threads: int = 1,
-    gemini_model: str | None = None,
-    gemini_base_url: str | None = None,
-    temperature: float = 0.0,
-    **handler_options: Any,
-) -> Agent:
-    """The backend's handler (its registry factory) with the pipeline's prompt and step plan.
-
-    The arguments are named as on this CLI; each goes to the backend under its pipeline option's name,
-    and only to a backend that reads that option. ``handler_options`` go to the handler's constructor.
-    """
-    version, config = agent_plan(backend, max_steps=max_steps, max_tokens=max_tokens)
-    given = {
-        "model_max_tokens": config.max_tokens,
-        "model_threads": threads,
-        "gemini_model": gemini_model,
-        "gemini_base_url": gemini_base_url,
-    }
-    handler = registry.make_handler(backend, **registry.get(backend).pick(given), **handler_options)
-    return Agent(backend=backend, handler=handler, version=version, config=config, temperature=temperature)
 
 
 class Progress:
@@ -104,12 +78,6 @@ class Progress:
         else:
             self.stream.write(f"[{self.done}/{self.total}] {label}: {mark} ({elapsed:.0f}s, ~{eta:.0f}s left)\n")
         self.stream.flush()
-
-
-def judge_metrics(judge_agent: Agent, scenario: Scenario, trace: TrialTrace) -> dict[str, Any]:
-    """The judge's scores of one trial, as TrialScore metrics (never gating)."""
-    judgment = judge_trial(judge_agent.handler, judge_agent.model, scenario, trace)
-    return {**judgment.metrics(), "judge_reason": judgment.reason}
 
 
 def run_scenarios(
@@ -171,32 +139,6 @@ def run_scenarios(
         **(meta or {}),
     }
     return RunResult(info, list(scenarios), [p[0] for p in pairs], [p[1] for p in pairs])
-
-
-@contextmanager
-def firestore_emulator(log_dir: Path | None = None) -> Iterator[str]:
-    """``FIRESTORE_EMULATOR_HOST`` if set; else a Firestore emulator of our own for the block's duration."""
-    host = os.environ.get("FIRESTORE_EMULATOR_HOST", "").strip()
-    if host:
-        yield host
-        return
-    from stack.emulators import DEFAULT_PROJECT, DEFAULT_STATE_DIR, free_port, reap_stale
-    from stack.emulators import firestore_emulator as make_emulator
-
-    state = log_dir or DEFAULT_STATE_DIR / "evals"
-    emu = make_emulator(free_port(), state / "logs", DEFAULT_PROJECT)
-    emu.run_dir = state / "run"
-    reap_stale(emu.run_dir)
-    print(f"starting the Firestore emulator (log: {emu.log_path}) ...", file=sys.stderr)
-    emu.launch()
-    try:
-        emu.wait_ready(90.0)
-        host = f"127.0.0.1:{emu.port}"
-        os.environ["FIRESTORE_EMULATOR_HOST"] = host
-        yield host
-    finally:
-        os.environ.pop("FIRESTORE_EMULATOR_HOST", None)
-        emu.stop()
 
 
 def _parser() -> argparse.ArgumentParser:
