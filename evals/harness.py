@@ -32,7 +32,7 @@ from __future__ import annotations
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -95,6 +95,14 @@ class Agent:
         return str(getattr(self.handler, "model_name", self.backend))
 
 
+def trial_config(agent: Agent, scenario: Scenario) -> StepConfig:
+    """The agent's step config with the scenario's policy (``seed.policy``): the prompt's digests and the tools'
+    verdicts then follow the same policy as the world's help articles."""
+    if not scenario.seed.policy:
+        return agent.config
+    return replace(agent.config, policy=scenario.policy)
+
+
 def load_context(store: CustomerStore, customer_id: str) -> tuple[ContextResult, float]:
     """The turn's context as the Firestore enrichment handler builds it, and the time it took."""
     t0 = time.perf_counter()
@@ -110,10 +118,16 @@ def load_context(store: CustomerStore, customer_id: str) -> tuple[ContextResult,
 
 
 def run_turn(
-    agent: Agent, enriched: EnrichedTurn, executor: FirestoreToolExecutor, sampling: dict[str, Any] | None = None
+    agent: Agent,
+    enriched: EnrichedTurn,
+    executor: FirestoreToolExecutor,
+    sampling: dict[str, Any] | None = None,
+    config: StepConfig | None = None,
 ) -> tuple[AgentState, list]:
-    """One agent turn to the end; returns the final state and the raw tool calls as (step, ToolCall, status)."""
-    state = steps.start(enriched, agent.version, agent.config)
+    """One agent turn to the end; returns the final state and the raw tool calls as (step, ToolCall, status).
+
+    ``config`` replaces the agent's step config for this turn (a scenario's own policy)."""
+    state = steps.start(enriched, agent.version, config or agent.config)
     calls: list = []
     while not state.done:
         try:
@@ -197,7 +211,7 @@ def _agent_turn(
     t0 = time.perf_counter()
     context, enrich_ms = load_context(store, scenario.customer)
     enriched = EnrichedTurn(turn, context.context, context.flags, enrich_ms)
-    state, calls = run_turn(agent, enriched, executor, agent.sampling(trial, index))
+    state, calls = run_turn(agent, enriched, executor, agent.sampling(trial, index), trial_config(agent, scenario))
     wall_ms = (time.perf_counter() - t0) * 1000.0
     reply = steps.to_reply(state, queue_ms=0.0, total_ms=wall_ms, created_at=reply_at)
     trace.turns.append(

@@ -35,6 +35,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from agents.steps import HANDOFF_TEXTS
+from tools.policies import PolicyError, ShopPolicy, default_policy
 from tools.support import TOOL_NAMES, TOOLS_BY_NAME
 
 SCENARIO_SUFFIXES = (".yaml", ".yml", ".json")
@@ -186,6 +187,32 @@ class Seed(_Model):
     )
     absent: bool = Field(default=False, description="Do not write the scenario's customer (an unknown customer).")
     overrides: list[Override] = Field(default_factory=list)
+    policy: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Overrides of the shop policy (tools/policies.yaml, nested): the world's help articles, the "
+        "prompt's policy digests and the tools' verdicts all follow it.",
+    )
+
+    @field_validator("policy")
+    @classmethod
+    def _policy(cls, v: dict[str, Any]) -> dict[str, Any]:
+        if v:
+            try:
+                default_policy().with_overrides(v)
+            except PolicyError as exc:
+                raise ValueError("not a valid policy override: " + "; ".join(exc.problems)) from None
+        return v
+
+    @field_validator("overrides")
+    @classmethod
+    def _no_articles(cls, v: list[Override]) -> list[Override]:
+        bad = [i for i, o in enumerate(v) if o.doc.split("/", 1)[0] == "help_articles"]
+        if bad:
+            raise ValueError(
+                f"overrides{bad}: help articles are rendered from the policy (the tools and the prompt read the "
+                "policy, not these documents); change it with seed.policy, e.g. {returns: {window_days: 14}}"
+            )
+        return v
 
     @field_validator("customers")
     @classmethod
@@ -596,6 +623,11 @@ class Scenario(_Model):
                 raise ValueError(
                     f"expect.handoff_record.message_ids: unknown message id(s) {unknown}; the user sends {list(known)}"
                 )
+
+    @property
+    def policy(self) -> ShopPolicy:
+        """The trial's shop policy: the shipped one with ``seed.policy`` merged in."""
+        return default_policy().with_overrides(self.seed.policy) if self.seed.policy else default_policy()
 
     @property
     def customers(self) -> tuple[str, ...]:

@@ -102,7 +102,8 @@ class World:
             writes.append((ref, seed.profile))
             writes += [(ref.collection("orders").document(oid), doc) for oid, doc in seed.orders.items()]
             writes += [(ref.collection("tickets").document(tid), doc) for tid, doc in seed.tickets.items()]
-        writes += [(db.collection("help_articles").document(slug), a) for slug, a in help_articles().items()]
+        articles = help_articles(self.scenario.policy)  # the trial's policy (seed.policy), as the agent's
+        writes += [(db.collection("help_articles").document(slug), a) for slug, a in articles.items()]
         for i in range(0, len(writes), _WRITE_CHUNK):
             batch = db.batch()
             for ref, data in writes[i : i + _WRITE_CHUNK]:

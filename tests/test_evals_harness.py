@@ -146,7 +146,11 @@ def test_gemini_agent_scored_pass_and_fail_with_pass_hat_k(emulator: str, tmp_pa
     assert by["returns-simulated-confirmation", 1].passed and by["returns-simulated-confirmation", 2].passed
     trace = next(t for t in result.traces if t.scenario_id == "returns-simulated-confirmation")
     assert [t.user_text for t in trace.turns][1] == "Yes please, start the return."
-    assert [c.describe() for c in trace.changes][0].startswith("customers/C0007/orders/O-C0007-05 modified")
+    changes = [c.describe() for c in trace.changes]
+    assert any(c.startswith("customers/C0007/orders/O-C0007-05 modified") for c in changes), changes
+    # The snapshots hold the audit records too: one per action attempt (the eligibility check reads, not audited).
+    assert [c for c in changes if "/audit/" in c and c.endswith(" created")] and len(
+        [c for c in changes if "/audit/" in c]) == 1, changes  # fmt: skip
 
     summary = result.summary()
     assert summary["overall"]["pass_hat"] == {"1": 0.625, "2": 0.5}  # (1/2 + 0 + 1 + 1) / 4, (0 + 0 + 1 + 1) / 4
