@@ -243,6 +243,26 @@ def check_rejected(
 
 
 # ---------------------------------------------------------------------------
+# Load
+# ---------------------------------------------------------------------------
+
+
+def random_prose(rng: Any, lo: int, hi: int, words: Sequence[str]) -> str:
+    """Words drawn from ``words`` up to a length uniform in [lo, hi] characters (the benches' message texts).
+
+    ``rng`` is a ``random.Random``: the same seed gives the same texts, so two systems get the same load.
+    """
+    target = rng.randint(lo, hi)
+    picked: list[str] = []
+    n = 0
+    while n < target:
+        w = rng.choice(words)
+        picked.append(w)
+        n += len(w) + 1
+    return " ".join(picked)[:target].rstrip()
+
+
+# ---------------------------------------------------------------------------
 # Figures
 # ---------------------------------------------------------------------------
 

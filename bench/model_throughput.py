@@ -269,7 +269,7 @@ def table(figures: Sequence[Figure]) -> str:
 
 
 def device_info(work: Workload) -> dict[str, Any]:
-    from bench.load import machine
+    from bench.probes import machine
 
     info: dict[str, Any] = {"machine": machine()}
     model = getattr(work, "model", None)

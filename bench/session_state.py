@@ -53,6 +53,7 @@ from apache_beam.transforms.userstate import StateSpec
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Duration, Timestamp
 
+from bench.harness import random_prose
 from bench.session_legacy_dofn import LegacySessionDoFn
 from contract.messages import AgentReply, InboundMessage
 from pipeline.session import CLOSED_TAG, DEAD_LETTER_TAG, SessionConfig, SessionDoFn, element_clock
@@ -81,14 +82,7 @@ _WORDS = _VOCABULARY.split()
 
 def _text(rng: random.Random, lo: int, hi: int) -> str:
     """Plausible prose of a length drawn uniformly from [lo, hi] characters."""
-    target = rng.randint(lo, hi)
-    words: list[str] = []
-    n = 0
-    while n < target:
-        w = rng.choice(_WORDS)
-        words.append(w)
-        n += len(w) + 1
-    out = " ".join(words)[:target].rstrip()
+    out = random_prose(rng, lo, hi, _WORDS)
     return out[0].upper() + out[1:] + ("?" if rng.random() < 0.4 else ".")
 
 

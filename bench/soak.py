@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import shutil
 import sys
 import tempfile
@@ -39,7 +38,10 @@ from typing import Any
 
 from agents.backends import registry
 from bench.harness import check_delivery, percentile, summary
-from bench.load import ARTIFACTS, LoadPlayer, LoadProfile, PlayResult, System, _proc_cpu_s, machine, plan_load, warm_up
+from bench.load import ARTIFACTS, System, warm_up
+from bench.load_plan import LoadProfile, plan_load
+from bench.load_player import LoadPlayer, PlayResult
+from bench.probes import proc_cpu_s, report_head
 
 DEFAULT_OUT = ARTIFACTS / "bench_soak.json"
 
@@ -159,7 +161,7 @@ class Sampler:
         sample = Sample(
             t_s=round(t, 1),
             rss_mb=group_rss_mb(self.pgid),
-            cpu_s=_proc_cpu_s(self.pgid),
+            cpu_s=proc_cpu_s(self.pgid),
             turns=len(self._turns_seen),
             window_turns=len(window),
             window_turns_per_s=round(len(window) / span, 2),
@@ -215,22 +217,18 @@ def run_soak(args: argparse.Namespace) -> dict[str, Any]:
         f"--model_max_tokens={args.model_max_tokens}",
         "--model_threads=1",
     ]
-    report: dict[str, Any] = {
-        "command": " ".join(shlex.quote(a) for a in [sys.executable, "-m", "bench.soak", *args.argv]),
-        "started_at": datetime.now(UTC).isoformat(),
-        "machine": machine(),
-        "settings": {
-            "backend": args.backend,
-            "minutes": args.minutes,
-            "target_concurrent_sessions": args.sessions,
-            "expected_session_s": round(session_s, 1),
-            "arrival_rate_per_s": round(rate, 3),
-            "sessions_planned": profile.sessions,
-            "pipeline_args": pipeline_args,
-            "sample_s": args.sample_s,
-            "profile": asdict(profile),
-        },
+    settings = {
+        "backend": args.backend,
+        "minutes": args.minutes,
+        "target_concurrent_sessions": args.sessions,
+        "expected_session_s": round(session_s, 1),
+        "arrival_rate_per_s": round(rate, 3),
+        "sessions_planned": profile.sessions,
+        "pipeline_args": pipeline_args,
+        "sample_s": args.sample_s,
+        "profile": asdict(profile),
     }
+    report: dict[str, Any] = report_head("bench.soak", args.argv, settings)
     DEFAULT_STATE_DIR.mkdir(parents=True, exist_ok=True)
     state_dir = Path(tempfile.mkdtemp(prefix="soak-stack-", dir=str(DEFAULT_STATE_DIR)))
     stack = LocalStack(state_dir=state_dir, bq_venv=ensure_bq_venv(DEFAULT_STATE_DIR / "bq-venv")).start()

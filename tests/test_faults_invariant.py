@@ -4,7 +4,7 @@ hand-made replies: it must catch what it claims to catch. No emulators."""
 from __future__ import annotations
 
 from bench.harness import check_delivery, check_rejected, percentile, summary
-from bench.load import LoadProfile, plan_load
+from bench.load_plan import LoadProfile, plan_load
 from contract.messages import AgentReply, ReplyKind
 
 
