@@ -3,7 +3,8 @@
 The judge is any backend of ``agents.backends`` (``--judge gemini`` with a key, ``--judge smollm2``
 locally; a small model is a weak judge, so read its scores as a smoke signal). It sees the
 customer's goal, the conversation (user text and the agent's replies) and the shop's policy
-digests (``agents.steps.load_policy_digests``, rendered from ``tools/policies.yaml``), and answers a JSON object. The score is reported,
+digests (``agents.steps.load_policy_digests``, rendered from ``tools/policies.yaml``), and answers
+a JSON object. The score is reported,
 never gating: end-state checks decide success; the judge adds what they cannot see (tone, whether a
 claim follows from the policies).
 
