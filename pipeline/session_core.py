@@ -19,6 +19,8 @@ name): a version-0 value read there is migrated into the cells on first touch (`
 
 Timers, one per purpose (``Purpose``): turn release, in-flight timeout, freshness probe, idle close.
 A timer that fires when its purpose has passed (a reply came back, the session closed) does nothing.
+The idle timer is set when a session opens and re-arms itself for ``last_activity + idle_timeout_s``
+when it fires early, so events do not rewrite it.
 """
 
 from __future__ import annotations
@@ -259,6 +261,9 @@ class SessionCore:
         out: list[Output] = []
         if meta is None:
             meta = SessionMeta(customer_id=msg.customer_id, opened=now, last_activity=now)
+            # Set once per session: when it fires it re-arms for last_activity + idle_timeout_s, so an event
+            # does not rewrite it (a timer write saved per event).
+            timers.set(Purpose.IDLE, now + self.cfg.idle_timeout_s)
         elif meta.customer_id != msg.customer_id:
             self.hooks.count("customer_mismatch")
             out.append(
@@ -270,13 +275,11 @@ class SessionCore:
                     message_ids=[msg.message_id],
                 )
             )
-            timers.set(Purpose.IDLE, now + self.cfg.idle_timeout_s)
             return out
         fp = fingerprint(msg.message_id)
         if meta.seen_stored and fp in cells.seen.read():
             self.hooks.count("duplicates")
             cells.meta.write(replace(meta, duplicates=meta.duplicates + 1))
-            timers.set(Purpose.IDLE, now + self.cfg.idle_timeout_s)
             return out
         meta = self._remember(meta, fp, cells)
         if meta.last_history_at is not None and msg.sent_at < meta.last_history_at:
@@ -295,7 +298,6 @@ class SessionCore:
         if meta.in_flight is None:
             timers.set(Purpose.RELEASE, max(now, meta.release_due(self.cfg)))
         cells.meta.write(meta)
-        timers.set(Purpose.IDLE, now + self.cfg.idle_timeout_s)
         return out
 
     def _remember(self, meta: SessionMeta, fp: bytes, cells: SessionCells) -> SessionMeta:
@@ -313,8 +315,6 @@ class SessionCore:
         meta = self._load(cells, timers, now)
         if meta is None or meta.in_flight is None or reply.turn_index != meta.in_flight.turn_index:
             self.hooks.count("stale_replies")  # redelivered, or the session moved on
-            if meta is not None:
-                timers.set(Purpose.IDLE, now + self.cfg.idle_timeout_s)
             return []
         self.hooks.freshness(meta.oldest_unanswered(), now)  # the answered turn's age (and anything waiting)
         entry = HistoryEntry(Role.AGENT, reply.text, reply.turn_index, reply.created_at)
@@ -325,7 +325,6 @@ class SessionCore:
         if meta.pending_count:
             timers.set(Purpose.RELEASE, max(now, meta.release_due(self.cfg)))
         cells.meta.write(meta)
-        timers.set(Purpose.IDLE, now + self.cfg.idle_timeout_s)
         return []
 
     def _append_history(self, meta: SessionMeta, entries: list[HistoryEntry], cells: SessionCells) -> SessionMeta:
