@@ -259,12 +259,13 @@ def test_every_new_construct_is_used_by_a_shipped_scenario(shipped: dict[str, Sc
         used |= {"strict_audit"} if e.strict_audit else set()
         used |= {"forbid_args"} if any(f.args for f in s.forbid.tools) else set()
         used |= {"forbid_at_most"} if any(f.at_most for f in s.forbid.tools) else set()
+        used |= {"policy"} if s.seed.policy else set()
         if s.user.messages:
             used |= {"timed"} | ({"redelivery"} if len({m.id for m in s.user.messages if m.id}) <
                                  sum(1 for m in s.user.messages if m.id) else set())  # fmt: skip
     assert used >= {"any_of", "all_of", "handoff_record", "turns", "reply.any", "reply.all", "tool_count", "audit",
                     "ranged_count", "either_field", "allowed_changes", "strict_audit", "forbid_args",
-                    "forbid_at_most", "timed", "redelivery"}, used  # fmt: skip
+                    "forbid_at_most", "timed", "redelivery", "policy"}, used  # fmt: skip
 
 
 # ---------------------------------------------------------------------------
