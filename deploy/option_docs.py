@@ -7,11 +7,10 @@ backend registry so they never drift.
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 
 from agents.backends import registry
+from deploy.generated import generated_file_main
 from pipeline.options import OPTIONS, Option
 
 DOC_PATH = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
@@ -69,23 +68,15 @@ def render(page: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    group = parser.add_mutually_exclusive_group(required=True)
-    group.add_argument("--write", action="store_true", help=f"rewrite the table in {DOC_PATH}")
-    group.add_argument("--check", action="store_true", help="exit 1 if the table is stale")
-    args = parser.parse_args(argv)
-    current = DOC_PATH.read_text()
-    text = render(current)
-    if args.write:
-        DOC_PATH.write_text(text)
-        print(f"wrote {DOC_PATH}")
-        return 0
-    if current != text:
-        print(f"{DOC_PATH}'s option table is stale: run `python -m deploy.option_docs --write`", file=sys.stderr)
-        return 1
-    print(f"{DOC_PATH}'s option table is up to date")
-    return 0
-
+    return generated_file_main(
+        argv,
+        description=__doc__,
+        path=DOC_PATH,
+        render=render,
+        check_help="exit 1 if the table is stale",
+        stale=f"{DOC_PATH}'s option table is stale: run `python -m deploy.option_docs --write`",
+        fresh=f"{DOC_PATH}'s option table is up to date",
+    )
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -12,12 +12,11 @@ is this module's output, checked in; a test fails when it is stale.
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
+from deploy.generated import generated_file_main
 from pipeline.options import OPTIONS, Option
 from pipeline.validation import IMAGE_PATTERN, option_pattern
 
@@ -91,27 +90,16 @@ def render() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    group = parser.add_mutually_exclusive_group(required=True)
-    group.add_argument("--write", action="store_true", help=f"write {METADATA_PATH}")
-    group.add_argument("--check", action="store_true", help="exit 1 if the checked-in metadata is stale")
-    group.add_argument("--print", action="store_true", help="print the metadata")
-    args = parser.parse_args(argv)
-    text = render()
-    if args.print:
-        sys.stdout.write(text)
-        return 0
-    if args.write:
-        METADATA_PATH.write_text(text)
-        print(f"wrote {METADATA_PATH}")
-        return 0
-    current = METADATA_PATH.read_text() if METADATA_PATH.exists() else ""
-    if current != text:
-        print(f"{METADATA_PATH} is stale: run `python -m deploy.template --write`", file=sys.stderr)
-        return 1
-    print(f"{METADATA_PATH} is up to date")
-    return 0
-
+    return generated_file_main(
+        argv,
+        description=__doc__,
+        path=METADATA_PATH,
+        render=lambda _current: render(),
+        check_help="exit 1 if the checked-in metadata is stale",
+        print_help="print the metadata",
+        stale=f"{METADATA_PATH} is stale: run `python -m deploy.template --write`",
+        fresh=f"{METADATA_PATH} is up to date",
+    )
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -19,16 +19,16 @@ the new snapshot *and* pass ``--transform_name_mapping`` on the next update
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from apache_beam.portability import common_urns
 from apache_beam.portability.api import beam_runner_api_pb2
+
+from deploy.generated import generated_file_main
 
 SNAPSHOT_PATH = Path(__file__).resolve().parent / "transform_names.json"
 
@@ -112,35 +112,27 @@ def resource_hints_by_transform(proto: beam_runner_api_pb2.Pipeline) -> dict[str
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    group = parser.add_mutually_exclusive_group(required=True)
-    group.add_argument("--write", action="store_true", help=f"write {SNAPSHOT_PATH}")
-    group.add_argument("--check", action="store_true", help="exit 1 if the graph differs from the snapshot")
-    group.add_argument("--print", action="store_true", help="print the current snapshot")
-    args = parser.parse_args(argv)
+def _current_snapshot(_current: str) -> str:
     logging.basicConfig(level=logging.ERROR)
     job, _ = dry_run_job()
-    text = json.dumps(snapshot(job.proto_pipeline), indent=2) + "\n"
-    if args.print:
-        sys.stdout.write(text)
-        return 0
-    if args.write:
-        SNAPSHOT_PATH.write_text(text)
-        print(f"wrote {SNAPSHOT_PATH}")
-        return 0
-    current = SNAPSHOT_PATH.read_text() if SNAPSHOT_PATH.exists() else ""
-    if current != text:
-        print(
+    return json.dumps(snapshot(job.proto_pipeline), indent=2) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    return generated_file_main(
+        argv,
+        description=__doc__,
+        path=SNAPSHOT_PATH,
+        render=_current_snapshot,
+        check_help="exit 1 if the graph differs from the snapshot",
+        print_help="print the current snapshot",
+        stale=(
             f"the graph's transform names differ from {SNAPSHOT_PATH}: a running job cannot be updated in place "
             "without --transform_name_mapping. Keep the names, or run `python -m deploy.transforms --write` "
-            "and plan the mapping (docs/operations.md: Update and drain).",
-            file=sys.stderr,
-        )
-        return 1
-    print(f"{SNAPSHOT_PATH} matches the graph")
-    return 0
-
+            "and plan the mapping (docs/operations.md: Update and drain)."
+        ),
+        fresh=f"{SNAPSHOT_PATH} matches the graph",
+    )
 
 if __name__ == "__main__":
     raise SystemExit(main())
