@@ -30,6 +30,10 @@ class Handoff:
     flags: tuple[str, ...] = ()
     tools_used: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        if self.reason not in HANDOFF_REASONS:
+            raise ValueError(f"unknown hand-off reason {self.reason!r}; expected one of {HANDOFF_REASONS}")
+
     def to_json_dict(self) -> dict[str, Any]:
         out = asdict(self)
         for key in ("message_ids", "flags", "tools_used"):

@@ -54,7 +54,7 @@ OUTCOMES: tuple[str, ...] = ("answered", "refused", "handoff", "error")
 MATCH_MODES: tuple[str, ...] = ("exact", "in_order", "any_order")
 VALUE_OPERATORS: frozenset[str] = frozenset({"$exists", "$in", "$not_in", "$ne", "$contains", "$contains_any"})
 REPLY_SCOPES: tuple[str, ...] = ("final", "any", "all")
-# Why a turn was handed to a human (agents.steps.Handoff.reason); the hand-off texts are keyed by it.
+# Why a turn was handed to a human (contract.handoff.HANDOFF_REASONS); the hand-off texts are keyed by it.
 HANDOFF_REASONS: tuple[str, ...] = tuple(HANDOFF_TEXTS)
 # The harness's message ids: scripted turn i (and a timed message without an id) is message "m-<i>".
 MESSAGE_ID_PREFIX = "m-"
@@ -454,7 +454,7 @@ class FlagsExpectation(_Model):
 
 
 class HandoffRecordExpectation(_Model):
-    """The hand-off record a human agent gets (``agents.steps.Handoff``): reason, summary, messages it covers."""
+    """The hand-off record a human agent gets (``contract.handoff.Handoff``): reason, summary, messages it covers."""
 
     reason: list[Literal["user_request", "agent_request", "step_limit", "guardrail"]] | None = Field(
         default=None, description="Reason(s) allowed."

@@ -42,7 +42,7 @@ class TurnTrace:
     model: str = ""
     error: str = ""
     message_ids: tuple[str, ...] = ()  # the inbound messages this turn answered (the session stage's grouping)
-    handoff: dict[str, Any] | None = None  # the hand-off record (agents.steps.Handoff.to_json_dict)
+    handoff: dict[str, Any] | None = None  # the hand-off record (contract.handoff.Handoff.to_json_dict)
     released_s: float | None = None  # timed conversations: when the session stage released the turn (offset, s)
 
 
