@@ -378,7 +378,8 @@ def test_handoff_error_rejection_and_operator_view(browser: Browser, web: str, s
     # The server checks messages against the contract before publishing: a blank one is rejected with the reason.
     reason = chat.page.evaluate(
         """session => new Promise((resolve, reject) => {
-            const ws = new WebSocket(`ws://${location.host}/ws?session_id=${session}`);
+            const token = JSON.parse(sessionStorage.getItem('supportflow.chat')).token;
+            const ws = new WebSocket(`ws://${location.host}/ws?session_id=${session}&token=${token}`);
             ws.onmessage = (ev) => {
                 const m = JSON.parse(ev.data);
                 if (m.type === 'hello') ws.send(JSON.stringify({type: 'send', message_id: 'blank-1', text: '   '}));
@@ -407,6 +408,52 @@ def test_handoff_error_rejection_and_operator_view(browser: Browser, web: str, s
     assert page.locator("#chart rect").count() >= 1
     assert "ParseInbound" in page.inner_text("#dl-rows")
     page.screenshot(path=str(ARTIFACTS / "web_ops.png"), full_page=True)
+    assert_no_page_errors(chat)
+    chat.page.context.close()
+
+
+def test_demo_login_finds_any_seeded_customer(browser: Browser, web: str, seeded_stack: LocalStack) -> None:
+    from stack.clients import firestore_client
+
+    name = firestore_client(seeded_stack.project).collection("customers").document("C0042").get().get("name")
+    chat = new_chat(browser, web)
+    chat.page.goto(web)
+    assert "DEMO login" in chat.page.inner_text("#demo-label")
+    chat.page.fill("#customer-search", name.split()[-1])  # by (part of) the name
+    chat.page.wait_for_selector("#customer option[value=C0042]", state="attached")
+    chat.page.fill("#customer-search", "C0042")  # by id
+    chat.page.wait_for_function("() => document.querySelectorAll('#customer option').length === 1")
+    chat.page.click("#start-btn")
+    chat.wait_connected()
+    assert chat.page.inner_text("#who") == f"Customer C0042 · {name}"
+    chat.page.reload()
+    chat.wait_connected()
+    assert chat.page.inner_text("#who") == f"Customer C0042 · {name}"
+    assert_no_page_errors(chat)
+    chat.page.context.close()
+
+
+def test_replies_out_of_order_and_without_ordering_keys_show_in_turn_order(
+    browser: Browser, web: str, seeded_stack: LocalStack
+) -> None:
+    """As on Dataflow, where WriteToPubSub drops ordering keys: turns 3, 1, 2 arrive in that order."""
+    chat = new_chat(browser, web)
+    session = chat.start("C0006")
+    chat.send("hello")
+    ids = chat.wait_sent(1)
+    chat.wait_answered(ids)
+    with publisher_client() as pub:  # no ordering key, no ordering
+        for index in (3, 1, 2, 1):  # and one redelivery
+            reply = AgentReply(session_id=session, turn_id=f"{session}#late{index}", turn_index=index, answers=[],
+                               text=f"turn number {index}", model="instant")  # fmt: skip
+            pub.publish(pub.topic_path(seeded_stack.project, REPLY_TOPIC), reply.to_bytes()).result(timeout=30)
+            time.sleep(0.3)  # arrive one by one, in this order
+    chat.page.wait_for_function("() => document.querySelectorAll('li.reply').length === 4", timeout=REPLY_S * 1000)
+    assert [r["turn_id"].rsplit("#", 1)[1] for r in chat.replies()][1:] == ["late1", "late2", "late3"]
+    chat.page.reload()  # the server's history is in the same order
+    chat.wait_connected()
+    assert [r["turn_id"].rsplit("#", 1)[1] for r in chat.replies()][1:] == ["late1", "late2", "late3"]
+    assert_no_duplicates(chat)
     assert_no_page_errors(chat)
     chat.page.context.close()
 

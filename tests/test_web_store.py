@@ -136,3 +136,37 @@ def test_listener_sends_each_event_once_and_overflows_cleanly() -> None:
         assert small.queue.qsize() == 0
 
     asyncio.run(run())
+
+
+# -- turn order -------------------------------------------------------------------------------------------------
+
+
+def keys(store: SessionStore, session: str) -> list[str]:
+    return [event_key(e) for e in store.snapshot(session).events]
+
+
+def test_replies_arriving_out_of_order_are_kept_in_turn_order() -> None:
+    store = SessionStore()
+    store.open("s", "C0001")
+    for n in range(4):
+        store.add_message(msg("s", f"m{n}"))
+    for n in (2, 0, 3, 1, 0):  # as WriteToPubSub on Dataflow may deliver them (no ordering key), one redelivered
+        store.add_reply(reply("s", n))
+    # Replies in turn order, each after the messages it answers; messages stay where they were sent.
+    assert keys(store, "s") == ["m:m0", "m:m1", "m:m2", "m:m3", "r:s#0", "r:s#1", "r:s#2", "r:s#3"]
+    assert store.duplicate_replies == 1
+
+
+def test_a_restarted_turn_numbering_stays_after_the_turns_before_it() -> None:
+    """The local runner renumbers a session's turns from 0 after it lost state: those replies answer later
+    messages, so they stay after the first run of numbers."""
+    store = SessionStore()
+    store.open("s", "C0001")
+    store.add_message(msg("s", "m0"))
+    store.add_message(msg("s", "m1"))
+    store.add_reply(reply("s", 0))
+    store.add_reply(reply("s", 1))
+    store.add_message(msg("s", "m9"))
+    again = AgentReply(session_id="s", turn_id="s#again", turn_index=0, answers=["m9"], text="x", model="instant")
+    store.add_reply(again)
+    assert keys(store, "s") == ["m:m0", "m:m1", "r:s#0", "r:s#1", "m:m9", "r:s#again"]

@@ -27,6 +27,8 @@ Limits (a demo frontend, by design):
   holds its session); a restarted process starts empty (the page then re-opens
   its session, with the customer id it kept, and resends unacknowledged messages).
 - A reply subscription only receives replies published after it was created.
-- No authentication: the demo lets anyone pick a customer, and a session id
-  (random, 64 bits) is all it takes to read that session.
+- Identity comes from a signed token (``web.identity``; keys from configuration), and each session
+  is bound to the token's customer. ``python -m web`` on the local stack runs a clearly labelled DEMO
+  login that mints those tokens for any seeded customer; a deployment turns it off
+  (``--no-demo-login``) and takes tokens from its identity provider (docs/security.md).
 """

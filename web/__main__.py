@@ -58,7 +58,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080, help="0 picks a free port")
     parser.add_argument("--project", default=os.environ.get("GOOGLE_CLOUD_PROJECT", DEFAULT_PROJECT))
-    parser.add_argument("--demo-customers", type=int, default=10, help="customers C0001.. offered by the page")
+    parser.add_argument(
+        "--demo-login",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="DEMO login: the page picks any seeded customer and this server mints its identity token "
+        "(web/identity.py). --no-demo-login: tokens only from SUPPORTFLOW_IDENTITY_KEY / _PUBLIC_KEY_FILE holders.",
+    )
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
     try:
@@ -66,10 +72,17 @@ def main(argv: list[str] | None = None) -> int:
     except StackError as e:
         print(f"supportflow web: {e}", file=sys.stderr)
         return 2
-    from web.app import WebConfig, create_app, demo_customer_ids  # imports Beam (topic names): after the checks
+    from web.app import WebConfig, create_app  # imports Beam (topic names): after the checks
+    from web.identity import Identity
+
+    try:
+        identity = Identity.from_env(demo_login=args.demo_login)
+    except (ValueError, OSError) as e:
+        print(f"supportflow web: {e}", file=sys.stderr)
+        return 2
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = create_app(WebConfig(project=args.project, demo_customers=demo_customer_ids(args.demo_customers)))
+    app = create_app(WebConfig(project=args.project, identity=identity))
     config = uvicorn.Config(
         app,
         host=args.host,

@@ -3,10 +3,15 @@
 Routes:
 
 - ``GET /``: the chat page; ``GET /ops``: the operator view (static HTML + JS in ``web/static``).
-- ``GET /api/customers``: the demo customers (ids, names read once from Firestore).
-- ``POST /api/sessions`` ``{"customer_id": "C0001"}``: a new session id, held for that customer.
-- ``GET /api/sessions/{session_id}``: a session's history (what a page gets on connect).
-- ``WS /ws?session_id=..[&customer_id=..]``: the chat socket (protocol below).
+- ``GET /api/config``: ``{"demo_login": bool}``, what the page needs to know before it logs in.
+- DEMO login only: ``GET /api/customers?q=..``: seeded customers whose id starts with / name contains ``q``;
+  ``POST /api/demo/login`` ``{"customer_id": "C0042"}``: an identity token for that seeded customer.
+- ``POST /api/sessions`` (``Authorization: Bearer <identity token>``): a new session id, bound to the
+  token's customer (``contract.binding`` when a session binding key is configured).
+- ``GET /api/sessions/{session_id}`` (same header): the session's history, for its own customer only.
+- ``WS /ws?session_id=..&token=..``: the chat socket (protocol below); the customer is the token's.
+
+Identity (``web.identity``): the customer id never comes from the page, only from a verified token.
 - ``GET /api/ops``: operator counts as JSON; ``GET /api/ops/stream``: the same every second, as SSE.
 - ``GET /healthz``: subscriptions and whether they are pulling.
 
@@ -20,8 +25,9 @@ Chat socket protocol (JSON text frames):
 - page -> server: ``{"type": "send", "message_id": "...", "text": "..."}``. The page chooses the
   message id, so a resend after a reconnect is idempotent (stored once, published once).
 
-Close codes: 4400 bad request, 4403 session of another customer, 4404 session not held here
-(the page then offers a new conversation), 4408 socket too slow (the page reconnects).
+Close codes: 4400 bad request, 4401 identity token missing, invalid or expired (the page logs in
+again), 4403 session of another customer, 4404 session not held here (the page then offers a new
+conversation), 4408 socket too slow (the page reconnects).
 """
 
 from __future__ import annotations
@@ -38,13 +44,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request, WebSocket, WebSocketDisconnect
+from fastapi import FastAPI, Header, HTTPException, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from contract.binding import BindingRefused, mint_session_id, verify_session_binding
 from contract.messages import ContractError, Id, parse_inbound, utc_now
+from web.customers import DEFAULT_LIMIT, CustomerDirectory
 from web.hub import Listener, PubSubHub
+from web.identity import Identity, IdentityRefused
 from web.ops import OpsStats
 from web.store import DEFAULT_MAX_EVENTS, DEFAULT_MAX_SESSIONS, SessionConflict, SessionStore, UnknownSession
 
@@ -52,27 +61,28 @@ log = logging.getLogger("web")
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 OPS_PUSH_INTERVAL_S = 1.0
-NAMES_TIMEOUT_S = 5.0
 MAX_FRAME_CHARS = 64 * 1024
 
 _ID = TypeAdapter(Id)
 
 
-def demo_customer_ids(count: int) -> list[str]:
-    return [f"C{i:04d}" for i in range(1, count + 1)]
-
-
 @dataclass
 class WebConfig:
     project: str
-    demo_customers: list[str] = field(default_factory=lambda: demo_customer_ids(10))
+    identity: Identity = field(default_factory=lambda: Identity.from_env(demo_login=True))
     max_sessions: int = DEFAULT_MAX_SESSIONS
     max_events: int = DEFAULT_MAX_EVENTS
-    read_names: bool = True  # read the demo customers' names from Firestore at startup
+    read_names: bool = True  # read the customers' names from Firestore at startup
 
 
-class NewSession(BaseModel):
+class DemoLogin(BaseModel):
     customer_id: str
+
+
+def bearer(authorization: str | None) -> str | None:
+    if authorization and authorization.lower().startswith("bearer "):
+        return authorization[7:].strip()
+    return None
 
 
 def valid_id(value: str | None) -> str | None:
@@ -84,34 +94,35 @@ def valid_id(value: str | None) -> str | None:
         return None
 
 
-def read_customer_names(project: str, ids: list[str]) -> dict[str, str]:
-    """``customers/{id}.name`` for each id, in one batch get; missing documents are left out."""
-    from google.cloud import firestore  # imported here: only this startup task needs it
-
-    client = firestore.Client(project=project)
-    try:
-        refs = [client.collection("customers").document(cid) for cid in ids]
-        names: dict[str, str] = {}
-        for snap in client.get_all(refs, field_paths=["name"], timeout=NAMES_TIMEOUT_S):
-            if snap.exists and isinstance(snap.get("name"), str):
-                names[snap.id] = snap.get("name")
-        return names
-    finally:
-        client.close()
-
-
 def create_app(config: WebConfig) -> FastAPI:
     store = SessionStore(config.max_sessions, config.max_events)
     ops = OpsStats()
     hub = PubSubHub(config.project, store, ops)
-    names: dict[str, str] = {}
+    identity = config.identity
+    directory = CustomerDirectory(config.project)
     stopping = asyncio.Event()
 
     def load_names() -> None:
         try:
-            names.update(read_customer_names(config.project, config.demo_customers))
-        except Exception:  # names are decoration: the picker shows ids without them
+            directory.refresh()
+        except Exception:  # names are decoration: the login works by id
             log.exception("could not read customer names from Firestore")
+
+    def customer_of(token: str | None) -> str:
+        try:
+            return identity.customer_of(token)
+        except IdentityRefused as e:
+            raise HTTPException(401, e.reason, headers={"WWW-Authenticate": "Bearer"}) from None
+
+    def may_join(session_id: str, customer_id: str) -> bool:
+        """A bound session id (when binding keys are configured) must name this customer."""
+        if not identity.binding_keys:
+            return True
+        try:
+            verify_session_binding(identity.binding_keys, session_id, customer_id)
+        except BindingRefused:
+            return False
+        return True
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -148,25 +159,54 @@ def create_app(config: WebConfig) -> FastAPI:
 
     # -- sessions -----------------------------------------------------------------
 
+    @app.get("/api/config")
+    async def page_config() -> dict[str, Any]:
+        return {"demo_login": identity.demo_login}
+
+    # -- DEMO login: seeded customers and tokens minted here (off unless --demo-login) ------------
+
+    def require_demo() -> None:
+        if not identity.demo_login:
+            raise HTTPException(404, "demo login is off: tokens come from the identity provider")
+
     @app.get("/api/customers")
-    async def customers() -> list[dict[str, str | None]]:
-        return [{"id": cid, "name": names.get(cid)} for cid in config.demo_customers]
+    async def customers(q: str = "", limit: int = DEFAULT_LIMIT) -> list[dict[str, Any]]:
+        require_demo()
+        return await asyncio.to_thread(directory.search, q, limit)
+
+    @app.post("/api/demo/login")
+    async def demo_login(body: DemoLogin) -> dict[str, Any]:
+        require_demo()
+        customer_id = valid_id(body.customer_id)
+        found = await asyncio.to_thread(directory.get, customer_id) if customer_id else None
+        if found is None:
+            raise HTTPException(404, "no seeded customer with that id")
+        token = identity.mint_demo_token(found["id"])
+        return {"token": token, "customer_id": found["id"], "name": found["name"], "demo": True}
+
+    # -- sessions: the customer is the token's ---------------------------------------------------
 
     @app.post("/api/sessions", status_code=201)
-    async def new_session(body: NewSession) -> dict[str, str]:
-        customer_id = valid_id(body.customer_id)
+    async def new_session(authorization: str | None = Header(default=None)) -> dict[str, Any]:  # noqa: B008
+        customer_id = valid_id(customer_of(bearer(authorization)))
         if customer_id is None:
-            raise HTTPException(422, "customer_id: 1-128 characters of [A-Za-z0-9_.:@#-]")
-        session_id = f"web-{uuid.uuid4().hex[:16]}"
+            raise HTTPException(422, "the token's customer id is not a valid id")
+        if identity.binding_keys:
+            session_id = mint_session_id(identity.binding_keys, customer_id)
+        else:
+            session_id = f"web-{uuid.uuid4().hex[:16]}"
         store.open(session_id, customer_id)
-        return {"session_id": session_id, "customer_id": customer_id}
+        return {"session_id": session_id, "customer_id": customer_id, "customer_name": directory.name(customer_id)}
 
     @app.get("/api/sessions/{session_id}")
-    async def session_history(session_id: str) -> dict[str, Any]:
+    async def session_history(session_id: str, authorization: str | None = Header(default=None)) -> dict[str, Any]:  # noqa: B008
+        customer_id = customer_of(bearer(authorization))
         try:
             snap = store.snapshot(session_id)
         except UnknownSession:
             raise HTTPException(404, "session not held by this server") from None
+        if snap.customer_id != customer_id:
+            raise HTTPException(403, "session belongs to another customer")
         return {
             "session_id": snap.session_id,
             "customer_id": snap.customer_id,
@@ -221,17 +261,21 @@ def create_app(config: WebConfig) -> FastAPI:
     @app.websocket("/ws")
     async def chat_socket(ws: WebSocket) -> None:
         await ws.accept()
-        raw_session = ws.query_params.get("session_id")
-        raw_customer = ws.query_params.get("customer_id") or None
-        session_id, customer_id = valid_id(raw_session), valid_id(raw_customer)
-        if session_id is None or (raw_customer is not None and customer_id is None):
-            await ws.close(4400, "session_id/customer_id invalid")
+        session_id = valid_id(ws.query_params.get("session_id"))
+        if session_id is None:
+            await ws.close(4400, "session_id invalid")
             return
         try:
-            customer_id = store.open(session_id, customer_id)
-        except UnknownSession:
-            await ws.close(4404, "unknown session")
+            customer_id = valid_id(identity.customer_of(ws.query_params.get("token")))
+        except IdentityRefused as e:
+            await ws.close(4401, e.reason[:120])
             return
+        if customer_id is None or not may_join(session_id, customer_id):
+            await ws.close(4403, "session belongs to another customer")
+            return
+        try:
+            # A session this process does not hold (it restarted) is opened again for the token's customer.
+            customer_id = store.open(session_id, customer_id)
         except SessionConflict:
             await ws.close(4403, "session belongs to another customer")
             return
@@ -245,6 +289,7 @@ def create_app(config: WebConfig) -> FastAPI:
             "type": "hello",
             "session_id": session_id,
             "customer_id": snap.customer_id,
+            "customer_name": directory.name(snap.customer_id),
             "events": snap.events,
             "omitted": snap.omitted,
         }

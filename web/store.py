@@ -1,11 +1,17 @@
 """Per-session chat history kept in the web process's memory, bounded both ways.
 
-A session's history is the list of *events* a page renders, in the order the
-server saw them: the customer's messages (stored once published) and the
+A session's history is the list of *events* a page renders: the customer's
+messages in the order they were published (stored once published) and the
 agent's replies (stored once received from the reply topic, before the
-Pub/Sub message is acked). Each event has a key (``m:<message_id>`` or
-``r:<turn_id>``); adding an event whose key the session already holds is a
+Pub/Sub message is acked) in turn order. Each event has a key (``m:<message_id>``
+or ``r:<turn_id>``); adding an event whose key the session already holds is a
 no-op, so a reply Pub/Sub delivers twice is stored, and shown, once.
+
+Turn order, not arrival order: on Dataflow ``WriteToPubSub`` drops ordering keys, so a session's
+replies can arrive out of order. A reply that arrives after higher-numbered ones is placed before
+them (``place_reply``), never before a message it answers. Turn numbers restart at 0 where a runner
+lost the session's state (the local runner after a kill): a reply that answers messages sent after a
+higher-numbered reply's belongs to that later run of numbers and stays after it.
 
 Bounds: at most ``max_sessions`` sessions (least recently active evicted first,
 never one a socket is attached to) and ``max_events`` events per session (the
@@ -24,6 +30,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict, deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,6 +62,36 @@ def message_event(msg: InboundMessage) -> Event:
 
 def reply_event(reply: AgentReply) -> Event:
     return {"type": "reply", **reply.model_dump(mode="json")}
+
+
+def place_reply(events: Sequence[Event], reply: Event) -> int:
+    """The index ``reply`` goes at in ``events``: just before the earliest of the higher-numbered replies
+    that arrived before it, walking back and stopping at a message it answers, a reply numbered lower or
+    the same, or a higher-numbered reply whose messages came before its own (a restarted numbering).
+    Messages never move. The page does the same (``static/chat.js``, ``placeReply``)."""
+    position = {e["message_id"]: i for i, e in enumerate(events) if e["type"] == "message"}
+
+    def first(answers: Sequence[str]) -> int | None:
+        found = [position[m] for m in answers if m in position]
+        return min(found) if found else None
+
+    answers = reply.get("answers") or []
+    mine = first(answers)
+    at = i = len(events)
+    while i > 0:
+        prev = events[i - 1]
+        if prev["type"] == "message":
+            if prev["message_id"] in answers:
+                break
+        elif prev["turn_index"] <= reply["turn_index"]:
+            break
+        else:
+            theirs = first(prev.get("answers") or [])
+            if mine is not None and theirs is not None and theirs < mine:
+                break
+            at = i - 1
+        i -= 1
+    return at
 
 
 def event_key(event: Event) -> str:
@@ -94,7 +131,9 @@ class _Session:
             self.seen.popitem(last=False)
         if len(self.events) == self.max_events:
             self.omitted += 1
-        self.events.append(event)
+            self.events.popleft()
+        at = place_reply(self.events, event) if event["type"] == "reply" else len(self.events)
+        self.events.insert(at, event)
         self.last_active = time.monotonic()
         return True
 

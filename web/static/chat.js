@@ -1,8 +1,11 @@
 // supportflow chat page: vanilla JS, no dependencies.
 //
-// State lives in sessionStorage ({session_id, customer_id, outbox}) and the URL (?session=...),
-// so a reload resumes the conversation: the server sends the session's history on connect,
+// State lives in sessionStorage ({session_id, customer_id, customer_name, token, outbox}) and the URL
+// (?session=...), so a reload resumes the conversation: the server sends the session's history on connect,
 // and the page rebuilds its timeline from it (keyed by message id / turn id: nothing twice).
+// Who the customer is comes from the identity token (the DEMO login mints one for a seeded customer),
+// never from the page: the server takes the customer from the token on every request and socket.
+// Replies are shown in turn order (placeReply), whatever order they arrive in.
 // Messages not yet acknowledged by the server stay in the outbox and are resent, with the
 // same message id, after a reconnect; the server and the pipeline both de-duplicate by it.
 "use strict";
@@ -10,11 +13,15 @@
 (() => {
   const STORE_KEY = "supportflow.chat";
   const FATAL_CLOSE = new Set([4400, 4403, 4404]);
+  const IDENTITY_CLOSE = 4401;
   const $ = (id) => document.getElementById(id);
 
   const state = {
     sessionId: null,
     customerId: null,
+    customerName: null,
+    token: null,
+    demoLogin: false,
     items: [], // timeline, in the order the server saw things: {key, type, data, status, reason}
     byKey: new Map(),
     answered: new Set(), // message ids some reply answers
@@ -37,7 +44,13 @@
     const outbox = [...state.outbox].map(([id, m]) => ({ message_id: id, text: m.text }));
     sessionStorage.setItem(
       STORE_KEY,
-      JSON.stringify({ session_id: state.sessionId, customer_id: state.customerId, outbox }),
+      JSON.stringify({
+        session_id: state.sessionId,
+        customer_id: state.customerId,
+        customer_name: state.customerName,
+        token: state.token,
+        outbox,
+      }),
     );
   }
 
@@ -67,6 +80,35 @@
     state.items.push(item);
   }
 
+  // Where a reply goes: before the higher-numbered replies that arrived earlier, never before a message
+  // it answers, nor before a higher-numbered reply whose messages came first (numbers restarted after
+  // the pipeline lost the session's state). The server orders its history the same way (web/store.py).
+  function placeReply(items, reply) {
+    const position = new Map();
+    items.forEach((it, i) => {
+      if (it.type === "message") position.set(it.data.message_id, i);
+    });
+    const first = (answers) => {
+      const found = (answers || []).filter((m) => position.has(m)).map((m) => position.get(m));
+      return found.length ? Math.min(...found) : null;
+    };
+    const answers = new Set(reply.answers || []);
+    const mine = first(reply.answers);
+    let at = items.length;
+    for (let i = items.length; i > 0; i--) {
+      const prev = items[i - 1];
+      if (prev.type === "message") {
+        if (answers.has(prev.data.message_id)) break;
+        continue;
+      }
+      if (prev.data.turn_index <= reply.turn_index) break;
+      const theirs = first(prev.data.answers);
+      if (mine !== null && theirs !== null && theirs < mine) break;
+      at = i - 1;
+    }
+    return at;
+  }
+
   function addEvent(e) {
     const key = keyOf(e);
     const existing = state.byKey.get(key);
@@ -81,7 +123,9 @@
       return;
     }
     if (existing) return; // a reply is shown once, however often it arrives
-    addItem({ key, type: "reply", data: e });
+    const item = { key, type: "reply", data: e };
+    state.byKey.set(key, item);
+    state.items.splice(placeReply(state.items, e), 0, item);
     for (const id of e.answers || []) state.answered.add(id);
   }
 
@@ -187,7 +231,7 @@
   }
 
   function setWho() {
-    const name = state.names.get(state.customerId);
+    const name = state.customerName || state.names.get(state.customerId);
     $("who").textContent = state.customerId ? `Customer ${state.customerId}${name ? ` · ${name}` : ""}` : "";
     $("session-label").textContent = state.sessionId || "";
   }
@@ -200,8 +244,7 @@
 
   function connect() {
     clearTimeout(state.retryTimer);
-    const q = new URLSearchParams({ session_id: state.sessionId });
-    if (state.customerId) q.set("customer_id", state.customerId);
+    const q = new URLSearchParams({ session_id: state.sessionId, token: state.token || "" });
     const proto = location.protocol === "https:" ? "wss:" : "ws:";
     const ws = new WebSocket(`${proto}//${location.host}/ws?${q}`);
     state.ws = ws;
@@ -214,6 +257,10 @@
       if (ws !== state.ws) return;
       state.ws = null;
       state.ready = false;
+      if (ev.code === IDENTITY_CLOSE) {
+        relogin(ev.reason);
+        return;
+      }
       if (FATAL_CLOSE.has(ev.code)) {
         forget(ev.code === 4404 ? "That conversation is no longer held by the server; start a new one." : ev.reason);
         return;
@@ -230,6 +277,7 @@
         state.ready = true;
         state.retry = 0;
         state.customerId = m.customer_id;
+        if (m.customer_name) state.customerName = m.customer_name;
         setWho();
         resetTimeline(m.events || [], m.omitted);
         save();
@@ -281,9 +329,11 @@
     history.replaceState(null, "", url);
   }
 
-  function openSession(sid, cid, outbox) {
+  function openSession(sid, cid, name, token, outbox) {
     state.sessionId = sid;
     state.customerId = cid;
+    state.customerName = name || null;
+    state.token = token;
     state.outbox = new Map((outbox || []).map((o) => [o.message_id, { text: o.text }]));
     setUrlSession(sid);
     save();
@@ -308,15 +358,30 @@
     closeSocket();
     state.sessionId = null;
     state.customerId = null;
+    state.customerName = null;
+    state.token = null;
     state.outbox = new Map();
     save();
     setUrlSession(null);
     showStart(notice);
   }
 
-  async function loadCustomers() {
+  async function loadConfig() {
     try {
-      const r = await fetch("/api/customers");
+      const r = await fetch("/api/config");
+      state.demoLogin = Boolean((await r.json()).demo_login);
+    } catch {
+      state.demoLogin = false;
+    }
+    $("demo-label").hidden = !state.demoLogin;
+  }
+
+  // DEMO login only: the seeded customers whose id starts with, or name contains, the query.
+  async function loadCustomers(query) {
+    if (!state.demoLogin) return [];
+    try {
+      const r = await fetch(`/api/customers?${new URLSearchParams({ q: query || "" })}`);
+      if (!r.ok) return [];
       const list = await r.json();
       for (const c of list) state.names.set(c.id, c.name);
       return list;
@@ -325,31 +390,61 @@
     }
   }
 
-  async function showStart(notice) {
-    $("chat").hidden = true;
-    $("start").hidden = false;
-    $("start-notice").hidden = !notice;
-    $("start-notice").textContent = notice || "";
-    const list = await loadCustomers();
+  async function fillPicker(query, wanted) {
+    const list = await loadCustomers(query);
     const select = $("customer");
-    const wanted = new URL(location.href).searchParams.get("customer") || select.value;
     select.replaceChildren(
       ...list.map((c) => el("option", { value: c.id, textContent: c.name ? `${c.id} · ${c.name}` : c.id })),
     );
     if (wanted && list.some((c) => c.id === wanted)) select.value = wanted;
   }
 
+  async function demoToken(customerId) {
+    const r = await fetch("/api/demo/login", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ customer_id: customerId }),
+    });
+    if (!r.ok) throw new Error(`${r.status} ${await r.text()}`);
+    return r.json();
+  }
+
+  // The token was refused (expired, or the server restarted with a new demo key): sign in again.
+  async function relogin(reason) {
+    if (!state.demoLogin || !state.customerId) {
+      forget(`Please sign in again (${reason || "identity token refused"}).`);
+      return;
+    }
+    try {
+      state.token = (await demoToken(state.customerId)).token;
+      save();
+      connect();
+    } catch (err) {
+      forget(`Please sign in again: ${err.message}`);
+    }
+  }
+
+  async function showStart(notice) {
+    $("chat").hidden = true;
+    $("start").hidden = false;
+    $("start-notice").hidden = !notice;
+    $("start-notice").textContent = notice || "";
+    const wanted = new URL(location.href).searchParams.get("customer") || "";
+    if (wanted) $("customer-search").value = wanted;
+    await fillPicker($("customer-search").value, wanted);
+  }
+
   async function start(customerId) {
     $("start-btn").disabled = true;
     try {
+      const login = await demoToken(customerId);
       const r = await fetch("/api/sessions", {
         method: "POST",
-        headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({ customer_id: customerId }),
+        headers: { Authorization: `Bearer ${login.token}` },
       });
       if (!r.ok) throw new Error(`${r.status} ${await r.text()}`);
       const s = await r.json();
-      openSession(s.session_id, s.customer_id, []);
+      openSession(s.session_id, s.customer_id, s.customer_name || login.name, login.token, []);
     } catch (err) {
       $("start-notice").hidden = false;
       $("start-notice").textContent = `Could not start a conversation: ${err.message}`;
@@ -378,14 +473,20 @@
     }
   });
   $("new-btn").addEventListener("click", () => forget(null));
+  let searchTimer = null;
+  $("customer-search").addEventListener("input", () => {
+    clearTimeout(searchTimer);
+    searchTimer = setTimeout(() => fillPicker($("customer-search").value, null), 150);
+  });
 
   const saved = load();
   const sid = new URL(location.href).searchParams.get("session") || (saved && saved.session_id);
-  loadCustomers().then(setWho);
-  if (sid) {
-    const same = saved && saved.session_id === sid;
-    openSession(sid, same ? saved.customer_id : null, same ? saved.outbox : []);
-  } else {
-    showStart(null);
-  }
+  loadConfig().then(() => {
+    // A session is only reopened with the token it was opened with (same tab): a bare link is no sign-in.
+    if (sid && saved && saved.session_id === sid && saved.token) {
+      openSession(sid, saved.customer_id, saved.customer_name, saved.token, saved.outbox);
+    } else {
+      showStart(sid ? "Sign in to continue that conversation." : null);
+    }
+  });
 })();
