@@ -340,7 +340,11 @@ def _conversation(trial: Mapping[str, Any]) -> str:
     if trace.get("harness_error"):
         lines.append(f'<div class="err">harness error: {_e(trace["harness_error"])}</div>')
     for turn in trace.get("turns") or []:
-        lines.append(f'<div class="u"><b>user:</b> {_e(turn.get("user_text", ""))}</div>')
+        timed = ""
+        if turn.get("released_s") is not None:  # timed messages: what the session stage made of them
+            ids = ", ".join(turn.get("message_ids") or ())
+            timed = f' <span class="muted">[released at {turn["released_s"]:g} s: {_e(ids)}]</span>'
+        lines.append(f'<div class="u"><b>user:</b>{timed} {_e(turn.get("user_text", ""))}</div>')
         for c in trace.get("calls") or []:
             if c.get("turn") == turn.get("index"):
                 args = ", ".join(f"{k}={v!r}" for k, v in (c.get("args") or {}).items())

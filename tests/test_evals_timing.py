@@ -13,8 +13,10 @@ import os
 import pytest
 
 from evals.harness import Agent, run_trial, session_config
+from evals.html_report import render_html
+from evals.report import RunResult
 from evals.run import DEFAULT_SCENARIOS, build_agent
-from evals.scenario import Scenario, load_scenarios
+from evals.scenario import CountRange, Scenario, load_scenarios
 from evals.scoring import score
 from stack.emulators import LocalStack
 
@@ -65,7 +67,15 @@ def test_max_hold_releases_and_a_message_in_flight_waits_for_the_reply(agent: Ag
     assert second.message_ids == ("m-7",)
     assert second.released_s == pytest.approx(cfg.max_hold_s + scenario.user.reply_after_s)
     assert "hi\nI have a question" in first.user_text
-    assert score(scenario, trace).passed
+    result = score(scenario, trace)
+    assert result.passed
+    # A scenario that wanted one turn fails, and its report shows what the session stage made of the messages.
+    one = scenario.model_copy(update={"expect": scenario.expect.model_copy(update={"turns": CountRange(min=1, max=1)})})
+    failed = score(one, trace)
+    assert {c.name for c in failed.failures} == {"turns"}
+    run = RunResult({"run_id": "t", "backend": "instant", "k": 1}, [one], [trace], [failed])
+    page = render_html(run.to_json())
+    assert "[released at 6 s: m-0, m-1, m-2, m-3, m-4, m-5, m-6]" in page and "[released at 9 s: m-7]" in page
 
 
 def test_with_a_longer_quiet_window_the_same_messages_make_other_turns(agent: Agent) -> None:
