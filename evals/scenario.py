@@ -2,8 +2,8 @@
 
 A scenario file (YAML or JSON) holds one scenario (a mapping with an ``id``) or
 several (``scenarios: [...]``). The schema is the pydantic models below
-(``Scenario.model_json_schema()`` prints it as JSON Schema); docs/evals-reference.md
-("Scenario format") documents it with an example. Validation is strict: unknown keys are
+(``Scenario.model_json_schema()`` prints it as JSON Schema); docs/evals.md documents
+every construct with an example. Validation is strict: unknown keys are
 errors (a typo must not silently weaken a check), tool names and their
 arguments are checked against the real tool registry, and every problem of a
 file is reported at once with its location::
@@ -20,7 +20,6 @@ Field values in expectations are literals or one operator:
 ``{$contains_any: ["a", "b"]}``; a field key ``subject|details`` matches when any of those fields does.
 Counts are an integer (exactly) or ``{min: N, max: M}`` (either bound may be left out).
 Checks compose with ``any_of`` / ``all_of`` (lists of check groups, nested at will).
-docs/evals.md is the reference of the format, with an example of every construct.
 """
 
 from __future__ import annotations
