@@ -25,6 +25,11 @@ import secrets
 import time
 from collections.abc import Sequence
 
+# Where the keys come from (the environment of the frontend and the pipeline; pipeline/options.py maps
+# SUPPORTFLOW_SESSION_BINDING_KEY onto --session_binding_key). The identity key is the frontend's only.
+SESSION_BINDING_KEY_ENV = "SUPPORTFLOW_SESSION_BINDING_KEY"
+IDENTITY_KEY_ENV = "SUPPORTFLOW_IDENTITY_KEY"
+
 PREFIX = "b1"
 TAG_CHARS = 32  # 192 bits of the HMAC, base64url
 MIN_KEY_BYTES = 16

@@ -9,6 +9,7 @@ delivered twice by Pub/Sub is shown once (keyed by turn id).
 from __future__ import annotations
 
 import contextlib
+import os
 import queue
 import sys
 import threading
@@ -18,6 +19,7 @@ from datetime import UTC, datetime
 from google.api_core import exceptions as gexc
 from google.cloud import pubsub_v1
 
+from contract.binding import SESSION_BINDING_KEY_ENV, mint_session_id, parse_keys
 from contract.messages import AgentReply, ContractError, InboundMessage, ReplyKind, parse_reply
 from pipeline.options import INBOUND_TOPIC, REPLY_TOPIC
 
@@ -66,11 +68,17 @@ class ReplyListener:
         self._sub.close()
 
 
+def new_session_id(customer_id: str) -> str:
+    """A session id bound to the customer when the stack's pipeline checks bindings (contract/binding.py)."""
+    keys = parse_keys(os.environ.get(SESSION_BINDING_KEY_ENV))
+    return mint_session_id(keys, customer_id) if keys else f"term-{uuid.uuid4().hex[:12]}"
+
+
 class ChatSession:
     def __init__(self, project: str, customer_id: str, session_id: str | None = None) -> None:
         self.project = project
         self.customer_id = customer_id
-        self.session_id = session_id or f"term-{uuid.uuid4().hex[:12]}"
+        self.session_id = session_id or new_session_id(customer_id)
         self._pub = pubsub_v1.PublisherClient()
         self._topic = self._pub.topic_path(project, INBOUND_TOPIC)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import jwt
 import pytest
@@ -158,3 +159,15 @@ def test_without_the_demo_login_nothing_is_minted_or_listed(seeded_stack: LocalS
         # A token from the identity provider (here: signed with the configured secret) works as before.
         token = jwt.encode({"sub": "C0012", "aud": AUDIENCE, "exp": int(time.time()) + 60}, SECRET, algorithm="HS256")
         assert c.post("/api/sessions", headers={"Authorization": f"Bearer {token}"}).json()["customer_id"] == "C0012"
+
+
+def test_the_local_stack_makes_its_demo_keys_once_and_keeps_configured_ones(tmp_path: Path) -> None:
+    from stack.keys import KEYS_FILE, use_demo_keys
+
+    env: dict[str, str] = {}
+    assert sorted(use_demo_keys(tmp_path, env)) == sorted([KEY_ENV, BINDING_KEY_ENV])
+    assert (tmp_path / KEYS_FILE).stat().st_mode & 0o077 == 0  # its owner's only
+    again: dict[str, str] = {KEY_ENV: "configured-" + "k" * 32}
+    assert use_demo_keys(tmp_path, again) == [BINDING_KEY_ENV]  # a configured key wins
+    assert again[BINDING_KEY_ENV] == env[BINDING_KEY_ENV]  # same state dir, same keys: old sessions still verify
+    Identity.from_env(env, demo_login=True)  # usable as they are

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import jwt
 
-from contract.binding import parse_keys
+from contract.binding import IDENTITY_KEY_ENV, SESSION_BINDING_KEY_ENV, parse_keys
 
 AUDIENCE = "supportflow-chat"
 DEMO_ISSUER = "supportflow-demo-login"
@@ -40,10 +40,10 @@ SECRET_ALGORITHMS = ["HS256"]
 PUBLIC_KEY_ALGORITHMS = ["RS256", "ES256"]
 MIN_SECRET_BYTES = 32  # PyJWT warns below this for HS256
 
-KEY_ENV = "SUPPORTFLOW_IDENTITY_KEY"
+KEY_ENV = IDENTITY_KEY_ENV
 PUBLIC_KEY_FILE_ENV = "SUPPORTFLOW_IDENTITY_PUBLIC_KEY_FILE"
 ISSUER_ENV = "SUPPORTFLOW_IDENTITY_ISSUER"
-BINDING_KEY_ENV = "SUPPORTFLOW_SESSION_BINDING_KEY"
+BINDING_KEY_ENV = SESSION_BINDING_KEY_ENV
 
 
 class IdentityRefused(ValueError):
