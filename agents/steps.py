@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
@@ -39,9 +40,10 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from agents import guardrails
+from agents import guardrails, narrowing, protocol, replies
 from agents.model import ChatMessage, ModelRequest, ModelResponse, ToolCall
 from agents.prompting import ContextMismatchError, build_request, load_template, user_text
+from agents.routes import REPLY_ROUTE_TOOL, RouteTable, load_routes
 from agents.turn import ERROR_TEXT, FALLBACK_TEXT, FLAG_EMPTY_FALLBACK, FLAG_MODEL_ERROR, FLAG_TRUNCATED, reply_text
 from contract.handoff import Handoff
 from contract.messages import AgentReply, ReplyKind, TurnTimings
@@ -68,6 +70,14 @@ FLAG_TOOL_ERROR = "tool_error"
 FLAG_TOOL_REPLAYED = "tool_replayed"
 FLAG_TOOL_DENIED = "tool_policy_denied"
 FLAG_TOOL_CALLS_CAPPED = "tool_calls_capped"
+FLAG_PROTOCOL_INVALID = "protocol_invalid"  # a constrained step's output was not one of the protocol's shapes
+FLAG_NO_VALID_ARGUMENTS = "tool_no_valid_arguments"  # the routed tool has no valid value for a required argument
+
+# How a backend's model calls tools (declared per backend in agents.backends.registry).
+TOOL_MODE_NATIVE = "native"  # the model's API takes tool declarations and returns calls
+TOOL_MODE_CONSTRAINED = "constrained"  # the step protocol (agents.protocol), decoding constrained to its shapes
+TOOL_MODE_NONE = "none"  # no tools: one plain step (only the instant stub, which is not an agent)
+TOOL_MODES: frozenset[str] = frozenset({TOOL_MODE_NATIVE, TOOL_MODE_CONSTRAINED, TOOL_MODE_NONE})
 
 _TAMPER_ARG = re.compile(r"customer|user|account|tenant|owner|scope|session|email|client", re.I)
 
@@ -96,12 +106,16 @@ class StepConfig:
     tools: tuple[str, ...] = TOOL_NAMES  # () for a model without tool calling
     max_calls_per_step: int = 4
     policy_digests: bool = True
+    tool_mode: str = TOOL_MODE_NATIVE
     # The turn's policy: its digests go into the prompt and the tools judge by it (ToolContext.policy).
     policy: ShopPolicy = field(default_factory=default_policy, hash=False)
 
     def __post_init__(self) -> None:
         if self.max_steps < 1 or self.max_tokens < 1 or self.max_calls_per_step < 1:
             raise ValueError("max_steps, max_tokens and max_calls_per_step must be >= 1")
+        object.__setattr__(self, "tool_mode", str(self.tool_mode))
+        if self.tool_mode not in TOOL_MODES:
+            raise ValueError(f"tool_mode must be one of {sorted(TOOL_MODES)}, got {self.tool_mode!r}")
         object.__setattr__(self, "tools", tuple(self.tools))
 
 
@@ -148,6 +162,8 @@ class AgentState:
     model: str = ""
     error: str = ""
     tool_values: tuple[str, ...] = field(default=(), repr=False)  # string values of tool results (own data)
+    route: str = ""  # the route a constrained turn took (agents.routes), if it was routed by embeddings
+    next_request: ModelRequest | None = field(default=None, repr=False)  # set by the constrained protocol
 
     @property
     def done(self) -> bool:
@@ -158,6 +174,8 @@ class AgentState:
         """The next model request (only while ``not done``)."""
         if self.done:
             raise RuntimeError(f"turn {self.turn_id} is finished ({self.outcome}); it has no next request")
+        if self.next_request is not None:
+            return self.next_request
         tools = tool_declarations(self.config.tools) if self.config.tools else ()
         return ModelRequest(messages=self.messages, max_tokens=self.config.max_tokens, tools=tools)
 
@@ -269,7 +287,8 @@ def start(enriched: EnrichedTurn, version: str = PROMPT_VERSION, config: StepCon
         digests = policy_digests(text, version, policy=state.config.policy)
         if digests:
             system += "\nPolicies:\n" + "\n".join(f"- {d}" for d in digests)
-    return replace(state, messages=(ChatMessage("system", system), *base.messages[1:]))
+    state = replace(state, messages=(ChatMessage("system", system), *base.messages[1:]))
+    return _constrained_start(state) if state.config.tool_mode == TOOL_MODE_CONSTRAINED else state
 
 
 def advance(state: AgentState, response: ModelResponse, executor: ToolExecutor) -> AgentState:
@@ -285,11 +304,13 @@ def advance(state: AgentState, response: ModelResponse, executor: ToolExecutor) 
         prompt_tokens=response.prompt_tokens,
         completion_tokens=response.completion_tokens,
         finish_reason=response.finish_reason,
-        tool_calls=len(calls),
+        tool_calls=0,
     )
     state = replace(state, step=step, model=response.model or state.model, steps=(*state.steps, record))
     if response.error:
         return _error(state, response.error, FLAG_MODEL_ERROR)
+    if state.config.tool_mode == TOOL_MODE_CONSTRAINED:
+        return _constrained_advance(state, response, executor)
     if not calls:
         return _finish_with_text(state, response)
     return _run_tools(state, response, executor)
@@ -330,7 +351,9 @@ def _run_tools(state: AgentState, response: ModelResponse, executor: ToolExecuto
             actions.append(action)
         if result.handed_off and handed_off is None:
             handed_off = (call, result)
-    steps = (*state.steps[:-1], replace(state.steps[-1], tools_ms=tools_ms))
+    last = state.steps[-1]
+    last = replace(last, tools_ms=last.tools_ms + tools_ms, tool_calls=last.tool_calls + len(records))
+    steps = (*state.steps[:-1], last)
     state = replace(
         state,
         messages=tuple(messages),
@@ -392,6 +415,165 @@ def _error(state: AgentState, reason: str, flag: str) -> AgentState:
     return replace(
         state, outcome=Outcome.ERROR, reply_text=ERROR_TEXT, error=reason[:1000], flags=_merge(state.flags, [flag])
     )
+
+
+# ---------------------------------------------------------------------------
+# The constrained step protocol (models without native tool calls)
+# ---------------------------------------------------------------------------
+#
+# Every model step's output is one JSON decision (agents.protocol): a call of one declared tool
+# with arguments valid against its narrowed schema (agents.narrowing), a hand-off (a call of
+# handoff_to_human), or a reply. Prompt versions with a routes file (agents.routes) route the turn
+# first by nearest neighbour over the model's own embeddings, then decode only the routed tool's
+# arguments (nothing is decoded when the narrowed schema leaves one value); other versions let the
+# model choose among all tools under the constraint. After tool results the reply is rendered
+# from them (agents.replies), so it states only what the tools returned.
+
+
+def _route_table(state: AgentState) -> RouteTable | None:
+    return load_routes(state.version)
+
+
+def _turn_facts(state: AgentState) -> narrowing.TurnFacts:
+    enriched = state.enriched
+    orders = tuple(o for o in (enriched.context or {}).get("orders") or () if isinstance(o, Mapping))
+    history = tuple(e.text for e in reversed(enriched.turn.history))
+    return narrowing.TurnFacts(
+        text=user_text(enriched), history=history, orders=orders, from_text=_route_table(state) is not None
+    )
+
+
+def _decision_request(
+    state: AgentState, tools: list[dict[str, Any]], reply_text: bool, allow_reply: bool = True
+) -> ModelRequest:
+    """A step whose output must be one decision among ``tools`` (narrowed declarations), or a reply if allowed."""
+    variants = [protocol.call_variant(t["name"], t["parameters"]) for t in tools]
+    if allow_reply:
+        variants.append(protocol.reply_variant(reply_text))
+    instruction = protocol.FUNCTION_CALLING_PREAMBLE + "\n" + protocol.function_list(tools, reply_text, allow_reply)
+    system = ChatMessage("system", f"{state.messages[0].content}\n\n{instruction}")
+    return ModelRequest(
+        messages=(system, *state.messages[1:]),
+        max_tokens=state.config.max_tokens,
+        response_schema=protocol.decision_schema(variants),
+    )
+
+
+def _narrowed_tools(state: AgentState, names: Iterable[str]) -> list[dict[str, Any]]:
+    facts = _turn_facts(state)
+    out = []
+    for decl in tool_declarations(names):
+        params = narrowing.narrow(decl, facts)
+        if params is not None:
+            out.append({**decl, "parameters": params})
+    return out
+
+
+def _constrained_start(state: AgentState) -> AgentState:
+    table = _route_table(state)
+    if table is not None:
+        text = user_text(state.enriched)
+        request = ModelRequest(messages=(ChatMessage("user", text),), max_tokens=1, route=table.query(text))
+        return replace(state, next_request=request)
+    return replace(state, next_request=_decision_request(state, _narrowed_tools(state, state.config.tools), True))
+
+
+def _tool_results(state: AgentState) -> list[tuple[str, dict[str, Any]]]:
+    out = []
+    for m in state.messages:
+        if m.role == "tool" and m.name:
+            try:
+                content = json.loads(m.content)
+            except ValueError:
+                content = {"status": "error"}
+            out.append((m.name, content if isinstance(content, dict) else {"status": "error"}))
+    return out
+
+
+def _finish_rendered(state: AgentState, response: ModelResponse, text: str) -> AgentState:
+    return _finish_with_text(replace(state, next_request=None), replace(response, text=text, finish_reason="stop"))
+
+
+def _constrained_advance(state: AgentState, response: ModelResponse, executor: ToolExecutor) -> AgentState:
+    asked = state.next_request
+    if response.route:
+        return _after_route(state, response, executor)
+    if asked is None or asked.response_schema is None:  # a plain reply (a route without a tool)
+        return _finish_with_text(replace(state, next_request=None), response)
+    try:
+        decision = protocol.parse_decision(response.text, asked.response_schema, f"call_{state.step}")
+    except protocol.ProtocolError:
+        state = replace(state, flags=_merge(state.flags, [FLAG_PROTOCOL_INVALID]))
+        results = _tool_results(state)
+        return _finish_rendered(state, response, replies.render(results) if results else FALLBACK_TEXT)
+    if decision.call is None:
+        results = _tool_results(state)
+        return _finish_rendered(state, response, replies.render(results) if results else decision.text)
+    return _call(state, response, decision.call, executor)
+
+
+def _call(state: AgentState, response: ModelResponse, call: ToolCall, executor: ToolExecutor) -> AgentState:
+    state = _run_tools(replace(state, next_request=None), replace(response, tool_calls=(call,)), executor)
+    return state if state.done else _after_tools(state, response, executor)
+
+
+def _after_route(state: AgentState, response: ModelResponse, executor: ToolExecutor) -> AgentState:
+    table = _route_table(state)
+    label = response.route[0][0]
+    route = table.routes.get(label) if table is not None else None
+    if route is None:
+        return _error(state, f"the backend routed to unknown route {label!r}", FLAG_PROTOCOL_INVALID)
+    state = replace(state, route=route.name, flags=_merge(state.flags, [f"route_{route.name}"]))
+    if route.tool == REPLY_ROUTE_TOOL:
+        return replace(state, next_request=ModelRequest(messages=state.messages, max_tokens=state.config.max_tokens))
+    return _route_call(state, response, route.tool, dict(route.args), executor)
+
+
+def _route_call(
+    state: AgentState, response: ModelResponse, tool: str, presets: dict[str, Any], executor: ToolExecutor
+) -> AgentState:
+    [decl] = tool_declarations([tool])
+    params = narrowing.narrow(decl, _turn_facts(state), presets)
+    if params is None:
+        state = replace(state, flags=_merge(state.flags, [FLAG_NO_VALID_ARGUMENTS]))
+        return _finish_rendered(state, response, FALLBACK_TEXT)
+    args = narrowing.fixed_arguments(params)
+    if args is None:  # something left to choose: the model decodes it under the narrowed schema
+        routed = [{**decl, "parameters": params}]
+        return replace(state, next_request=_decision_request(state, routed, False, allow_reply=False))
+    text = json.dumps({"name": tool, "parameters": args}, ensure_ascii=False)
+    call = ToolCall(id=f"call_{state.step}_{len(state.tool_calls)}", name=tool, arguments=json.dumps(args))
+    return _call(state, replace(response, text=text), call, executor)
+
+
+def _after_tools(state: AgentState, response: ModelResponse, executor: ToolExecutor) -> AgentState:
+    """After a tool result: the route's follow-up, or (model-chosen tools) the model's next decision, or the reply."""
+    table = _route_table(state)
+    results = _tool_results(state)
+    if table is None:
+        tools = _narrowed_tools(state, state.config.tools)
+        return replace(state, next_request=_decision_request(state, tools, False))
+    route = table.routes.get(state.route)
+    follow = route.then if route is not None else None
+    last_name, last_content = results[-1]
+    ran = {c.name for c in state.tool_calls}
+    if follow is not None and last_name == route.tool and follow.tool not in ran and follow.applies(last_content):
+        last_args = _args(ToolCall("", last_name, _last_arguments(state)))
+        presets = {k: last_args[k] for k in follow.args_from if k in last_args}
+        return _route_call(state, response, follow.tool, presets, executor)
+    return _finish_rendered(state, response, replies.render(results))
+
+
+def calls_made(state: AgentState) -> list[ToolCall]:
+    """Every tool call of the turn as made (arguments unmasked), in order; one per ``state.tool_calls`` record."""
+    return [c for m in state.messages if m.role == "assistant" for c in m.tool_calls]
+
+
+def _last_arguments(state: AgentState) -> str:
+    for m in reversed(state.messages):
+        if m.role == "assistant" and m.tool_calls:
+            return m.tool_calls[-1].arguments
+    return "{}"
 
 
 # ---------------------------------------------------------------------------

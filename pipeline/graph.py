@@ -55,7 +55,7 @@ def agent_plan(backend: str, *, max_steps: int, max_tokens: int) -> tuple[str, S
     loop only where the model calls tools (``tool_mode`` other than none); one plain step otherwise."""
     entry = registry.get(backend)
     if entry.calls_tools:
-        return entry.prompt_version, StepConfig(max_steps=max_steps, max_tokens=max_tokens)
+        return entry.prompt_version, StepConfig(max_steps=max_steps, max_tokens=max_tokens, tool_mode=entry.tool_mode)
     return entry.prompt_version, StepConfig(max_steps=1, max_tokens=max_tokens, tools=(), policy_digests=False)
 
 

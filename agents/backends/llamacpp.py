@@ -19,7 +19,14 @@ Facts measured on this project's 2-core machines (see the module's tests):
   that cannot be switched off; we lock it with a random API key and no web UI.
 - Constrained output works: ``json_schema`` / ``response_format`` /
   ``grammar`` (LLGuidance) in the request dict. SmolLM2's chat template
-  ignores ``tools``: no native tool calls from this model.
+  ignores ``tools``: no native tool calls from this model, so it calls tools
+  through the step protocol (``agents.protocol``): a request's
+  ``response_schema`` goes to llama.cpp as ``json_schema`` (a grammar).
+- Embeddings (routing, ``agents.routing``): the same server runs in embedding
+  mode too (``CommonParams.embedding``, mean pooling); ``handle_embeddings``
+  takes ~3 ms per short text, and chat completions still work. A request's
+  ``route`` is answered with the ranked labels, not text; example vectors are
+  cached per model copy, so a turn embeds only its own text.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from agents.model import CarriesRequest, ModelRequest, ModelResponse, ToolCall, check_inference_args, request_of
+from agents.routing import EmbeddingCache, rank
 
 if TYPE_CHECKING:
     import xllamacpp
@@ -108,6 +116,8 @@ class LlamaCppModel:
         params.sampling.temp = temperature
         params.sampling.seed = seed
         params.cache_prompt = True
+        params.embedding = True  # routing by the model's own embeddings (handle_embeddings)
+        params.pooling_type = xlc.llama_pooling_type.LLAMA_POOLING_TYPE_MEAN
         params.offline = True  # never fetch anything
         params.verbosity = verbosity  # 1: errors only
         # The embedded HTTP listener (loopback, random port) cannot be disabled: lock it
@@ -119,15 +129,29 @@ class LlamaCppModel:
         self._temperature = temperature
         self._seed = seed
         self._server = xlc.Server(params)
+        self._embeddings = EmbeddingCache(self.embed)
 
     @property
     def listening_address(self) -> str:
         """The embedded OpenAI-compatible HTTP server, e.g. ``http://127.0.0.1:PORT``."""
         return str(self._server.listening_address)
 
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        """Mean-pooled embeddings of ``texts``, one per text."""
+        result = self._server.handle_embeddings({"input": list(texts)})
+        if "error" in result:
+            raise RuntimeError(f"llama.cpp embeddings failed: {result['error']}")
+        data = sorted(result["data"], key=lambda d: d["index"])
+        return [d["embedding"] for d in data]
+
     def complete(
         self, request: ModelRequest, max_tokens: int, temperature: float | None = None, seed: int | None = None
     ) -> ModelResponse:
+        if request.route is not None:
+            start = time.perf_counter()
+            ranked = rank(request.route, self._embeddings)
+            model_ms = (time.perf_counter() - start) * 1000.0
+            return ModelResponse(text="", route=ranked, model_ms=model_ms, model=self.model_name, finish_reason="route")
         body: dict[str, Any] = {
             "messages": [m.to_openai() for m in request.messages],
             "max_tokens": max_tokens,
@@ -135,7 +159,9 @@ class LlamaCppModel:
             "seed": self._seed if seed is None else seed,
             "stream": False,
         }
-        if request.tools:
+        if request.response_schema is not None:
+            body["json_schema"] = request.response_schema  # llama.cpp compiles it to a grammar
+        elif request.tools:
             body["tools"] = [_tool_for_openai(t) for t in request.tools]
         start = time.perf_counter()
         result = self._server.handle_chat_completions(body)

@@ -1,0 +1,99 @@
+"""Routes of a prompt version: example requests per tool, as versioned data (``prompts/<version>.routes.yaml``).
+
+A version with a routes file routes each turn by nearest neighbour over the
+model's own embeddings (``agents.routing``); a version without one lets the
+model choose the tool itself under the step protocol's constraint.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from agents.model import RouteQuery
+from agents.prompting import PROMPTS_DIR
+from tools.support import TOOL_NAMES
+
+REPLY_ROUTE_TOOL = "reply"  # a route that answers in plain text, without a tool
+# Argument values say nothing about the intent and pull a small model's embedding towards each
+# other (two requests naming order ids look alike): route on the request with them masked.
+_ID_VALUE = re.compile(r"\b(?:O-C\d+-\d+|RMA-\w+|[RTH]-\w*\d\w*|C\d{4,})\b", re.IGNORECASE)
+_NUMBER = re.compile(r"\b\d[\w-]*\b")
+
+
+def routing_text(text: str) -> str:
+    """``text`` as routing sees it: ids replaced by "it", other numbers by "#", whitespace collapsed."""
+    return " ".join(_NUMBER.sub("#", _ID_VALUE.sub("it", text)).split())
+
+
+@dataclass(frozen=True)
+class FollowUp:
+    """A tool that runs after the route's tool when that result matches ``when`` (e.g. act after a check)."""
+
+    tool: str
+    when: tuple[tuple[str, Any], ...]
+    args_from: tuple[str, ...]
+
+    def applies(self, content: Mapping[str, Any]) -> bool:
+        return all(content.get(key) == value for key, value in self.when)
+
+
+@dataclass(frozen=True)
+class Route:
+    name: str
+    tool: str  # a support tool, or REPLY_ROUTE_TOOL
+    args: tuple[tuple[str, Any], ...] = ()
+    then: FollowUp | None = None
+    examples: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RouteTable:
+    version: str
+    k: int
+    routes: Mapping[str, Route]
+    lexical_weight: float = 0.0
+
+    def query(self, text: str) -> RouteQuery:
+        examples = tuple((r.name, routing_text(e)) for r in self.routes.values() for e in r.examples)
+        return RouteQuery(text=routing_text(text), examples=examples, k=self.k, lexical_weight=self.lexical_weight)
+
+
+def _route(raw: Mapping[str, Any], version: str) -> Route:
+    tool = str(raw["tool"])
+    if tool != REPLY_ROUTE_TOOL and tool not in TOOL_NAMES:
+        raise ValueError(f"{version}.routes.yaml: route {raw.get('name')!r} names unknown tool {tool!r}")
+    then = raw.get("then")
+    follow = None
+    if then:
+        if then["tool"] not in TOOL_NAMES:
+            raise ValueError(f"{version}.routes.yaml: follow-up tool {then['tool']!r} is unknown")
+        follow = FollowUp(then["tool"], tuple(dict(then.get("when") or {}).items()), tuple(then.get("args_from") or ()))
+    examples = tuple(str(e) for e in raw.get("examples") or ())
+    if not examples:
+        raise ValueError(f"{version}.routes.yaml: route {raw.get('name')!r} has no examples")
+    return Route(str(raw["name"]), tool, tuple(dict(raw.get("args") or {}).items()), follow, examples)
+
+
+@functools.lru_cache(maxsize=8)
+def load_routes(version: str) -> RouteTable | None:
+    """The version's route table, or None when the version has no routes file."""
+    path = PROMPTS_DIR / f"{version}.routes.yaml"
+    if not path.is_file():
+        return None
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    routes = [_route(r, version) for r in data.get("routes") or ()]
+    names = [r.name for r in routes]
+    if len(set(names)) != len(names):
+        raise ValueError(f"{version}.routes.yaml: route names repeat")
+    return RouteTable(
+        version=version,
+        k=int(data.get("k", 3)),
+        routes={r.name: r for r in routes},
+        lexical_weight=float(data.get("lexical_weight", 0.0)),
+    )
