@@ -4,7 +4,7 @@ Run: ``.venv/bin/python -m bench.session_state`` (prints JSON, also writes
 ``artifacts/bench_session_state.json``). Options: ``--layout legacy|v1|both`` (default both:
 before and after from the same run), ``--sizes 1000,5000,20000``, ``--turns N`` (default: long
 enough to fill the seen-id set, ~1,050 turns), ``--max-history 20``, ``--quick`` (a smoke run),
-``--out PATH``.
+``--parts bytes,capacity``, ``--out PATH``.
 
 Part 1 (bytes): one session through the real DoFn on ``BundleBasedDirectRunner`` (streaming,
 TestStream). Each turn is 1-3 user messages of 40-200 chars, released by the DoFn's own
@@ -616,6 +616,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--sizes", default=",".join(str(n) for n in DEFAULT_SIZES))
     ap.add_argument("--turns", type=int, default=0, help="0: long enough to fill the seen-id set")
     ap.add_argument("--max-history", type=int, default=SessionConfig().max_history)
+    ap.add_argument("--parts", default="bytes,capacity", help="which parts to run: bytes, capacity or both")
+    ap.add_argument("--budget-s", type=float, default=TOTAL_BUDGET_S, help="the whole run's time budget")
     ap.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
     ap.add_argument("--out", default="artifacts/bench_session_state.json")
     args = ap.parse_args(argv)
@@ -627,11 +629,13 @@ def main(argv: list[str] | None = None) -> None:
     layouts = list(LAYOUTS) if args.layout == "both" else [args.layout]
     sizes = [200, 500] if args.quick else [int(x) for x in args.sizes.split(",") if x]
     turns = 100 if args.quick else (args.turns or _turns_to_fill_seen())
+    parts = set(args.parts.split(","))
     state = []
-    for layout in layouts:
+    for layout in layouts if "bytes" in parts else []:
         state.append(measure_state_bytes(layout, turns, args.max_history))
-        print(json.dumps({k: state[-1].get(k) for k in ("layout", "wall_s", "steady_turns_51_100")}), file=sys.stderr)
-    capacity = measure_capacity(sizes, layouts, started + TOTAL_BUDGET_S)
+        windows = ("layout", "wall_s", "steady_turns_51_100", "seen_ids_at_bound_last_50_turns")
+        print(json.dumps({k: state[-1].get(k) for k in windows}), file=sys.stderr)
+    capacity = measure_capacity(sizes, layouts, started + args.budget_s) if "capacity" in parts else {"runs": []}
     report = {
         "notes": [
             "Local BundleBasedDirectRunner numbers, on a shared machine: bytes are exact (counted at the "
