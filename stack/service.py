@@ -91,7 +91,7 @@ class PipelineProcess:
 
 
 STACK_RECORD_GLOB = "up-*.json"
-WEB_READY_TIMEOUT_S = 60.0
+WEB_READY_TIMEOUT_S = 120.0  # the page imports Beam: ~5 s on an idle machine, much more on a busy one
 
 
 def say(line: str) -> None:
@@ -101,17 +101,22 @@ def say(line: str) -> None:
 
 @dataclass(frozen=True)
 class RunningStack:
-    """Another ``stack up`` on the same state dir, from the record it keeps in ``run/up-<pid>.json``."""
+    """Another ``stack up`` on the same state dir, from the record it keeps in ``run/stacks/up-<pid>.json``."""
 
     pid: int
     web_url: str
     log_dir: str
 
 
+def stack_records_dir(state_dir: Path) -> Path:
+    # Not run/ itself: LocalStack.start() reaps run/*.json as emulator pid files and drops what is not one.
+    return state_dir / "run" / "stacks"
+
+
 def running_stacks(state_dir: Path) -> list[RunningStack]:
     """The live ``stack up`` processes on ``state_dir``, other than this one; stale records are removed."""
     found: list[RunningStack] = []
-    for record in sorted((state_dir / "run").glob(STACK_RECORD_GLOB)):
+    for record in sorted(stack_records_dir(state_dir).glob(STACK_RECORD_GLOB)):
         try:
             info = json.loads(record.read_text())
             other = RunningStack(int(info["pid"]), str(info["web_url"]), str(info["log_dir"]))
@@ -138,7 +143,7 @@ def _is_stack_up(pid: int) -> bool:
 @contextlib.contextmanager
 def stack_record(state_dir: Path, web_url: str, log_dir: Path) -> Iterator[Path]:
     """Announce this stack to a second ``stack up`` on the same state dir for as long as it runs."""
-    record = state_dir / "run" / f"up-{os.getpid()}.json"
+    record = stack_records_dir(state_dir) / f"up-{os.getpid()}.json"
     record.parent.mkdir(parents=True, exist_ok=True)
     record.write_text(json.dumps({"pid": os.getpid(), "web_url": web_url, "log_dir": str(log_dir)}))
     try:
@@ -187,11 +192,6 @@ def up(
     web_port: int | None = None,
     pipeline_args: list[str] | None = None,
 ) -> int:
-    from stack.chat import repl
-    from stack.clients import firestore_client
-    from stack.resources import ensure_resources
-    from stack.seed import seed_firestore
-
     state_dir = state_dir.resolve()
     others = running_stacks(state_dir)
     for other in others:
@@ -202,6 +202,32 @@ def up(
         say("this one starts beside it, on ports of its own")
     try:
         port = choose_web_port(web_port)
+    except StackError as e:
+        print(f"supportflow: {e}", file=sys.stderr)
+        return 1
+    web_url = f"http://127.0.0.1:{port}/"
+    # Announced before the slow start, so a stack started meanwhile already sees this one.
+    with stack_record(state_dir, web_url, log_dir):
+        return _run(customers, backend, customer, state_dir, log_dir, port, pipeline_args)
+
+
+def _run(
+    customers: int,
+    backend: str,
+    customer: str,
+    state_dir: Path,
+    log_dir: Path,
+    port: int,
+    pipeline_args: list[str] | None,
+) -> int:
+    from stack.chat import repl
+    from stack.clients import firestore_client
+    from stack.keys import use_demo_keys
+    from stack.resources import ensure_resources
+    from stack.seed import seed_firestore
+
+    web_url = f"http://127.0.0.1:{port}/"
+    try:
         # Its own venv: bqemulator's pins never meet Beam's.
         bq_venv = ensure_bq_venv(state_dir / "bq-venv", announce=say)
         say("starting the local stack (Pub/Sub, Firestore, BigQuery emulators)...")
@@ -209,10 +235,10 @@ def up(
     except StackError as e:
         print(f"supportflow: {e}", file=sys.stderr)
         return 1
-    web_url = f"http://127.0.0.1:{port}/"
     try:
         say(f"emulators ready in {stack.startup_s:.1f} s; creating topics, subscriptions and tables...")
         env = stack.apply_env()
+        use_demo_keys(state_dir)  # DEMO identity and session binding keys, inherited by every process, never printed
         ensure_resources(stack.project, stack.bigquery_endpoint)
         say(f"seeding {customers} customers...")
         t0 = time.monotonic()
@@ -225,7 +251,6 @@ def up(
         with (
             PipelineProcess(pipeline_command(stack.bigquery_endpoint, backend, pipeline_args), env, log) as pipeline,
             PipelineProcess(web_cmd, env, stack.log_dir / "web.log") as web,
-            stack_record(state_dir, web_url, stack.log_dir),
         ):
             if wait_for_web(web, port):
                 say(f"chat page on {web_url} (operator view: {web_url}ops)")
@@ -323,6 +348,12 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     return parser, u
 
 
+def _stop_on_sigterm(signum: int, _frame: object) -> None:
+    # `kill <pid>` should stop a stack as /quit does: SystemExit runs every finally and atexit on the way
+    # out (pipeline, page, emulators), where Python's default SIGTERM would orphan them all.
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser, up_parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
@@ -338,6 +369,7 @@ def main(argv: list[str] | None = None) -> int:
         extra = shlex.split(args.pipeline_args)
     except ValueError as e:
         up_parser.error(f"--pipeline-args: {e}")
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     return up(args.customers, args.model, args.customer, args.state_dir, args.web_port, extra)
 
 

@@ -6,9 +6,11 @@ import contextlib
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import uuid
@@ -314,7 +316,7 @@ def test_a_taken_default_web_port_gives_way_but_an_explicit_one_is_an_error() ->
 
 
 class _Up:
-    """`python -m stack up` as a user runs it, its output read line by line."""
+    """`python -m stack up` as a user runs it; a thread reads its output, so every wait keeps its deadline."""
 
     def __init__(self, state_dir: Path, *args: str) -> None:
         cmd = [sys.executable, "-m", "stack", "up", "--model", "instant", "--customers", "5", *args]
@@ -330,33 +332,46 @@ class _Up:
             text=True,
         )
         self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
 
-    def wait_for(self, pattern: str, timeout_s: float = 240) -> re.Match[str]:
-        deadline = time.monotonic() + timeout_s
+    def _read(self) -> None:
         assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def wait_for(self, pattern: str, timeout_s: float = 300) -> re.Match[str]:
+        deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            for line in self.lines:
+            for line in list(self.lines):
                 if found := re.search(pattern, line):
                     return found
-            line = self.proc.stdout.readline()
-            if not line:
+            if self.proc.poll() is not None and not self._reader.is_alive():
                 break
-            self.lines.append(line.rstrip("\n"))
+            time.sleep(0.1)
         raise AssertionError(f"no line matching {pattern!r}; output:\n" + "\n".join(self.lines))
 
-    def quit(self, timeout_s: float = 60) -> int:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
+    def exit_code(self, timeout_s: float = 120) -> int:
+        code = self.proc.wait(timeout=timeout_s)
+        self._reader.join(timeout=10)
+        return code
+
+    def quit(self, timeout_s: float = 120) -> int:
+        assert self.proc.stdin is not None
         with contextlib.suppress(BrokenPipeError):
             self.proc.stdin.write("/quit\n")
             self.proc.stdin.flush()
-        out, _ = self.proc.communicate(timeout=timeout_s)
-        self.lines += out.splitlines()
-        return self.proc.returncode
+        return self.exit_code(timeout_s)
 
-    def kill(self) -> None:
+    def stop(self) -> None:
+        """SIGTERM (it stops its pipeline, page and emulators on the way out), SIGKILL only if that hangs."""
         if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
 
 
 @pytest.mark.timeout(600)
@@ -374,8 +389,7 @@ def test_a_second_stack_beside_a_first_gets_its_own_ports_page_and_logs(tmp_path
         logs1 = first.wait_for(r"pipeline running .*; logs in (\S+)$").group(1)
         # Asking for a port that is taken is refused at once, saying so (not hidden in a log).
         taken = _Up(state, "--web-port", str(first_port))
-        assert taken.proc.wait(timeout=120) == 1
-        taken.lines += (taken.proc.stdout.read() if taken.proc.stdout else "").splitlines()
+        assert taken.exit_code() == 1
         assert any(f"127.0.0.1:{first_port} is already in use" in line for line in taken.lines), taken.lines
         # A second stack on a free port says a first one runs, and prints its own addresses.
         second = _Up(state, "--web-port", "0")
@@ -398,11 +412,15 @@ def test_a_second_stack_beside_a_first_gets_its_own_ports_page_and_logs(tmp_path
             assert (Path(logs) / "web.log").is_file() and (Path(logs) / "pubsub.log").is_file()
         groups = [json.loads(f.read_text())["pgid"] for f in (state / "run").glob("*.json") if "pgid" in f.read_text()]
         assert len(groups) == 6  # three emulators per stack, a pid file each
-        assert second.quit() == 0, second.lines
+        records = {f.name for f in (state / "run" / "stacks").glob("*.json")}
+        assert records == {f"up-{first.proc.pid}.json", f"up-{second.proc.pid}.json"}
+        second.proc.terminate()  # `kill <pid>` stops a stack as /quit does: nothing of it is left running
+        assert second.exit_code() == 128 + signal.SIGTERM, second.lines
+        assert port_free(int(url2.rsplit(":", 1)[1].strip("/"))), "the second stack's page outlived it"
         assert first.quit() == 0, first.lines
         assert all(_group_members(pgid) == [] for pgid in groups), "an emulator outlived its stack"
-        assert list((state / "run").glob("*.json")) == []
+        assert list((state / "run").rglob("*.json")) == []  # pid files and stack records, all gone
     finally:
         for up in (first, second, taken):
             if up is not None:
-                up.kill()
+                up.stop()
