@@ -79,7 +79,8 @@ def _merge(a: dict, b: dict) -> dict:
 def test_shipped_policy_texts_render_and_pickle_by_name() -> None:
     policy = default_policy()
     assert {d.slug for d in policy.digests} == {
-        "returns", "refunds", "delivery-delays", "change-address", "warranty", "account-security",
+        "returns", "refunds", "delivery-delays", "change-address", "warranty", "damaged-or-missing",
+        "account-security",
     }  # fmt: skip
     assert all("${" not in t for t in _texts(policy))
     assert len(pickle.dumps(policy)) < 200 and pickle.loads(pickle.dumps(policy)) is policy
@@ -196,6 +197,8 @@ def test_a_damaged_delivered_item_goes_to_a_ticket_and_is_never_refunded_by_the_
     assert "ticket" in verdict["next_step"] and "need not be sent back" in verdict["next_step"]
     article = default_policy().article("damaged-or-missing")["body"]
     assert f"within {window} days of delivery" in article and "photo" in article
+    digest = state.request.messages[0].content  # "damaged" selects the damaged-items digest
+    assert f"Damaged or missing items: report within {window} days of delivery" in digest and "ticket" in digest
     denied = executor.execute(state.ctx, call("start_refund_or_return", order_id=oid, kind="refund")).content
     assert denied["status"] == "denied" and docs(db, cid, REFUNDS) == []
     # Outside a (shortened) damage window the verdict no longer offers the damage route.
