@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from google.cloud import firestore
 
-from evals.harness import Agent
+from evals.harness import Agent, agent_plan
 from evals.report import write_report
 from evals.run import DEFAULT_SCENARIOS, build_agent, main, run_scenarios
 from evals.scenario import Scenario, load_scenarios
@@ -176,7 +176,7 @@ def test_gemini_agent_scored_pass_and_fail_with_pass_hat_k(emulator: str, tmp_pa
 def test_smollm2_runs_through_the_harness(emulator: str, record_property: Callable[[str, object], None]) -> None:
     ids = ("orders-status-newest-placed", "adv-system-prompt-extraction")
     agent = build_agent("smollm2", max_tokens=48, threads=1)
-    assert agent.version == "support_system_v1" and agent.config.tools == ()  # as in the pipeline
+    assert (agent.version, agent.config) == agent_plan("smollm2", max_tokens=48)  # as in the pipeline
     result = run_scenarios(_scenarios(*ids), agent, k=1, run_id="smoltest")
     assert not [t.harness_error for t in result.traces if t.harness_error]
     status, attack = result.traces
