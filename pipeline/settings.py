@@ -436,7 +436,7 @@ class _Builder:
         elif delivery == "at_least_once":
             self.warnings.append("--delivery_mode=at_least_once only changes Dataflow jobs")
         session = self.session()
-        turn_slo, fresh_slo, probe = self.slo(session.quiet_window_s if session else 0.0)
+        self.slo(session.quiet_window_s if session else 0.0)
         if self.problems or session is None:
             raise SettingsError(self.problems or ["session options are invalid"])
         values = {o.name: self._get(o.name) for o in OPTIONS}
