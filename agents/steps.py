@@ -40,14 +40,14 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from agents import guardrails, narrowing, protocol, replies
+from agents import guardrails, narrowing, protocol, replies, routing
 from agents.model import ChatMessage, ModelRequest, ModelResponse, ToolCall
 from agents.prompting import ContextMismatchError, build_request, load_template, user_text
 from agents.routes import REPLY_ROUTE_TOOL, RouteTable, load_routes
 from agents.turn import ERROR_TEXT, FALLBACK_TEXT, FLAG_EMPTY_FALLBACK, FLAG_MODEL_ERROR, FLAG_TRUNCATED, reply_text
 from contract.handoff import Handoff
 from contract.messages import AgentReply, ReplyKind, TurnTimings
-from contract.turn import EnrichedTurn
+from contract.turn import EnrichedTurn, Role
 from tools.policies import ShopPolicy, default_policy
 from tools.registry import ToolExecutor, ToolResult, tool_declarations
 from tools.scope import ToolContext
@@ -557,11 +557,24 @@ def _after_tools(state: AgentState, response: ModelResponse, executor: ToolExecu
     follow = route.then if route is not None else None
     last_name, last_content = results[-1]
     ran = {c.name for c in state.tool_calls}
-    if follow is not None and last_name == route.tool and follow.tool not in ran and follow.applies(last_content):
+    if (
+        follow is not None
+        and last_name == route.tool
+        and follow.tool not in ran
+        and follow.applies(last_content)
+        and _asked_for(state, table, route.name)
+    ):
         last_args = _args(ToolCall("", last_name, _last_arguments(state)))
         presets = {k: last_args[k] for k in follow.args_from if k in last_args}
         return _route_call(state, response, follow.tool, presets, executor)
     return _finish_rendered(state, response, replies.render(results))
+
+
+def _asked_for(state: AgentState, table: RouteTable, route: str) -> bool:
+    """A follow-up action runs only when the customer's words (this turn or the one before) back the route."""
+    query = table.query(user_text(state.enriched))
+    texts = [query.text, *(e.text for e in reversed(state.enriched.turn.history) if e.role == Role.AGENT)][:2]
+    return any(routing.has_distinctive_word(t, query.examples, route) for t in texts)
 
 
 def calls_made(state: AgentState) -> list[ToolCall]:
