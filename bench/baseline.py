@@ -278,10 +278,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model-threads", type=int, default=default("model_threads"))
     p.add_argument("--max-agent-steps", type=int, default=default("max_agent_steps"))
     p.add_argument("--policy-now", default=None)
-    p.add_argument("--quiet-window-s", type=float, default=1.5)
-    p.add_argument("--max-hold-s", type=float, default=6.0)
-    p.add_argument("--max-history", type=int, default=20)
-    p.add_argument("--max-seen-ids", type=int, default=2000)
+    p.add_argument("--quiet-window-s", type=float, default=default("quiet_window_s"))
+    p.add_argument("--max-hold-s", type=float, default=default("max_hold_s"))
+    p.add_argument("--max-history", type=int, default=default("max_history"))
+    p.add_argument("--max-seen-ids", type=int, default=default("max_seen_ids"))
     return p.parse_args(argv)
 
 
