@@ -23,9 +23,18 @@ Speed choices:
 - bf16 on CUDA, fp32 on CPU (bf16 matmuls are slow on most CPUs).
 
 Random weights generate gibberish and rarely an end-of-turn token, which is
-fine for throughput: the text is not the point there. Tool calling: Gemma 3 has
-no native tool-call format, so this backend runs the one-step plan without
-tool declarations (see ``agents.backends.TOOL_CALLING_BACKENDS``).
+fine for throughput: the text is not the point there.
+
+Tool calling: Gemma 3 has no native tool-call format; it calls tools through
+the agent's step protocol (``agents.protocol``, Gemma's documented
+function-calling style), and a request's ``response_schema`` constrains that
+row's decoding with llguidance (the grammar engine llama.cpp uses as well):
+a per-row token mask at every step, so even random weights produce one valid
+decision. Why llguidance: a small wheel with no dependencies that works with
+torch 2.13 CPU and transformers 5 here, JSON schema compiled lazily per
+request (no per-schema precompilation of the vocabulary, which matters when
+every turn narrows its own schema); xgrammar would pull triton, outlines a
+larger stack.
 """
 
 from __future__ import annotations
@@ -81,7 +90,8 @@ TINY_SHAPE: dict[str, Any] = {
     "num_key_value_heads": 1,
     "head_dim": 32,
     "sliding_window": 64,
-    "max_position_embeddings": 4096,
+    # Room for the step protocol's prompts in bytes (the toy tokenizer is byte-level).
+    "max_position_embeddings": 16384,
 }
 RANDOM_SHAPES: dict[str, dict[str, Any]] = {"gemma-3-1b": GEMMA3_1B_SHAPE, "tiny": TINY_SHAPE}
 
@@ -238,6 +248,13 @@ class GemmaModel:
             kwargs["temperature"] = temperature
         if self.static_cache:
             kwargs["cache_implementation"] = "static"
+        schemas = [requests[i].response_schema for i in ok]
+        constraint = None
+        if any(s is not None for s in schemas):
+            from agents.backends.constrained import SchemaConstraint
+
+            constraint = SchemaConstraint(self.tokenizer, schemas + [None] * (len(padded_rows) - len(rows)))
+            kwargs["logits_processor"] = [constraint]
         with self._lock, torch.inference_mode():
             start = time.perf_counter()
             generated = self.model.generate(**batch, **kwargs)

@@ -8,9 +8,13 @@ is faster than padding a batch into one ``generate`` (``hf_gemma``).
 
 What this adds to Beam's handler: our elements (``.request: ModelRequest``)
 in, ``ModelResponse`` out (text, token counts, timing), and the cap on
-generated tokens per request. Beam's handler sends only ``role`` and
-``content``, so tool results travel as user messages and this backend runs the
-one-step plan without tool declarations, like ``hf_gemma``.
+generated tokens per request, and the step protocol's constraint: a request's
+``response_schema`` becomes vLLM's structured output (``response_format`` of
+type ``json_schema``, OpenAI's form, which vLLM's server and llama.cpp's both
+honour) in the inference args Beam's handler passes to
+``chat.completions.create``. Beam's handler sends only ``role`` and
+``content``, so tool results travel as user messages, and Gemma calls tools in
+its documented function-calling style (``agents.protocol``), like ``hf_gemma``.
 
 Tested here (tests/test_agents_vllm.py): this adapter and Beam's client code
 path through RunInference, against llama.cpp's OpenAI-compatible server
@@ -20,6 +24,7 @@ cannot be installed on these machines); deploy/Dockerfile.gpu installs it.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -50,6 +55,15 @@ def _one(message: ChatMessage) -> OpenAIChatMessage:
     if message.role == "tool":
         return OpenAIChatMessage("user", f"Tool result ({message.name or 'tool'}): {message.content}")
     return OpenAIChatMessage(message.role, message.content)
+
+
+def structured_output(schema: dict[str, Any]) -> dict[str, Any]:
+    """vLLM's structured output for a JSON schema, in the OpenAI ``response_format`` form."""
+    return {"type": "json_schema", "json_schema": {"name": "step", "schema": schema, "strict": True}}
+
+
+def _schema_key(request: ModelRequest) -> str:
+    return "" if request.response_schema is None else json.dumps(request.response_schema, sort_keys=True)
 
 
 def _response(completion: Any, model_ms: float, model_name: str) -> ModelResponse:
@@ -112,14 +126,17 @@ class GemmaVLLMHandler(VLLMChatModelHandler):
         args.setdefault("temperature", 0.0)
         requests = [request_of(e) for e in batch]
         caps = [max(1, min(r.max_tokens, cap)) for r in requests]
+        keys = [(c, _schema_key(r)) for c, r in zip(caps, requests, strict=True)]
         responses: list[ModelResponse | None] = [None] * len(batch)
-        # One concurrent call per distinct cap (usually one): Beam's handler sends one set of args per call.
-        for group_cap in sorted(set(caps)):
-            index = [i for i, c in enumerate(caps) if c == group_cap]
+        # One concurrent call per distinct (cap, schema): Beam's handler sends one set of args per call.
+        for key in dict.fromkeys(keys):
+            index = [i for i, k in enumerate(keys) if k == key]
+            group_args = {**args, "max_tokens": key[0]}
+            schema = requests[index[0]].response_schema
+            if schema is not None:
+                group_args["response_format"] = structured_output(schema)
             start = time.perf_counter()
-            results = super().run_inference(
-                [as_openai_chat(requests[i]) for i in index], model, {**args, "max_tokens": group_cap}
-            )
+            results = super().run_inference([as_openai_chat(requests[i]) for i in index], model, group_args)
             model_ms = (time.perf_counter() - start) * 1000.0
             for i, result in zip(index, results, strict=True):
                 responses[i] = _response(result.inference, model_ms, self._model_name)
