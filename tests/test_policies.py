@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import pickle
 import re
+import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -18,7 +19,7 @@ from google.cloud import firestore
 
 from agents.steps import PROMPT_VERSION, StepConfig, start
 from stack.emulators import LocalStack
-from stack.seed import REFERENCE_TIME, build_customer, help_articles
+from stack.seed import DEFAULT_CUSTOMERS, REFERENCE_TIME, build_customer, help_articles, seed_firestore
 from tests.test_steps import enriched_for
 from tests.test_tools import call, clone_customer, delete_clones, docs, newest_order_id
 from tools import policy as rules
@@ -125,7 +126,10 @@ def test_seeded_articles_are_the_policys() -> None:
 
 @pytest.fixture(scope="module")
 def db(seeded_stack: LocalStack) -> Iterator[firestore.Client]:
-    client = firestore.Client(project=seeded_stack.project)
+    """A Firestore namespace of this module's own, seeded afresh: the tool tests change the shared seed
+    (a refund on C0003's delayed order), and these tests judge the seed's own orders."""
+    client = firestore.Client(project=f"policies-{uuid.uuid4().hex[:8]}")
+    seed_firestore(client, DEFAULT_CUSTOMERS)
     yield client
     delete_clones(client)
 
