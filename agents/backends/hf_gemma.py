@@ -162,7 +162,9 @@ class GemmaConfig:
     dtype: str = "auto"
     static_cache: bool | None = None  # None: on for CUDA
     pad_to_multiple_of: int = 64
-    max_prompt_tokens: int = 2048
+    # Room for the tool-calling prompt (system text, tool declarations, history): Gemma 3 reads 32k+ tokens,
+    # and random:* weights use a byte-level tokenizer, so their prompts count bytes.
+    max_prompt_tokens: int = 12288
     seed: int = 0
 
 
