@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 from google.cloud import pubsub_v1
 
+from agents.backends import registry
 from contract.eval_rows import SESSIONS_TABLE, TURNS_TABLE
 from contract.messages import MAX_TEXT_CHARS, AgentReply, InboundMessage
 from pipeline.options import DEAD_LETTER_TOPIC, EVAL_DATASET, INBOUND_TOPIC
@@ -114,6 +115,7 @@ def percentile(values: list[float], q: float) -> float:
     ],
 )
 def test_conversations_end_to_end(seeded_stack: LocalStack, backend: str, sessions: int, min_messages: int) -> None:
+    outcomes = {"reply", "handoff"} if registry.get(backend).calls_tools else {"reply"}
     stack = seeded_stack
     project = stack.project
     replies = ReplyListener(project)
@@ -234,7 +236,8 @@ def test_conversations_end_to_end(seeded_stack: LocalStack, backend: str, sessio
             assert sorted(m for r in rs for m in r.answers) == sorted(ids), f"{session}: {[r.answers for r in rs]}"
             for r in rs:  # within a turn, messages in sent order (ids encode it: turn, then position)
                 assert r.answers == sorted(r.answers, key=ids.index), f"{session}: turn {r.turn_index} {r.answers}"
-            assert all(r.kind == "reply" and r.text.strip() for r in rs), f"{session}: {rs}"
+            # An agent that acts may hand a turn to a person (a ticket-worthy complaint); never an error.
+            assert all(r.kind in outcomes and r.text.strip() for r in rs), f"{session}: {rs}"
 
         # --- dead letters ------------------------------------------------------------------------------
         deadline = time.monotonic() + 60
