@@ -37,6 +37,8 @@ def _items(items: Any) -> str:
 
 def _order_line(order: Result) -> str:
     parts = [f"{order.get('order_id')}: {order.get('status')}"]
+    if order.get("carrier"):
+        parts.append(f"carrier {order['carrier']}")
     if order.get("placed_on"):
         parts.append(f"placed on {order['placed_on']}")
     if _items(order.get("items")):

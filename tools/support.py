@@ -74,6 +74,10 @@ def _order_summary(order: Mapping[str, Any]) -> dict[str, Any]:
         "total": order.get("total"),
         "currency": order.get("currency"),
     }
+    # "Where is my order?" is answered from this list: say who carries each order.
+    shipping = order.get("shipping") if isinstance(order.get("shipping"), Mapping) else {}
+    if shipping.get("carrier"):
+        out["carrier"] = shipping["carrier"]
     for key, id_key in (("refund", "refund_id"), ("return", "return_id")):
         req = order.get(key)
         if isinstance(req, Mapping) and req.get(id_key):
