@@ -75,7 +75,7 @@ import math
 import random
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -83,17 +83,9 @@ from typing import Any, Literal
 
 import tenacity
 from apache_beam.metrics import Metrics
-from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
-from agents.model import (
-    CarriesRequest,
-    ChatMessage,
-    ModelRequest,
-    ModelResponse,
-    ToolCall,
-    check_inference_args,
-    request_of,
-)
+from agents.backends.base import AgentModelHandler
+from agents.model import ChatMessage, ModelRequest, ModelResponse, ToolCall
 
 logger = logging.getLogger(__name__)
 
@@ -517,14 +509,17 @@ class GeminiModel:
     def complete_all(
         self,
         requests: Sequence[ModelRequest],
-        max_tokens: int,
+        caps: Sequence[int],
         temperature: float | None = None,
         seed: int | None = None,
     ) -> list[tuple[ModelResponse, CallStats]]:
-        """All requests concurrently (at most ``max_concurrency`` at a time), results in input order."""
+        """All requests concurrently (at most ``max_concurrency`` at a time), results in input order.
+
+        ``caps[i]`` is request i's ``max_output_tokens`` (``agents.backends.base.token_caps``).
+        """
         futures = [
-            self._pool.submit(self.complete, r, max(1, min(r.max_tokens, max_tokens)), temperature, seed)
-            for r in requests
+            self._pool.submit(self.complete, r, cap, temperature, seed)
+            for r, cap in zip(requests, caps, strict=True)
         ]
         return [f.result() for f in futures]
 
@@ -546,7 +541,7 @@ class _Secret:
     __str__ = __repr__
 
 
-class GeminiHandler(ModelHandler[CarriesRequest | ModelRequest, PredictionResult, GeminiModel]):
+class GeminiHandler(AgentModelHandler[GeminiModel]):
     """RunInference handler: one ``generate_content`` per element, concurrently, results in input order.
 
     Same element/result contract as the other backends: elements carry
@@ -558,6 +553,8 @@ class GeminiHandler(ModelHandler[CarriesRequest | ModelRequest, PredictionResult
     per worker process), and the batch is emitted when its slowest request
     ends; ``max_batch_size`` defaults to ``max_concurrency``.
     """
+
+    METRICS_NAMESPACE = METRICS_NAMESPACE
 
     def __init__(
         self,
@@ -617,14 +614,6 @@ class GeminiHandler(ModelHandler[CarriesRequest | ModelRequest, PredictionResult
             f"base_url={self._base_url!r}, vertexai={self._vertexai!r}, api_key=<{key}>, policy={self.policy!r})"
         )
 
-    @property
-    def model_name(self) -> str:
-        return self._model_name
-
-    @property
-    def max_tokens(self) -> int:
-        return self._max_tokens
-
     def make_client(self) -> Any:
         """The ``genai.Client``: credentials from the arguments or the environment, SDK retries off."""
         from google import genai
@@ -663,43 +652,19 @@ class GeminiHandler(ModelHandler[CarriesRequest | ModelRequest, PredictionResult
             thinking_budget=self._thinking_budget,
         )
 
-    def validate_inference_args(self, inference_args: dict[str, Any] | None) -> None:
-        check_inference_args(inference_args)
-
-    def run_inference(
-        self,
-        batch: Sequence[CarriesRequest | ModelRequest],
-        model: GeminiModel,
-        inference_args: dict[str, Any] | None = None,
-    ) -> Iterable[PredictionResult]:
-        self.validate_inference_args(inference_args)
-        args = inference_args or {}
-        requests = [request_of(e) for e in batch]  # a contract violation fails loudly, before any call
-        outcomes = model.complete_all(
-            requests,
-            max_tokens=int(args.get("max_tokens", self._max_tokens)),
-            temperature=args.get("temperature"),
-            seed=args.get("seed"),
-        )
+    def answer(
+        self, model: GeminiModel, requests: Sequence[ModelRequest], caps: Sequence[int], args: Mapping[str, Any]
+    ) -> list[ModelResponse]:
+        outcomes = model.complete_all(requests, caps, temperature=args.get("temperature"), seed=args.get("seed"))
         # Beam counters only count on the bundle's own thread, not on the pool's: sum here.
         ns = self.get_metrics_namespace()
         Metrics.counter(ns, "gemini_requests").inc(len(outcomes))
-        retries = sum(s.retries for _, s in outcomes)
-        rate_limited = sum(s.rate_limited for _, s in outcomes)
-        timeouts = sum(s.timeouts for _, s in outcomes)
-        errors = sum(1 for r, _ in outcomes if r.error)
         for name, value in (
-            ("gemini_retries", retries),
-            ("gemini_rate_limited", rate_limited),
-            ("gemini_timeouts", timeouts),
-            ("gemini_errors", errors),
+            ("gemini_retries", sum(s.retries for _, s in outcomes)),
+            ("gemini_rate_limited", sum(s.rate_limited for _, s in outcomes)),
+            ("gemini_timeouts", sum(s.timeouts for _, s in outcomes)),
+            ("gemini_errors", sum(1 for r, _ in outcomes if r.error)),
         ):
             if value:
                 Metrics.counter(ns, name).inc(value)
-        return [PredictionResult(e, r, self._model_name) for e, (r, _) in zip(batch, outcomes, strict=True)]
-
-    def get_num_bytes(self, batch: Sequence[CarriesRequest | ModelRequest]) -> int:
-        return sum(request_of(e).prompt_chars() for e in batch)
-
-    def get_metrics_namespace(self) -> str:
-        return METRICS_NAMESPACE
+        return [r for r, _ in outcomes]

@@ -41,21 +41,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from apache_beam.ml.inference.base import ModelHandler, PredictionResult
-
-from agents.model import (
-    INFERENCE_ARGS,
-    CarriesRequest,
-    ChatMessage,
-    ModelRequest,
-    ModelResponse,
-    check_inference_args,
-    request_of,
-)
+from agents.backends.base import AgentModelHandler
+from agents.model import INFERENCE_ARGS, ChatMessage, ModelRequest, ModelResponse
 
 if TYPE_CHECKING:
     import torch
@@ -344,7 +335,7 @@ def load_gemma(config: GemmaConfig) -> GemmaModel:
         return _LOADED[config]
 
 
-class GemmaHandler(ModelHandler[CarriesRequest | ModelRequest, PredictionResult, GemmaModel]):
+class GemmaHandler(AgentModelHandler[GemmaModel]):
     """RunInference handler: a batch of requests is one batched ``generate``.
 
     Same element/result contract as the other backends (``agents.backends``).
@@ -355,6 +346,9 @@ class GemmaHandler(ModelHandler[CarriesRequest | ModelRequest, PredictionResult,
     workers, see ``pipeline.graph``) loads one copy per machine that every SDK
     process reaches through Beam's multi-process proxy.
     """
+
+    METRICS_NAMESPACE = METRICS_NAMESPACE
+    INFERENCE_ARGS = GEMMA_INFERENCE_ARGS
 
     def __init__(
         self,
@@ -377,11 +371,8 @@ class GemmaHandler(ModelHandler[CarriesRequest | ModelRequest, PredictionResult,
             model_copies=model_copies,
         )
         self._config = config or GemmaConfig()
+        self._model_name = self._config.model_name
         self._max_tokens = max_tokens
-
-    @property
-    def model_name(self) -> str:
-        return self._config.model_name
 
     @property
     def config(self) -> GemmaConfig:
@@ -390,29 +381,12 @@ class GemmaHandler(ModelHandler[CarriesRequest | ModelRequest, PredictionResult,
     def load_model(self) -> GemmaModel:
         return load_gemma(self._config)
 
-    def validate_inference_args(self, inference_args: dict[str, Any] | None) -> None:
-        check_inference_args(inference_args, GEMMA_INFERENCE_ARGS)
-
-    def run_inference(
-        self,
-        batch: Sequence[CarriesRequest | ModelRequest],
-        model: GemmaModel,
-        inference_args: dict[str, Any] | None = None,
-    ) -> Iterable[PredictionResult]:
-        self.validate_inference_args(inference_args)
-        args = inference_args or {}
-        cap = int(args.get("max_tokens", self._max_tokens))
-        requests = [request_of(e) for e in batch]
-        responses = model.generate_batch(
+    def answer(
+        self, model: GemmaModel, requests: Sequence[ModelRequest], caps: Sequence[int], args: Mapping[str, Any]
+    ) -> list[ModelResponse]:
+        return model.generate_batch(
             requests,
-            [max(1, min(r.max_tokens, cap)) for r in requests],
+            caps,
             min_tokens=int(args.get("min_tokens", 0)),
             temperature=float(args.get("temperature", 0.0)),
         )
-        return [PredictionResult(e, r, self.model_name) for e, r in zip(batch, responses, strict=True)]
-
-    def get_num_bytes(self, batch: Sequence[CarriesRequest | ModelRequest]) -> int:
-        return sum(request_of(e).prompt_chars() for e in batch)
-
-    def get_metrics_namespace(self) -> str:
-        return METRICS_NAMESPACE

@@ -13,12 +13,11 @@ them only with other "instant" runs.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from apache_beam.ml.inference.base import ModelHandler, PredictionResult
-
-from agents.model import CarriesRequest, ModelRequest, ModelResponse, check_inference_args, request_of
+from agents.backends.base import AgentModelHandler
+from agents.model import ModelRequest, ModelResponse
 
 INSTANT_MODEL_NAME = "instant"
 QUOTE_CHARS = 80
@@ -53,46 +52,23 @@ class InstantModel:
         )
 
 
-class InstantHandler(ModelHandler[CarriesRequest | ModelRequest, PredictionResult, InstantModel]):
+class InstantHandler(AgentModelHandler[InstantModel]):
     """Same element/result contract as ``LlamaCppHandler``; no model, no latency."""
+
+    METRICS_NAMESPACE = "supportflow_instant"
+    INFERENCE_ARGS = frozenset({"max_tokens"})
 
     def __init__(self, *, max_tokens: int = 96, max_batch_size: int | None = None) -> None:
         if max_tokens < 1:
             raise ValueError("max_tokens must be >= 1")
         super().__init__(max_batch_size=max_batch_size)
+        self._model_name = INSTANT_MODEL_NAME
         self._max_tokens = max_tokens
-
-    @property
-    def model_name(self) -> str:
-        return INSTANT_MODEL_NAME
-
-    @property
-    def max_tokens(self) -> int:
-        return self._max_tokens
 
     def load_model(self) -> InstantModel:
         return InstantModel()
 
-    def validate_inference_args(self, inference_args: dict[str, Any] | None) -> None:
-        check_inference_args(inference_args, frozenset({"max_tokens"}))
-
-    def run_inference(
-        self,
-        batch: Sequence[CarriesRequest | ModelRequest],
-        model: InstantModel,
-        inference_args: dict[str, Any] | None = None,
-    ) -> Iterable[PredictionResult]:
-        self.validate_inference_args(inference_args)
-        cap = int((inference_args or {}).get("max_tokens", self._max_tokens))
-        results = []
-        for element in batch:
-            request = request_of(element)
-            response = model.complete(request, max_tokens=max(1, min(request.max_tokens, cap)))
-            results.append(PredictionResult(element, response, INSTANT_MODEL_NAME))
-        return results
-
-    def get_num_bytes(self, batch: Sequence[CarriesRequest | ModelRequest]) -> int:
-        return sum(request_of(e).prompt_chars() for e in batch)
-
-    def get_metrics_namespace(self) -> str:
-        return "supportflow_instant"
+    def answer(
+        self, model: InstantModel, requests: Sequence[ModelRequest], caps: Sequence[int], args: Mapping[str, Any]
+    ) -> list[ModelResponse]:
+        return [model.complete(r, max_tokens=cap) for r, cap in zip(requests, caps, strict=True)]

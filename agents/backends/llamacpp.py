@@ -37,12 +37,11 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from apache_beam.ml.inference.base import ModelHandler, PredictionResult
-
-from agents.model import CarriesRequest, ModelRequest, ModelResponse, ToolCall, check_inference_args, request_of
+from agents.backends.base import AgentModelHandler
+from agents.model import ModelRequest, ModelResponse, ToolCall
 from agents.routing import EmbeddingCache, rank
 
 if TYPE_CHECKING:
@@ -50,8 +49,6 @@ if TYPE_CHECKING:
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_MODEL_NAME = "smollm2-135m"
-
-# Keys a caller may pass to RunInference(..., inference_args=...).
 
 
 def smollm2_gguf_path() -> str:
@@ -191,7 +188,7 @@ _LOADED: dict[tuple, LlamaCppModel] = {}
 _LOADED_LOCK = threading.Lock()
 
 
-class LlamaCppHandler(ModelHandler[CarriesRequest | ModelRequest, PredictionResult, LlamaCppModel]):
+class LlamaCppHandler(AgentModelHandler[LlamaCppModel]):
     """RunInference handler: one chat completion per element, results in input order.
 
     Elements: anything with ``.request: ModelRequest`` (e.g. ``ModelCall``) or a
@@ -214,6 +211,8 @@ class LlamaCppHandler(ModelHandler[CarriesRequest | ModelRequest, PredictionResu
     proxy. Each copy uses ``threads`` CPU threads; keep ``N * threads`` at or
     below the machine's cores.
     """
+
+    METRICS_NAMESPACE = "supportflow_llamacpp"
 
     def __init__(
         self,
@@ -248,14 +247,6 @@ class LlamaCppHandler(ModelHandler[CarriesRequest | ModelRequest, PredictionResu
         self._seed = seed
         self._verbosity = verbosity
 
-    @property
-    def model_name(self) -> str:
-        return self._model_name
-
-    @property
-    def max_tokens(self) -> int:
-        return self._max_tokens
-
     def load_model(self) -> LlamaCppModel:
         # One copy per process, held strongly: RunInference caches models through Beam's
         # weak-referencing `Shared`, and runners that tear DoFns down after every bundle
@@ -275,33 +266,10 @@ class LlamaCppHandler(ModelHandler[CarriesRequest | ModelRequest, PredictionResu
                 )
             return _LOADED[key]
 
-    def validate_inference_args(self, inference_args: dict[str, Any] | None) -> None:
-        check_inference_args(inference_args)
-
-    def run_inference(
-        self,
-        batch: Sequence[CarriesRequest | ModelRequest],
-        model: LlamaCppModel,
-        inference_args: dict[str, Any] | None = None,
-    ) -> Iterable[PredictionResult]:
-        self.validate_inference_args(inference_args)
-        args = inference_args or {}
-        cap = int(args.get("max_tokens", self._max_tokens))
-        results = []
-        for element in batch:
-            request = request_of(element)
-            response = model.complete(
-                request,
-                max_tokens=max(1, min(request.max_tokens, cap)),
-                temperature=args.get("temperature"),
-                seed=args.get("seed"),
-            )
-            results.append(PredictionResult(element, response, self._model_name))
-        return results
-
-    def get_num_bytes(self, batch: Sequence[CarriesRequest | ModelRequest]) -> int:
-        # Prompt size, not the pickled payload (pickling every batch just for a metric is wasteful).
-        return sum(request_of(e).prompt_chars() for e in batch)
-
-    def get_metrics_namespace(self) -> str:
-        return "supportflow_llamacpp"
+    def answer(
+        self, model: LlamaCppModel, requests: Sequence[ModelRequest], caps: Sequence[int], args: Mapping[str, Any]
+    ) -> list[ModelResponse]:
+        return [
+            model.complete(r, max_tokens=cap, temperature=args.get("temperature"), seed=args.get("seed"))
+            for r, cap in zip(requests, caps, strict=True)
+        ]

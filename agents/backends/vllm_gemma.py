@@ -16,6 +16,12 @@ honour) in the inference args Beam's handler passes to
 ``content``, so tool results travel as user messages, and Gemma calls tools in
 its documented function-calling style (``agents.protocol``), like ``hf_gemma``.
 
+Not an ``agents.backends.base.AgentModelHandler``: its base must be Beam's
+``VLLMChatModelHandler`` (whose ``load_model`` starts the server and whose
+``run_inference`` is the client), and with both in the bases our
+``run_inference`` would shadow the Beam one it calls. It reuses the base's
+helpers instead (caps, result zip, byte count).
+
 Tested here (tests/test_agents_vllm.py): this adapter and Beam's client code
 path through RunInference, against llama.cpp's OpenAI-compatible server
 standing in for the vLLM server. Not tested here: starting vLLM itself (it
@@ -32,6 +38,7 @@ from typing import Any
 from apache_beam.ml.inference.base import PredictionResult
 from apache_beam.ml.inference.vllm_inference import OpenAIChatMessage, VLLMChatModelHandler
 
+from agents.backends.base import predictions, prompt_bytes, token_caps
 from agents.model import CarriesRequest, ChatMessage, ModelRequest, ModelResponse, check_inference_args, request_of
 
 GEMMA_VLLM_DEFAULT_MODEL = "google/gemma-3-1b-it"
@@ -122,10 +129,9 @@ class GemmaVLLMHandler(VLLMChatModelHandler):
     ) -> Iterable[PredictionResult]:
         self.validate_inference_args(inference_args)
         args = dict(inference_args or {})
-        cap = int(args.pop("max_tokens", self._max_tokens))
-        args.setdefault("temperature", 0.0)
         requests = [request_of(e) for e in batch]
-        caps = [max(1, min(r.max_tokens, cap)) for r in requests]
+        caps = token_caps(requests, int(args.pop("max_tokens", self._max_tokens)))
+        args.setdefault("temperature", 0.0)
         keys = [(c, _schema_key(r)) for c, r in zip(caps, requests, strict=True)]
         responses: list[ModelResponse | None] = [None] * len(batch)
         # One concurrent call per distinct (cap, schema): Beam's handler sends one set of args per call.
@@ -140,10 +146,10 @@ class GemmaVLLMHandler(VLLMChatModelHandler):
             model_ms = (time.perf_counter() - start) * 1000.0
             for i, result in zip(index, results, strict=True):
                 responses[i] = _response(result.inference, model_ms, self._model_name)
-        return [PredictionResult(e, r, self._model_name) for e, r in zip(batch, responses, strict=True)]
+        return predictions(batch, responses, self._model_name)  # type: ignore[arg-type]  # every slot is filled
 
     def get_num_bytes(self, batch: Sequence[CarriesRequest | ModelRequest]) -> int:
-        return sum(request_of(e).prompt_chars() for e in batch)
+        return prompt_bytes(batch)
 
     def get_metrics_namespace(self) -> str:
         return METRICS_NAMESPACE
