@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import apache_beam as beam
 from apache_beam.pipeline import AppliedPTransform
@@ -18,8 +18,14 @@ from apache_beam.transforms.resources import merge_resource_hints, parse_resourc
 
 from pipeline.validation import SettingsError
 
-if TYPE_CHECKING:
-    from pipeline.settings import Settings
+
+class InferenceResources(Protocol):
+    """The two settings right-fitting reads (``pipeline.settings.Settings`` has them; named here, not
+    imported, so the settings may import this module)."""
+
+    inference_accelerator: str | None
+    inference_min_ram: str | None
+
 
 # What a GPU backend gets unless --inference_accelerator / --inference_min_ram say otherwise.
 DEFAULT_GPU_ACCELERATOR = "type:nvidia-l4;count:1;install-nvidia-driver"
@@ -36,7 +42,7 @@ def is_inference_step(full_label: str, pattern: str = INFERENCE_STEP_PATTERN) ->
     return re.match(rf"(?:{pattern})(?:/|$)", full_label) is not None
 
 
-def inference_resource_hints(settings: Settings) -> dict[str, str]:
+def inference_resource_hints(settings: InferenceResources) -> dict[str, str]:
     """Keyword arguments for ``.with_resource_hints(**...)`` on the inference step ("RunModel").
 
     Empty for CPU backends (they run on the job's default workers). For a GPU backend:
@@ -57,7 +63,7 @@ def _walk(node: AppliedPTransform) -> Iterator[AppliedPTransform]:
 
 
 def pin_inference_resources(
-    pipeline: beam.Pipeline, settings: Settings, pattern: str = INFERENCE_STEP_PATTERN
+    pipeline: beam.Pipeline, settings: InferenceResources, pattern: str = INFERENCE_STEP_PATTERN
 ) -> list[str]:
     """Give the built graph's inference steps (full labels matching ``pattern``, and everything inside
     them) the hints of ``inference_resource_hints``. Returns the full labels it changed; raises if no step

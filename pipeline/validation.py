@@ -11,10 +11,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from pipeline.options import Option
+
+class OptionSpec(Protocol):
+    """What a pattern is chosen from: a row of ``pipeline.options``' table (named here, not imported,
+    so the table may import these patterns)."""
+
+    name: str
+    type: Any
+    choices: Sequence[Any] | None
+    pattern: str | None
 
 # Project id, optionally domain-scoped ("example.com:my-project").
 PROJECT_PATTERN = r"^(?:[a-z][a-z0-9.-]*[a-z0-9]:)?[a-z][a-z0-9-]{4,28}[a-z0-9]$"
@@ -53,7 +60,7 @@ def is_url_option(name: str) -> bool:
     return name.endswith(("_endpoint", "_url"))
 
 
-def option_pattern(option: Option) -> str:
+def option_pattern(option: OptionSpec) -> str:
     """The anchored regex a value of this option must match (the template metadata's too)."""
     if option.choices:
         return "^(?:" + "|".join(re.escape(str(c)) for c in option.choices) + ")$"
