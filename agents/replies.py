@@ -149,8 +149,23 @@ RENDERERS: Mapping[str, Callable[[Result], str]] = {
 }
 
 
+THIRD_PARTY = (
+    "I can only make changes on your own account, at your own request. If someone else needs help with "
+    "their account, they can contact us themselves."
+)
+
+
+def _not_requested(r: Result) -> str:
+    """A data-changing call the customer did not ask for (``agents.consent``): say what can be done instead."""
+    if r.get("reason") == "third_party":
+        return THIRD_PARTY
+    return f"If you'd like, I can {r.get('offer')}." if r.get("offer") else NOTHING_FOUND
+
+
 def render_one(tool: str, result: Result) -> str:
     status = result.get("status")
+    if status == "not_requested":
+        return _not_requested(result)
     if status == "not_found" and result.get("order_id"):
         return f"I couldn't find order {result['order_id']} on your account."
     if status in ("invalid_args", "unknown_tool", "error", "skipped"):

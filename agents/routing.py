@@ -122,17 +122,3 @@ def rank(query: RouteQuery, embed: Callable[[Sequence[str]], np.ndarray]) -> tup
         best[label] = max(best.get(label, -1.0), float(sim))
     order = sorted(best, key=lambda lb: (-votes.get(lb, (0, 0.0))[0], -votes.get(lb, (0, 0.0))[1], -best[lb]))
     return tuple((label, round(votes[label][1] if label in votes else best[label], 4)) for label in order)
-
-
-def has_distinctive_word(text: str, examples: Sequence[tuple[str, str]], label: str, max_labels: int = 2) -> bool:
-    """Does ``text`` share a word with ``label``'s examples that at most ``max_labels`` labels' examples use?
-
-    Evidence in the customer's own words, asked for before an action that changes data: a small model's
-    embeddings alone can route "list my orders" next to "refund my order".
-    """
-    owners: dict[str, set[str]] = {}
-    for lb, example in examples:
-        for word in content_words(example):
-            owners.setdefault(word, set()).add(lb)
-    words = content_words(text)
-    return any(label in owners.get(w, ()) and len(owners[w]) <= max_labels for w in words)

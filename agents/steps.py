@@ -40,7 +40,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from agents import guardrails, narrowing, protocol, replies, routing
+from agents import consent, guardrails, narrowing, protocol, replies
 from agents.model import ChatMessage, ModelRequest, ModelResponse, ToolCall
 from agents.prompting import ContextMismatchError, build_request, load_template, user_text
 from agents.routes import REPLY_ROUTE_TOOL, RouteTable, load_routes
@@ -51,7 +51,7 @@ from contract.turn import EnrichedTurn, Role
 from tools.policies import ShopPolicy, default_policy
 from tools.registry import ToolExecutor, ToolResult, tool_declarations
 from tools.scope import ToolContext
-from tools.support import HANDOFF_TOOL, PII_ARGS, TOOL_NAMES
+from tools.support import HANDOFF_TOOL, PII_ARGS, TOOL_NAMES, action_of
 
 PROMPT_VERSION = "support_system_v2"
 DEFAULT_MAX_STEPS = 4
@@ -72,6 +72,9 @@ FLAG_TOOL_DENIED = "tool_policy_denied"
 FLAG_TOOL_CALLS_CAPPED = "tool_calls_capped"
 FLAG_PROTOCOL_INVALID = "protocol_invalid"  # a constrained step's output was not one of the protocol's shapes
 FLAG_NO_VALID_ARGUMENTS = "tool_no_valid_arguments"  # the routed tool has no valid value for a required argument
+FLAG_ACTION_NOT_REQUESTED = "action_not_requested"  # a data-changing call the customer did not ask for (not run)
+FLAG_ACTION_THIRD_PARTY = "action_third_party"  # an action asked for on another person's behalf (not run)
+STATUS_NOT_REQUESTED = "not_requested"  # the result of a call the consent gate stopped
 
 # How a backend's model calls tools (declared per backend in agents.backends.registry).
 TOOL_MODE_NATIVE = "native"  # the model's API takes tool declarations and returns calls
@@ -339,6 +342,10 @@ def _run_tools(state: AgentState, response: ModelResponse, executor: ToolExecuto
             flags.append(FLAG_TOOL_CALLS_CAPPED)
         elif last_step and call.name != HANDOFF_TOOL:
             result = _skipped(call, "step limit reached")
+        elif (stopped := _unrequested(state, call)) is not None:
+            result = stopped
+            flags.append(FLAG_ACTION_THIRD_PARTY if result.content["reason"] == "third_party" else
+                         FLAG_ACTION_NOT_REQUESTED)  # fmt: skip
         else:
             result = executor.execute(ctx, call)
         tools_ms += result.ms
@@ -533,6 +540,15 @@ def _route_call(
     state: AgentState, response: ModelResponse, tool: str, presets: dict[str, Any], executor: ToolExecutor
 ) -> AgentState:
     [decl] = tool_declarations([tool])
+    if _consent(state, tool, presets) != consent.Consent.REQUESTED:
+        # A route that lands on an action the customer did not ask for offers it instead of acting:
+        # nothing is decoded or run (the same gate stands in front of every executed call).
+        call = ToolCall(f"call_{state.step}_{len(state.tool_calls)}", tool, json.dumps(presets))
+        stopped = _unrequested(state, call)
+        assert stopped is not None
+        flag = FLAG_ACTION_THIRD_PARTY if stopped.content["reason"] == "third_party" else FLAG_ACTION_NOT_REQUESTED
+        state = replace(state, flags=_merge(state.flags, [flag]))
+        return _finish_rendered(state, response, replies.render([(tool, stopped.content)]))
     params = narrowing.narrow(decl, _turn_facts(state), presets)
     if params is None:
         state = replace(state, flags=_merge(state.flags, [FLAG_NO_VALID_ARGUMENTS]))
@@ -562,7 +578,8 @@ def _after_tools(state: AgentState, response: ModelResponse, executor: ToolExecu
         and last_name == route.tool
         and follow.tool not in ran
         and follow.applies(last_content)
-        and _asked_for(state, table, route.name)
+        and _consent(state, follow.tool, {**dict(route.args), **_args(ToolCall("", last_name, _last_arguments(state)))})
+        == consent.Consent.REQUESTED
     ):
         last_args = _args(ToolCall("", last_name, _last_arguments(state)))
         presets = {k: last_args[k] for k in follow.args_from if k in last_args}
@@ -570,11 +587,40 @@ def _after_tools(state: AgentState, response: ModelResponse, executor: ToolExecu
     return _finish_rendered(state, response, replies.render(results))
 
 
-def _asked_for(state: AgentState, table: RouteTable, route: str) -> bool:
-    """A follow-up action runs only when the customer's words (this turn or the one before) back the route."""
-    query = table.query(user_text(state.enriched))
-    texts = [query.text, *(e.text for e in reversed(state.enriched.turn.history) if e.role == Role.AGENT)][:2]
-    return any(routing.has_distinctive_word(t, query.examples, route) for t in texts)
+def _consent(state: AgentState, tool: str, arguments: Mapping[str, Any]) -> consent.Consent:
+    """Whether this turn's customer words ask for the action a call of ``tool`` would carry out."""
+    action = action_of(tool, arguments)
+    if action is None:
+        return consent.Consent.REQUESTED
+    agent_said = next((e.text for e in reversed(state.enriched.turn.history) if e.role == Role.AGENT), "")
+    return consent.judge(user_text(state.enriched), action, agent_said)
+
+
+def _unrequested(state: AgentState, call: ToolCall) -> ToolResult | None:
+    """A ``not_requested`` result for a data-changing call the customer did not ask for; None to run it.
+
+    Whatever chose the call (a model's native call, a route, a follow-up), an action runs only on the
+    customer's own request in this turn (``agents.consent``); the result tells the model, or the
+    rendered reply, what it can offer instead.
+    """
+    args = _args(call)
+    verdict = _consent(state, call.name, args)
+    if verdict == consent.Consent.REQUESTED:
+        return None
+    action = action_of(call.name, args)
+    assert action is not None
+    content = {
+        "status": STATUS_NOT_REQUESTED,
+        "action": action.name,
+        "reason": verdict.value,
+        "offer": action.offer,
+        "message": (
+            "Tools act only on the account of the customer in this conversation, at their own request."
+            if verdict == consent.Consent.THIRD_PARTY
+            else "The customer has not asked for this action; offer it and let them decide."
+        ),
+    }
+    return ToolResult(call.id, call.name, STATUS_NOT_REQUESTED, content)
 
 
 def calls_made(state: AgentState) -> list[ToolCall]:
@@ -652,15 +698,12 @@ def _tool_flags(call: ToolCall, result: ToolResult, facts: guardrails.SessionFac
     return flags
 
 
-_ACTION_OF_TOOL = {"change_delivery_address": "address_change", "open_ticket": "ticket", "handoff_to_human": "handoff"}
-
-
 def _action_kind(call: ToolCall, result: ToolResult) -> str | None:
     if result.status not in ("done", "handed_off"):
         return None
-    if call.name == "start_refund_or_return":
-        return str(result.content.get("kind") or _args(call).get("kind") or "refund")
-    return _ACTION_OF_TOOL.get(call.name)
+    done_kind = {"kind": result.content["kind"]} if "kind" in result.content else {}
+    action = action_of(call.name, {**_args(call), **done_kind})
+    return action.name if action else None
 
 
 def _merge(flags: Iterable[str], more: Iterable[str]) -> tuple[str, ...]:

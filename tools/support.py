@@ -29,6 +29,7 @@ from langchain_core.tools import InjectedToolArg, StructuredTool
 from pydantic import BaseModel, ConfigDict, Field
 
 from tools import policy
+from tools.actions import ActionSpec, action_index
 from tools.scope import HANDOFFS, REFUNDS, RETURNS, TICKETS, CustomerScope, normalize_order_id
 
 MAX_ORDERS_LISTED = 10
@@ -511,6 +512,51 @@ HANDOFF_TOOL = "handoff_to_human"
 MUTATING_TOOLS: frozenset[str] = frozenset(
     {"start_refund_or_return", "change_delivery_address", "open_ticket", "handoff_to_human"}
 )
+# The data-changing actions, as a customer asks for them (agents.consent gates each one on that request).
+ACTIONS: Mapping[str, ActionSpec] = action_index(
+    (
+        ActionSpec(
+            "refund",
+            ("refund", "money back", "reimburse", "cancel", "charge back"),
+            "start a refund for one of your orders when the policy allows it; ask me to and I'll go ahead",
+        ),
+        ActionSpec(
+            "return",
+            ("return", "send back", "return label", "ship back", "exchange"),
+            "arrange a return for one of your orders when the policy allows it; ask me to and I'll set it up",
+        ),
+        ActionSpec(
+            "address_change",
+            ("address", "ship to", "deliver to", "send to", "redirect"),
+            "change the delivery address of an order that hasn't been dispatched; tell me the new street, "
+            "city and postcode, and which order",
+        ),
+        ActionSpec(
+            "ticket",
+            (
+                "ticket", "open case", "log it", "log this", "log issue", "log problem", "report", "raise issue",
+                "complaint", "follow up", "look into", "claim",
+            ),
+            "open a support ticket so the team follows this up; ask me to and tell me what happened",
+        ),
+        ActionSpec("handoff", (), "connect you with a person", consent=False),
+    )
+)
+_ACTION_OF_TOOL: Mapping[str, str] = {
+    "change_delivery_address": "address_change",
+    "open_ticket": "ticket",
+    "handoff_to_human": "handoff",
+}
+
+
+def action_of(tool: str, arguments: Mapping[str, Any]) -> ActionSpec | None:
+    """The action a call of ``tool`` with ``arguments`` would carry out, or None for a read."""
+    if tool == "start_refund_or_return":
+        return ACTIONS["return" if arguments.get("kind") == "return" else "refund"]
+    name = _ACTION_OF_TOOL.get(tool)
+    return ACTIONS[name] if name else None
+
+
 # Arguments eval rows must not carry (free text or contact data); recorded as their length only.
 PII_ARGS: Mapping[str, frozenset[str]] = {
     "start_refund_or_return": frozenset({"reason"}),

@@ -1,0 +1,34 @@
+"""What each data-changing action is, as the customer would ask for it.
+
+A tool that changes data runs only when the customer's own words ask for that
+action (``agents.consent``). What counts as asking is declared here, per action,
+as data: the words and phrases that name the action, and the sentence the agent
+offers it with when the customer only mentioned it. Nothing else in the core
+knows an action's words.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    """One kind of data-changing action (``AgentState.actions`` records these names)."""
+
+    name: str  # e.g. "refund"; the eval rows' action kind
+    terms: tuple[str, ...]  # words or phrases that name the action in a request ("money back")
+    offer: str  # what the agent can do, completing "I can ..." ("start a refund for an order")
+    consent: bool = True  # False: always allowed when the model calls it (a hand-off to a person)
+
+    def __post_init__(self) -> None:
+        if self.consent and not self.terms:
+            raise ValueError(f"action {self.name!r}: an action that needs the customer's request must name its terms")
+
+
+def action_index(specs: tuple[ActionSpec, ...]) -> Mapping[str, ActionSpec]:
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"action names repeat: {names}")
+    return {s.name: s for s in specs}
