@@ -128,6 +128,9 @@ class CheckSessionOwner(beam.DoFn):
         self._owners = SessionOwners(self._client, self._collection)
 
     def teardown(self) -> None:
+        if self._binding is not None:
+            self._binding.close()
+            self._binding = None
         if self._client is not None:
             self._client.close()
             self._client = None

@@ -204,5 +204,8 @@ class BindingKeys:
             return versions[1][1][0]  # a worker may not know the newest key yet
         return keys[0]
 
+    def close(self) -> None:
+        self._reader.close()
+
     def __repr__(self) -> str:
         return f"BindingKeys(secret={self.secret!r})" if self.secret else f"BindingKeys({len(self._fixed)} fixed)"
