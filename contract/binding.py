@@ -13,7 +13,9 @@ one past its expiry are each refused with their own reason (``BindingRefused.rea
 pipeline lost all its state. Verifying is stdlib ``hmac`` (constant-time compare): a JWT would not fit
 an id's 128 characters with the customer inside, and the identity token at the frontend is the JWT.
 
-Keys: one or more (rotation: mint with the first, accept any), at least ``MIN_KEY_BYTES`` long.
+Keys: one or more (rotation: mint with the first, accept any), at least ``MIN_KEY_BYTES`` long. They come
+from configuration (the local stack) or, deployed, from a Secret Manager version that the frontend and the
+workers read themselves (``pipeline.secrets.BindingKeys``, which also rotates them): never in job options.
 """
 
 from __future__ import annotations

@@ -87,7 +87,13 @@ def build(p: beam.Pipeline, settings: Settings) -> None:
     )
     # Before keying: a message whose customer does not own its session never reaches session state.
     owned = inbound.messages | "CheckSessionOwner" >> beam.ParDo(
-        CheckSessionOwner(project, settings.session_owner_collection, settings.session_binding_key)
+        CheckSessionOwner(
+            project,
+            settings.session_owner_collection,
+            settings.session_binding_key,
+            binding_secret=settings.session_binding_secret,
+            secret_endpoint=settings.secret_manager_endpoint,
+        )
     ).with_outputs(DEAD_LETTER_TAG, main="messages")
     memory = (
         p

@@ -39,6 +39,7 @@ from pipeline.validation import (
     GEMINI_MODEL_PATTERN,
     MEMORY_PATTERN,
     PROJECT_PATTERN,
+    SECRET_VERSION_PATTERN,
 )
 
 DEFAULT_PROJECT = "supportflow-local"
@@ -216,8 +217,20 @@ class OptionTable(BaseModel):
     session_binding_key: str | None = option(
         None,
         "Key(s), comma-separated, the chat frontend signs session ids with (contract/binding.py): "
-        "when set, a message whose session id is not bound to its customer is dead-lettered. Give it as "
-        "SUPPORTFLOW_SESSION_BINDING_KEY rather than on a command line. Unset: no binding check.",
+        "when set, a message whose session id is not bound to its customer is dead-lettered. Local runs "
+        "only, given as SUPPORTFLOW_SESSION_BINDING_KEY: on Dataflow it would travel in the job's options, "
+        "so use --session_binding_secret there. Unset (and no secret): no binding check.",
+    )
+    # The value stays in Secret Manager: only its name travels with the job (pipeline/secrets.py).
+    session_binding_secret: str | None = option(
+        None,
+        "Secret Manager secret version holding the session binding key(s), e.g. "
+        "projects/P/secrets/supportflow-binding/versions/latest; read by the workers at setup, re-read as it "
+        "rotates. With latest, the version before it is accepted too (key rotation, docs/security.md).",
+        pattern=SECRET_VERSION_PATTERN,
+    )
+    secret_manager_endpoint: str | None = option(
+        None, "Secret Manager REST endpoint (a local server in tests); unset: Google's API."
     )
     # Deployment and operations: not the graph's logic (docs/operations.md).
     delivery_mode: str = option(

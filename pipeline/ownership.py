@@ -7,11 +7,13 @@ customer A's session used to open it again as B, and the agent answered B's data
 So every inbound message passes two checks before it is keyed, and either can refuse it with a dead
 letter that gives the reason:
 
-1. **The binding** (when ``--session_binding_key`` is set): the frontend mints session ids bound to
-   one customer with a key (``contract.binding``); an id not bound to the message's customer (another
-   customer's claim, forged, another key, expired) is refused. No store, so it holds also while the
-   registry below is unreachable. Off by default: every other publisher (tests, benches, the terminal
-   client, eval runs) uses plain session ids.
+1. **The binding** (when ``--session_binding_key`` or ``--session_binding_secret`` is set): the frontend
+   mints session ids bound to one customer with a key (``contract.binding``); an id not bound to the
+   message's customer (another customer's claim, forged, another key, expired) is refused. No store, so
+   it holds also while the registry below is unreachable. Off by default: every other publisher (tests,
+   benches, the terminal client, eval runs) uses plain session ids. With a secret, the key is read from
+   Secret Manager at ``setup()`` and re-read as it rotates (``pipeline.secrets.BindingKeys``): the job's
+   options carry only the secret's name.
 2. **The registry** (always): ``session_owners/{session_id}`` in Firestore, created at a session's first
    message with ``create`` (fails when the document exists, so the first claim wins atomically; no
    transaction, no lock contention). Owners never change, so each worker caches what it read. A
@@ -38,6 +40,7 @@ from google.api_core import exceptions as gexc
 from contract.binding import BindingRefused, parse_keys, verify_session_binding
 from contract.dead_letters import DEAD_LETTER_TAG
 from contract.messages import DeadLetter, InboundMessage
+from pipeline.secrets import BindingKeys, SecretReader
 
 log = logging.getLogger(__name__)
 
@@ -98,9 +101,15 @@ class CheckSessionOwner(beam.DoFn):
         collection: str,
         binding_keys: str | Sequence[str] | None = None,
         database: str | None = None,
+        *,
+        binding_secret: str | None = None,
+        secret_endpoint: str | None = None,
     ) -> None:
         self._project, self._collection, self._database = project, collection, database
         self._keys = parse_keys(binding_keys)
+        # Only the secret's name is pickled with the DoFn (and so into the job); the value is read in setup().
+        self._secret, self._secret_endpoint = binding_secret, secret_endpoint
+        self._binding: BindingKeys | None = None
         self._owners: SessionOwners | None = None
         self._client: Any = None
         self._skip_registry_until = 0.0
@@ -111,18 +120,25 @@ class CheckSessionOwner(beam.DoFn):
     def setup(self) -> None:
         from google.cloud import firestore
 
+        if self._secret:
+            self._binding = BindingKeys(secret=self._secret, reader=SecretReader(self._secret_endpoint))
+        elif self._keys:
+            self._binding = BindingKeys(self._keys)
         self._client = firestore.Client(project=self._project, database=self._database)
         self._owners = SessionOwners(self._client, self._collection)
 
     def teardown(self) -> None:
+        if self._binding is not None:
+            self._binding.close()
+            self._binding = None
         if self._client is not None:
             self._client.close()
             self._client = None
 
     def process(self, msg: InboundMessage) -> Iterator:
-        if self._keys:
+        if self._binding is not None:
             try:
-                verify_session_binding(self._keys, msg.session_id, msg.customer_id)
+                verify_session_binding(self._binding.accepted(), msg.session_id, msg.customer_id)
             except BindingRefused as e:
                 self.refused_binding.inc()
                 yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, refused(msg, e.reason))

@@ -61,6 +61,7 @@ from pipeline.validation import (
     MEMORY_PATTERN,
     PROJECT_PATTERN,
     PUBSUB_ID_PATTERN,
+    SECRET_VERSION_PATTERN,
     SettingsError,
     is_pubsub_option,
     is_url_option,
@@ -407,6 +408,24 @@ class _Builder:
                 seen[(kind, value)] = name
         return ids
 
+    def binding_key(self, on_dataflow: bool) -> None:
+        """The session binding key: a secret's name may travel with a job, the key itself may not."""
+        secret = self._get("session_binding_secret")
+        if secret and not re.fullmatch(SECRET_VERSION_PATTERN, str(secret)):
+            # Not echoed: a key pasted here by mistake must not reach a log.
+            self.problem(
+                "--session_binding_secret is not a secret version name "
+                "(projects/P/secrets/S/versions/latest or /versions/N; the value is not shown)"
+            )
+        if secret and self._get("session_binding_key"):
+            self.problem("--session_binding_key and --session_binding_secret are both set: give one of them")
+        elif on_dataflow and self._get("session_binding_key"):
+            self.problem(
+                "--session_binding_key is set on Dataflow, where the job's options are readable by anyone who can "
+                "view the job: put the key in Secret Manager and give --session_binding_secret "
+                "(projects/P/secrets/S/versions/latest) instead"
+            )
+
     # -- all ---------------------------------------------------------------------------------
 
     def build(self, from_env: tuple[str, ...]) -> Settings:
@@ -427,6 +446,7 @@ class _Builder:
             self._text("bigtable_instance", BIGTABLE_INSTANCE_PATTERN, "Bigtable instance id")
             self._text("bigtable_table", BIGTABLE_TABLE_PATTERN, "Bigtable table id")
         backend, gemini = self.model()
+        self.binding_key(on_dataflow)
         self.ranges()
         gpu_backend = backend in registry.NAMES and registry.get(backend).needs_gpu
         accelerator, min_ram = self.accelerator(backend, on_dataflow)

@@ -37,6 +37,10 @@ ACCELERATOR_PATTERN = r"^type:[a-z0-9-]+;count:[1-9][0-9]?(?:;install-nvidia-dri
 MEMORY_PATTERN = r"^[0-9]+(?:\.[0-9]+)?(?:[KMGT]i?B)?$"
 # A container image reference with an explicit tag or digest (registry host required).
 IMAGE_PATTERN = r"^[a-z0-9.-]+(?::[0-9]+)?/[a-z0-9._/-]+(?::[A-Za-z0-9._-]{1,128}|@sha256:[a-f0-9]{64})$"
+# A Secret Manager secret version: a number, or ``latest`` (then the version before it is read too: rotation).
+SECRET_VERSION_PATTERN = (
+    r"^projects/[a-z0-9.:-]+/(?:locations/[a-z0-9-]+/)?secrets/[A-Za-z0-9_-]{1,255}/versions/(?:latest|[1-9][0-9]*)$"
+)
 INT_PATTERN = r"^[0-9]+$"
 NUMBER_PATTERN = r"^[0-9]+(?:\.[0-9]+)?$"
 ANY_TOKEN_PATTERN = r"^\S+$"

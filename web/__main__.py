@@ -63,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="DEMO login: the page picks any seeded customer and this server mints its identity token "
-        "(web/identity.py). --no-demo-login: tokens only from SUPPORTFLOW_IDENTITY_KEY / _PUBLIC_KEY_FILE holders.",
+        "(web/identity.py). --no-demo-login: tokens only from the identity provider configured by the "
+        "SUPPORTFLOW_IDENTITY_* variables (docs/security.md).",
     )
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)

@@ -25,9 +25,11 @@ Chat socket protocol (JSON text frames):
 - page -> server: ``{"type": "send", "message_id": "...", "text": "..."}``. The page chooses the
   message id, so a resend after a reconnect is idempotent (stored once, published once).
 
-Close codes: 4400 bad request, 4401 identity token missing, invalid or expired (the page logs in
-again), 4403 session of another customer, 4404 session not held here (the page then offers a new
-conversation), 4408 socket too slow (the page reconnects).
+Close codes: 4400 bad request, 4401 identity token refused, with the reason (missing, invalid, expired,
+naming no customer or one who is not there: the page logs in again), 4403 session of another customer,
+4404 session not held here (the page then offers a new conversation), 4408 socket too slow (the page
+reconnects), 1013 the identity provider's keys or the customer store unreachable (try again). HTTP: 401
+with the reason, 503 for the unreachable. A refused token opens no session and publishes nothing.
 """
 
 from __future__ import annotations
@@ -51,9 +53,10 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from contract.binding import BindingRefused, mint_session_id, verify_session_binding
 from contract.messages import ContractError, Id, parse_inbound, utc_now
+from web.accounts import FirestoreAccounts
 from web.customers import DEFAULT_LIMIT, CustomerDirectory
 from web.hub import Listener, PubSubHub
-from web.identity import Identity, IdentityRefused
+from web.identity import Identity, IdentityRefused, IdentityUnavailable
 from web.ops import OpsStats
 from web.store import DEFAULT_MAX_EVENTS, DEFAULT_MAX_SESSIONS, SessionConflict, SessionStore, UnknownSession
 
@@ -85,6 +88,11 @@ def bearer(authorization: str | None) -> str | None:
     return None
 
 
+def close_reason(text: str) -> str:
+    """A WebSocket close reason fits in 123 bytes."""
+    return text.encode()[:120].decode(errors="ignore")
+
+
 def valid_id(value: str | None) -> str | None:
     if value is None:
         return None
@@ -99,7 +107,9 @@ def create_app(config: WebConfig) -> FastAPI:
     ops = OpsStats()
     hub = PubSubHub(config.project, store, ops)
     identity = config.identity
+    binding = identity.binding
     directory = CustomerDirectory(config.project)
+    accounts = FirestoreAccounts(config.project, identity.policy.account_links)
     stopping = asyncio.Event()
 
     def load_names() -> None:
@@ -108,18 +118,24 @@ def create_app(config: WebConfig) -> FastAPI:
         except Exception:  # names are decoration: the login works by id
             log.exception("could not read customer names from Firestore")
 
-    def customer_of(token: str | None) -> str:
+    async def verified_customer(token: str | None) -> str:
+        # In a thread: the provider's keys (JWKS) and the customer store may be fetched.
+        return await asyncio.to_thread(identity.customer_of, token, accounts)
+
+    async def customer_of(token: str | None) -> str:
         try:
-            return identity.customer_of(token)
+            return await verified_customer(token)
+        except IdentityUnavailable as e:
+            raise HTTPException(503, e.reason) from None
         except IdentityRefused as e:
             raise HTTPException(401, e.reason, headers={"WWW-Authenticate": "Bearer"}) from None
 
-    def may_join(session_id: str, customer_id: str) -> bool:
+    async def may_join(session_id: str, customer_id: str) -> bool:
         """A bound session id (when binding keys are configured) must name this customer."""
-        if not identity.binding_keys:
+        if binding is None:
             return True
         try:
-            verify_session_binding(identity.binding_keys, session_id, customer_id)
+            verify_session_binding(await asyncio.to_thread(binding.accepted), session_id, customer_id)
         except BindingRefused:
             return False
         return True
@@ -136,6 +152,7 @@ def create_app(config: WebConfig) -> FastAPI:
         finally:
             stopping.set()
             await asyncio.to_thread(hub.stop)
+            accounts.close()
 
     app = FastAPI(title="supportflow chat", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.store, app.state.ops, app.state.hub = store, ops, hub
@@ -188,11 +205,11 @@ def create_app(config: WebConfig) -> FastAPI:
 
     @app.post("/api/sessions", status_code=201)
     async def new_session(authorization: str | None = Header(default=None)) -> dict[str, Any]:  # noqa: B008
-        customer_id = valid_id(customer_of(bearer(authorization)))
+        customer_id = valid_id(await customer_of(bearer(authorization)))
         if customer_id is None:
             raise HTTPException(422, "the token's customer id is not a valid id")
-        if identity.binding_keys:
-            session_id = mint_session_id(identity.binding_keys, customer_id)
+        if binding is not None:
+            session_id = mint_session_id([await asyncio.to_thread(binding.signing_key)], customer_id)
         else:
             session_id = f"web-{uuid.uuid4().hex[:16]}"
         store.open(session_id, customer_id)
@@ -200,7 +217,7 @@ def create_app(config: WebConfig) -> FastAPI:
 
     @app.get("/api/sessions/{session_id}")
     async def session_history(session_id: str, authorization: str | None = Header(default=None)) -> dict[str, Any]:  # noqa: B008
-        customer_id = customer_of(bearer(authorization))
+        customer_id = await customer_of(bearer(authorization))
         try:
             snap = store.snapshot(session_id)
         except UnknownSession:
@@ -266,11 +283,14 @@ def create_app(config: WebConfig) -> FastAPI:
             await ws.close(4400, "session_id invalid")
             return
         try:
-            customer_id = valid_id(identity.customer_of(ws.query_params.get("token")))
-        except IdentityRefused as e:
-            await ws.close(4401, e.reason[:120])
+            customer_id = valid_id(await verified_customer(ws.query_params.get("token")))
+        except IdentityUnavailable as e:
+            await ws.close(1013, close_reason(e.reason))
             return
-        if customer_id is None or not may_join(session_id, customer_id):
+        except IdentityRefused as e:
+            await ws.close(4401, close_reason(e.reason))
+            return
+        if customer_id is None or not await may_join(session_id, customer_id):
             await ws.close(4403, "session belongs to another customer")
             return
         try:

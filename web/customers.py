@@ -14,6 +14,7 @@ from typing import Any
 
 log = logging.getLogger("web")
 
+CUSTOMERS = "customers"  # the store's customer records (tools/store.py reads the same collection)
 READ_TIMEOUT_S = 10.0
 REFRESH_EVERY_S = 5.0
 DEFAULT_LIMIT = 20
@@ -33,7 +34,7 @@ class CustomerDirectory:
         client = firestore.Client(project=self.project)
         try:
             names: dict[str, str | None] = {}
-            for snap in client.collection("customers").select(["name"]).stream(timeout=READ_TIMEOUT_S):
+            for snap in client.collection(CUSTOMERS).select(["name"]).stream(timeout=READ_TIMEOUT_S):
                 name = (snap.to_dict() or {}).get("name")
                 names[snap.id] = name if isinstance(name, str) else None
         finally:
