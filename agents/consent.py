@@ -83,7 +83,7 @@ def _normal(text: str) -> str:
 
 
 @functools.lru_cache(maxsize=256)
-def _term_pattern(term: str) -> re.Pattern[str]:
+def term_pattern(term: str) -> re.Pattern[str]:
     """A term's words in order, each inflected (s/es/ed/ing), with up to three other words between them."""
     words = [re.escape(w) for w in _normal(term).split()]
     gap = r"(?:\W+[\w'-]+){0,3}?\W+"
@@ -101,7 +101,7 @@ def _hits(text: str, action: ActionSpec) -> list[_Hit]:
     for clause in (c.strip() for c in _CLAUSE.split(_normal(text))):
         if not clause:
             continue
-        starts = [m.start() for t in action.terms for m in _term_pattern(t).finditer(clause)]
+        starts = [m.start() for t in action.terms for m in term_pattern(t).finditer(clause)]
         if starts:
             out.append(_Hit(clause, min(starts)))
     return out
@@ -121,7 +121,7 @@ def _confirms_offer(text: str, action: ActionSpec, previous_agent_text: str) -> 
     # The offer is the agent's last question: "... Would you like me to start the refund?"
     sentences = [s for s in re.split(r"(?<=[.!?])\s+", _normal(previous_agent_text)) if s]
     offer = sentences[-1] if sentences else ""
-    return bool(_OFFER.search(offer)) and any(_term_pattern(t).search(offer) for t in action.terms)
+    return bool(_OFFER.search(offer)) and any(term_pattern(t).search(offer) for t in action.terms)
 
 
 def judge(text: str, action: ActionSpec, previous_agent_text: str = "") -> Consent:

@@ -37,21 +37,46 @@ Output (``check_output``):
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from agents.consent import term_pattern
+from tools.packs import DEFAULT_PACK, load_pack
+
 # ---------------------------------------------------------------------------
 # Identifiers and facts
 # ---------------------------------------------------------------------------
 
-CUSTOMER_ID = re.compile(r"\bC\d{4,}\b", re.IGNORECASE)
-# Ids that embed their owner's customer id (group 1).
-OWNED_ID = re.compile(r"\b(?:O|T)-(C\d{4,})-\d+\b", re.IGNORECASE)
-# Ids the tools mint (refunds, returns, tickets, hand-offs): no owner inside, must come from this session.
-MINTED_ID = re.compile(r"\b(?:RMA|R|H|T)-[0-9A-F]{10,16}\b")
+
+
+@dataclass(frozen=True)
+class IdSpace:
+    """The business's id formats and action words, compiled once per pack (``id_space``)."""
+
+    customer: re.Pattern[str]
+    owned: tuple[tuple[re.Pattern[str], int], ...]  # ids that embed their owner's customer id (in that group)
+    minted: tuple[re.Pattern[str], ...]  # references the tools mint: no owner inside, must come from this session
+    action_words: Mapping[str, re.Pattern[str]]  # action -> the words that name it (promises are read by them)
+
+
+@functools.lru_cache(maxsize=16)
+def id_space(pack_name: str = DEFAULT_PACK) -> IdSpace:
+    pack = load_pack(pack_name)
+    return IdSpace(
+        customer=pack.customer_id.regex,
+        owned=tuple((f.regex, f.owner_group) for f in pack.id_formats if f.owner_group),
+        minted=tuple(f.regex for f in pack.id_formats if f.minted),
+        action_words={
+            a.name: re.compile("|".join(term_pattern(t).pattern for t in a.claim_words))
+            for a in pack.actions.values()
+            if a.claim_words
+        },
+    )
+
 EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 PHONE = re.compile(
     r"(?<![\w+-])(?:"
@@ -97,7 +122,8 @@ class SessionFacts:
     customer_id: str
     own_values: frozenset[str] = frozenset()  # any string value of the customer's context / tool results
     instructions: str = ""  # the prompt's static instructions (never to be echoed)
-    done_actions: frozenset[str] = frozenset()  # "refund", "return", "address_change", "ticket", "handoff"
+    done_actions: frozenset[str] = frozenset()  # the pack's action names carried out (ActionSpec.name)
+    ids: IdSpace = field(default_factory=id_space, compare=False)
     _own_lower: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
     _own_digits: tuple[str, ...] = field(default=(), repr=False, compare=False)
 
@@ -125,6 +151,7 @@ class SessionFacts:
             self.own_values | frozenset(flatten_values(list(values))),
             self.instructions,
             self.done_actions | frozenset(done_actions),
+            self.ids,
         )
 
 
@@ -135,13 +162,14 @@ def facts_from_context(
     instructions: str = "",
     extra_values: Iterable[Any] = (),
     done_actions: Iterable[str] = (),
+    pack: str = DEFAULT_PACK,
 ) -> SessionFacts:
-    """Facts from the enrichment context (profile, orders, tickets) plus any extra values (tool results)."""
+    """Facts from the enrichment context (profile, the customer's records) plus extra values (tool results)."""
     ctx = dict(context or {})
     if ctx.get("customer_id") not in (None, customer_id):
         ctx = {}  # another customer's context is never "own"
     values = set(flatten_values(ctx)) | set(flatten_values(list(extra_values)))
-    return SessionFacts(customer_id, frozenset(values), instructions, frozenset(done_actions))
+    return SessionFacts(customer_id, frozenset(values), instructions, frozenset(done_actions), id_space(pack))
 
 
 # ---------------------------------------------------------------------------
@@ -306,9 +334,10 @@ class InputVerdict:
 
 
 def foreign_ids(text: str, facts: SessionFacts) -> list[str]:
-    """Customer, order and ticket ids in ``text`` that belong to another customer than the session's."""
-    found = [m.group(0) for m in CUSTOMER_ID.finditer(text) if not facts.is_own_customer(m.group(0))]
-    found += [m.group(0) for m in OWNED_ID.finditer(text) if not facts.is_own_customer(m.group(1))]
+    """Customer ids, and ids that embed one, in ``text`` that belong to another customer than the session's."""
+    found = [m.group(0) for m in facts.ids.customer.finditer(text) if not facts.is_own_customer(m.group(0))]
+    for pattern, group in facts.ids.owned:
+        found += [m.group(0) for m in pattern.finditer(text) if not facts.is_own_customer(m.group(group))]
     return found
 
 
@@ -372,12 +401,6 @@ _COMMITMENT = re.compile(
     r"|\bwill (?:be )?(?:refunded|issued|processed|credited|cancell?ed|changed|updated)\b"
     r"|\byou(?:'ll| will) (?:receive|get|see) (?:a |your |the )?(?:full )?(?:refund|money|label)\b"
 )
-_ACTION_NOUNS: Mapping[str, re.Pattern[str]] = {
-    "refund": re.compile(r"\b(?:refund\w*|money back|reimburs\w*|credited|cancell?(?:ed|ation)|cancel)\b"),
-    "return": re.compile(r"\b(?:return(?:s|ed)?(?: label)?|rma|label)\b"),
-    "address_change": re.compile(r"\baddress\b"),
-    "ticket": re.compile(r"\bticket\b"),
-}
 
 
 @dataclass(frozen=True)
@@ -410,15 +433,16 @@ def leaks_instructions(text: str, instructions: str, n: int = SHINGLE_WORDS) -> 
     return bool(_shingles(_words(text), n) & _shingles(_words(instructions), n))
 
 
-def unbacked_promises(text: str, done_actions: Iterable[str]) -> list[str]:
+def unbacked_promises(text: str, done_actions: Iterable[str], ids: IdSpace | None = None) -> list[str]:
     """Action kinds the reply claims (done or committed) that no tool carried out in this turn."""
+    words = (ids or id_space()).action_words
     done = set(done_actions)
     out: list[str] = []
     for sentence in _SENTENCE.findall(normalize(text)):
         s = sentence.strip()
         if not s or s.endswith("?") or _NON_COMMITTAL.search(s) or not _COMMITMENT.search(s):
             continue
-        kinds = [k for k, p in _ACTION_NOUNS.items() if p.search(s)]
+        kinds = [k for k, p in words.items() if p.search(s)]
         if kinds and not done.intersection(kinds):
             out.extend(k for k in kinds if k not in out)
     return out
@@ -465,9 +489,12 @@ def redact(text: str, facts: SessionFacts) -> tuple[str, int]:
 
 
 def unknown_ids(text: str, facts: SessionFacts) -> list[str]:
-    """Ids of the shop's formats that belong to this customer's id space but appear nowhere in the session."""
-    out = [m.group(0) for m in OWNED_ID.finditer(text) if facts.is_own_customer(m.group(1))]
-    out += [m.group(0) for m in MINTED_ID.finditer(text)]
+    """Ids of the pack's formats that belong to this customer's id space but appear nowhere in the session."""
+    out = []
+    for pattern, group in facts.ids.owned:
+        out += [m.group(0) for m in pattern.finditer(text) if facts.is_own_customer(m.group(group))]
+    for pattern in facts.ids.minted:
+        out += [m.group(0) for m in pattern.finditer(text)]
     return [i for i in out if not facts.owns_text(i)]
 
 
@@ -480,7 +507,7 @@ def check_output(text: str, facts: SessionFacts) -> OutputVerdict:
         cats.append("system_prompt")
     if _has_secret(text, facts):
         cats.append("secret")
-    if unbacked_promises(text, facts.done_actions):
+    if unbacked_promises(text, facts.done_actions, facts.ids):
         cats.append("unbacked_promise")
     if cats:
         return OutputVerdict(False, SAFE_HANDOFF_TEXT, tuple(cats))

@@ -3,15 +3,18 @@
 A small model fills arguments well only when there is little to choose from,
 so each argument's JSON schema is cut down before decoding:
 
-- ``order_id``: the session customer's own order ids (newest first), or only
-  those the customer referred to: by id in this turn (an id not on the account
-  stays, so the tool can say it was not found), by id earlier in the
-  conversation, or by naming an item of the order;
-- presets of the route (``kind: refund``) and single choices become ``const``;
-- for small models (``from_text``), free text (a search query, a summary) is the
-  customer's own words, and address fields are one of the spans of the
-  customer's message that look like a street, a city or a postcode; optional
-  arguments take the tool's default.
+- an id argument (``ToolSpec.id_args``: its id kind, whose format the pack
+  declares): the session customer's own ids of that kind (as the context lists
+  them), or only those the customer referred to: by id in this turn (an id not
+  on the account stays, so the tool can say it was not found), by id earlier in
+  the conversation, or by naming one of the record's words (an item's name);
+- presets of the route and single choices become ``const``;
+- for small models (``from_text``), the tool's free-text arguments
+  (``ToolSpec.text_args``: a search query, a summary) are the customer's own
+  words, and its address fields (``ToolSpec.span_args``) one of the spans of
+  the customer's message that look like a street, a city or a postcode;
+  optional arguments take the tool's default. Any other string is left to the
+  model, bounded: no argument is filled with a message it was not declared for.
 
 ``narrow`` returns the closed parameters schema; ``fixed_arguments`` says
 whether it leaves nothing to decode (every argument a ``const``).
@@ -21,12 +24,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-ORDER_ID = re.compile(r"\bO-C\d{4,}-\d+\b", re.IGNORECASE)
-FREE_TEXT_ARGS = frozenset({"query", "summary", "details", "subject", "reason"})
-ADDRESS_ARGS = frozenset({"line1", "city", "postcode"})
+from tools.spec import IdFormat, ToolSpec
+
 MAX_FREE_TEXT = 160  # a bounded string for models that write their own argument text
 _WORD = re.compile(r"[a-z]{4,}")
 _SPLIT = re.compile(r"[,;\n]|\b(?:to|instead|please|at)\b|[.!?](?=\s|$)", re.IGNORECASE)
@@ -40,12 +42,15 @@ def _words(text: str) -> set[str]:
     return {_stem(w) for w in _WORD.findall(text.lower())}
 
 
-def text_spans(text: str) -> list[str]:
-    """Segments of ``text`` between commas, sentence ends and linking words, and the digit tokens inside them."""
+def text_spans(text: str, ids: re.Pattern[str] | None = None) -> list[str]:
+    """Segments of ``text`` between commas, sentence ends and linking words, and the digit tokens inside them.
+
+    A segment holding one of the business's ids (``ids``) is no address field.
+    """
     spans: list[str] = []
     for part in _SPLIT.split(text):
         part = part.strip(" \t.!?:'\"()")
-        if not part or ORDER_ID.search(part):
+        if not part or (ids is not None and ids.search(part)):
             continue
         spans.append(part)
         words = part.split()
@@ -56,50 +61,48 @@ def text_spans(text: str) -> list[str]:
     return [s for s in dict.fromkeys(spans) if len(s) <= 120]
 
 
-def _looks_like(field: str, span: str) -> bool:
+def _looks_like(kind: str, span: str) -> bool:
     words = span.split()
     has_digit = any(c.isdigit() for c in span)
-    if field == "postcode":
+    if kind == "postcode":
         return has_digit and len(span) <= 10
-    if field == "line1":
+    if kind == "street":
         return has_digit and len(words) >= 2
     return not has_digit and 1 <= len(words) <= 3 and all(w[:1].isupper() for w in words)  # city
 
 
 @dataclass(frozen=True)
 class TurnFacts:
-    """What narrowing may use: this turn's text, earlier messages, the customer's own orders (newest first)."""
+    """What narrowing may use: this turn's text, earlier messages, the customer's own records per id kind."""
 
     text: str
     history: tuple[str, ...] = ()  # earlier messages, newest first
-    orders: tuple[Mapping[str, Any], ...] = ()
+    records: Mapping[str, tuple[Mapping[str, Any], ...]] = field(default_factory=dict)  # id kind -> own, newest first
+    formats: Mapping[str, IdFormat] = field(default_factory=dict)  # the pack's id formats
     from_text: bool = True
+    any_id: re.Pattern[str] | None = None  # every id of the pack (kept out of address spans)
 
-    @property
-    def own_ids(self) -> list[str]:
-        return [str(o["order_id"]) for o in self.orders if o.get("order_id")]
+    def own_ids(self, kind: str) -> list[str]:
+        fmt = self.formats[kind]
+        return [str(r[fmt.field]) for r in self.records.get(kind, ())]
 
-    def referenced_ids(self) -> list[str]:
-        mentioned = list(dict.fromkeys(m.upper() for m in ORDER_ID.findall(self.text)))
+    def referenced_ids(self, kind: str) -> list[str]:
+        fmt = self.formats[kind]
+        mentioned = list(dict.fromkeys(m.group(0).upper() for m in fmt.regex.finditer(self.text)))
         if mentioned:
             return mentioned
-        own = {i.upper(): i for i in self.own_ids}
+        own = {i.upper(): i for i in self.own_ids(kind)}
         words = _words(self.text)
         named = [
-            str(o["order_id"]) for o in self.orders if o.get("order_id") and words & _words(" ".join(_item_names(o)))
+            str(r[fmt.field]) for r in self.records.get(kind, ()) if words & _words(" ".join(fmt.naming_words(r)))
         ]
         if named:
             return named
         for earlier in self.history:
-            ids = [own[m.upper()] for m in ORDER_ID.findall(earlier) if m.upper() in own]
+            ids = [own[m.group(0).upper()] for m in fmt.regex.finditer(earlier) if m.group(0).upper() in own]
             if ids:
                 return list(dict.fromkeys(ids))
         return []
-
-
-def _item_names(order: Mapping[str, Any]) -> list[str]:
-    items = order.get("items") if isinstance(order.get("items"), Sequence) else ()
-    return [str(i.get("name", "")) for i in items if isinstance(i, Mapping)]
 
 
 def _choice(values: Sequence[Any]) -> dict[str, Any]:
@@ -107,7 +110,7 @@ def _choice(values: Sequence[Any]) -> dict[str, Any]:
 
 
 def narrow(
-    declaration: Mapping[str, Any], facts: TurnFacts, presets: Mapping[str, Any] | None = None
+    declaration: Mapping[str, Any], facts: TurnFacts, spec: ToolSpec, presets: Mapping[str, Any] | None = None
 ) -> dict[str, Any] | None:
     """The tool's parameters schema narrowed for this turn; None if the tool cannot be called (no valid value)."""
     presets = presets or {}
@@ -117,29 +120,31 @@ def narrow(
     out: dict[str, Any] = {}
     need: list[str] = []
     for name, prop in props.items():
-        spec = _narrow_one(name, prop, name in required, presets, facts)
-        if spec is None:
+        narrowed = _narrow_one(name, prop, name in required, presets, facts, spec)
+        if narrowed is None:
             if name in required:
                 return None
             continue
-        out[name] = spec
-        if name in required or "const" in spec:
+        out[name] = narrowed
+        if name in required or "const" in narrowed:
             need.append(name)
     return {"type": "object", "properties": out, "required": need, "additionalProperties": False}
 
 
 def _narrow_one(
-    name: str, prop: Mapping[str, Any], required: bool, presets: Mapping[str, Any], facts: TurnFacts
+    name: str, prop: Mapping[str, Any], required: bool, presets: Mapping[str, Any], facts: TurnFacts, spec: ToolSpec
 ) -> dict[str, Any] | None:
     if name in presets:
         return {"const": presets[name]}
-    if name == "order_id":
-        refs = facts.referenced_ids()
+    if name in spec.id_args:
+        kind = spec.id_args[name]
+        refs = facts.referenced_ids(kind)
         if refs:
             return _choice(refs)
         if not required and facts.from_text:
-            return None  # e.g. list recent orders instead of guessing one
-        return _choice(facts.own_ids) if facts.own_ids else None
+            return None  # e.g. list the recent records instead of guessing one
+        own = facts.own_ids(kind)
+        return _choice(own) if own else None
     if "enum" in prop or "const" in prop:
         if not required and facts.from_text:
             return None
@@ -147,11 +152,11 @@ def _narrow_one(
     if prop.get("type") == "string":
         limit = int(prop.get("maxLength", MAX_FREE_TEXT))
         if facts.from_text:
-            if name in ADDRESS_ARGS:
-                spans = [s for s in text_spans(facts.text) if _looks_like(name, s)]
-                if spans:
-                    return _choice(spans)
-            elif name in FREE_TEXT_ARGS or required:
+            if name in spec.span_args:
+                # Fails closed: a field no span of the message fills honestly is not made up by the model.
+                spans = [s for s in text_spans(facts.text, facts.any_id) if _looks_like(spec.span_args[name], s)]
+                return _choice(spans) if spans else None
+            if name in spec.text_args:
                 text = " ".join(facts.text.split())[:limit].strip()
                 return {"const": text} if len(text) >= int(prop.get("minLength", 0)) else None
             if not required:

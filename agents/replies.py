@@ -1,15 +1,18 @@
 """The reply after tool results, rendered from those results: it states only what the tools returned.
 
-Used by the constrained step protocol (``agents.protocol``): a small model that
-cannot be trusted to restate a tool result faithfully does not write the reply;
-each tool result becomes a few plain sentences built from its own fields. The
-output guardrails still check the text (``agents.steps``).
+Used by the constrained step protocol (``agents.protocol``): a small model that cannot be trusted to
+restate a tool result faithfully does not write the reply. Each tool result becomes a few plain
+sentences by its tool's own renderer (``ToolSpec.render``, declared by the pack); what reads the same
+for every pack is here: a call that failed or was refused, and an action the customer did not ask
+for. The output guardrails still check the text (``agents.steps``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
+
+from tools.packs import Pack
 
 Result = Mapping[str, Any]
 
@@ -17,138 +20,6 @@ NOTHING_FOUND = (
     "I couldn't find anything about that. Could you tell me a bit more, or shall I connect you with a person?"
 )
 TOOL_FAILED = "Sorry, I couldn't look that up just now. Please try again in a moment, or ask for a human agent."
-
-
-def _money(amount: Any, currency: Any) -> str:
-    if isinstance(amount, int | float):
-        return f"{amount:.2f} {currency or ''}".strip()
-    return ""
-
-
-def _items(items: Any) -> str:
-    names = []
-    for item in items if isinstance(items, Sequence) and not isinstance(items, str) else ():
-        if isinstance(item, Mapping):
-            qty = item.get("qty")
-            label = str(item.get("name", "item"))
-            names.append(f"{qty}x {label}" if isinstance(qty, int) and qty > 1 else label)
-    return ", ".join(names)
-
-
-def _order_line(order: Result) -> str:
-    parts = [f"{order.get('order_id')}: {order.get('status')}"]
-    if order.get("carrier"):
-        parts.append(f"carrier {order['carrier']}")
-    if order.get("placed_on"):
-        parts.append(f"placed on {order['placed_on']}")
-    if _items(order.get("items")):
-        parts.append(_items(order.get("items")))
-    if _money(order.get("total"), order.get("currency")):
-        parts.append(f"total {_money(order.get('total'), order.get('currency'))}")
-    return ", ".join(parts)
-
-
-def _orders(r: Result) -> str:
-    if isinstance(r.get("order"), Mapping):
-        return f"Order {_order_line(r['order'])}."
-    orders = [o for o in r.get("orders") or () if isinstance(o, Mapping)]
-    if not orders:
-        return "I don't see any orders on your account."
-    return "Your recent orders:\n" + "\n".join(f"- {_order_line(o)}" for o in orders)
-
-
-def _shipment(r: Result) -> str:
-    oid, status = r.get("order_id"), r.get("order_status")
-    out = [f"Order {oid} is {status}."]
-    if r.get("delivered_on"):
-        out.append(f"It was delivered on {r['delivered_on']}.")
-    elif r.get("dispatched"):
-        carrier = f" with {r['carrier']}" if r.get("carrier") else ""
-        track = f", tracking number {r['tracking_id']}" if r.get("tracking_id") else ""
-        out.append(f"It was dispatched{carrier}{track}.")
-    else:
-        carrier = f" It will ship with {r['carrier']}." if r.get("carrier") else ""
-        out.append(f"It has not been dispatched yet.{carrier}")
-    if r.get("eta") and not r.get("delivered_on"):
-        out.append(f"Estimated delivery: {r['eta']}.")
-    if r.get("days_late"):
-        out.append(f"It is {r['days_late']} days past its estimated delivery date.")
-    return " ".join(out)
-
-
-def _eligibility(r: Result) -> str:
-    kind, oid = r.get("kind", "refund"), r.get("order_id")
-    if r.get("eligible"):
-        out = [f"Good news: order {oid} can get a {kind}. {r.get('explanation', '')}".strip()]
-        if _money(r.get("amount"), r.get("currency")):
-            out.append(f"The amount would be {_money(r.get('amount'), r.get('currency'))}.")
-        if kind == "return" and r.get("label_fee") is not None:
-            fee = r["label_fee"]
-            out.append("The return label is free on your plan." if not fee else f"The return label costs {fee:.2f}.")
-        if r.get("excluded_items"):
-            out.append(f"Not returnable: {', '.join(map(str, r['excluded_items']))}.")
-        out.append(f"Would you like me to start the {kind}?")
-        return " ".join(out)
-    out = [f"Order {oid} can't get a {kind} right now. {r.get('explanation', '')}".strip()]
-    if r.get("next_step") and r.get("reason") not in ("not_applicable",):
-        out.append(str(r["next_step"]))
-    return " ".join(out)
-
-
-def _action(r: Result) -> str:
-    oid = r.get("order_id")
-    if r.get("status") == "denied":
-        return f"I couldn't start that for order {oid}. {r.get('explanation', '')}".strip()
-    again = " (this was already done earlier)" if r.get("replayed") else ""
-    if r.get("kind") == "refund":
-        amount = _money(r.get("amount"), r.get("currency"))
-        cancelled = " The order is cancelled." if r.get("order_cancelled") else ""
-        return (
-            f"I've started a refund{' of ' + amount if amount else ''} for order {oid}{again}, "
-            f"reference {r.get('refund_id')}.{cancelled} {r.get('next_step', '')}"
-        ).strip()
-    fee = r.get("label_fee")
-    fee_text = " The label is free." if not fee else f" The label fee is {fee:.2f}."
-    excluded = f" Not included: {', '.join(map(str, r['excluded_items']))}." if r.get("excluded_items") else ""
-    return (
-        f"I've started a return for order {oid}{again}, reference {r.get('return_id')}. "
-        f"A prepaid return label is emailed to you.{fee_text}{excluded}"
-    )
-
-
-def _address(r: Result) -> str:
-    oid = r.get("order_id")
-    if r.get("status") == "denied":
-        why = f"{r.get('explanation', '')} {r.get('next_step', '')}".strip()
-        return f"I couldn't change the address of order {oid}. {why}".strip()
-    a = r.get("address") if isinstance(r.get("address"), Mapping) else {}
-    where = ", ".join(str(a[k]) for k in ("line1", "postcode", "city", "country") if a.get(k))
-    return f"I've changed the delivery address of order {oid} to {where}."
-
-
-def _articles(r: Result) -> str:
-    arts = [a for a in r.get("articles") or () if isinstance(a, Mapping)]
-    if not arts:
-        return NOTHING_FOUND
-    return "\n".join(f"{a.get('title')}: {a.get('excerpt')}" for a in arts[:2])
-
-
-def _ticket(r: Result) -> str:
-    about = f" about order {r['order_id']}" if r.get("order_id") else ""
-    return f"I've opened ticket {r.get('ticket_id')}{about}; our support team will follow up with you."
-
-
-RENDERERS: Mapping[str, Callable[[Result], str]] = {
-    "lookup_orders": _orders,
-    "get_shipment_status": _shipment,
-    "check_refund_eligibility": _eligibility,
-    "start_refund_or_return": _action,
-    "change_delivery_address": _address,
-    "search_help_articles": _articles,
-    "open_ticket": _ticket,
-}
-
-
 THIRD_PARTY = (
     "I can only make changes on your own account, at your own request. If someone else needs help with "
     "their account, they can contact us themselves."
@@ -162,22 +33,20 @@ def _not_requested(r: Result) -> str:
     return f"If you'd like, I can {r.get('offer')}." if r.get("offer") else NOTHING_FOUND
 
 
-def render_one(tool: str, result: Result) -> str:
+def render_one(pack: Pack, tool: str, result: Result) -> str:
     status = result.get("status")
     if status == "not_requested":
         return _not_requested(result)
-    if status == "not_found" and result.get("order_id"):
-        return f"I couldn't find order {result['order_id']} on your account."
     if status in ("invalid_args", "unknown_tool", "error", "skipped"):
         return TOOL_FAILED
-    renderer = RENDERERS.get(tool)
-    return renderer(result) if renderer else ""
+    spec = pack.tools_by_name.get(tool)
+    return spec.render(result) if spec else ""
 
 
-def render(results: Sequence[tuple[str, Result]]) -> str:
-    """The reply for the turn's tool results, in call order; the last result of one tool per order wins."""
-    if any(r.get("status") == "done" for t, r in results if t == "start_refund_or_return"):
-        # A check followed by the action it allowed: the action is what happened.
-        results = [(t, r) for t, r in results if t != "check_refund_eligibility"]
-    parts = [p for p in (render_one(t, r) for t, r in results) if p]
+def render(pack: Pack, results: Sequence[tuple[str, Result]]) -> str:
+    """The reply for the turn's tool results, in call order; identical sentences once."""
+    if any(r.get("status") == "done" and t in pack.mutating_tools for t, r in results):
+        # A check followed by the action it allowed (a route's follow-up): the action is what happened.
+        results = [(t, r) for t, r in results if t in pack.mutating_tools]
+    parts = [p for p in (render_one(pack, t, r) for t, r in results) if p]
     return "\n".join(dict.fromkeys(parts)) or NOTHING_FOUND

@@ -1,4 +1,4 @@
-"""Routes of a prompt version: example requests per tool, as versioned data (``prompts/<version>.routes.yaml``).
+"""Routes of a prompt version: example requests per tool, as a pack's versioned data (``<pack>/routes/<version>.yaml``).
 
 A version with a routes file routes each turn by nearest neighbour over the
 model's own embeddings (``agents.routing``); a version without one lets the
@@ -16,19 +16,19 @@ from typing import Any
 import yaml
 
 from agents.model import RouteQuery
-from agents.prompting import PROMPTS_DIR
-from tools.support import TOOL_NAMES
+from tools.packs import DEFAULT_PACK, load_pack
 
 REPLY_ROUTE_TOOL = "reply"  # a route that answers in plain text, without a tool
-# Argument values say nothing about the intent and pull a small model's embedding towards each
-# other (two requests naming order ids look alike): route on the request with them masked.
-_ID_VALUE = re.compile(r"\b(?:O-C\d+-\d+|RMA-\w+|[RTH]-\w*\d\w*|C\d{4,})\b", re.IGNORECASE)
 _NUMBER = re.compile(r"\b\d[\w-]*\b")
 
 
-def routing_text(text: str) -> str:
-    """``text`` as routing sees it: ids replaced by "it", other numbers by "#", whitespace collapsed."""
-    return " ".join(_NUMBER.sub("#", _ID_VALUE.sub("it", text)).split())
+def routing_text(text: str, ids: re.Pattern[str]) -> str:
+    """``text`` as routing sees it: the pack's ids replaced by "it", other numbers by "#", whitespace collapsed.
+
+    Argument values say nothing about the intent and pull a small model's embedding towards each
+    other (two requests naming ids look alike): route on the request with them masked.
+    """
+    return " ".join(_NUMBER.sub("#", ids.sub("it", text)).split())
 
 
 @dataclass(frozen=True)
@@ -58,20 +58,22 @@ class RouteTable:
     k: int
     routes: Mapping[str, Route]
     lexical_weight: float = 0.0
+    pack: str = DEFAULT_PACK
 
     def query(self, text: str) -> RouteQuery:
-        examples = tuple((r.name, routing_text(e)) for r in self.routes.values() for e in r.examples)
-        return RouteQuery(text=routing_text(text), examples=examples, k=self.k, lexical_weight=self.lexical_weight)
+        ids = load_pack(self.pack).any_id
+        examples = tuple((r.name, routing_text(e, ids)) for r in self.routes.values() for e in r.examples)
+        return RouteQuery(text=routing_text(text, ids), examples=examples, k=self.k, lexical_weight=self.lexical_weight)
 
 
-def _route(raw: Mapping[str, Any], version: str) -> Route:
+def _route(raw: Mapping[str, Any], version: str, tools: tuple[str, ...]) -> Route:
     tool = str(raw["tool"])
-    if tool != REPLY_ROUTE_TOOL and tool not in TOOL_NAMES:
+    if tool != REPLY_ROUTE_TOOL and tool not in tools:
         raise ValueError(f"{version}.routes.yaml: route {raw.get('name')!r} names unknown tool {tool!r}")
     then = raw.get("then")
     follow = None
     if then:
-        if then["tool"] not in TOOL_NAMES:
+        if then["tool"] not in tools:
             raise ValueError(f"{version}.routes.yaml: follow-up tool {then['tool']!r} is unknown")
         follow = FollowUp(then["tool"], tuple(dict(then.get("when") or {}).items()), tuple(then.get("args_from") or ()))
     examples = tuple(str(e) for e in raw.get("examples") or ())
@@ -80,14 +82,15 @@ def _route(raw: Mapping[str, Any], version: str) -> Route:
     return Route(str(raw["name"]), tool, tuple(dict(raw.get("args") or {}).items()), follow, examples)
 
 
-@functools.lru_cache(maxsize=8)
-def load_routes(version: str) -> RouteTable | None:
-    """The version's route table, or None when the version has no routes file."""
-    path = PROMPTS_DIR / f"{version}.routes.yaml"
+@functools.lru_cache(maxsize=16)
+def load_routes(version: str, pack: str = DEFAULT_PACK) -> RouteTable | None:
+    """The pack's route table for prompt ``version``, or None when the pack routes no such version."""
+    found = load_pack(pack)
+    path = found.root / "routes" / f"{version}.yaml"
     if not path.is_file():
         return None
     data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    routes = [_route(r, version) for r in data.get("routes") or ()]
+    routes = [_route(r, version, found.tool_names) for r in data.get("routes") or ()]
     names = [r.name for r in routes]
     if len(set(names)) != len(names):
         raise ValueError(f"{version}.routes.yaml: route names repeat")
@@ -96,4 +99,5 @@ def load_routes(version: str) -> RouteTable | None:
         k=int(data.get("k", 3)),
         routes={r.name: r for r in routes},
         lexical_weight=float(data.get("lexical_weight", 0.0)),
+        pack=pack,
     )

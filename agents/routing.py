@@ -8,7 +8,7 @@ route here: the backend embeds the request and the examples (``embed``), and
 ``rank`` votes among the ``k`` examples nearest to the request.
 
 The examples are versioned data beside the prompts
-(``prompts/<version>.routes.yaml``, loaded by ``agents.routes``); a backend
+(a pack's ``routes/<version>.yaml``, loaded by ``agents.routes``); a backend
 caches their vectors (``EmbeddingCache``), so a turn embeds only its own text.
 """
 

@@ -48,10 +48,10 @@ from agents.turn import ERROR_TEXT, FALLBACK_TEXT, FLAG_EMPTY_FALLBACK, FLAG_MOD
 from contract.handoff import Handoff
 from contract.messages import AgentReply, ReplyKind, TurnTimings
 from contract.turn import EnrichedTurn, Role
+from tools.packs import DEFAULT_PACK, Pack, load_pack
 from tools.policies import ShopPolicy, default_policy
 from tools.registry import ToolExecutor, ToolResult, tool_declarations
 from tools.scope import ToolContext
-from tools.support import HANDOFF_TOOL, PII_ARGS, TOOL_NAMES, action_of
 
 PROMPT_VERSION = "support_system_v2"
 DEFAULT_MAX_STEPS = 4
@@ -106,12 +106,13 @@ class Outcome(StrEnum):
 class StepConfig:
     max_steps: int = DEFAULT_MAX_STEPS  # model calls per turn, at most
     max_tokens: int = 256
-    tools: tuple[str, ...] = TOOL_NAMES  # () for a model without tool calling
+    tools: tuple[str, ...] | None = None  # None: every tool of the pack; () for a model without tool calling
     max_calls_per_step: int = 4
     policy_digests: bool = True
     tool_mode: str = TOOL_MODE_NATIVE
     # The turn's policy: its digests go into the prompt and the tools judge by it (ToolContext.policy).
     policy: ShopPolicy = field(default_factory=default_policy, hash=False)
+    pack: str = DEFAULT_PACK  # the business whose tools, ids and routes the turn uses (tools.packs)
 
     def __post_init__(self) -> None:
         if self.max_steps < 1 or self.max_tokens < 1 or self.max_calls_per_step < 1:
@@ -119,7 +120,7 @@ class StepConfig:
         object.__setattr__(self, "tool_mode", str(self.tool_mode))
         if self.tool_mode not in TOOL_MODES:
             raise ValueError(f"tool_mode must be one of {sorted(TOOL_MODES)}, got {self.tool_mode!r}")
-        object.__setattr__(self, "tools", tuple(self.tools))
+        object.__setattr__(self, "tools", load_pack(self.pack).tool_names if self.tools is None else tuple(self.tools))
 
 
 @dataclass(frozen=True)
@@ -179,8 +180,12 @@ class AgentState:
             raise RuntimeError(f"turn {self.turn_id} is finished ({self.outcome}); it has no next request")
         if self.next_request is not None:
             return self.next_request
-        tools = tool_declarations(self.config.tools) if self.config.tools else ()
+        tools = tool_declarations(self.config.tools, self.config.pack) if self.config.tools else ()
         return ModelRequest(messages=self.messages, max_tokens=self.config.max_tokens, tools=tools)
+
+    @property
+    def pack(self) -> Pack:
+        return load_pack(self.config.pack)
 
     @property
     def turn_id(self) -> str:
@@ -249,20 +254,17 @@ def instructions(version: str) -> str:
 
 
 def _facts(state: AgentState) -> guardrails.SessionFacts:
-    enriched = state.enriched
+    enriched, pack = state.enriched, state.pack
     done = set(state.actions)
-    for order in (enriched.context or {}).get("orders") or ():
-        if isinstance(order, Mapping):
-            if order.get("status") in ("refunded", "cancelled") or order.get("refund"):
-                done.add("refund")
-            if order.get("status") == "returned" or order.get("return"):
-                done.add("return")
+    if pack.context_actions is not None:
+        done |= pack.context_actions(enriched.context or {})
     return guardrails.facts_from_context(
         enriched.turn.customer_id,
         enriched.context,
         instructions=instructions(state.version),
         extra_values=state.tool_values,
         done_actions=done,
+        pack=state.config.pack,
     )
 
 
@@ -328,7 +330,7 @@ def _run_tools(state: AgentState, response: ModelResponse, executor: ToolExecuto
     cfg = state.config
     last_step = state.step >= cfg.max_steps
     ctx = state.ctx
-    facts = guardrails.SessionFacts(ctx.customer_id)
+    facts = guardrails.SessionFacts(ctx.customer_id, ids=guardrails.id_space(state.config.pack))
     messages = [*state.messages, ChatMessage("assistant", response.text, tool_calls=response.tool_calls)]
     records: list[ToolCallRecord] = []
     flags: list[str] = []
@@ -340,7 +342,7 @@ def _run_tools(state: AgentState, response: ModelResponse, executor: ToolExecuto
         if i >= cfg.max_calls_per_step:
             result = _skipped(call, "too many tool calls in one step; call fewer at a time")
             flags.append(FLAG_TOOL_CALLS_CAPPED)
-        elif last_step and call.name != HANDOFF_TOOL:
+        elif last_step and call.name != state.pack.handoff_tool:
             result = _skipped(call, "step limit reached")
         elif (stopped := _unrequested(state, call)) is not None:
             result = stopped
@@ -350,10 +352,10 @@ def _run_tools(state: AgentState, response: ModelResponse, executor: ToolExecuto
             result = executor.execute(ctx, call)
         tools_ms += result.ms
         messages.append(ChatMessage("tool", result.message_content(), name=call.name, tool_call_id=call.id))
-        records.append(_record(state.step, call, result))
+        records.append(_record(state.step, call, result, state.pack))
         flags.extend(_tool_flags(call, result, facts))
         values.extend(guardrails.flatten_values(result.content))
-        action = _action_kind(call, result)
+        action = _action_kind(state.pack, call, result)
         if action:
             actions.append(action)
         if result.handed_off and handed_off is None:
@@ -438,15 +440,19 @@ def _error(state: AgentState, reason: str, flag: str) -> AgentState:
 
 
 def _route_table(state: AgentState) -> RouteTable | None:
-    return load_routes(state.version)
+    return load_routes(state.version, state.config.pack)
 
 
 def _turn_facts(state: AgentState) -> narrowing.TurnFacts:
-    enriched = state.enriched
-    orders = tuple(o for o in (enriched.context or {}).get("orders") or () if isinstance(o, Mapping))
+    enriched, pack = state.enriched, state.pack
     history = tuple(e.text for e in reversed(enriched.turn.history))
     return narrowing.TurnFacts(
-        text=user_text(enriched), history=history, orders=orders, from_text=_route_table(state) is not None
+        text=user_text(enriched),
+        history=history,
+        records={f.kind: f.records(enriched.context) for f in pack.id_formats if f.context},
+        formats=pack.ids,
+        from_text=_route_table(state) is not None,
+        any_id=pack.any_id,
     )
 
 
@@ -469,8 +475,8 @@ def _decision_request(
 def _narrowed_tools(state: AgentState, names: Iterable[str]) -> list[dict[str, Any]]:
     facts = _turn_facts(state)
     out = []
-    for decl in tool_declarations(names):
-        params = narrowing.narrow(decl, facts)
+    for decl in tool_declarations(names, state.config.pack):
+        params = narrowing.narrow(decl, facts, state.pack.tools_by_name[decl["name"]])
         if params is not None:
             out.append({**decl, "parameters": params})
     return out
@@ -512,10 +518,10 @@ def _constrained_advance(state: AgentState, response: ModelResponse, executor: T
     except protocol.ProtocolError:
         state = replace(state, flags=_merge(state.flags, [FLAG_PROTOCOL_INVALID]))
         results = _tool_results(state)
-        return _finish_rendered(state, response, replies.render(results) if results else FALLBACK_TEXT)
+        return _finish_rendered(state, response, replies.render(state.pack, results) if results else FALLBACK_TEXT)
     if decision.call is None:
         results = _tool_results(state)
-        return _finish_rendered(state, response, replies.render(results) if results else decision.text)
+        return _finish_rendered(state, response, replies.render(state.pack, results) if results else decision.text)
     return _call(state, response, decision.call, executor)
 
 
@@ -539,7 +545,7 @@ def _after_route(state: AgentState, response: ModelResponse, executor: ToolExecu
 def _route_call(
     state: AgentState, response: ModelResponse, tool: str, presets: dict[str, Any], executor: ToolExecutor
 ) -> AgentState:
-    [decl] = tool_declarations([tool])
+    [decl] = tool_declarations([tool], state.config.pack)
     if _consent(state, tool, presets) != consent.Consent.REQUESTED:
         # A route that lands on an action the customer did not ask for offers it instead of acting:
         # nothing is decoded or run (the same gate stands in front of every executed call).
@@ -548,11 +554,13 @@ def _route_call(
         assert stopped is not None
         flag = FLAG_ACTION_THIRD_PARTY if stopped.content["reason"] == "third_party" else FLAG_ACTION_NOT_REQUESTED
         state = replace(state, flags=_merge(state.flags, [flag]))
-        return _finish_rendered(state, response, replies.render([(tool, stopped.content)]))
-    params = narrowing.narrow(decl, _turn_facts(state), presets)
+        return _finish_rendered(state, response, replies.render(state.pack, [(tool, stopped.content)]))
+    params = narrowing.narrow(decl, _turn_facts(state), state.pack.tools_by_name[tool], presets)
     if params is None:
         state = replace(state, flags=_merge(state.flags, [FLAG_NO_VALID_ARGUMENTS]))
-        return _finish_rendered(state, response, FALLBACK_TEXT)
+        # What is missing, in the customer's terms: an action says what it needs ("tell me the new street ...").
+        action = state.pack.action_of(tool, presets)
+        return _finish_rendered(state, response, f"I can {action.offer}." if action else FALLBACK_TEXT)
     args = narrowing.fixed_arguments(params)
     if args is None:  # something left to choose: the model decodes it under the narrowed schema
         routed = [{**decl, "parameters": params}]
@@ -584,12 +592,12 @@ def _after_tools(state: AgentState, response: ModelResponse, executor: ToolExecu
         last_args = _args(ToolCall("", last_name, _last_arguments(state)))
         presets = {k: last_args[k] for k in follow.args_from if k in last_args}
         return _route_call(state, response, follow.tool, presets, executor)
-    return _finish_rendered(state, response, replies.render(results))
+    return _finish_rendered(state, response, replies.render(state.pack, results))
 
 
 def _consent(state: AgentState, tool: str, arguments: Mapping[str, Any]) -> consent.Consent:
     """Whether this turn's customer words ask for the action a call of ``tool`` would carry out."""
-    action = action_of(tool, arguments)
+    action = state.pack.action_of(tool, arguments)
     if action is None:
         return consent.Consent.REQUESTED
     agent_said = next((e.text for e in reversed(state.enriched.turn.history) if e.role == Role.AGENT), "")
@@ -607,7 +615,7 @@ def _unrequested(state: AgentState, call: ToolCall) -> ToolResult | None:
     verdict = _consent(state, call.name, args)
     if verdict == consent.Consent.REQUESTED:
         return None
-    action = action_of(call.name, args)
+    action = state.pack.action_of(call.name, args)
     assert action is not None
     content = {
         "status": STATUS_NOT_REQUESTED,
@@ -651,10 +659,10 @@ def _args(call: ToolCall) -> dict[str, Any]:
         return {}
 
 
-def masked_arguments(call: ToolCall) -> dict[str, Any]:
+def masked_arguments(call: ToolCall, pack: Pack | None = None) -> dict[str, Any]:
     """The call's arguments with free text and contact data replaced by their length (eval-row safe)."""
     args = _args(call)
-    pii = PII_ARGS.get(call.name, frozenset())
+    pii = (pack or load_pack()).pii_args.get(call.name, frozenset())
     out: dict[str, Any] = {}
     for key, value in list(args.items())[:10]:
         key = str(key)[:40]
@@ -668,12 +676,12 @@ def masked_arguments(call: ToolCall) -> dict[str, Any]:
     return out
 
 
-def _record(step: int, call: ToolCall, result: ToolResult) -> ToolCallRecord:
+def _record(step: int, call: ToolCall, result: ToolResult, pack: Pack) -> ToolCallRecord:
     return ToolCallRecord(
         step=step,
         call_id=call.id[:64],
         name=call.name[:64],
-        arguments=masked_arguments(call),
+        arguments=masked_arguments(call, pack),
         status=result.status,
         ms=round(result.ms, 3),
         replayed=result.replayed,
@@ -698,11 +706,11 @@ def _tool_flags(call: ToolCall, result: ToolResult, facts: guardrails.SessionFac
     return flags
 
 
-def _action_kind(call: ToolCall, result: ToolResult) -> str | None:
+def _action_kind(pack: Pack, call: ToolCall, result: ToolResult) -> str | None:
     if result.status not in ("done", "handed_off"):
         return None
     done_kind = {"kind": result.content["kind"]} if "kind" in result.content else {}
-    action = action_of(call.name, {**_args(call), **done_kind})
+    action = pack.action_of(call.name, {**_args(call), **done_kind})
     return action.name if action else None
 
 

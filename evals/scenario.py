@@ -34,8 +34,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from agents.steps import HANDOFF_TEXTS
+from tools.packs import load_pack
 from tools.policies import PolicyError, ShopPolicy, default_policy
-from tools.support import TOOL_NAMES, TOOLS_BY_NAME
 
 SCENARIO_SUFFIXES = (".yaml", ".yml", ".json")
 CATEGORIES: tuple[str, ...] = (
@@ -60,7 +60,6 @@ MESSAGE_ID_PREFIX = "m-"
 TIME_OPERATORS: frozenset[str] = frozenset({"$days_ago", "$days_ahead"})
 
 _ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,79}$")
-_CUSTOMER = re.compile(r"^C\d{4,}$")
 _SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@#-]{0,127}$")
 _ABSOLUTE_ROOTS = ("customers", "help_articles")
 
@@ -216,9 +215,10 @@ class Seed(_Model):
     @field_validator("customers")
     @classmethod
     def _customers(cls, v: list[str]) -> list[str]:
-        bad = [c for c in v if not _CUSTOMER.match(c)]
+        ids = load_pack().customer_id
+        bad = [c for c in v if not ids.regex.fullmatch(c)]
         if bad:
-            raise ValueError(f"customer ids look like C0001, got {bad}")
+            raise ValueError(f"customer ids look like {ids.example}, got {bad}")
         return v
 
 
@@ -358,10 +358,11 @@ class StateCheck(_Model):
 
 
 def _check_tool_args(name: str, args: Mapping[str, Any]) -> None:
-    tool = TOOLS_BY_NAME.get(name)
-    if tool is None:
-        raise ValueError(f"unknown tool {name!r}; known: {', '.join(TOOL_NAMES)}")
-    fields = set(getattr(tool.args_schema, "model_fields", {})) - {"scope"}
+    pack = load_pack()
+    spec = pack.tools_by_name.get(name)
+    if spec is None:
+        raise ValueError(f"unknown tool {name!r}; known: {', '.join(pack.tool_names)}")
+    fields = set(getattr(spec.tool.args_schema, "model_fields", {}) if spec.tool else ()) - {"scope"}
     extra = sorted(set(args) - fields)
     if extra:
         raise ValueError(f"{name} has no argument(s) {extra}; it takes {sorted(fields)}")
@@ -588,8 +589,9 @@ class Scenario(_Model):
     @field_validator("customer")
     @classmethod
     def _customer(cls, v: str) -> str:
-        if not _CUSTOMER.match(v):
-            raise ValueError(f"{v!r} is not a customer id like C0001")
+        ids = load_pack().customer_id
+        if not ids.regex.fullmatch(v):
+            raise ValueError(f"{v!r} is not a customer id like {ids.example}")
         return v
 
     @field_validator("category")

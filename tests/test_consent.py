@@ -30,9 +30,11 @@ from contract.turn import EnrichedTurn, HistoryEntry, Role, Turn, UserMessage
 from stack.emulators import LocalStack
 from stack.seed import REFERENCE_TIME
 from tests.test_tools import clone_customer, context_of, delete_clones
+from tools.packs import load_pack
 from tools.registry import FirestoreToolExecutor, ToolResult
 from tools.scope import ToolContext
-from tools.support import ACTIONS, MUTATING_TOOLS
+
+ACTIONS, MUTATING_TOOLS = load_pack().actions, load_pack().mutating_tools
 
 REFUND, RETURN, ADDRESS, TICKET = (ACTIONS[n] for n in ("refund", "return", "address_change", "ticket"))
 OFFER = (

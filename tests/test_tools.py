@@ -25,10 +25,10 @@ from contract.tool_calls import ToolCall
 from stack.emulators import LocalStack
 from stack.seed import REFERENCE_TIME, build_customer, build_customers, customer_id, order_id
 from tools import policy
+from tools.packs import load_pack
 from tools.policies import default_policy
 from tools.registry import FirestoreToolExecutor, ToolResult, openai_function, tool_declarations
 from tools.scope import AUDIT, REFUNDS, RETURNS, ToolContext, plain
-from tools.support import MUTATING_TOOLS, PII_ARGS, SUPPORT_TOOLS, TOOL_NAMES
 
 STATUS_OF = {1: "placed", 2: "shipped", 3: "delayed", 4: "delivered", 5: "returned", 6: "refunded"}
 _clones = itertools.count(9001)
@@ -103,6 +103,11 @@ def executor(db: firestore.Client) -> FirestoreToolExecutor:
 
 def run(executor: FirestoreToolExecutor, ctx: ToolContext, name: str, **args: Any) -> ToolResult:
     return executor.execute(ctx, call(name, **args))
+
+
+SHOP = load_pack("shop")
+TOOL_NAMES, MUTATING_TOOLS, PII_ARGS = SHOP.tool_names, SHOP.mutating_tools, SHOP.pii_args
+SUPPORT_TOOLS = [s.tool for s in SHOP.tools]
 
 
 # ---------------------------------------------------------------------------

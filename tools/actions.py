@@ -21,6 +21,13 @@ class ActionSpec:
     terms: tuple[str, ...]  # words or phrases that name the action in a request ("money back")
     offer: str  # what the agent can do, completing "I can ..." ("start a refund for an order")
     consent: bool = True  # False: always allowed when the model calls it (a hand-off to a person)
+    # Words that, in a reply that commits to something, claim this action (the promise guardrail reads them:
+    # a claim no tool call of the turn backs is an unbacked promise). Default: ``terms``.
+    claims: tuple[str, ...] = ()
+
+    @property
+    def claim_words(self) -> tuple[str, ...]:
+        return self.claims or self.terms
 
     def __post_init__(self) -> None:
         if self.consent and not self.terms:

@@ -1,6 +1,6 @@
 """The tool registry: declarations for the model, and execution bound to the session's customer.
 
-- ``tool_declarations(names)`` exports LangChain tools as the OpenAI-style
+- ``tool_declarations(names, pack)`` exports a pack's LangChain tools as the OpenAI-style
   function objects ``ModelRequest.tools`` takes (``{name, description,
   parameters}``), which both the Gemini backend (function declarations with a
   JSON schema) and llama.cpp (``{"type": "function", "function": ...}``) accept.
@@ -35,8 +35,8 @@ from pydantic import ValidationError
 from tenacity import RetryError
 
 from contract.tool_calls import ToolCall
+from tools.packs import DEFAULT_PACK, Pack, load_pack
 from tools.scope import CustomerScope, ToolContext
-from tools.support import SUPPORT_TOOLS, TOOL_NAMES, TOOLS_BY_NAME
 
 logger = logging.getLogger(__name__)
 
@@ -80,20 +80,28 @@ def openai_function(tool: BaseTool) -> dict[str, Any]:
     return {"name": fn["name"], "description": fn.get("description") or tool.description, "parameters": params}
 
 
-@functools.lru_cache(maxsize=16)
-def _declarations(names: tuple[str, ...]) -> tuple[dict[str, Any], ...]:
-    unknown = [n for n in names if n not in TOOLS_BY_NAME]
+@functools.lru_cache(maxsize=64)
+def _declarations(pack_name: str, names: tuple[str, ...]) -> tuple[dict[str, Any], ...]:
+    pack = load_pack(pack_name)
+    unknown = [n for n in names if n not in pack.tools_by_name]
     if unknown:
-        raise ValueError(f"unknown tools {unknown}; known: {list(TOOL_NAMES)}")
-    return tuple(openai_function(TOOLS_BY_NAME[n]) for n in names)
+        raise ValueError(f"unknown tools {unknown}; pack {pack_name!r} has {list(pack.tool_names)}")
+    out = []
+    for name in names:
+        spec = pack.tools_by_name[name]
+        if spec.tool is None:
+            raise ValueError(f"tool {name!r} is served by MCP server {spec.mcp_server!r}: declare it from the server")
+        out.append(openai_function(spec.tool))
+    return tuple(out)
 
 
-def tool_declarations(names: Iterable[str] | None = None) -> tuple[dict[str, Any], ...]:
-    """The declarations for ``names`` (default: all support tools), for ``ModelRequest.tools``.
+def tool_declarations(names: Iterable[str] | None = None, pack: str = DEFAULT_PACK) -> tuple[dict[str, Any], ...]:
+    """The declarations for ``names`` (default: all of the pack's tools), for ``ModelRequest.tools``.
 
     Returns fresh dicts each time (callers may not mutate the cached ones).
     """
-    decls = _declarations(tuple(names) if names is not None else TOOL_NAMES)
+    chosen = tuple(names) if names is not None else load_pack(pack).tool_names
+    decls = _declarations(pack, chosen)
     return tuple(json.loads(json.dumps(d)) for d in decls)
 
 
@@ -182,11 +190,14 @@ class FirestoreToolExecutor:
         self,
         db: firestore.Client,
         *,
-        tools: Sequence[BaseTool] = SUPPORT_TOOLS,
+        tools: Sequence[BaseTool] | None = None,
+        pack: Pack | None = None,
         clock: Callable[[], datetime] | None = None,
         timeout_s: float = 5.0,
     ) -> None:
         self._db = db
+        if tools is None:
+            tools = [s.tool for s in (pack or load_pack()).tools if s.tool is not None]
         self._tools: Mapping[str, BaseTool] = {t.name: t for t in tools}
         self._clock = clock or (lambda: datetime.now(UTC))
         self._timeout = timeout_s

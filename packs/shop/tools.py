@@ -28,13 +28,27 @@ from google.cloud import firestore
 from langchain_core.tools import InjectedToolArg, StructuredTool
 from pydantic import BaseModel, ConfigDict, Field
 
+from packs.shop import replies
 from tools import policy
-from tools.actions import ActionSpec, action_index
+from tools.actions import ActionSpec
 from tools.scope import HANDOFFS, REFUNDS, RETURNS, TICKETS, CustomerScope, normalize_order_id
+from tools.spec import ToolSpec
 
 MAX_ORDERS_LISTED = 10
 MAX_ARTICLES = 5
 EXCERPT_CHARS = 360
+# The arguments that identify one action of each data-changing tool (its audit record's key): free text such
+# as a reason or a summary is left out, so a model that rewords its call on a replay still hits the same action.
+IDEMPOTENCY_KEYS: Mapping[str, tuple[str, ...]] = {
+    "start_refund_or_return": ("order_id", "kind"),
+    "change_delivery_address": ("order_id",),
+    "open_ticket": ("order_id",),
+    "handoff_to_human": (),
+}
+
+
+def _key(tool: str, **values: Any) -> dict[str, Any]:
+    return {k: values[k] for k in IDEMPOTENCY_KEYS[tool]}
 
 OrderId = Annotated[
     str,
@@ -330,7 +344,8 @@ def start_refund_or_return(
             "next_step": "A prepaid return label is emailed; the refund follows when we receive the item.",
         }
 
-    done = scope.run_action("start_refund_or_return", {"order_id": oid, "kind": kind}, args, body)
+    key = _key("start_refund_or_return", order_id=oid, kind=kind)
+    done = scope.run_action("start_refund_or_return", key, args, body)
     return {**done.result, "replayed": True} if done.replayed else done.result
 
 
@@ -386,7 +401,7 @@ def change_delivery_address(
         txn.update(ref, {"shipping.address": address, "address_changed_by": aid})
         return {"status": "done", "order_id": oid, "address": address}
 
-    done = scope.run_action("change_delivery_address", {"order_id": oid}, args, body)
+    done = scope.run_action("change_delivery_address", _key("change_delivery_address", order_id=oid), args, body)
     return {**done.result, "replayed": True} if done.replayed else done.result
 
 
@@ -421,7 +436,7 @@ def open_ticket(
         )  # fmt: skip
         return {"status": "done", "ticket_id": ticket_id, "order_id": oid, "ticket_status": "open"}
 
-    done = scope.run_action("open_ticket", {"order_id": oid}, args, body)
+    done = scope.run_action("open_ticket", _key("open_ticket", order_id=oid), args, body)
     return {**done.result, "replayed": True} if done.replayed else done.result
 
 
@@ -449,119 +464,135 @@ def handoff_to_human(
         )  # fmt: skip
         return {"status": "handed_off", "handoff_id": handoff_id, "reason": reason}
 
-    done = scope.run_action("handoff_to_human", {}, args, body)
+    done = scope.run_action("handoff_to_human", _key("handoff_to_human"), args, body)
     return {**done.result, "replayed": True} if done.replayed else done.result
 
 
 # ---------------------------------------------------------------------------
-# The tool set
+# The tool set: each tool once, with every fact the core derives its tables from
 # ---------------------------------------------------------------------------
 
 
-def _tool(func: Any, args: type[BaseModel], description: str) -> StructuredTool:
-    return StructuredTool.from_function(func=func, name=func.__name__, description=description, args_schema=args)
+def _spec(func: Any, args: type[BaseModel], description: str, *facts: Any, **more: Any) -> ToolSpec:
+    """A tool's spec with its LangChain implementation (name, description and schema written once)."""
+    tool = StructuredTool.from_function(func=func, name=func.__name__, description=description, args_schema=args)
+    return ToolSpec(func.__name__, description, *facts, tool=tool, **more)
 
 
-SUPPORT_TOOLS: tuple[StructuredTool, ...] = (
-    _tool(
+REFUND = ActionSpec(
+    "refund",
+    ("refund", "money back", "reimburse", "cancel", "charge back"),
+    "start a refund for one of your orders when the policy allows it; ask me to and I'll go ahead",
+    claims=("refund", "money back", "reimburse", "credited", "cancel", "cancelled", "cancellation"),
+)
+RETURN = ActionSpec(
+    "return",
+    ("return", "send back", "return label", "ship back", "exchange"),
+    "arrange a return for one of your orders when the policy allows it; ask me to and I'll set it up",
+    claims=("return", "return label", "rma", "label"),
+)
+ADDRESS_CHANGE = ActionSpec(
+    "address_change",
+    ("address", "ship to", "deliver to", "send to", "redirect"),
+    "change the delivery address of an order that hasn't been dispatched; tell me the new street, "
+    "city and postcode, and which order",
+    claims=("address",),
+)
+TICKET = ActionSpec(
+    "ticket",
+    (
+        "ticket", "open case", "log it", "log this", "log issue", "log problem", "report", "raise issue",
+        "complaint", "follow up", "look into", "claim",
+    ),
+    "open a support ticket so the team follows this up; ask me to and tell me what happened",
+    claims=("ticket",),
+)  # fmt: skip
+HANDOFF = ActionSpec("handoff", (), "connect you with a person", consent=False)
+
+ORDER = {"order_id": "order"}
+
+TOOL_SPECS: tuple[ToolSpec, ...] = (
+    _spec(
         lookup_orders,
         LookupOrdersArgs,
         "Look up the customer's orders: one order by id, or the most recent ones. Returns status, items and total.",
+        "reads",
+        replies.orders,
+        id_args=ORDER,
     ),
-    _tool(
+    _spec(
         get_shipment_status,
         ShipmentArgs,
         "Shipment status of one order: dispatched or not, carrier, tracking number, ETA, delivery date, days late.",
+        "reads",
+        replies.shipment,
+        id_args=ORDER,
     ),
-    _tool(
+    _spec(
         check_refund_eligibility,
         EligibilityArgs,
         "Check whether an order can be refunded or returned under the shop's policy, and why. Call this before "
         "promising a refund or a return.",
+        "reads",
+        replies.eligibility,
+        id_args=ORDER,
     ),
-    _tool(
+    _spec(
         start_refund_or_return,
         StartRefundArgs,
         "Start a refund or a return for an order when the policy allows it. Only when the customer asked for it.",
+        "changes",
+        replies.action,
+        actions=(REFUND, RETURN),
+        action_arg="kind",
+        idempotency_key=IDEMPOTENCY_KEYS["start_refund_or_return"],
+        pii_args=frozenset({"reason"}),
+        id_args=ORDER,
+        text_args=frozenset({"reason"}),
     ),
-    _tool(
+    _spec(
         change_delivery_address,
         ChangeAddressArgs,
         "Change the delivery address of an order that has not been dispatched yet.",
+        "changes",
+        replies.address,
+        actions=(ADDRESS_CHANGE,),
+        idempotency_key=IDEMPOTENCY_KEYS["change_delivery_address"],
+        pii_args=frozenset({"line1", "city", "postcode"}),
+        id_args=ORDER,
+        span_args={"line1": "street", "city": "city", "postcode": "postcode"},
     ),
-    _tool(
+    _spec(
         search_help_articles,
         SearchArgs,
         "Search the help-centre articles (returns, refunds, shipping, delays, warranty, account, plans, payment).",
+        "reads",
+        replies.articles,
+        pii_args=frozenset({"query"}),
+        text_args=frozenset({"query"}),
     ),
-    _tool(
+    _spec(
         open_ticket,
         OpenTicketArgs,
         "Open a support ticket for something that needs follow-up by the support team.",
+        "changes",
+        replies.ticket,
+        actions=(TICKET,),
+        idempotency_key=IDEMPOTENCY_KEYS["open_ticket"],
+        pii_args=frozenset({"subject", "details"}),
+        id_args=ORDER,
+        text_args=frozenset({"subject", "details"}),
     ),
-    _tool(
+    _spec(
         handoff_to_human,
         HandoffArgs,
         "Hand the conversation to a human agent: when the customer asks for a person, or you cannot help.",
+        "changes",
+        replies.handoff,
+        actions=(HANDOFF,),
+        idempotency_key=IDEMPOTENCY_KEYS["handoff_to_human"],
+        pii_args=frozenset({"summary"}),
+        text_args=frozenset({"summary"}),
+        handoff=True,
     ),
 )
-
-TOOLS_BY_NAME: Mapping[str, StructuredTool] = {t.name: t for t in SUPPORT_TOOLS}
-TOOL_NAMES: tuple[str, ...] = tuple(TOOLS_BY_NAME)
-HANDOFF_TOOL = "handoff_to_human"
-MUTATING_TOOLS: frozenset[str] = frozenset(
-    {"start_refund_or_return", "change_delivery_address", "open_ticket", "handoff_to_human"}
-)
-# The data-changing actions, as a customer asks for them (agents.consent gates each one on that request).
-ACTIONS: Mapping[str, ActionSpec] = action_index(
-    (
-        ActionSpec(
-            "refund",
-            ("refund", "money back", "reimburse", "cancel", "charge back"),
-            "start a refund for one of your orders when the policy allows it; ask me to and I'll go ahead",
-        ),
-        ActionSpec(
-            "return",
-            ("return", "send back", "return label", "ship back", "exchange"),
-            "arrange a return for one of your orders when the policy allows it; ask me to and I'll set it up",
-        ),
-        ActionSpec(
-            "address_change",
-            ("address", "ship to", "deliver to", "send to", "redirect"),
-            "change the delivery address of an order that hasn't been dispatched; tell me the new street, "
-            "city and postcode, and which order",
-        ),
-        ActionSpec(
-            "ticket",
-            (
-                "ticket", "open case", "log it", "log this", "log issue", "log problem", "report", "raise issue",
-                "complaint", "follow up", "look into", "claim",
-            ),
-            "open a support ticket so the team follows this up; ask me to and tell me what happened",
-        ),
-        ActionSpec("handoff", (), "connect you with a person", consent=False),
-    )
-)
-_ACTION_OF_TOOL: Mapping[str, str] = {
-    "change_delivery_address": "address_change",
-    "open_ticket": "ticket",
-    "handoff_to_human": "handoff",
-}
-
-
-def action_of(tool: str, arguments: Mapping[str, Any]) -> ActionSpec | None:
-    """The action a call of ``tool`` with ``arguments`` would carry out, or None for a read."""
-    if tool == "start_refund_or_return":
-        return ACTIONS["return" if arguments.get("kind") == "return" else "refund"]
-    name = _ACTION_OF_TOOL.get(tool)
-    return ACTIONS[name] if name else None
-
-
-# Arguments eval rows must not carry (free text or contact data); recorded as their length only.
-PII_ARGS: Mapping[str, frozenset[str]] = {
-    "start_refund_or_return": frozenset({"reason"}),
-    "change_delivery_address": frozenset({"line1", "city", "postcode"}),
-    "search_help_articles": frozenset({"query"}),
-    "open_ticket": frozenset({"subject", "details"}),
-    "handoff_to_human": frozenset({"summary"}),
-}

@@ -1,0 +1,195 @@
+"""Packs: everything one business brings, found by name, validated when it loads.
+
+A pack is a Python package that exposes ``PACK`` (a ``Pack``): its tools (``ToolSpec``, Python
+functions or tools served by its own MCP servers), its id formats, its route table and prompts, its
+policy, its seed data and its scenarios. The core finds a pack by name (``load_pack``), in this order:
+a folder ``NAME`` under one of the folders in ``SUPPORTFLOW_PACK_PATH`` (a company's pack kept in
+its own repository), an installed distribution that registers it under the ``supportflow.packs``
+entry-point group, and a folder ``packs/NAME`` of this repository (the module ``packs.NAME``).
+Nothing in the core imports a particular pack; every table the core keeps about tools and ids is
+derived here from the pack's declarations.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.util
+import os
+import re
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+
+from tools.actions import ActionSpec
+from tools.spec import IdFormat, ToolSpec
+
+DEFAULT_PACK = "shop"
+ENTRY_POINT_GROUP = "supportflow.packs"
+PACK_PATH_ENV = "SUPPORTFLOW_PACK_PATH"
+CUSTOMER_KIND = "customer"
+
+
+class PackError(ValueError):
+    """A pack that cannot be loaded, or whose declarations contradict each other (the message names it)."""
+
+
+@dataclass(frozen=True)
+class Pack:
+    name: str
+    title: str
+    tools: tuple[ToolSpec, ...]
+    id_formats: tuple[IdFormat, ...]
+    root: Path  # the pack's folder: routes, prompts, scenarios
+    routes_version: str = ""  # the route table small models route by (``<root>/routes/<version>.yaml``)
+    policy: Any = None  # the pack's policy object (for prompts' digests and the tools' verdicts)
+    seed: Callable[..., Any] | None = None  # writes the pack's seed data for the local stack and the evals
+    mcp_servers: Mapping[str, Any] = field(default_factory=dict)  # name -> tools.mcp.McpServer
+    validate: Callable[[Pack], list[str]] | None = None  # the pack's own consistency checks (problems, or [])
+    # Actions the customer's context shows as already carried out (a reply may speak of them as done).
+    context_actions: Callable[[Mapping[str, Any]], set[str]] | None = None
+
+    def __post_init__(self) -> None:
+        problems = _problems(self)
+        if self.validate is not None and not problems:
+            problems = self.validate(self)
+        if problems:
+            raise PackError(f"pack {self.name!r} does not load:\n  - " + "\n  - ".join(problems))
+
+    # -- derived tables -------------------------------------------------------------------------
+
+    @functools.cached_property
+    def tools_by_name(self) -> Mapping[str, ToolSpec]:
+        return {t.name: t for t in self.tools}
+
+    @property
+    def tool_names(self) -> tuple[str, ...]:
+        return tuple(self.tools_by_name)
+
+    @functools.cached_property
+    def mutating_tools(self) -> frozenset[str]:
+        return frozenset(t.name for t in self.tools if t.changes_data)
+
+    @functools.cached_property
+    def pii_args(self) -> Mapping[str, frozenset[str]]:
+        return {t.name: t.pii_args for t in self.tools if t.pii_args}
+
+    @functools.cached_property
+    def handoff_tool(self) -> str:
+        return next((t.name for t in self.tools if t.handoff), "")
+
+    @functools.cached_property
+    def actions(self) -> Mapping[str, ActionSpec]:
+        return {a.name: a for t in self.tools for a in t.actions}
+
+    def action_of(self, tool: str, arguments: Mapping[str, Any]) -> ActionSpec | None:
+        spec = self.tools_by_name.get(tool)
+        return spec.action_for(arguments) if spec else None
+
+    @functools.cached_property
+    def ids(self) -> Mapping[str, IdFormat]:
+        return {f.kind: f for f in self.id_formats}
+
+    @property
+    def customer_id(self) -> IdFormat:
+        return self.ids[CUSTOMER_KIND]
+
+    @functools.cached_property
+    def any_id(self) -> re.Pattern[str]:
+        """Every id kind of the pack, as one pattern (routing masks ids with it)."""
+        return re.compile("|".join(f"(?:{f.regex.pattern})" for f in self.id_formats), re.IGNORECASE)
+
+
+def _problems(pack: Pack) -> list[str]:
+    out: list[str] = []
+    names = [t.name for t in pack.tools]
+    if len(set(names)) != len(names):
+        out.append(f"tool names repeat: {sorted(n for n in set(names) if names.count(n) > 1)}")
+    kinds = [f.kind for f in pack.id_formats]
+    if len(set(kinds)) != len(kinds):
+        out.append(f"id kinds repeat: {kinds}")
+    if CUSTOMER_KIND not in kinds:
+        out.append("no id format of kind 'customer' (the session's customer is bound by it)")
+    actions = [a.name for t in pack.tools for a in t.actions]
+    if len(set(actions)) != len(actions):
+        out.append(f"two tools declare the same action: {actions}")
+    if sum(t.handoff for t in pack.tools) > 1:
+        out.append("more than one hand-off tool")
+    for t in pack.tools:
+        unknown = sorted(k for k in t.id_args.values() if k not in kinds)
+        if unknown:
+            out.append(f"tool {t.name!r} takes ids of undeclared kinds {unknown}")
+        if t.mcp_server and t.mcp_server not in pack.mcp_servers:
+            out.append(f"tool {t.name!r} names MCP server {t.mcp_server!r}, which the pack does not declare")
+        if t.tool is not None:
+            fields = set(getattr(t.tool.args_schema, "model_fields", {}) or {})
+            named = {*t.pii_args, *t.id_args, *t.text_args, *t.span_args, *(t.idempotency_key or ())}
+            if t.action_arg:
+                named.add(t.action_arg)
+            missing = sorted(named - fields)
+            if missing:
+                out.append(f"tool {t.name!r} declares facts about arguments it does not take: {missing}")
+    return out
+
+
+def _from_path(name: str) -> Any | None:
+    for folder in filter(None, os.environ.get(PACK_PATH_ENV, "").split(os.pathsep)):
+        init = Path(folder) / name / "__init__.py"
+        if init.is_file():
+            module_name = f"supportflow_pack_{name}"
+            spec = importlib.util.spec_from_file_location(
+                module_name, init, submodule_search_locations=[str(init.parent)]
+            )
+            assert spec is not None and spec.loader is not None
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[module_name] = module
+            spec.loader.exec_module(module)
+            return module
+    return None
+
+
+def _module_for(name: str) -> Any:
+    if not re.fullmatch(r"[a-z][a-z0-9_]{0,40}", name):
+        raise PackError(f"pack name {name!r} is not a valid name (lower-case letters, digits, _)")
+    found = _from_path(name)
+    if found is not None:
+        return found
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name == name:
+            return ep.load()
+    try:
+        return importlib.import_module(f"packs.{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name in (f"packs.{name}", "packs"):
+            raise PackError(f"no pack named {name!r} (installed packs: {available_packs()})") from None
+        raise
+
+
+@functools.lru_cache(maxsize=16)
+def load_pack(name: str = DEFAULT_PACK) -> Pack:
+    """The pack ``name``, loaded once per process; ``PackError`` if it is missing or inconsistent."""
+    module = _module_for(name)
+    pack = getattr(module, "PACK", module)
+    if not isinstance(pack, Pack):
+        raise PackError(f"pack {name!r}: its module has no PACK of type Pack")
+    if pack.name != name:
+        raise PackError(f"pack {name!r} calls itself {pack.name!r}")
+    return pack
+
+
+def available_packs() -> list[str]:
+    """Pack names: folders on ``SUPPORTFLOW_PACK_PATH``, installed entry points, the folders under ``packs/``."""
+    names = {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    for folder in filter(None, os.environ.get(PACK_PATH_ENV, "").split(os.pathsep)):
+        if Path(folder).is_dir():
+            names.update(p.name for p in Path(folder).iterdir() if (p / "__init__.py").is_file())
+    try:
+        root = importlib.import_module("packs")
+        for folder in getattr(root, "__path__", ()):
+            names.update(p.name for p in Path(folder).iterdir() if (p / "__init__.py").is_file())
+    except ModuleNotFoundError:
+        pass
+    return sorted(names)
