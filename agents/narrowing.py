@@ -146,8 +146,17 @@ def _narrow_one(
         own = facts.own_ids(kind)
         return _choice(own) if own else None
     if "enum" in prop or "const" in prop:
-        if not required and facts.from_text:
-            return None
+        allowed = list(prop["enum"]) if "enum" in prop else [prop["const"]]
+        if facts.from_text:
+            # A value the customer named (one of the allowed ones, as a word) is the value; an action is never
+            # taken with a value the customer did not name (fails closed: the reply asks instead).
+            named = [v for v in allowed if re.search(rf"(?<![\w.]){re.escape(str(v))}(?![\w.])", facts.text, re.I)]
+            if len(named) == 1:
+                return {"const": named[0]}
+            if spec.changes_data and len(allowed) > 1:
+                return None
+            if not required:
+                return None
         return {k: prop[k] for k in ("enum", "const") if k in prop}
     if prop.get("type") == "string":
         limit = int(prop.get("maxLength", MAX_FREE_TEXT))

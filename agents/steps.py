@@ -50,8 +50,9 @@ from contract.messages import AgentReply, ReplyKind, TurnTimings
 from contract.turn import EnrichedTurn, Role
 from tools.packs import DEFAULT_PACK, Pack, load_pack
 from tools.policies import ShopPolicy, default_policy
-from tools.registry import ToolExecutor, ToolResult, tool_declarations
+from tools.registry import ToolExecutor, ToolResult
 from tools.scope import ToolContext
+from tools.toolbox import tool_declarations
 
 PROMPT_VERSION = "support_system_v2"
 DEFAULT_MAX_STEPS = 4

@@ -85,7 +85,7 @@ class Baseline:
             args.backend, max_steps=args.max_agent_steps, max_tokens=args.model_max_tokens
         )
         if self.config.tools:
-            from tools.registry import make_executor
+            from tools.toolbox import make_executor
 
             self.executor: Any = make_executor(args.project, clock=policy_clock(args.policy_now))
         else:

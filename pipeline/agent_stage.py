@@ -36,6 +36,7 @@ from contract.eval_rows import turn_row
 from contract.handoff import Handoff
 from contract.messages import AgentReply, DeadLetter, ReplyKind
 from contract.turn import EnrichedTurn
+from tools.packs import DEFAULT_PACK
 
 EVAL_TAG = "eval_rows"
 HANDOFF_TAG = "handoffs"
@@ -81,14 +82,16 @@ class StartAgent(beam.DoFn):
 class AdvanceAgent(beam.DoFn):
     """One model response consumed: tools run against the session's customer, then done or pending again."""
 
-    def __init__(self, project: str, clock: Callable[[], datetime] | None) -> None:
-        self._project, self._clock = project, clock
+    def __init__(self, project: str, clock: Callable[[], datetime] | None, pack: str = DEFAULT_PACK) -> None:
+        self._project, self._clock, self._pack = project, clock, pack
         self.tool_calls = Metrics.counter("agent", "tool_calls")
 
     def setup(self) -> None:
-        from tools.registry import make_executor
+        # The pack's tools for this worker: its Firestore client, and one connection per MCP server shared by
+        # the worker process (closed when it exits).
+        from tools.toolbox import make_executor
 
-        self._executor = make_executor(self._project, clock=self._clock)
+        self._executor = make_executor(self._project, pack=self._pack, clock=self._clock)
 
     def process(self, result: PredictionResult) -> Iterator:
         before = len(result.example.tool_calls)
@@ -167,7 +170,7 @@ class AgentTurn(beam.PTransform):
             run_model = RunInference(self._handler, model_identifier=model_tag).with_exception_handling()
             results, failed = pending | f"Step{step}/RunModel" >> run_model
             advanced = results | f"Step{step}/Advance" >> beam.ParDo(
-                AdvanceAgent(self._project, self._clock)
+                AdvanceAgent(self._project, self._clock, self._config.pack)
             ).with_outputs(PENDING_TAG, main="done")
             finished += [
                 advanced.done,

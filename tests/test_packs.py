@@ -30,7 +30,8 @@ from stack.emulators import LocalStack
 from stack.seed import REFERENCE_TIME
 from tests.test_tools import clone_customer, context_of, delete_clones
 from tools.packs import PACK_PATH_ENV, PackError, available_packs, load_pack
-from tools.registry import FirestoreToolExecutor, tool_declarations
+from tools.registry import FirestoreToolExecutor
+from tools.toolbox import tool_declarations
 
 
 def _all_packs() -> list[str]:

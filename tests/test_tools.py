@@ -27,8 +27,9 @@ from stack.seed import REFERENCE_TIME, build_customer, build_customers, customer
 from tools import policy
 from tools.packs import load_pack
 from tools.policies import default_policy
-from tools.registry import FirestoreToolExecutor, ToolResult, openai_function, tool_declarations
+from tools.registry import FirestoreToolExecutor, ToolResult, openai_function
 from tools.scope import AUDIT, REFUNDS, RETURNS, ToolContext, plain
+from tools.toolbox import tool_declarations
 
 STATUS_OF = {1: "placed", 2: "shipped", 3: "delayed", 4: "delivered", 5: "returned", 6: "refunded"}
 _clones = itertools.count(9001)

@@ -1,6 +1,6 @@
 """The tool registry: declarations for the model, and execution bound to the session's customer.
 
-- ``tool_declarations(names, pack)`` exports a pack's LangChain tools as the OpenAI-style
+- ``openai_function(tool)`` exports a LangChain tool as the OpenAI-style
   function objects ``ModelRequest.tools`` takes (``{name, description,
   parameters}``), which both the Gemini backend (function declarations with a
   JSON schema) and llama.cpp (``{"type": "function", "function": ...}``) accept.
@@ -18,11 +18,10 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -35,7 +34,7 @@ from pydantic import ValidationError
 from tenacity import RetryError
 
 from contract.tool_calls import ToolCall
-from tools.packs import DEFAULT_PACK, Pack, load_pack
+from tools.packs import Pack, load_pack
 from tools.scope import CustomerScope, ToolContext
 
 logger = logging.getLogger(__name__)
@@ -78,31 +77,6 @@ def openai_function(tool: BaseTool) -> dict[str, Any]:
     params.setdefault("type", "object")
     params.setdefault("properties", {})
     return {"name": fn["name"], "description": fn.get("description") or tool.description, "parameters": params}
-
-
-@functools.lru_cache(maxsize=64)
-def _declarations(pack_name: str, names: tuple[str, ...]) -> tuple[dict[str, Any], ...]:
-    pack = load_pack(pack_name)
-    unknown = [n for n in names if n not in pack.tools_by_name]
-    if unknown:
-        raise ValueError(f"unknown tools {unknown}; pack {pack_name!r} has {list(pack.tool_names)}")
-    out = []
-    for name in names:
-        spec = pack.tools_by_name[name]
-        if spec.tool is None:
-            raise ValueError(f"tool {name!r} is served by MCP server {spec.mcp_server!r}: declare it from the server")
-        out.append(openai_function(spec.tool))
-    return tuple(out)
-
-
-def tool_declarations(names: Iterable[str] | None = None, pack: str = DEFAULT_PACK) -> tuple[dict[str, Any], ...]:
-    """The declarations for ``names`` (default: all of the pack's tools), for ``ModelRequest.tools``.
-
-    Returns fresh dicts each time (callers may not mutate the cached ones).
-    """
-    chosen = tuple(names) if names is not None else load_pack(pack).tool_names
-    decls = _declarations(pack, chosen)
-    return tuple(json.loads(json.dumps(d)) for d in decls)
 
 
 # ---------------------------------------------------------------------------
@@ -230,8 +204,3 @@ class FirestoreToolExecutor:
             content = {"status": "ok", "output": content}
         status = str(content.get("status") or "ok")
         return ToolResult(call.id, call.name, status, content, replayed=bool(content.get("replayed")))
-
-
-def make_executor(project: str, *, clock: Callable[[], datetime] | None = None) -> FirestoreToolExecutor:
-    """An executor on a new Firestore client for ``project`` (honours ``FIRESTORE_EMULATOR_HOST``)."""
-    return FirestoreToolExecutor(firestore.Client(project=project), clock=clock)
