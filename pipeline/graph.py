@@ -39,6 +39,7 @@ from pipeline.parse import (
 )
 from pipeline.session import CLOSED_TAG, SESSION_EVENT, SessionDoFn
 from pipeline.settings import Settings
+from tools.packs import DEFAULT_PACK, load_pack
 
 
 def to_pubsub_reply(reply: AgentReply) -> PubsubMessage:
@@ -50,13 +51,18 @@ def to_pubsub_reply(reply: AgentReply) -> PubsubMessage:
     )
 
 
-def agent_plan(backend: str, *, max_steps: int, max_tokens: int) -> tuple[str, StepConfig]:
-    """Prompt version and step loop for the backend (its registry entry): tools and the multi-step
-    loop only where the model calls tools (``tool_mode`` other than none); one plain step otherwise."""
+def agent_plan(backend: str, *, max_steps: int, max_tokens: int, pack: str = DEFAULT_PACK) -> tuple[str, StepConfig]:
+    """Prompt version and step loop for the backend (its registry entry) and the pack: the pack's tools and
+    the multi-step loop only where the model calls tools (``tool_mode`` other than none); one plain step
+    otherwise."""
     entry = registry.get(backend)
+    load_pack(pack)  # a missing or inconsistent pack fails the launch, naming why (tools.packs.PackError)
     if entry.calls_tools:
-        return entry.prompt_version, StepConfig(max_steps=max_steps, max_tokens=max_tokens, tool_mode=entry.tool_mode)
-    return entry.prompt_version, StepConfig(max_steps=1, max_tokens=max_tokens, tools=(), policy_digests=False)
+        config = StepConfig(max_steps=max_steps, max_tokens=max_tokens, tool_mode=entry.tool_mode, pack=pack)
+        return entry.prompt_version, config
+    return entry.prompt_version, StepConfig(
+        max_steps=1, max_tokens=max_tokens, tools=(), policy_digests=False, pack=pack
+    )
 
 
 def model_handler(settings: Settings) -> ModelHandler:
@@ -113,7 +119,10 @@ def build(p: beam.Pipeline, settings: Settings) -> None:
 
     handler = model_handler(settings)
     version, step_config = agent_plan(
-        settings.model_backend, max_steps=settings.max_agent_steps, max_tokens=settings.model_max_tokens
+        settings.model_backend,
+        max_steps=settings.max_agent_steps,
+        max_tokens=settings.model_max_tokens,
+        pack=settings.pack,
     )
     replies, eval_rows, handoffs, agent_dead = enriched | "AgentTurn" >> AgentTurn(
         handler, project=project, version=version, config=step_config, clock=policy_clock(settings.policy_now)

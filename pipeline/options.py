@@ -41,6 +41,7 @@ from pipeline.validation import (
     PROJECT_PATTERN,
     SECRET_VERSION_PATTERN,
 )
+from tools.packs import DEFAULT_PACK
 
 DEFAULT_PROJECT = "supportflow-local"
 
@@ -136,6 +137,12 @@ class OptionTable(BaseModel):
         "Model behind RunInference: smollm2 (CPU, local), instant (overhead stub), gemini (API); "
         "GPU backends get an accelerator on the inference step only.",
         choices=registry.NAMES,
+    )
+    pack: str = option(
+        DEFAULT_PACK,
+        "The business the agent serves: a pack (docs/packs.md) with its tools, ids, routes and policies, found "
+        "by name (SUPPORTFLOW_PACK_PATH, an installed supportflow.packs entry point, or packs/NAME).",
+        pattern=r"^[a-z][a-z0-9_]{0,40}$",
     )
     max_agent_steps: int = option(
         4, "Model calls per turn at most (tool-calling backends); the step loop is unrolled this many times."

@@ -24,6 +24,7 @@ from pathlib import Path
 from agents.backends import registry
 from stack.emulators import DEFAULT_STATE_DIR, LocalStack, StackError, ensure_bq_venv, free_port, port_free
 from stack.seed import DEFAULT_CUSTOMERS, REFERENCE_TIME, customer_id
+from tools.packs import DEFAULT_PACK, available_packs, load_pack
 
 DEFAULT_WEB_PORT = 8080
 
@@ -192,6 +193,7 @@ def up(
     state_dir: Path,
     web_port: int | None = None,
     pipeline_args: list[str] | None = None,
+    pack: str = DEFAULT_PACK,
 ) -> int:
     state_dir = state_dir.resolve()
     others = running_stacks(state_dir)
@@ -209,7 +211,7 @@ def up(
     web_url = f"http://127.0.0.1:{port}/"
     # Announced before the slow start, so a stack started meanwhile already sees this one.
     with stack_record(state_dir, web_url, log_dir):
-        return _run(customers, backend, customer, state_dir, log_dir, port, pipeline_args)
+        return _run(customers, backend, customer, state_dir, log_dir, port, pipeline_args, pack)
 
 
 def _run(
@@ -220,6 +222,7 @@ def _run(
     log_dir: Path,
     port: int,
     pipeline_args: list[str] | None,
+    pack: str = DEFAULT_PACK,
 ) -> int:
     from stack.chat import repl
     from stack.clients import firestore_client
@@ -241,10 +244,16 @@ def _run(
         env = stack.apply_env()
         use_demo_keys(state_dir)  # DEMO identity and session binding keys, inherited by every process, never printed
         ensure_resources(stack.project, stack.bigquery_endpoint)
-        say(f"seeding {customers} customers...")
+        say(f"seeding {customers} customers of pack {pack!r}...")
         t0 = time.monotonic()
-        stats = seed_firestore(firestore_client(stack.project), customers)
-        say(f"seeded {stats.customers} customers in {time.monotonic() - t0:.1f} s")
+        business = load_pack(pack)
+        if business.seed is not None:
+            seeded = business.seed(firestore_client(stack.project), customers)
+        else:  # the demo shop's seed set, which still lives in stack/seed.py (docs/packs.md, "State")
+            seeded = seed_firestore(firestore_client(stack.project), customers).customers
+        say(f"seeded {seeded} customers in {time.monotonic() - t0:.1f} s")
+        if pack != DEFAULT_PACK:
+            pipeline_args = [*(pipeline_args or []), f"--pack={pack}"]
         log = stack.log_dir / "pipeline.log"
         web_cmd = [sys.executable, "-m", "web", "--port", str(port)]
         say(f"starting the pipeline ({backend} model) and the chat page...")
@@ -333,11 +342,23 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
         description=UP_DESCRIPTION,
         formatter_class=_HelpFormatter,
     )
-    u.add_argument("--customers", type=positive_int, default=DEFAULT_CUSTOMERS, help="synthetic customers to seed")
+    u.add_argument(
+        "--pack",
+        default=DEFAULT_PACK,
+        choices=available_packs(),
+        help="the business the agent serves: a pack (docs/packs.md), its tools, ids, routes and seed data",
+    )
+    u.add_argument(
+        "--customers",
+        type=positive_int,
+        default=None,
+        help=f"synthetic customers to seed (default: the pack's; the shop seeds {DEFAULT_CUSTOMERS})",
+    )
     u.add_argument(
         "--customer",
-        default=customer_id(1),
-        help=f"the customer you chat as: one of the seeded ids {customer_id(1)}..{customer_id(DEFAULT_CUSTOMERS)}",
+        default=None,
+        help=f"the customer you chat as (default: the pack's demo customer; the shop's seeded ids are "
+        f"{customer_id(1)}..{customer_id(DEFAULT_CUSTOMERS)})",
     )
     u.add_argument(
         "--model",
@@ -377,18 +398,27 @@ def main(argv: list[str] | None = None) -> int:
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # the top-level parser would print its own usage: a misspelt `up` flag deserves `up`'s
         up_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-    seeded = {customer_id(i) for i in range(1, args.customers + 1)}
-    if args.customer not in seeded:
-        up_parser.error(
-            f"--customer {args.customer} is not seeded: --customers {args.customers} seeds "
-            f"{customer_id(1)}..{customer_id(args.customers)}"
-        )
+    business = load_pack(args.pack)
+    if args.customers is None:
+        args.customers = business.default_customers or DEFAULT_CUSTOMERS
+    if args.customer is None:
+        args.customer = business.demo_customer or customer_id(1)
+    if not business.customer_id.regex.fullmatch(args.customer):
+        up_parser.error(f"--customer {args.customer} is no customer id of pack {args.pack} (like "
+                        f"{business.customer_id.example})")  # fmt: skip
+    if business.seed is None:
+        seeded = {customer_id(i) for i in range(1, args.customers + 1)}
+        if args.customer not in seeded:
+            up_parser.error(
+                f"--customer {args.customer} is not seeded: --customers {args.customers} seeds "
+                f"{customer_id(1)}..{customer_id(args.customers)}"
+            )
     try:
         extra = shlex.split(args.pipeline_args)
     except ValueError as e:
         up_parser.error(f"--pipeline-args: {e}")
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
-    return up(args.customers, args.model, args.customer, args.state_dir, args.web_port, extra)
+    return up(args.customers, args.model, args.customer, args.state_dir, args.web_port, extra, args.pack)
 
 
 if __name__ == "__main__":

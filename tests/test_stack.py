@@ -296,8 +296,9 @@ def test_up_help_describes_it_and_shows_defaults(capsys: pytest.CaptureFixture[s
     assert exc.value.code == 0
     out = " ".join(capsys.readouterr().out.split())  # argparse wraps lines at the terminal's width
     assert "Start the whole service on this machine" in out
-    assert "synthetic customers to seed (default: 300)" in out
-    assert "(default: C0001)" in out and "(default: smollm2)" in out
+    assert "synthetic customers to seed (default: the pack's; the shop seeds 300)" in out
+    assert "(default: the pack's demo customer; the shop's seeded ids are C0001..C0300)" in out
+    assert "(default: smollm2)" in out and "(default: shop)" in out
     assert "where the emulators' venv, logs and pid files live" in out
     # argparse's wrapping may also break a path at a hyphen ("/tmp/ci-" "clone/.stack"): compare without spaces.
     assert f"(default:{DEFAULT_STATE_DIR})".replace(" ", "") in "".join(out.split())

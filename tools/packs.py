@@ -46,7 +46,10 @@ class Pack:
     root: Path  # the pack's folder: routes, prompts, scenarios
     routes_version: str = ""  # the route table small models route by (``<root>/routes/<version>.yaml``)
     policy: Any = None  # the pack's policy object (for prompts' digests and the tools' verdicts)
-    seed: Callable[..., Any] | None = None  # writes the pack's seed data for the local stack and the evals
+    # Writes the first N customers' seed data to Firestore for the local stack: seed(client, N) -> count seeded.
+    seed: Callable[..., Any] | None = None
+    demo_customer: str = ""  # the customer the local stack's terminal chat signs in as
+    default_customers: int = 0  # how many customers the local stack seeds
     mcp_servers: Mapping[str, Any] = field(default_factory=dict)  # name -> tools.mcp.McpServer
     validate: Callable[[Pack], list[str]] | None = None  # the pack's own consistency checks (problems, or [])
     # Actions the customer's context shows as already carried out (a reply may speak of them as done).

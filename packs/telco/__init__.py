@@ -12,6 +12,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from packs.telco import replies
 from tools.actions import ActionSpec
@@ -58,6 +59,12 @@ TICKET = ActionSpec(
 HANDOFF = ActionSpec("handoff", (), "connect you with a person", consent=False)
 
 
+def _seed(client: Any, customers: int) -> int:
+    from packs.telco.seed import seed_firestore  # google-cloud-firestore only where the stack seeds
+
+    return seed_firestore(client, customers)
+
+
 def _mcp(name: str, description: str, effect: str, render, **facts) -> ToolSpec:  # noqa: ANN001, ANN003
     return ToolSpec(name, description, effect, render, mcp_server=SERVER, **facts)  # type: ignore[arg-type]
 
@@ -93,4 +100,7 @@ PACK = Pack(
     root=ROOT,
     routes_version="support_tools_v1",
     mcp_servers={SERVER: _server()},
+    seed=_seed,
+    demo_customer="ACC-100001",
+    default_customers=60,
 )
