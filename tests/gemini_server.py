@@ -361,6 +361,25 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             pass
 
+    def _send(self, reply: Reply) -> None:
+        payload = reply.body if isinstance(reply.body, bytes) else json.dumps(reply.body or {}).encode()
+        try:
+            self.send_response(reply.status)
+            self.send_header("Content-Type", "application/json; charset=UTF-8")
+            self.send_header("Content-Length", str(len(payload)))
+            for key, value in reply.headers.items():
+                self.send_header(key, value)
+            self.end_headers()
+            self.wfile.write(payload)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up (timeout): nothing to do
+
+
+def iter_texts(requests: list[RecordedRequest]) -> Iterator[str]:
+    """Last user text of each request, in arrival order (for readable assertions)."""
+    for request in requests:
+        yield request.last_user_text()
+
 
 def stream_chunks(body: dict[str, Any], words: int) -> Iterator[dict[str, Any]]:
     """A whole GenerateContentResponse body cut into the chunks a streaming call returns."""
@@ -389,22 +408,3 @@ def stream_chunks(body: dict[str, Any], words: int) -> Iterator[dict[str, Any]]:
         if last and "usageMetadata" in body:
             chunk["usageMetadata"] = body["usageMetadata"]
         yield chunk
-
-    def _send(self, reply: Reply) -> None:
-        payload = reply.body if isinstance(reply.body, bytes) else json.dumps(reply.body or {}).encode()
-        try:
-            self.send_response(reply.status)
-            self.send_header("Content-Type", "application/json; charset=UTF-8")
-            self.send_header("Content-Length", str(len(payload)))
-            for key, value in reply.headers.items():
-                self.send_header(key, value)
-            self.end_headers()
-            self.wfile.write(payload)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the client gave up (timeout): nothing to do
-
-
-def iter_texts(requests: list[RecordedRequest]) -> Iterator[str]:
-    """Last user text of each request, in arrival order (for readable assertions)."""
-    for request in requests:
-        yield request.last_user_text()
