@@ -146,12 +146,13 @@ class _TurnStream:
         self.progress = state.stream
         self._pub = pub
         self.releaser: GuardedReleaser = stream_turn.releaser_for(state, self._emit)
+        self._sink = stream_turn.sink_for_step(state, self.releaser)
 
     def feed(self, piece: str) -> None:
-        self.releaser.feed(piece)
+        self._sink.feed(piece)
 
     def halt(self) -> None:
-        self.releaser.halt()
+        self._sink.halt()
 
     def _emit(self, text: str) -> None:
         p = self.progress

@@ -272,3 +272,67 @@ def test_a_tool_step_retracts_what_it_showed(db: firestore.Client, delta_topic: 
     assert progress.shown == "" and progress.retractions == (1 if progress.deltas else 0)
     kinds = [d.kind for d in pull_all(sub, timeout_s=5)]
     assert kinds in ([], [DeltaKind.DELTA, DeltaKind.DELTA, DeltaKind.RETRACT])
+
+
+# ---------------------------------------------------------------------------
+# Gemma (transformers) on the CPU, random weights: the batch-wide streamer and the JSON reply adapter
+# ---------------------------------------------------------------------------
+
+
+class Recorder:
+    """A ``TextSink`` that keeps what it was fed (the backend's side of the protocol, nothing faked)."""
+
+    def __init__(self) -> None:
+        self.pieces: list[str] = []
+        self.halted = False
+
+    def feed(self, piece: str) -> None:
+        self.pieces.append(piece)
+
+    def halt(self) -> None:
+        self.halted = True
+
+
+def test_gemma_streams_each_rows_text_as_generated() -> None:
+    from agents import protocol
+    from agents.backends.hf_gemma import GemmaConfig, GemmaHandler
+    from agents.model import ChatMessage, ModelRequest
+    from agents.streaming import bind
+
+    handler = GemmaHandler(config=GemmaConfig(model_path="random:tiny", device="cpu"), max_tokens=40)
+    assert handler.STREAMS_TEXT
+    model = handler.load_model()
+    # Random weights write arbitrary bytes; the decision schema (llguidance) keeps them readable text.
+    schema = protocol.decision_schema([protocol.reply_variant(True)])
+    requests = [
+        ModelRequest(messages=(ChatMessage("user", f"hello {i}"),), max_tokens=40, response_schema=schema)
+        for i in range(3)
+    ]
+    sinks = {0: Recorder(), 2: Recorder()}
+    with bind(sinks):
+        responses = handler.answer(model, requests, [40, 40, 24], {})
+    for i, sink in sinks.items():
+        assert len(sink.pieces) >= 10, sink.pieces  # token by token, not at the end
+        assert "".join(sink.pieces) == responses[i].text, (sink.pieces, responses[i].text)
+    assert len(responses[2].text) < len(responses[0].text)  # each row stops at its own cap
+
+
+def test_reply_json_sink_streams_only_a_replys_text() -> None:
+    out: list[str] = []
+    r = GuardedReleaser(lambda prefix: True, out.append)
+    sink = stream_turn.ReplyJsonSink(r)
+    raw = '{"name": "reply", "parameters": {"text": "Hi there, welcome back. Your \\"order\\" ships today!"}}'
+    for i in range(0, len(raw), 5):
+        sink.feed(raw[i : i + 5])
+    assert "".join(out) == 'Hi there, welcome back. Your "order" ships today!'
+    out2: list[str] = []
+    r2 = GuardedReleaser(lambda prefix: True, out2.append)
+    sink2 = stream_turn.ReplyJsonSink(r2)
+    for piece in ['{"name": "get_', 'shipment_status", "parameters": {"order_id": "O-C0001-05"}}']:
+        sink2.feed(piece)
+    assert out2 == [] and r2.stopped
+    schema = {"anyOf": [{"properties": {"name": {"const": "reply"}, "parameters": {"properties": {"text": {}}}}}]}
+    assert stream_turn.replies_in_words(schema)
+    assert not stream_turn.replies_in_words(
+        {"properties": {"name": {"const": "reply"}, "parameters": {"properties": {}}}}
+    )
