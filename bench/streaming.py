@@ -3,7 +3,8 @@
 The real local stack and pipeline (BundleBasedDirectRunner), one phase per (backend, sessions, deltas on/off):
 N sessions at once, each sending ``--turns`` chat messages one after another (the next when the reply came),
 texts that the small model answers in its own words (SmolLM2's chat route; the Gemini server streams a
-multi-sentence reply, ``--gemini-chunk-delay-s`` between its 3-word chunks). Measured on this client's clock
+multi-sentence reply, ``--gemini-chunk-delay-s`` between its 3-word chunks, and answers a whole
+``generateContent`` as late as that stream would end). Measured on this client's clock
 from the inbound publish's acknowledgement: the first delta of the turn received (``first_s``; the final when
 the turn streamed nothing) and the final reply received (``final_s``). Messages per turn: what the
 pipeline published on the reply and delta topics per turn (distinct (turn, seq) plus the final), and what
@@ -42,10 +43,19 @@ GEMINI_REPLY = (
 )
 
 
-def _gemini_responder(request: Any) -> Any:
-    from tests.gemini_server import Reply
+def _gemini_responder(delay_s: float) -> Any:
+    """The fake Gemini's reply; a whole (non-streamed) answer comes as late as the streamed one ends."""
+    from tests.gemini_server import Reply, stream_chunks
 
-    return Reply.text(GEMINI_REPLY)
+    reply = Reply.text(GEMINI_REPLY)
+    chunks = len(list(stream_chunks(reply.body, 3)))
+
+    def respond(request: Any) -> Any:
+        if request.rpc == "generateContent":
+            return Reply.slow(delay_s * (chunks - 1), reply)
+        return reply
+
+    return respond
 
 
 def measure_phase(stack: Any, backend: str, sessions: int, deltas: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -61,7 +71,7 @@ def measure_phase(stack: Any, backend: str, sessions: int, deltas: str, args: ar
     if backend == "gemini":
         from tests.gemini_server import GeminiServer
 
-        server = GeminiServer(_gemini_responder).start()
+        server = GeminiServer(_gemini_responder(args.gemini_chunk_delay_s)).start()
         server.stream_delay_s = args.gemini_chunk_delay_s
         extra.append(f"--gemini_base_url={server.url}")
         env["GOOGLE_API_KEY"] = "bench-key-not-secret"

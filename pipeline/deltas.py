@@ -185,6 +185,12 @@ class _StreamBatch:
 
     def __exit__(self, *exc: object) -> None:
         self._bound.__exit__(*exc)
+        if exc[0] is not None:
+            # The model call failed (RunInference fails the batch's turns): withdraw what they showed,
+            # so the error reply that follows is preceded by a retraction as the contract promises.
+            for stream in self._streams.values():
+                if stream.progress.shown:
+                    retract(stream._pub, replace(stream.state, stream=stream.progress), "model call failed")
 
     def settle(self, responses: Sequence[Any]) -> list[Any]:
         out = list(self._batch)

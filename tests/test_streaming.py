@@ -336,3 +336,27 @@ def test_reply_json_sink_streams_only_a_replys_text() -> None:
     assert not stream_turn.replies_in_words(
         {"properties": {"name": {"const": "reply"}, "parameters": {"properties": {}}}}
     )
+
+
+def test_terminal_delta_view_follows_the_clients_rules() -> None:
+    from stack.delta_view import DeltaView
+
+    waiting = [True]
+    view = DeltaView("s-1", waiting=lambda: waiting[0])
+
+    def d(seq: int, text: str = "", turn: str = "s-1#t", session: str = "s-1", kind: DeltaKind = DeltaKind.DELTA):
+        return ReplyDelta(session_id=session, turn_id=turn, seq=seq, text=text, kind=kind)
+
+    assert view.add(d(2, " two,")) is None  # past a gap: nothing shown yet
+    assert view.add(d(1, "One,")) == "One, two,"
+    assert view.add(d(1, "One,")) is None  # duplicate
+    assert view.add(d(3, kind=DeltaKind.RETRACT)) == ""  # emptied in place
+    assert view.add(d(4, "Fresh.")) == "Fresh."
+    assert view.add(d(6, " six.")) is None  # gap at 5
+    assert view.add(d(1, "x", session="s-2", turn="s-2#t")) is None
+    assert view.final("s-1#t") == "Fresh."
+    assert view.add(d(7, " late.")) is None
+    waiting[0] = False
+    assert view.add(d(1, "stray", turn="s-1#other")) is None
+    reasons = [r for r, _, _ in view.dropped]
+    assert reasons == ["duplicate", "another session", "seq gap", "after the final", "unknown turn"], view.dropped
