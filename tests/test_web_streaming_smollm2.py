@@ -7,11 +7,15 @@ final reply replaces them. Every state the page goes through is recorded (``web_
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
 from playwright.sync_api import Browser
 
+from contract.eval_rows import TURNS_TABLE
+from pipeline.options import EVAL_DATASET
+from stack.clients import bigquery_client
 from stack.emulators import LocalStack
 from stack.service import PipelineProcess, pipeline_command
 from tests.test_web_chat import (  # noqa: F401 - fixtures
@@ -48,7 +52,11 @@ def smol_web(seeded_stack: LocalStack) -> Iterator[str]:
         assert alive, f"the pipeline died during the test:\n{tail}"
 
 
-def test_smollm2_free_text_reply_appears_in_increments(browser: Browser, smol_web: str) -> None:  # noqa: F811
+def test_smollm2_free_text_reply_appears_in_increments(
+    browser: Browser,  # noqa: F811
+    smol_web: str,
+    seeded_stack: LocalStack,
+) -> None:
     chat = new_chat(browser, smol_web)
     install_recorder(chat.page)
     chat.start("C0001")
@@ -65,6 +73,18 @@ def test_smollm2_free_text_reply_appears_in_increments(browser: Browser, smol_we
     assert done is not None and not both_at_once(seen, reply["turn_id"])
     assert shown[-1] in reply["text"], (shown[-1], reply["text"])
     assert not chat.page.query_selector("li[data-streaming=yes]"), "the final replaced the streaming bubble"
+    # The eval row records the wait for the first visible text, shorter than the wait for the final.
+    bq = bigquery_client(seeded_stack.project, seeded_stack.bigquery_endpoint)
+    sql = (
+        f"SELECT turn_id, first_text_ms, total_ms, deltas FROM `{seeded_stack.project}.{EVAL_DATASET}.{TURNS_TABLE}`"
+    )
+    row = None
+    deadline = time.monotonic() + 60
+    while row is None and time.monotonic() < deadline:
+        row = next((dict(r) for r in bq.query(sql).result() if r["turn_id"] == reply["turn_id"]), None)
+        time.sleep(0 if row else 1)
+    assert row is not None, "no eval row for the turn"
+    assert row["deltas"] >= 3 and 0 < row["first_text_ms"] < row["total_ms"], row
     ARTIFACTS.mkdir(exist_ok=True)
     chat.page.screenshot(path=str(ARTIFACTS / "web_streaming_smollm2.png"))
     assert_no_duplicates(chat)
