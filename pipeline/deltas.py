@@ -195,10 +195,12 @@ class _StreamBatch:
     def settle(self, responses: Sequence[Any]) -> list[Any]:
         out = list(self._batch)
         deltas = Metrics.counter(METRICS_NAMESPACE, "reply_deltas")
+        retractions = Metrics.counter(METRICS_NAMESPACE, "reply_retractions")
         for i, stream in self._streams.items():
-            before = stream.progress.deltas
+            before = stream.state.stream
             out[i] = stream.settle(responses[i])
-            deltas.inc(out[i].stream.deltas - before)
+            deltas.inc(out[i].stream.deltas - before.deltas)
+            retractions.inc(out[i].stream.retractions - before.retractions)
         return out
 
 
