@@ -44,6 +44,7 @@ from agents import consent, guardrails, narrowing, protocol, replies
 from agents.model import ChatMessage, ModelRequest, ModelResponse, ToolCall
 from agents.prompting import ContextMismatchError, build_request, load_template, user_text
 from agents.routes import REPLY_ROUTE_TOOL, RouteTable, load_routes
+from agents.streaming import StreamProgress
 from agents.turn import ERROR_TEXT, FALLBACK_TEXT, FLAG_EMPTY_FALLBACK, FLAG_MODEL_ERROR, FLAG_TRUNCATED, reply_text
 from contract.handoff import Handoff
 from contract.messages import AgentReply, ReplyKind, TurnTimings
@@ -169,6 +170,7 @@ class AgentState:
     tool_values: tuple[str, ...] = field(default=(), repr=False)  # string values of tool results (own data)
     route: str = ""  # the route a constrained turn took (agents.routes), if it was routed by embeddings
     next_request: ModelRequest | None = field(default=None, repr=False)  # set by the constrained protocol
+    stream: StreamProgress = field(default_factory=StreamProgress, repr=False)  # reply deltas so far (agents.streaming)
 
     @property
     def done(self) -> bool:

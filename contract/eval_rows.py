@@ -62,6 +62,10 @@ TURNS_SCHEMA: list[tuple[str, str, str]] = [
     # JSON text: steps, tool calls (arguments masked), actions, hand-off reason. No message text.
     ("details", "STRING", "NULLABLE"),
     ("created_at", "TIMESTAMP", "REQUIRED"),
+    # Streaming replies (contract/deltas.py): first message received -> first visible text (the first
+    # delta, or the final reply when nothing streamed), and how many deltas the turn published.
+    ("first_text_ms", "FLOAT", "NULLABLE"),
+    ("deltas", "INTEGER", "NULLABLE"),
 ]
 
 SESSIONS_SCHEMA: list[tuple[str, str, str]] = [
@@ -160,6 +164,8 @@ def turn_row(
     flags: tuple[str, ...] = (),
     outcome: str | None = None,
     details: dict[str, Any] | None = None,
+    first_text_ms: float | None = None,
+    deltas: int | None = None,
 ) -> dict[str, Any]:
     """The ``turns_v1`` row of one answered turn. ``details``: JSON-able, no message text (the PII rule)."""
     t = reply.timings
@@ -188,6 +194,8 @@ def turn_row(
         "outcome": outcome,
         "details": None if details is None else json.dumps(details, default=str, sort_keys=True),
         "created_at": reply.created_at.isoformat(),
+        "first_text_ms": None if first_text_ms is None else round(first_text_ms, 3),
+        "deltas": deltas,
     }
 
 

@@ -36,6 +36,7 @@ from contract.eval_rows import turn_row
 from contract.handoff import Handoff
 from contract.messages import AgentReply, DeadLetter, ReplyKind
 from contract.turn import EnrichedTurn
+from pipeline.deltas import PubSubDeltaStreamer, SettleDeltas, first_text_ms
 from tools.packs import DEFAULT_PACK
 
 EVAL_TAG = "eval_rows"
@@ -56,6 +57,8 @@ def turn_eval_row(state: AgentState, reply: AgentReply) -> dict[str, Any]:
         flags=steps.eval_flags(state),
         outcome=state.outcome.value,
         details=steps.eval_details(state),
+        first_text_ms=first_text_ms(state, reply.timings.total_ms),
+        deltas=state.stream.deltas,
     )
 
 
@@ -111,6 +114,7 @@ class FinishTurn(beam.DoFn):
 
     def __init__(self) -> None:
         self.latency = Metrics.distribution("agent", "turn_total_ms")
+        self.first_text = Metrics.distribution("agent", "turn_first_text_ms")
         self.outcomes = {k: Metrics.counter("agent", f"outcome_{k.value}") for k in steps.Outcome}
 
     def process(self, state: AgentState) -> Iterator:
@@ -119,6 +123,7 @@ class FinishTurn(beam.DoFn):
         queue_ms = max(0.0, (turn.released_at - turn.first_received_at).total_seconds() * 1000)
         reply = steps.to_reply(state, queue_ms=queue_ms, total_ms=_ms_since(turn.first_received_at))
         self.latency.update(int(reply.timings.total_ms))
+        self.first_text.update(int(first_text_ms(state, reply.timings.total_ms)))
         self.outcomes[state.outcome].inc()
         yield reply
         yield beam.pvalue.TaggedOutput(EVAL_TAG, (reply.turn_id, turn_eval_row(state, reply)))
@@ -149,8 +154,10 @@ class AgentTurn(beam.PTransform):
         version: str,
         config: StepConfig,
         clock: Callable[[], datetime] | None = None,
+        deltas: PubSubDeltaStreamer | None = None,
     ) -> None:
         super().__init__()
+        self._deltas = deltas  # set when the handler streams text steps: retractions go out before the final
         self._handler = handler
         self._project = project
         self._version = version
@@ -178,10 +185,10 @@ class AgentTurn(beam.PTransform):
             ]
             pending = advanced[PENDING_TAG]
         finished.append(pending | "PastStepLimit" >> beam.Map(steps.fail, "turn still pending after the last step"))
-        out = (
-            finished
-            | "AllFinished" >> beam.Flatten()
-            | "FinishTurn"
-            >> beam.ParDo(FinishTurn()).with_outputs(EVAL_TAG, HANDOFF_TAG, DEAD_LETTER_TAG, main="replies")
+        finished_all = finished | "AllFinished" >> beam.Flatten()
+        if self._deltas is not None:
+            finished_all = finished_all | "SettleDeltas" >> beam.ParDo(SettleDeltas(self._deltas))
+        out = finished_all | "FinishTurn" >> beam.ParDo(FinishTurn()).with_outputs(
+            EVAL_TAG, HANDOFF_TAG, DEAD_LETTER_TAG, main="replies"
         )
         return out.replies, out[EVAL_TAG], out[HANDOFF_TAG], out[DEAD_LETTER_TAG]

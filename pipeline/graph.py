@@ -21,11 +21,13 @@ from apache_beam.io.gcp.pubsub import PubsubMessage, ReadFromPubSub, WriteToPubS
 from apache_beam.ml.inference.base import ModelHandler
 
 from agents.backends import registry
+from agents.backends.base import AgentModelHandler
 from agents.steps import StepConfig
 from contract.eval_rows import SESSIONS_TABLE, TURNS_TABLE, session_row
 from contract.messages import AgentReply
 from pipeline.agent_stage import AgentTurn, to_pubsub_handoff
 from pipeline.bigquery import WriteRowsToBigQuery
+from pipeline.deltas import PubSubDeltaStreamer
 from pipeline.enrich import EnrichCustomerContext
 from pipeline.metrics import FreshnessProbe, RecordDeadLetters, RecordTurnSLIs
 from pipeline.ownership import CheckSessionOwner
@@ -68,6 +70,14 @@ def agent_plan(backend: str, *, max_steps: int, max_tokens: int, pack: str = DEF
 def model_handler(settings: Settings) -> ModelHandler:
     """The RunInference handler the settings ask for: the backend's factory, given the options it reads."""
     return registry.make_handler(settings.model_backend, **settings.backend_options())
+
+
+def delta_streamer(settings: Settings, handler: ModelHandler) -> PubSubDeltaStreamer | None:
+    """The handler streams its text steps' replies to the delta topic, if asked and if its backend can."""
+    if settings.reply_deltas != "on" or not isinstance(handler, AgentModelHandler):
+        return None
+    streamer = PubSubDeltaStreamer(settings.topic_path(settings.delta_topic))
+    return streamer if handler.stream_deltas(streamer) else None
 
 
 def policy_clock(now: str | None) -> Callable[[], datetime] | None:
@@ -118,6 +128,7 @@ def build(p: beam.Pipeline, settings: Settings) -> None:
     enriched = sessions.turns | "EnrichCustomerContext" >> EnrichCustomerContext.from_settings(settings)
 
     handler = model_handler(settings)
+    deltas = delta_streamer(settings, handler)
     version, step_config = agent_plan(
         settings.model_backend,
         max_steps=settings.max_agent_steps,
@@ -125,7 +136,12 @@ def build(p: beam.Pipeline, settings: Settings) -> None:
         pack=settings.pack,
     )
     replies, eval_rows, handoffs, agent_dead = enriched | "AgentTurn" >> AgentTurn(
-        handler, project=project, version=version, config=step_config, clock=policy_clock(settings.policy_now)
+        handler,
+        project=project,
+        version=version,
+        config=step_config,
+        clock=policy_clock(settings.policy_now),
+        deltas=deltas,
     )
     _ = (
         replies

@@ -60,6 +60,9 @@ SESSION_OWNERS_COLLECTION = "session_owners"
 # Conversations handed to a person: what a human-agent desk subscribes to.
 HANDOFF_TOPIC = "chat-handoffs"
 HANDOFF_SUBSCRIPTION = "chat-handoffs-desk"
+# Reply deltas and retractions while a reply is written (contract/deltas.py): a topic of their own.
+DELTA_TOPIC = "chat-reply-deltas"
+REPLY_DELTA_MODES = ("on", "off")
 EVAL_DATASET = "supportflow_evals"
 
 MODEL_DEVICES_HELP = "auto (the first GPU if torch sees one, else the CPU), cpu, cuda or cuda:N"
@@ -114,6 +117,16 @@ class OptionTable(BaseModel):
     )
     handoff_topic: str = option(
         HANDOFF_TOPIC, "Pub/Sub topic id (not path) for conversations handed to a person (the human-agent desk)."
+    )
+    delta_topic: str = option(
+        DELTA_TOPIC,
+        "Pub/Sub topic id (not path) for reply deltas and retractions: the partial text of replies being "
+        "written, released by sentence or clause once the output guardrails passed it (contract/deltas.py).",
+    )
+    reply_deltas: str = option(
+        "on",
+        "Stream text steps' replies as deltas on --delta_topic (backends that can stream: smollm2, gemini, gemma).",
+        choices=REPLY_DELTA_MODES,
     )
     eval_dataset: str = option(
         EVAL_DATASET,

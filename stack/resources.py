@@ -20,6 +20,7 @@ from pipeline.options import (
     DEAD_LETTER_SUBSCRIPTION,
     DEAD_LETTER_TOPIC,
     DEFAULT_PROJECT,
+    DELTA_TOPIC,
     EVAL_DATASET,
     HANDOFF_SUBSCRIPTION,
     HANDOFF_TOPIC,
@@ -46,7 +47,7 @@ class SubscriptionSpec:
     ack_deadline_s: int = DEFAULT_ACK_DEADLINE_S
 
 
-TOPICS: tuple[str, ...] = (INBOUND_TOPIC, REPLY_TOPIC, DEAD_LETTER_TOPIC, HANDOFF_TOPIC)
+TOPICS: tuple[str, ...] = (INBOUND_TOPIC, REPLY_TOPIC, DEAD_LETTER_TOPIC, HANDOFF_TOPIC, DELTA_TOPIC)
 SUBSCRIPTIONS: tuple[SubscriptionSpec, ...] = (
     SubscriptionSpec(INBOUND_SUBSCRIPTION, INBOUND_TOPIC),
     SubscriptionSpec(REPLY_MEMORY_SUBSCRIPTION, REPLY_TOPIC, ordering=True),

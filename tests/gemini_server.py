@@ -1,6 +1,10 @@
 """A local stand-in for the Gemini REST API, for tests of ``agents.backends.gemini``.
 
-It speaks ``POST /{api_version}/models/{model}:generateContent`` well enough for
+It speaks ``POST /{api_version}/models/{model}:generateContent`` and ``:streamGenerateContent?alt=sse``
+(server-sent events over chunked HTTP, one ``data: <GenerateContentResponse JSON>`` event per chunk, as the
+real API streams: text parts a few words at a time, a function call in a chunk of its own, finish
+reason and usage on the last chunk; ``stream_words`` words per chunk, ``stream_delay_s`` between
+chunks) well enough for
 the real ``google-genai`` client (httpx underneath) pointed at it with
 ``HttpOptions(base_url=server.url)``. Stdlib only: ``ThreadingHTTPServer`` on
 127.0.0.1, a free port, in a daemon thread; HTTP/1.1 keep-alive with
@@ -33,6 +37,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+GENERATE_RPCS = frozenset({"generateContent", "streamGenerateContent"})
 _PATH = re.compile(r"^/(?P<version>[^/]+)/models/(?P<model>[^/:]+):(?P<method>[A-Za-z]+)$")
 
 
@@ -206,6 +211,8 @@ class GeminiServer:
         self._stopping = threading.Event()
         self._in_flight = 0
         self.max_in_flight = 0  # most generateContent requests being answered at once
+        self.stream_words = 3  # words of text per streamed chunk
+        self.stream_delay_s = 0.03  # pause between streamed chunks
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -271,12 +278,12 @@ class GeminiServer:
     def _reply_for(self, request: RecordedRequest) -> Reply:
         with self._lock:
             self._requests.append(request)
-            if request.rpc == "generateContent":
+            if request.rpc in GENERATE_RPCS:
                 text = request.last_user_text()
                 for when, queue in self._scripts:
                     if queue and when in text:
                         return queue.pop(0)
-        if request.rpc != "generateContent":
+        if request.rpc not in GENERATE_RPCS:
             return Reply.error(404, f"method {request.rpc} not implemented by the fake", status_name="NOT_FOUND")
         if not isinstance(request.body, dict):
             return Reply.error(400, "Invalid JSON payload received.")
@@ -330,7 +337,29 @@ class _Handler(BaseHTTPRequestHandler):
                 self.owner._sleep(reply.delay_s)
         finally:
             self.owner._leave()
-        self._send(reply)
+        if recorded.rpc == "streamGenerateContent" and reply.status == 200 and isinstance(reply.body, dict):
+            self._send_stream(reply)
+        else:
+            self._send(reply)
+
+    def _send_stream(self, reply: Reply) -> None:
+        """The reply as server-sent events, chunked: the text a few words per event, then the rest."""
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Transfer-Encoding", "chunked")
+            for key, value in reply.headers.items():
+                self.send_header(key, value)
+            self.end_headers()
+            for i, chunk in enumerate(stream_chunks(reply.body, self.owner.stream_words)):
+                if i:
+                    self.owner._sleep(self.owner.stream_delay_s)
+                event = f"data: {json.dumps(chunk)}\r\n\r\n".encode()
+                self.wfile.write(f"{len(event):x}\r\n".encode() + event + b"\r\n")
+                self.wfile.flush()
+            self.wfile.write(b"0\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass
 
     def _send(self, reply: Reply) -> None:
         payload = reply.body if isinstance(reply.body, bytes) else json.dumps(reply.body or {}).encode()
@@ -350,3 +379,32 @@ def iter_texts(requests: list[RecordedRequest]) -> Iterator[str]:
     """Last user text of each request, in arrival order (for readable assertions)."""
     for request in requests:
         yield request.last_user_text()
+
+
+def stream_chunks(body: dict[str, Any], words: int) -> Iterator[dict[str, Any]]:
+    """A whole GenerateContentResponse body cut into the chunks a streaming call returns."""
+    candidates = body.get("candidates") or []
+    if not candidates:
+        yield body
+        return
+    cand = candidates[0]
+    parts = (cand.get("content") or {}).get("parts") or []
+    pieces: list[dict[str, Any]] = []
+    for part in parts:
+        text = part.get("text")
+        if isinstance(text, str) and not part.get("thought"):
+            tokens = re.findall(r"\S+\s*|\s+", text)
+            pieces.extend({"text": "".join(tokens[i : i + words])} for i in range(0, len(tokens), max(1, words)))
+        else:
+            pieces.append(part)
+    pieces = pieces or [{"text": ""}]
+    meta = {k: v for k, v in body.items() if k not in ("candidates", "usageMetadata")}
+    for i, piece in enumerate(pieces):
+        last = i == len(pieces) - 1
+        chunk_cand: dict[str, Any] = {"content": {"role": "model", "parts": [piece]}, "index": 0}
+        if last and cand.get("finishReason"):
+            chunk_cand["finishReason"] = cand["finishReason"]
+        chunk = {"candidates": [chunk_cand], **meta}
+        if last and "usageMetadata" in body:
+            chunk["usageMetadata"] = body["usageMetadata"]
+        yield chunk

@@ -469,7 +469,7 @@ def test_server_owns_its_subscriptions(browser: Browser, seeded_stack: LocalStac
     server, base = start_web(seeded_stack, "web-lifecycle")
     try:
         subs = json.loads(http_get(f"{base}/healthz")[1])["subscriptions"]
-        assert len(subs) == 2 and all("-web-" in s for s in subs)
+        assert len(subs) == 3 and all("-web-" in s for s in subs)  # replies, dead letters, reply deltas
         with subscriber_client() as sub:
             for path in subs:
                 sub.get_subscription(subscription=path, timeout=10)

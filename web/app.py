@@ -21,6 +21,8 @@ Chat socket protocol (JSON text frames):
   (the session's history: messages and replies in the order the server saw them);
 - then ``{"type": "message", ...}`` for each message published in the session (from any tab,
   also the sender's acknowledgement), ``{"type": "reply", ...AgentReply}`` for each reply,
+  ``{"type": "delta", ...ReplyDelta}`` for each delta or retraction of a reply being written (not in the
+  history: a reconnect shows the final),
   ``{"type": "rejected", "message_id", "reason"}`` when a message fails the contract or publishing;
 - page -> server: ``{"type": "send", "message_id": "...", "text": "..."}``. The page chooses the
   message id, so a resend after a reconnect is idempotent (stored once, published once).
@@ -350,6 +352,7 @@ def create_app(config: WebConfig) -> FastAPI:
                 "sessions_held": len(store),
                 "ignored_replies": store.ignored_replies,
                 "duplicate_replies": store.duplicate_replies,
+                "dropped_deltas": dict(hub.dropped_deltas),
                 "subscriptions": hub.subscriptions,
             }
         )

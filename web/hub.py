@@ -14,6 +14,12 @@
   the sockets listening on that session id (``listen``/``unlisten``, event loop
   only).
 - Publishing: one publisher client; ``publish`` awaits the server's ack.
+- Reply deltas (``contract.deltas``): a third subscription, ``chat-reply-deltas-web-<hex>`` on the
+  delta topic, without ordering (the page orders by seq). A delta is acked at once (it is worth
+  seconds, never stored), checked (contract, its ``session_id`` attribute against its body, a session
+  held here, a turn of that session, no final reply stored yet for it), and handed only to the
+  sockets of its own session as ``{"type": "delta", ...}``; the page de-duplicates and orders.
+  No delta topic (an older stack): the page gets final replies only.
 """
 
 from __future__ import annotations
@@ -31,8 +37,9 @@ from typing import Any
 from google.api_core import exceptions as gexc
 from google.cloud import pubsub_v1
 
+from contract.deltas import parse_delta
 from contract.messages import ContractError, DeadLetter, InboundMessage, parse_reply
-from pipeline.options import DEAD_LETTER_TOPIC, INBOUND_TOPIC, REPLY_TOPIC
+from pipeline.options import DEAD_LETTER_TOPIC, DELTA_TOPIC, INBOUND_TOPIC, REPLY_TOPIC
 from web.ops import OpsStats
 from web.store import Event, SessionStore, event_key
 
@@ -78,6 +85,7 @@ class PubSubHub:
         inbound_topic: str = INBOUND_TOPIC,
         reply_topic: str = REPLY_TOPIC,
         dead_letter_topic: str = DEAD_LETTER_TOPIC,
+        delta_topic: str = DELTA_TOPIC,
         name_prefix: str = "web",
     ) -> None:
         self.project = project
@@ -86,7 +94,14 @@ class PubSubHub:
         suffix = uuid.uuid4().hex[:10]
         self.reply_subscription_id = f"{reply_topic}-{name_prefix}-{suffix}"
         self.dead_letter_subscription_id = f"{dead_letter_topic}-{name_prefix}-{suffix}"
-        self._topics = {"inbound": inbound_topic, "reply": reply_topic, "dead_letter": dead_letter_topic}
+        self.delta_subscription_id = f"{delta_topic}-{name_prefix}-{suffix}"
+        self._topics = {
+            "inbound": inbound_topic,
+            "reply": reply_topic,
+            "dead_letter": dead_letter_topic,
+            "delta": delta_topic,
+        }
+        self.dropped_deltas: dict[str, int] = defaultdict(int)  # reason -> count
         self._listeners: dict[str, set[Listener]] = defaultdict(set)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._subscriber: pubsub_v1.SubscriberClient | None = None
@@ -105,18 +120,25 @@ class PubSubHub:
             for sub_id, topic, ordering, callback in (
                 (self.reply_subscription_id, self._topics["reply"], True, self._on_reply),
                 (self.dead_letter_subscription_id, self._topics["dead_letter"], False, self._on_dead_letter),
+                (self.delta_subscription_id, self._topics["delta"], False, self._on_delta),
             ):
                 path = self._subscriber.subscription_path(self.project, sub_id)
-                self._subscriber.create_subscription(
-                    request={
-                        "name": path,
-                        "topic": self._subscriber.topic_path(self.project, topic),
-                        "enable_message_ordering": ordering,
-                        "ack_deadline_seconds": ACK_DEADLINE_S,
-                        "expiration_policy": {"ttl": {"seconds": SUBSCRIPTION_TTL_S}},
-                    },
-                    timeout=15,
-                )
+                try:
+                    self._subscriber.create_subscription(
+                        request={
+                            "name": path,
+                            "topic": self._subscriber.topic_path(self.project, topic),
+                            "enable_message_ordering": ordering,
+                            "ack_deadline_seconds": ACK_DEADLINE_S,
+                            "expiration_policy": {"ttl": {"seconds": SUBSCRIPTION_TTL_S}},
+                        },
+                        timeout=15,
+                    )
+                except gexc.NotFound:
+                    if callback != self._on_delta:
+                        raise
+                    log.warning("no delta topic %s: replies are shown whole", topic)
+                    continue
                 self._created.append(path)
                 self._futures.append(self._subscriber.subscribe(path, callback))
         except BaseException:
@@ -207,6 +229,30 @@ class PubSubHub:
         message.ack()
         if event is not None:
             self._to_loop(self.fanout, reply.session_id, event)
+
+    def _on_delta(self, message: pubsub_v1.subscriber.message.Message) -> None:
+        message.ack()  # worth seconds, never stored: a lost delta only delays the text until the final
+        try:
+            delta = parse_delta(message.data)
+        except ContractError as e:
+            self._drop_delta("invalid", message.message_id, e.reason)
+            return
+        attr = message.attributes.get("session_id")
+        if attr is not None and attr != delta.session_id:
+            self._drop_delta("attribute mismatch", delta.turn_id, f"attribute {attr!r}")
+            return
+        reason = self.store.delta_drop_reason(delta.session_id, delta.turn_id)
+        if reason is not None:
+            self._drop_delta(reason, delta.turn_id, f"seq {delta.seq}")
+            return
+        event = {"type": "delta", **delta.model_dump(mode="json")}
+        self._to_loop(self.fanout, delta.session_id, event)
+
+    def _drop_delta(self, reason: str, what: str, detail: str) -> None:
+        self.dropped_deltas[reason] += 1
+        # Deltas of sessions other web processes hold are the normal case: not worth a warning.
+        level = logging.DEBUG if reason == "unknown session" else logging.INFO
+        log.log(level, "delta dropped (%s): %s %s", reason, what, detail)
 
     def _on_dead_letter(self, message: pubsub_v1.subscriber.message.Message) -> None:
         attrs = dict(message.attributes)

@@ -237,6 +237,18 @@ class SessionStore:
             self._touch(s)
             return event
 
+    def delta_drop_reason(self, session_id: str, turn_id: str) -> str | None:
+        """Why a reply delta of ``turn_id`` must not reach the session's sockets, or None to pass it on."""
+        with self._lock:
+            s = self._sessions.get(session_id)
+            if s is None:
+                return "unknown session"
+            if not turn_id.startswith(session_id + "#"):
+                return "turn of another session"
+            if f"r:{turn_id}" in s.seen:
+                return "after the final"
+            return None
+
     # -- internals (lock held) --------------------------------------------------------
 
     def _require(self, session_id: str) -> _Session:

@@ -23,6 +23,7 @@ from typing import Any, ClassVar, TypeVar
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from agents.model import INFERENCE_ARGS, CarriesRequest, ModelRequest, ModelResponse, check_inference_args, request_of
+from agents.streaming import DeltaStreamer
 
 ModelT = TypeVar("ModelT")
 Element = CarriesRequest | ModelRequest
@@ -58,6 +59,17 @@ class AgentModelHandler(ModelHandler[Element, PredictionResult, ModelT]):
 
     _model_name: str
     _max_tokens: int
+    # Set by ``stream_deltas``: text steps stream their reply (agents.streaming); None: no streaming.
+    _delta_streamer: DeltaStreamer | None = None
+    # A backend whose ``answer`` feeds ``agents.streaming.sink_for(i)`` while it generates.
+    STREAMS_TEXT: ClassVar[bool] = False
+
+    def stream_deltas(self, streamer: DeltaStreamer | None) -> bool:
+        """Stream text steps' replies through ``streamer``; False (and nothing set) if this backend cannot."""
+        if streamer is not None and not self.STREAMS_TEXT:
+            return False
+        self._delta_streamer = streamer
+        return streamer is not None
 
     @property
     def model_name(self) -> str:
@@ -80,7 +92,11 @@ class AgentModelHandler(ModelHandler[Element, PredictionResult, ModelT]):
         args = dict(inference_args or {})
         requests = [request_of(e) for e in batch]
         caps = token_caps(requests, int(args.get("max_tokens", self._max_tokens)))
-        return predictions(batch, self.answer(model, requests, caps, args), self.model_name)
+        if self._delta_streamer is None:
+            return predictions(batch, self.answer(model, requests, caps, args), self.model_name)
+        with self._delta_streamer.open(batch) as stream:
+            responses = self.answer(model, requests, caps, args)
+        return predictions(stream.settle(responses), responses, self.model_name)
 
     @abstractmethod
     def answer(

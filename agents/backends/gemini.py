@@ -73,7 +73,9 @@ from agents.backends.gemini_retry import (
     retrying,
     status_code,
 )
+from agents.backends.gemini_stream import stream_content
 from agents.model import ModelRequest, ModelResponse
+from agents.streaming import TextSink, sinks_for
 
 # Names importers take from here (the handler module), whichever module defines them.
 __all__ = [
@@ -165,9 +167,16 @@ class GeminiModel:
         return config
 
     def complete(
-        self, request: ModelRequest, max_tokens: int, temperature: float | None = None, seed: int | None = None
+        self,
+        request: ModelRequest,
+        max_tokens: int,
+        temperature: float | None = None,
+        seed: int | None = None,
+        sink: TextSink | None = None,
     ) -> tuple[ModelResponse, CallStats]:
-        """One request, retried per the policy. Never raises: failures come back as ``error``."""
+        """One request, retried per the policy. Never raises: failures come back as ``error``.
+
+        With a ``sink`` the call streams (``gemini_stream``): text parts are fed to it as they arrive."""
         from google.genai import types
 
         policy = self.policy
@@ -185,6 +194,8 @@ class GeminiModel:
             timeout_ms = max(1, math.ceil(min(policy.attempt_timeout_s, left) * 1000.0))
             config.http_options = types.HttpOptions(timeout=timeout_ms)
             try:
+                if sink is not None:
+                    return stream_content(self._client, self.model_name, contents, config, sink)
                 return self._client.models.generate_content(model=self.model_name, contents=contents, config=config)
             except Exception as exc:  # counted here, re-raised for tenacity to classify
                 if status_code(exc) == 429:
@@ -224,14 +235,16 @@ class GeminiModel:
         caps: Sequence[int],
         temperature: float | None = None,
         seed: int | None = None,
+        sinks: Sequence[TextSink | None] | None = None,
     ) -> list[tuple[ModelResponse, CallStats]]:
         """All requests concurrently (at most ``max_concurrency`` at a time), results in input order.
 
         ``caps[i]`` is request i's ``max_output_tokens`` (``agents.backends.base.token_caps``).
         """
+        sinks = list(sinks) if sinks is not None else [None] * len(requests)
         futures = [
-            self._pool.submit(self.complete, r, cap, temperature, seed)
-            for r, cap in zip(requests, caps, strict=True)
+            self._pool.submit(self.complete, r, cap, temperature, seed, sink)
+            for r, cap, sink in zip(requests, caps, sinks, strict=True)
         ]
         return [f.result() for f in futures]
 
@@ -267,6 +280,7 @@ class GeminiHandler(AgentModelHandler[GeminiModel]):
     """
 
     METRICS_NAMESPACE = METRICS_NAMESPACE
+    STREAMS_TEXT = True  # generate_content_stream for text steps (agents.backends.gemini_stream)
 
     def __init__(
         self,
@@ -367,7 +381,10 @@ class GeminiHandler(AgentModelHandler[GeminiModel]):
     def answer(
         self, model: GeminiModel, requests: Sequence[ModelRequest], caps: Sequence[int], args: Mapping[str, Any]
     ) -> list[ModelResponse]:
-        outcomes = model.complete_all(requests, caps, temperature=args.get("temperature"), seed=args.get("seed"))
+        # The sinks are bound to this (the bundle's) thread: fetch them here, the pool's threads cannot.
+        outcomes = model.complete_all(
+            requests, caps, temperature=args.get("temperature"), seed=args.get("seed"), sinks=sinks_for(len(requests))
+        )
         # Beam counters only count on the bundle's own thread, not on the pool's: sum here.
         ns = self.get_metrics_namespace()
         Metrics.counter(ns, "gemini_requests").inc(len(outcomes))

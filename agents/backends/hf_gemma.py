@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 from agents.backends.base import AgentModelHandler
 from agents.model import INFERENCE_ARGS, ChatMessage, ModelRequest, ModelResponse
+from agents.streaming import TextSink, sinks_for
 
 if TYPE_CHECKING:
     import torch
@@ -197,7 +198,12 @@ class GemmaModel:
         )
 
     def generate_batch(
-        self, requests: Sequence[ModelRequest], caps: Sequence[int], min_tokens: int = 0, temperature: float = 0.0
+        self,
+        requests: Sequence[ModelRequest],
+        caps: Sequence[int],
+        min_tokens: int = 0,
+        temperature: float = 0.0,
+        sinks: Sequence[TextSink | None] = (),
     ) -> list[ModelResponse]:
         """One ``generate`` for the whole batch; row i is cut at ``caps[i]`` tokens.
 
@@ -248,6 +254,12 @@ class GemmaModel:
 
             constraint = SchemaConstraint(self.tokenizer, schemas + [None] * (len(padded_rows) - len(rows)))
             kwargs["logits_processor"] = [constraint]
+        streaming = {row: sinks[i] for row, i in enumerate(ok) if i < len(sinks) and sinks[i] is not None}
+        if streaming:
+            from agents.backends.hf_stream import RowStreamer
+
+            row_caps = {row: caps[i] for row, i in enumerate(ok)}
+            kwargs["streamer"] = RowStreamer(self.tokenizer, streaming, row_caps, self._stop_ids)
         with self._lock, torch.inference_mode():
             start = time.perf_counter()
             generated = self.model.generate(**batch, **kwargs)
@@ -348,6 +360,7 @@ class GemmaHandler(AgentModelHandler[GemmaModel]):
     """
 
     METRICS_NAMESPACE = METRICS_NAMESPACE
+    STREAMS_TEXT = True  # a batch-wide transformers streamer (agents.backends.hf_stream)
     INFERENCE_ARGS = GEMMA_INFERENCE_ARGS
 
     def __init__(
@@ -389,4 +402,5 @@ class GemmaHandler(AgentModelHandler[GemmaModel]):
             caps,
             min_tokens=int(args.get("min_tokens", 0)),
             temperature=float(args.get("temperature", 0.0)),
+            sinks=sinks_for(len(requests)) if isinstance(model, GemmaModel) else (),
         )

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 from agents.backends.base import AgentModelHandler
 from agents.model import ModelRequest, ModelResponse, ToolCall
 from agents.routing import EmbeddingCache, rank
+from agents.streaming import TextSink, sinks_for
 
 if TYPE_CHECKING:
     import xllamacpp
@@ -142,7 +143,12 @@ class LlamaCppModel:
         return [d["embedding"] for d in data]
 
     def complete(
-        self, request: ModelRequest, max_tokens: int, temperature: float | None = None, seed: int | None = None
+        self,
+        request: ModelRequest,
+        max_tokens: int,
+        temperature: float | None = None,
+        seed: int | None = None,
+        sink: TextSink | None = None,
     ) -> ModelResponse:
         if request.route is not None:
             start = time.perf_counter()
@@ -161,9 +167,43 @@ class LlamaCppModel:
         elif request.tools:
             body["tools"] = [_tool_for_openai(t) for t in request.tools]
         start = time.perf_counter()
-        result = self._server.handle_chat_completions(body)
+        if sink is not None and request.response_schema is None:
+            result = self._stream(body, sink)
+        else:
+            result = self._server.handle_chat_completions(body)
         model_ms = (time.perf_counter() - start) * 1000.0
         return self._response(result, model_ms)
+
+    def _stream(self, body: dict[str, Any], sink: TextSink) -> dict[str, Any]:
+        """llama.cpp's streaming chat completion (chunks through a callback, on this thread), each content
+        piece fed to ``sink``; returns the same shape as the non-streaming call."""
+        body = {**body, "stream": True, "stream_options": {"include_usage": True}}
+        parts: list[str] = []
+        out: dict[str, Any] = {}
+
+        def on_chunk(chunk: Any) -> bool:
+            if isinstance(chunk, str):
+                chunk = json.loads(chunk)
+            if "error" in chunk:
+                out["error"] = chunk["error"]
+                return False
+            for choice in chunk.get("choices") or ():
+                piece = (choice.get("delta") or {}).get("content")
+                if piece:
+                    parts.append(piece)
+                    sink.feed(piece)
+                if choice.get("finish_reason"):
+                    out["finish_reason"] = choice["finish_reason"]
+            if chunk.get("usage"):
+                out["usage"] = chunk["usage"]
+            return False  # True would cancel the generation
+
+        self._server.handle_chat_completions(body, on_chunk)
+        if "error" in out:
+            return {"error": out["error"]}
+        message = {"role": "assistant", "content": "".join(parts)}
+        choice = {"index": 0, "message": message, "finish_reason": out.get("finish_reason") or ""}
+        return {"choices": [choice], "usage": out.get("usage") or {}}
 
     def _response(self, result: dict[str, Any], model_ms: float) -> ModelResponse:
         if "error" in result:
@@ -213,6 +253,7 @@ class LlamaCppHandler(AgentModelHandler[LlamaCppModel]):
     """
 
     METRICS_NAMESPACE = "supportflow_llamacpp"
+    STREAMS_TEXT = True  # llama.cpp's streaming chat completion, for plain text steps (not JSON-constrained ones)
 
     def __init__(
         self,
@@ -269,7 +310,11 @@ class LlamaCppHandler(AgentModelHandler[LlamaCppModel]):
     def answer(
         self, model: LlamaCppModel, requests: Sequence[ModelRequest], caps: Sequence[int], args: Mapping[str, Any]
     ) -> list[ModelResponse]:
+        # A model shared across processes is a proxy: a callback cannot cross it, so those calls do not stream.
+        sinks = sinks_for(len(requests)) if isinstance(model, LlamaCppModel) else [None] * len(requests)
         return [
-            model.complete(r, max_tokens=cap, temperature=args.get("temperature"), seed=args.get("seed"))
-            for r, cap in zip(requests, caps, strict=True)
+            model.complete(r, max_tokens=cap, temperature=args.get("temperature"), seed=args.get("seed"), sink=sink)
+            if sink is not None
+            else model.complete(r, max_tokens=cap, temperature=args.get("temperature"), seed=args.get("seed"))
+            for r, cap, sink in zip(requests, caps, sinks, strict=True)
         ]

@@ -8,6 +8,10 @@
 // Replies are shown in turn order (placeReply), whatever order they arrive in.
 // Messages not yet acknowledged by the server stay in the outbox and are resent, with the
 // same message id, after a reconnect; the server and the pipeline both de-duplicate by it.
+// While a reply is written, its deltas ({type: "delta"}, contract/deltas.py) build a "streaming" bubble:
+// ordered by seq, duplicates dropped, nothing past a missing seq shown, a retraction empties it; the
+// final reply replaces it in place. Dropped deltas are logged with their reason (console.warn
+// "delta dropped (<reason>)": another session, unknown turn, after the final, duplicate, seq gap).
 "use strict";
 
 (() => {
@@ -32,7 +36,10 @@
     retry: 0,
     retryTimer: null,
     names: new Map(),
+    streams: new Map(), // turn_id -> {pieces: Map(seq -> {kind, text}), shown}: replies being written
+    droppedDeltas: [], // {reason, turn_id, seq}, also logged
   };
+  window.supportflowChat = { droppedDeltas: state.droppedDeltas };
 
   // -- persistence ---------------------------------------------------------------------------
 
@@ -123,13 +130,82 @@
       return;
     }
     if (existing) return; // a reply is shown once, however often it arrives
+    finishStream(e.turn_id);
     const item = { key, type: "reply", data: e };
     state.byKey.set(key, item);
     state.items.splice(placeReply(state.items, e), 0, item);
     for (const id of e.answers || []) state.answered.add(id);
   }
 
+  // -- reply deltas ----------------------------------------------------------------------------
+
+  function dropDelta(reason, d) {
+    state.droppedDeltas.push({ reason, turn_id: d.turn_id, seq: d.seq });
+    console.warn(`delta dropped (${reason}): ${d.turn_id} seq ${d.seq}`);
+  }
+
+  function waitingForReply() {
+    return state.items.some(
+      (i) => i.type === "message" && i.status !== "rejected" && !state.answered.has(i.data.message_id),
+    );
+  }
+
+  // The deltas after the latest retraction, up to the first missing seq.
+  function assemble(pieces) {
+    let parts = [];
+    for (let seq = 1; pieces.has(seq); seq++) {
+      const p = pieces.get(seq);
+      if (p.kind === "retract") parts = [];
+      else parts.push(p.text);
+    }
+    return parts.join("");
+  }
+
+  function addDelta(d) {
+    if (d.session_id !== state.sessionId || !String(d.turn_id).startsWith(`${state.sessionId}#`)) {
+      dropDelta("another session", d);
+      return false;
+    }
+    if (state.byKey.has(`r:${d.turn_id}`)) {
+      dropDelta("after the final", d);
+      return false;
+    }
+    let s = state.streams.get(d.turn_id);
+    if (!s) {
+      if (!waitingForReply()) {
+        dropDelta("unknown turn", d);
+        return false;
+      }
+      s = { pieces: new Map(), shown: "" };
+      state.streams.set(d.turn_id, s);
+      addItem({ key: `s:${d.turn_id}`, type: "stream", data: { turn_id: d.turn_id, session_id: d.session_id } });
+    }
+    if (!Number.isInteger(d.seq) || d.seq < 1 || s.pieces.has(d.seq)) {
+      dropDelta("duplicate", d);
+      return false;
+    }
+    s.pieces.set(d.seq, { kind: d.kind, text: d.text || "" });
+    s.shown = assemble(s.pieces);
+    return true;
+  }
+
+  // The final reply of a turn arrived: its streaming bubble goes (the reply takes its place).
+  function finishStream(turnId) {
+    const s = state.streams.get(turnId);
+    if (!s) return;
+    let contiguous = 0;
+    while (s.pieces.has(contiguous + 1)) contiguous++;
+    for (const seq of [...s.pieces.keys()].sort((a, b) => a - b)) {
+      if (seq > contiguous) dropDelta("seq gap", { turn_id: turnId, seq });
+    }
+    state.streams.delete(turnId);
+    const key = `s:${turnId}`;
+    state.byKey.delete(key);
+    state.items = state.items.filter((i) => i.key !== key);
+  }
+
   function resetTimeline(events, omitted) {
+    state.streams = new Map();
     state.items = [];
     state.byKey = new Map();
     state.answered = new Set();
@@ -199,10 +275,28 @@
     );
   }
 
+  function renderStream(item) {
+    const s = state.streams.get(item.data.turn_id) || { shown: "" };
+    return el(
+      "li",
+      {
+        class: `reply kind-reply streaming${s.shown ? "" : " empty"}`,
+        "data-turn-id": item.data.turn_id,
+        "data-kind": "streaming",
+        "data-streaming": "yes",
+        "data-session-id": item.data.session_id,
+      },
+      el("span", { class: "tag" }, "agent"),
+      el("span", { class: "stream-text" }, s.shown || "…"),
+      el("span", { class: "meta" }, "writing…"),
+    );
+  }
+
   function render() {
     const log = $("log");
     const atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 60;
-    const nodes = state.items.map((i) => (i.type === "message" ? renderMessage(i) : renderReply(i)));
+    const renderers = { message: renderMessage, reply: renderReply, stream: renderStream };
+    const nodes = state.items.map((i) => renderers[i.type](i));
     if (state.omitted > 0) {
       nodes.unshift(el("li", { class: "omitted" }, `${state.omitted} earlier entries not kept by the server`));
     }
@@ -290,6 +384,9 @@
         addEvent(m);
         save();
         render();
+        break;
+      case "delta":
+        if (addDelta(m)) render();
         break;
       case "rejected": {
         const item = m.message_id ? state.byKey.get(`m:${m.message_id}`) : null;
