@@ -256,7 +256,7 @@ def instructions(version: str) -> str:
     return guardrails.instructions_of(load_template(version).template)
 
 
-def _facts(state: AgentState) -> guardrails.SessionFacts:
+def session_facts(state: AgentState) -> guardrails.SessionFacts:
     enriched, pack = state.enriched, state.pack
     done = set(state.actions)
     if pack.context_actions is not None:
@@ -280,7 +280,7 @@ def start(enriched: EnrichedTurn, version: str = PROMPT_VERSION, config: StepCon
     """The turn's initial state: finished already (refused, or handed off on request) or with a request to send."""
     state = AgentState(enriched=enriched, version=version, config=config or StepConfig())
     text = user_text(enriched)
-    verdict = guardrails.check_input(text, _facts(state))
+    verdict = guardrails.check_input(text, session_facts(state))
     state = replace(state, flags=verdict.flags)
     if verdict.action == "refuse":
         return replace(state, outcome=Outcome.REFUSED, reply_text=verdict.reply)
@@ -391,7 +391,7 @@ def _finish_with_text(state: AgentState, response: ModelResponse) -> AgentState:
     if not text:
         flags.append(FLAG_EMPTY_FALLBACK)
         return replace(state, outcome=Outcome.ANSWERED, reply_text=FALLBACK_TEXT, flags=_merge(state.flags, flags))
-    verdict = guardrails.check_output(text, _facts(state))
+    verdict = guardrails.check_output(text, session_facts(state))
     state = replace(state, flags=_merge(state.flags, [*flags, *verdict.flags]))
     if not verdict.ok:
         return _handoff(state, "guardrail", summary="The agent's reply failed the output checks: " + ", ".join(
@@ -401,7 +401,7 @@ def _finish_with_text(state: AgentState, response: ModelResponse) -> AgentState:
 
 def _handoff(state: AgentState, reason: str, *, summary: str = "", handoff_id: str | None = None) -> AgentState:
     turn = state.enriched.turn
-    facts = _facts(state)
+    facts = session_facts(state)
     clean_summary, _ = guardrails.redact(summary[:500], facts)
     if guardrails.foreign_ids(clean_summary, facts):
         clean_summary = f"Hand-off ({reason})."

@@ -53,7 +53,7 @@ def replies_in_words(schema: Mapping[str, Any]) -> bool:
 
 def output_check(state: AgentState) -> Callable[[str], bool]:
     """``check(prefix)``: the prefix passes the output guardrails with the turn's facts, and unchanged."""
-    facts = steps._facts(state)
+    facts = steps.session_facts(state)
 
     def check(prefix: str) -> bool:
         verdict = guardrails.check_output(prefix, facts)
