@@ -243,7 +243,8 @@ def _order(
     delivered_at: datetime | None = None
     if status == "delayed":
         # Late: the ETA has passed. Some are late enough for the delay refund, some not yet.
-        eta = min(eta, REFERENCE_TIME - timedelta(days=rng.choice((1, 2, 3, 7, 9))))
+        # Never before the order was placed (a delayed order is at least two days old: placed + 1 day is past).
+        eta = max(min(eta, REFERENCE_TIME - timedelta(days=rng.choice((1, 2, 3, 7, 9)))), placed_at + timedelta(days=1))
     elif status in ("shipped", "placed"):
         eta = max(eta, REFERENCE_TIME + timedelta(days=rng.randint(1, 4)))
     elif status in ("delivered", "returned", "refunded"):

@@ -67,13 +67,14 @@ def is_refundable(order: Mapping[str, Any], now: datetime, policy: ShopPolicy | 
     status = order.get("status")
     if status == "placed":
         return True
-    if status == "delayed":
+    if status in ("delayed", "shipped"):  # on its way, and more than the policy's days past its ETA
         eta = _eta(order)
         return eta is not None and now - eta >= timedelta(days=p.delays.refund_after_days_late)
-    if status == "delivered":
+    if status in ("delivered", "returned"):
+        # The article: delivered under the return window's days ago, and returned (or to be returned).
         age = _delivered_days_ago(order, now)
         return age is not None and age <= p.returns.window_days
-    return status == "returned"
+    return False
 
 
 @dataclass(frozen=True)
@@ -144,12 +145,22 @@ def refund_eligibility(order: Mapping[str, Any], now: datetime, policy: ShopPoli
             "cancel-order",
             "refunds",
         )
-    if status == "returned":
+    if status == "returned" and is_refundable(order, now, p):
         return verdict(
             True,
             "return_received",
             "The return was received, so the refund is due.",
             f"Start the refund; it is issued within {issued}.",
+            "refunds",
+            "returns",
+        )
+    if status == "returned":
+        # The refunds article: a refund follows a return of an order delivered under the window's days ago.
+        return verdict(
+            False,
+            "return_window_closed",
+            f"This order was delivered more than {window} days ago, outside the window for a refund on return.",
+            "A person can look at the return's history: hand off if the customer still expects a refund.",
             "refunds",
             "returns",
         )

@@ -8,10 +8,12 @@ are the ``support_*`` versions under ``prompts/``.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from packs.shop.tools import TOOL_SPECS
+from tools import policy as rules
 from tools.packs import Pack
 from tools.policies import default_policy
 from tools.spec import IdFormat
@@ -29,6 +31,29 @@ def _done_in_context(context: Mapping[str, Any]) -> set[str]:
             if order.get("status") == "returned" or order.get("return"):
                 done.add("return")
     return done
+
+
+def _verdicts_agree_with_the_article(pack: Pack) -> list[str]:
+    """The refund tool's verdict agrees with the refunds article's three cases for every status and age.
+
+    Orders are made up here, around the policy's own thresholds (a day inside and a day outside each
+    window), so a policy edit that splits the article from the tool fails the pack's load, naming the case.
+    """
+    p, now, out = pack.policy, datetime(2026, 11, 20, tzinfo=UTC), []
+    window, late = p.returns.window_days, p.delays.refund_after_days_late
+    for status in ("placed", "shipped", "delayed", "delivered", "returned", "refunded", "cancelled"):
+        for days in (1, late - 1, late + 1, window - 1, window + 1, 3 * window):
+            order = {
+                "status": status,
+                "placed_at": now - timedelta(days=days + 3),
+                "delivered_at": now - timedelta(days=days) if status in ("delivered", "returned", "refunded") else None,
+                "shipping": {"eta": now - timedelta(days=days)},
+            }
+            tool = rules.eligibility("refund", order, now, None, p).eligible
+            article = rules.is_refundable(order, now, p) and status not in ("delivered",)
+            if tool != article:
+                out.append(f"a {status} order at {days} days: the refund tool says {tool}, the article {article}")
+    return out
 
 
 PACK = Pack(
@@ -49,4 +74,5 @@ PACK = Pack(
     routes_version="support_tools_v1",
     policy=default_policy(),
     context_actions=_done_in_context,
+    validate=_verdicts_agree_with_the_article,
 )
