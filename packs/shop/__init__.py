@@ -31,6 +31,8 @@ def _done_in_context(context: Mapping[str, Any]) -> set[str]:
     return done
 
 
+_POLICY = default_policy()
+
 PACK = Pack(
     name="shop",
     title="Outdoor-gear web shop (demo)",
@@ -46,7 +48,21 @@ PACK = Pack(
         IdFormat("reference", r"(?:RMA|R|H|T)-[0-9A-F]{10,16}", "R-0123456789AB", minted=True),
     ),
     root=Path(__file__).parent,
-    routes_version="support_tools_v1",
-    policy=default_policy(),
+    routes_version="support_tools_v2",
+    policy=_POLICY,
     context_actions=_done_in_context,
+    help_articles=_POLICY.articles_rendered,
+    help_topics=(
+        "where your order is",
+        "what you ordered",
+        "refunds and returns",
+        "changing a delivery address",
+        "damaged or faulty items",
+        "our shipping, warranty and account policies",
+        "connecting you with a person",
+    ),
+    texts={
+        "greeting": "Hello! I'm the shop's support assistant.",
+        "closing": "You're welcome! Glad I could help. If anything else comes up with your orders, just write here.",
+    },
 )
