@@ -163,7 +163,13 @@ def _narrow_one(
         if facts.from_text:
             if name in spec.span_args:
                 # Fails closed: a field no span of the message fills honestly is not made up by the model.
-                spans = [s for s in text_spans(facts.text, facts.any_id) if _looks_like(spec.span_args[name], s)]
+                every = text_spans(facts.text, facts.any_id)
+                spans = [s for s in every if _looks_like(spec.span_args[name], s)]
+                if spec.span_args[name] == "postcode":
+                    # The number that opens the first street ("12 Oak Street") is the house number, not a postcode.
+                    street = next((s for s in every if _looks_like("street", s)), "")
+                    house = street.split()[0] if street else ""
+                    spans = [s for s in spans if s != house] or spans
                 return _choice(spans) if spans else None
             if name in spec.text_args:
                 text = " ".join(facts.text.split())[:limit].strip()

@@ -33,11 +33,39 @@ def _not_requested(r: Result) -> str:
     return f"If you'd like, I can {r.get('offer')}." if r.get("offer") else NOTHING_FOUND
 
 
+def _arg_words(pack: Pack, tool: str, arg: str) -> str:
+    """An argument as a customer names it: ``order_id`` -> "order number (like O-C0001-01)"."""
+    spec = pack.tools_by_name.get(tool)
+    kind = spec.id_args.get(arg) if spec else None
+    if kind and kind in pack.ids:
+        return f"{kind} number (like {pack.ids[kind].example})"
+    return arg.replace("_", " ").strip() or "details"
+
+
+def _invalid(pack: Pack, tool: str, result: Result) -> str:
+    """Arguments the tool refused: what is missing or not possible, in the customer's terms (not "try again")."""
+    missing, wrong = [], []
+    for error in result.get("errors") or ():
+        field, _, why = str(error).partition(":")
+        if field.startswith("unknown argument") or "customer of this conversation" in str(error):
+            return THIRD_PARTY
+        words = _arg_words(pack, tool, field.split(".")[0].strip())
+        (missing if "required" in why.lower() or "missing" in why.lower() else wrong).append(words)
+    parts = []
+    if missing:
+        parts.append(f"To do that I need your {' and '.join(dict.fromkeys(missing))}.")
+    if wrong:
+        parts.append(f"The {' and '.join(dict.fromkeys(wrong))} you gave doesn't look right; could you check it?")
+    return " ".join(parts) or "I couldn't do that with the details I have. Could you tell me a bit more?"
+
+
 def render_one(pack: Pack, tool: str, result: Result) -> str:
     status = result.get("status")
     if status == "not_requested":
         return _not_requested(result)
-    if status in ("invalid_args", "unknown_tool", "error", "skipped"):
+    if status == "invalid_args":
+        return _invalid(pack, tool, result)
+    if status in ("unknown_tool", "error", "skipped"):
         return TOOL_FAILED
     spec = pack.tools_by_name.get(tool)
     return spec.render(result) if spec else ""

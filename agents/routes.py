@@ -16,9 +16,12 @@ from typing import Any
 import yaml
 
 from agents.model import RouteQuery
+from agents.routing import content_words
 from tools.packs import DEFAULT_PACK, load_pack
 
-REPLY_ROUTE_TOOL = "reply"  # a route that answers in plain text, without a tool
+REPLY_ROUTE_TOOL = "reply"  # a route that answers without a tool: the pack's text `say`, or (no `say`) model text
+ANSWER_ROUTE_TOOL = "answer"  # a route answered by a passage of the pack's help articles (agents.retrieval)
+SAY_KEYS = frozenset({"greeting", "closing", "clarify", "language"})  # agents.conversation.TEXTS
 _NUMBER = re.compile(r"\b\d[\w-]*\b")
 
 
@@ -28,6 +31,9 @@ def routing_text(text: str, ids: re.Pattern[str]) -> str:
     Argument values say nothing about the intent and pull a small model's embedding towards each
     other (two requests naming ids look alike): route on the request with them masked.
     """
+    letters = [c for c in text if c.isalpha()]
+    if letters and sum(c.isupper() for c in letters) > len(letters) / 2:
+        text = text.lower()  # shouting reads as the same request ("WHERE IS MY PARCEL")
     return " ".join(_NUMBER.sub("#", ids.sub("it", text)).split())
 
 
@@ -50,6 +56,7 @@ class Route:
     args: tuple[tuple[str, Any], ...] = ()
     then: FollowUp | None = None
     examples: tuple[str, ...] = ()
+    say: str = ""  # a reply route's conversational text (agents.conversation): greeting, closing, clarify
 
 
 @dataclass(frozen=True)
@@ -59,6 +66,16 @@ class RouteTable:
     routes: Mapping[str, Route]
     lexical_weight: float = 0.0
     pack: str = DEFAULT_PACK
+    # Below this similarity of the nearest example the turn is not routed: the agent asks what the customer
+    # needs (a clarifying question naming what it can help with). 0: always route.
+    min_score: float = 0.0
+    # Above this share of words unknown to the pack's data the message reads as another language. 1: never.
+    max_foreign: float = 1.0
+
+    @property
+    def vocabulary(self) -> frozenset[str]:
+        """Every content word of the route examples (with the pack's articles, what counts as known words)."""
+        return frozenset(w for r in self.routes.values() for e in r.examples for w in content_words(e))
 
     def query(self, text: str) -> RouteQuery:
         ids = load_pack(self.pack).any_id
@@ -68,7 +85,10 @@ class RouteTable:
 
 def _route(raw: Mapping[str, Any], version: str, tools: tuple[str, ...]) -> Route:
     tool = str(raw["tool"])
-    if tool != REPLY_ROUTE_TOOL and tool not in tools:
+    say = str(raw.get("say") or "")
+    if say and (tool != REPLY_ROUTE_TOOL or say not in SAY_KEYS):
+        raise ValueError(f"{version}.routes.yaml: route {raw.get('name')!r}: say is one of {sorted(SAY_KEYS)}")
+    if tool not in (REPLY_ROUTE_TOOL, ANSWER_ROUTE_TOOL) and tool not in tools:
         raise ValueError(f"{version}.routes.yaml: route {raw.get('name')!r} names unknown tool {tool!r}")
     then = raw.get("then")
     follow = None
@@ -79,7 +99,7 @@ def _route(raw: Mapping[str, Any], version: str, tools: tuple[str, ...]) -> Rout
     examples = tuple(str(e) for e in raw.get("examples") or ())
     if not examples:
         raise ValueError(f"{version}.routes.yaml: route {raw.get('name')!r} has no examples")
-    return Route(str(raw["name"]), tool, tuple(dict(raw.get("args") or {}).items()), follow, examples)
+    return Route(str(raw["name"]), tool, tuple(dict(raw.get("args") or {}).items()), follow, examples, say)
 
 
 @functools.lru_cache(maxsize=16)
@@ -100,4 +120,6 @@ def load_routes(version: str, pack: str = DEFAULT_PACK) -> RouteTable | None:
         routes={r.name: r for r in routes},
         lexical_weight=float(data.get("lexical_weight", 0.0)),
         pack=pack,
+        min_score=float(data.get("min_score", 0.0)),
+        max_foreign=float(data.get("max_foreign", 1.0)),
     )

@@ -40,10 +40,10 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from agents import consent, guardrails, narrowing, protocol, replies
+from agents import consent, conversation, grounding, guardrails, narrowing, protocol, replies, retrieval
 from agents.model import ChatMessage, ModelRequest, ModelResponse, ToolCall
 from agents.prompting import ContextMismatchError, build_request, load_template, user_text
-from agents.routes import REPLY_ROUTE_TOOL, RouteTable, load_routes
+from agents.routes import ANSWER_ROUTE_TOOL, REPLY_ROUTE_TOOL, RouteTable, load_routes
 from agents.streaming import StreamProgress
 from agents.turn import ERROR_TEXT, FALLBACK_TEXT, FLAG_EMPTY_FALLBACK, FLAG_MODEL_ERROR, FLAG_TRUNCATED, reply_text
 from contract.handoff import Handoff
@@ -53,6 +53,7 @@ from tools.packs import DEFAULT_PACK, Pack, load_pack
 from tools.policies import ShopPolicy, default_policy
 from tools.registry import ToolExecutor, ToolResult
 from tools.scope import ToolContext
+from tools.spec import ToolSpec
 from tools.toolbox import tool_declarations
 
 PROMPT_VERSION = "support_system_v2"
@@ -77,6 +78,17 @@ FLAG_NO_VALID_ARGUMENTS = "tool_no_valid_arguments"  # the routed tool has no va
 FLAG_ACTION_NOT_REQUESTED = "action_not_requested"  # a data-changing call the customer did not ask for (not run)
 FLAG_ACTION_THIRD_PARTY = "action_third_party"  # an action asked for on another person's behalf (not run)
 STATUS_NOT_REQUESTED = "not_requested"  # the result of a call the consent gate stopped
+FLAG_GROUNDED = "grounded"  # model-written text passed the grounding check (agents.grounding)
+FLAG_UNGROUNDED = "ungrounded"  # model-written text stated what no source gave: replaced by a grounded reply
+FLAG_DEGENERATE = "degenerate_output"  # model-written text looped: replaced
+FLAG_LOW_CONFIDENCE = "route_low_confidence"  # no route was near enough: a clarifying question
+FLAG_OTHER_LANGUAGE = "other_language"  # the message reads as another language: a clarifying question
+FLAG_WHICH_RECORD = "asked_which_record"  # several records could be meant by an action: asked which
+FLAG_ONLY_RECORD = "picked_only_record"  # the action applies to one record only: picked it and said so
+# Every reply is one of these kinds (the eval row's flag reply_<kind>): rendered from tool results or the
+# pack's texts, an answer quoted from a retrieved article passage, a clarifying question, a hand-off.
+REPLY_KINDS = ("rendered", "article", "clarify", "handoff")
+CHAT_MAX_TOKENS = 64  # a model-written chat reply (a reply route without a text): two or three sentences
 
 # How a backend's model calls tools (declared per backend in agents.backends.registry).
 TOOL_MODE_NATIVE = "native"  # the model's API takes tool declarations and returns calls
@@ -169,6 +181,8 @@ class AgentState:
     error: str = ""
     tool_values: tuple[str, ...] = field(default=(), repr=False)  # string values of tool results (own data)
     route: str = ""  # the route a constrained turn took (agents.routes), if it was routed by embeddings
+    passages: tuple[retrieval.Hit, ...] = ()  # the pack's help-article passages retrieved for this turn
+    notes: tuple[str, ...] = ()  # sentences that go before a rendered reply (e.g. which record was picked)
     next_request: ModelRequest | None = field(default=None, repr=False)  # set by the constrained protocol
     stream: StreamProgress = field(default_factory=StreamProgress, repr=False)  # reply deltas so far (agents.streaming)
 
@@ -283,7 +297,8 @@ def start(enriched: EnrichedTurn, version: str = PROMPT_VERSION, config: StepCon
     verdict = guardrails.check_input(text, session_facts(state))
     state = replace(state, flags=verdict.flags)
     if verdict.action == "refuse":
-        return replace(state, outcome=Outcome.REFUSED, reply_text=verdict.reply)
+        flags = _merge(state.flags, ["reply_rendered"])
+        return replace(state, outcome=Outcome.REFUSED, reply_text=verdict.reply, flags=flags)
     if verdict.action == "handoff":
         return _handoff(state, "user_request", summary="The customer asked for a human agent.")
     try:
@@ -295,7 +310,11 @@ def start(enriched: EnrichedTurn, version: str = PROMPT_VERSION, config: StepCon
         digests = policy_digests(text, version, policy=state.config.policy)
         if digests:
             system += "\nPolicies:\n" + "\n".join(f"- {d}" for d in digests)
-    state = replace(state, messages=(ChatMessage("system", system), *base.messages[1:]))
+    index = _index(state)
+    hits = tuple(index.search(text)) if index is not None else ()
+    if hits and state.config.tool_mode != TOOL_MODE_NONE and _route_table(state) is None:
+        system += retrieval.prompt_block(hits)  # models that write text answer from the passages
+    state = replace(state, messages=(ChatMessage("system", system), *base.messages[1:]), passages=hits)
     return _constrained_start(state) if state.config.tool_mode == TOOL_MODE_CONSTRAINED else state
 
 
@@ -385,18 +404,70 @@ def _run_tools(state: AgentState, response: ModelResponse, executor: ToolExecuto
     return state
 
 
-def _finish_with_text(state: AgentState, response: ModelResponse) -> AgentState:
+def _finish_with_text(state: AgentState, response: ModelResponse, kind: str = "") -> AgentState:
+    """Finish with ``response``'s text: rendered (``kind`` given) or written by the model (``kind`` "").
+
+    Model-written text passes the degenerate-output and grounding checks first (``agents.grounding``);
+    a reply that fails either is replaced by a grounded one and flagged. Then the output guardrails.
+    """
     flags = [FLAG_TRUNCATED] if response.finish_reason == "length" else []
     text = reply_text(response)
     if not text:
         flags.append(FLAG_EMPTY_FALLBACK)
-        return replace(state, outcome=Outcome.ANSWERED, reply_text=FALLBACK_TEXT, flags=_merge(state.flags, flags))
-    verdict = guardrails.check_output(text, session_facts(state))
+        text, kind = FALLBACK_TEXT, "clarify"
+    elif not kind:
+        # The guardrails read what the model wrote before anything replaces it: a leak hands off either way.
+        verdict = guardrails.check_output(text, session_facts(state))
+        flags.extend(verdict.flags)
+        if verdict.ok:
+            text, kind, checked = _checked_model_text(state, verdict.text)
+            flags.extend(checked)
+    if state.notes and kind == "rendered":
+        text = " ".join((*state.notes, text))
+    verdict = guardrails.check_output(text, session_facts(state)) if kind else verdict
     state = replace(state, flags=_merge(state.flags, [*flags, *verdict.flags]))
     if not verdict.ok:
         return _handoff(state, "guardrail", summary="The agent's reply failed the output checks: " + ", ".join(
             verdict.categories))  # fmt: skip
-    return replace(state, outcome=Outcome.ANSWERED, reply_text=verdict.text)
+    return replace(
+        state, outcome=Outcome.ANSWERED, reply_text=verdict.text, flags=_merge(state.flags, [f"reply_{kind}"])
+    )
+
+
+def _sources(state: AgentState) -> list[str]:
+    """What a model-written reply may state: the prompt (account facts, policy lines), tool results, passages."""
+    out = [m.content for m in state.messages if m.role in ("system", "tool", "user")]
+    out += [f"{h.passage.title} {h.passage.text}" for h in state.passages]
+    out += list(state.tool_values)
+    return out
+
+
+def _grounded_reply(state: AgentState) -> tuple[str, str]:
+    """(text, kind) to send instead of a model reply that failed a check: results, a passage, or a question."""
+    results = _tool_results(state)
+    if results:
+        return replies.render(state.pack, results), "rendered"
+    if state.passages:
+        return retrieval.answer_text(state.passages), "article"
+    return conversation.say(state.pack, "clarify"), "clarify"
+
+
+def _checked_model_text(state: AgentState, text: str) -> tuple[str, str, list[str]]:
+    if grounding.degenerate(text):
+        return (*_grounded_reply(state), [FLAG_DEGENERATE])
+    if not grounding.check(text, _sources(state)).grounded:
+        return (*_grounded_reply(state), [FLAG_UNGROUNDED])
+    return text, "article" if state.passages and not _tool_results(state) else "rendered", [FLAG_GROUNDED]
+
+
+def _index(state: AgentState) -> retrieval.Index | None:
+    """The worker's passage index of the turn's help articles (the turn's policy's, when it renders its own)."""
+    pack, policy = state.pack, state.config.policy
+    if pack.help_articles is None:
+        return None
+    if pack.policy is not None and policy is not pack.policy and policy.fingerprint != pack.policy.fingerprint:
+        return retrieval.index_for(policy.articles_rendered())
+    return retrieval.index_for(pack.help_articles())
 
 
 def _handoff(state: AgentState, reason: str, *, summary: str = "", handoff_id: str | None = None) -> AgentState:
@@ -416,7 +487,7 @@ def _handoff(state: AgentState, reason: str, *, summary: str = "", handoff_id: s
         flags=state.flags,
         tools_used=tuple(dict.fromkeys(c.name for c in state.tool_calls)),
     )
-    flags = _merge(state.flags, [f"handoff_{reason}"])
+    flags = _merge(state.flags, [f"handoff_{reason}", "reply_handoff"])
     return replace(
         state, outcome=Outcome.HANDOFF, reply_text=HANDOFF_TEXTS[reason], handoff=replace(record, flags=flags),
         flags=flags,
@@ -489,6 +560,10 @@ def _constrained_start(state: AgentState) -> AgentState:
     table = _route_table(state)
     if table is not None:
         text = user_text(state.enriched)
+        if table.max_foreign < 1 and conversation.foreign_share(text, _vocabulary(state, table)) >= table.max_foreign:
+            # Routing by an English model's embeddings cannot read it: say so, and what it can help with.
+            state = replace(state, flags=_merge(state.flags, [FLAG_OTHER_LANGUAGE]))
+            return _say(state, ModelResponse(text=""), "language")
         request = ModelRequest(messages=(ChatMessage("user", text),), max_tokens=1, route=table.query(text))
         return replace(state, next_request=request)
     return replace(state, next_request=_decision_request(state, _narrowed_tools(state, state.config.tools), True))
@@ -506,15 +581,28 @@ def _tool_results(state: AgentState) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
-def _finish_rendered(state: AgentState, response: ModelResponse, text: str) -> AgentState:
-    return _finish_with_text(replace(state, next_request=None), replace(response, text=text, finish_reason="stop"))
+def _finish_rendered(state: AgentState, response: ModelResponse, text: str, kind: str = "rendered") -> AgentState:
+    response = replace(response, text=text, finish_reason="stop")
+    return _finish_with_text(replace(state, next_request=None), response, kind)
+
+
+def _say(state: AgentState, response: ModelResponse, key: str) -> AgentState:
+    """One of the pack's conversational replies (``agents.conversation``): a greeting, a closing, a question."""
+    # A closing is the pack's text; the others ask what the customer needs, naming what the agent can help with.
+    kind = "rendered" if key == "closing" else "clarify"
+    return _finish_rendered(state, response, conversation.say(state.pack, key), kind)
+
+
+def _vocabulary(state: AgentState, table: RouteTable) -> frozenset[str]:
+    index = _index(state)
+    return table.vocabulary | (index.vocabulary if index is not None else frozenset())
 
 
 def _constrained_advance(state: AgentState, response: ModelResponse, executor: ToolExecutor) -> AgentState:
     asked = state.next_request
     if response.route:
         return _after_route(state, response, executor)
-    if asked is None or asked.response_schema is None:  # a plain reply (a route without a tool)
+    if asked is None or asked.response_schema is None:  # a plain reply (a route without a tool): model-written
         return _finish_with_text(replace(state, next_request=None), response)
     try:
         decision = protocol.parse_decision(response.text, asked.response_schema, f"call_{state.step}")
@@ -524,7 +612,9 @@ def _constrained_advance(state: AgentState, response: ModelResponse, executor: T
         return _finish_rendered(state, response, replies.render(state.pack, results) if results else FALLBACK_TEXT)
     if decision.call is None:
         results = _tool_results(state)
-        return _finish_rendered(state, response, replies.render(state.pack, results) if results else decision.text)
+        if results:
+            return _finish_rendered(state, response, replies.render(state.pack, results))
+        return _finish_with_text(replace(state, next_request=None), replace(response, text=decision.text))
     return _call(state, response, decision.call, executor)
 
 
@@ -540,8 +630,18 @@ def _after_route(state: AgentState, response: ModelResponse, executor: ToolExecu
     if route is None:
         return _error(state, f"the backend routed to unknown route {label!r}", FLAG_PROTOCOL_INVALID)
     state = replace(state, route=route.name, flags=_merge(state.flags, [f"route_{route.name}"]))
+    if table is not None and response.route[0][1] < table.min_score:
+        # No example is near enough to act on: ask, naming what the agent can help with.
+        return _say(replace(state, flags=_merge(state.flags, [FLAG_LOW_CONFIDENCE])), response, "clarify")
     if route.tool == REPLY_ROUTE_TOOL:
-        return replace(state, next_request=ModelRequest(messages=state.messages, max_tokens=state.config.max_tokens))
+        if route.say:
+            return _say(state, response, route.say)
+        cap = min(state.config.max_tokens, CHAT_MAX_TOKENS)
+        return replace(state, next_request=ModelRequest(messages=state.messages, max_tokens=cap))
+    if route.tool == ANSWER_ROUTE_TOOL:
+        if state.passages:  # the passage that answers, quoted from the article it names
+            return _finish_rendered(state, response, retrieval.answer_text(state.passages), "article")
+        return _say(replace(state, flags=_merge(state.flags, [FLAG_LOW_CONFIDENCE])), response, "clarify")
     return _route_call(state, response, route.tool, dict(route.args), executor)
 
 
@@ -557,13 +657,22 @@ def _route_call(
         assert stopped is not None
         flag = FLAG_ACTION_THIRD_PARTY if stopped.content["reason"] == "third_party" else FLAG_ACTION_NOT_REQUESTED
         state = replace(state, flags=_merge(state.flags, [flag]))
-        return _finish_rendered(state, response, replies.render(state.pack, [(tool, stopped.content)]))
-    params = narrowing.narrow(decl, _turn_facts(state), state.pack.tools_by_name[tool], presets)
+        offer = replies.render(state.pack, [(tool, stopped.content)])
+        if stopped.content["reason"] != "third_party" and state.passages:
+            # The policy behind the offer, quoted from the article it comes from ("report it within 14 days").
+            offer = f"{retrieval.answer_text(state.passages)}\n{offer}"
+        return _finish_rendered(state, response, offer)
+    spec = state.pack.tools_by_name[tool]
+    params = narrowing.narrow(decl, _turn_facts(state), spec, presets)
     if params is None:
         state = replace(state, flags=_merge(state.flags, [FLAG_NO_VALID_ARGUMENTS]))
         # What is missing, in the customer's terms: an action says what it needs ("tell me the new street ...").
         action = state.pack.action_of(tool, presets)
-        return _finish_rendered(state, response, f"I can {action.offer}." if action else FALLBACK_TEXT)
+        return _finish_rendered(state, response, f"I can {action.offer}." if action else FALLBACK_TEXT, "clarify")
+    if spec.applies:
+        params, state, question = _which_record(state, spec, params)
+        if question:
+            return _finish_rendered(replace(state, notes=()), response, question, "clarify")
     args = narrowing.fixed_arguments(params)
     if args is None:  # something left to choose: the model decodes it under the narrowed schema
         routed = [{**decl, "parameters": params}]
@@ -571,6 +680,42 @@ def _route_call(
     text = json.dumps({"name": tool, "parameters": args}, ensure_ascii=False)
     call = ToolCall(id=f"call_{state.step}_{len(state.tool_calls)}", name=tool, arguments=json.dumps(args))
     return _call(state, replace(response, text=text), call, executor)
+
+
+def _which_record(
+    state: AgentState, spec: ToolSpec, params: dict[str, Any]
+) -> tuple[dict[str, Any], AgentState, str]:
+    """Several of the customer's records could be meant by an action: keep the only one it applies to, or ask.
+
+    Ids the customer typed in this turn stand (the tool says if the action cannot apply to them). Otherwise,
+    of the candidates (named by an item, earlier in the conversation, or all of the customer's), those the
+    action applies to (``ToolSpec.applies``): one is picked and the reply says so; several get a question.
+    Returns the parameters, the state (with the note to say) and the question ('' when none is needed).
+    """
+    props = dict(params.get("properties") or {})
+    facts = _turn_facts(state)
+    this_turn = replace(facts, history=())
+    for arg, rule in spec.applies.items():
+        kind = spec.id_args[arg]
+        fmt = state.pack.ids[kind]
+        prop = props.get(arg) or {}
+        candidates = [prop["const"]] if "const" in prop else list(prop.get("enum") or ())
+        if this_turn.referenced_ids(kind) or not candidates:
+            continue  # named in this turn, by id or by an item: that stands
+        records = {str(r[fmt.field]): r for r in facts.records.get(kind, ())}
+        fits = [c for c in records if rule.holds(records[c])]
+        if len(fits) == 1:
+            props[arg] = {"const": fits[0]}
+            note = f"{fits[0]} is the only {kind} of yours that {rule.says}, so I've used that one."
+            if candidates != fits:
+                state = replace(state, notes=(*state.notes, note), flags=_merge(state.flags, [FLAG_ONLY_RECORD]))
+        elif len(fits) > 1 and len(set(candidates) & set(fits)) != 1:
+            named = [f"{c} ({', '.join(fmt.naming_words(records[c])[:2])})" for c in fits[:4]]
+            state = replace(state, flags=_merge(state.flags, [FLAG_WHICH_RECORD]))
+            return params, state, f"Which {kind} do you mean: {' or '.join(named)}?"
+        elif len(fits) > 1:
+            props[arg] = {"const": next(c for c in candidates if c in fits)}
+    return {**params, "properties": props}, state, ""
 
 
 def _after_tools(state: AgentState, response: ModelResponse, executor: ToolExecutor) -> AgentState:

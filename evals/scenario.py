@@ -495,6 +495,11 @@ class Checks(_Model):
         default=None, description="The hand-off record (implies a hand-off happened)."
     )
     turns: CountRange | None = Field(default=None, description="How many turns the conversation had.")
+    grounded: bool | None = Field(
+        default=None,
+        description="true: every reply was one of the four kinds (rendered from tool results, quoted from a "
+        "retrieved article, a clarifying question, a hand-off) and none was degenerate (agents.grounding).",
+    )
     any_of: list[Checks] = Field(default_factory=list, description="At least one of these groups passes.")
     all_of: list[Checks] = Field(default_factory=list, description="Every one of these groups passes.")
 

@@ -40,6 +40,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from agents.steps import FLAG_DEGENERATE, REPLY_KINDS
 from evals.scenario import (
     Checks,
     CountRange,
@@ -485,6 +486,8 @@ def _group(scenario: Scenario, group: Checks, trace: TrialTrace) -> tuple[list[C
         checks.append(Check("flags", not problems, "; ".join(problems) + f" (flags: {sorted(flags)})"))
     if group.handoff_record is not None:
         checks.append(handoff_record_check(group.handoff_record, trace))
+    if group.grounded is not None:
+        checks.append(grounded_check(trace, group.grounded))
     if group.turns is not None:
         n = len(trace.turns)
         checks.append(Check("turns", group.turns.allows(n), f"{n} turn(s), want {group.turns.describe()}"))
@@ -494,6 +497,20 @@ def _group(scenario: Scenario, group: Checks, trace: TrialTrace) -> tuple[list[C
             checks.append(check)
             covered |= member_covered
     return checks, covered, metrics
+
+
+def grounded_check(trace: TrialTrace, want: bool = True) -> Check:
+    """Whether every reply was one of the four kinds (a ``reply_<kind>`` flag) and none was degenerate."""
+    bad = []
+    for turn in trace.turns:
+        kinds = [k for k in REPLY_KINDS if f"reply_{k}" in turn.flags]
+        if not kinds:
+            bad.append(f"turn {turn.index}: no reply kind ({turn.outcome})")
+        elif FLAG_DEGENERATE in turn.flags:
+            bad.append(f"turn {turn.index}: degenerate output")
+    grounded = not bad
+    detail = "; ".join(bad) or f"{len(trace.turns)} turn(s) grounded"
+    return Check("grounded", grounded == want, detail if want else f"grounded: {grounded}, want {want}")
 
 
 def _passes(checks: Sequence[Check]) -> bool:

@@ -54,6 +54,14 @@ class Pack:
     validate: Callable[[Pack], list[str]] | None = None  # the pack's own consistency checks (problems, or [])
     # Actions the customer's context shows as already carried out (a reply may speak of them as done).
     context_actions: Callable[[Mapping[str, Any]], set[str]] | None = None
+    # The pack's help articles, slug -> {"title", "body", ...} (``agents.retrieval`` indexes them once per
+    # worker; grounded answers quote them by title). None: the pack has no articles.
+    help_articles: Callable[[], Mapping[str, Mapping[str, Any]]] | None = None
+    # What the agent can help with, in the customer's words ("track a delivery"): clarifying questions name them.
+    help_topics: tuple[str, ...] = ()
+    # The pack's own wording of the conversational replies (keys of ``agents.conversation.TEXTS``:
+    # greeting, closing, clarify, language); a key it leaves out reads as the core's neutral default.
+    texts: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         problems = _problems(self)

@@ -30,6 +30,23 @@ Render = Callable[[Mapping[str, Any]], str]
 
 
 @dataclass(frozen=True)
+class Applies:
+    """The records an action can apply to: those whose ``field`` holds one of ``values`` (e.g. status placed).
+
+    When a customer asks for the action without saying which record, and several are theirs, the agent
+    picks the only one it applies to and says so (``says`` completes "it is the only one that ..."), or asks
+    which one is meant (``agents.steps``).
+    """
+
+    field: str
+    values: tuple[Any, ...]
+    says: str
+
+    def holds(self, record: Mapping[str, Any]) -> bool:
+        return record.get(self.field) in self.values
+
+
+@dataclass(frozen=True)
 class IdFormat:
     """One kind of id. ``owner_group``: the regex group holding the owning customer's id (0: none)."""
 
@@ -100,6 +117,7 @@ class ToolSpec:
     text_args: frozenset[str] = frozenset()  # free text that small models fill with the customer's own words
     span_args: Mapping[str, SpanKind] = field(default_factory=dict)  # address fields taken from spans of the text
     handoff: bool = False  # hands the conversation to a person (the turn ends as a hand-off)
+    applies: Mapping[str, Applies] = field(default_factory=dict)  # id argument -> the records its action applies to
 
     def __post_init__(self) -> None:
         if (self.tool is None) == (not self.mcp_server):
@@ -115,6 +133,8 @@ class ToolSpec:
         unmasked = sorted({*self.text_args, *self.span_args} - self.pii_args)
         if unmasked:
             raise ValueError(f"tool {self.name!r}: the customer's own words in {unmasked} must be pii_args too")
+        if sorted(self.applies) != sorted(a for a in self.applies if a in self.id_args):
+            raise ValueError(f"tool {self.name!r}: applies names arguments that are not id arguments")
         if len(self.actions) > 1 and not self.action_arg:
             raise ValueError(f"tool {self.name!r}: several actions need action_arg to choose between them")
 

@@ -50,6 +50,12 @@ if TYPE_CHECKING:
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_MODEL_NAME = "smollm2-135m"
+# Repetition control for text the model writes (issue 23: "I'm sorry for any confusion." thirteen times in one
+# reply): llama.cpp's repeat penalty over the last tokens; the output check (agents.grounding.degenerate)
+# replaces a reply that loops anyway. Constrained (JSON-schema) steps keep the plain sampler: a penalty
+# would push the grammar's repeated quotes and braces.
+REPEAT_PENALTY = 1.3
+REPEAT_LAST_N = 64
 
 
 def smollm2_gguf_path() -> str:
@@ -164,8 +170,11 @@ class LlamaCppModel:
         }
         if request.response_schema is not None:
             body["json_schema"] = request.response_schema  # llama.cpp compiles it to a grammar
-        elif request.tools:
-            body["tools"] = [_tool_for_openai(t) for t in request.tools]
+        else:
+            body["repeat_penalty"] = REPEAT_PENALTY
+            body["repeat_last_n"] = REPEAT_LAST_N
+            if request.tools:
+                body["tools"] = [_tool_for_openai(t) for t in request.tools]
         start = time.perf_counter()
         if sink is not None and request.response_schema is None:
             result = self._stream(body, sink)

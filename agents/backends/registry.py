@@ -188,7 +188,7 @@ REGISTRY: Mapping[str, Backend] = {
             summary="SmolLM2-135M-Instruct on the CPU through llama.cpp (xllamacpp); the embedded default.",
             hardware=Hardware.CPU,
             tool_mode=ToolMode.CONSTRAINED,
-            prompt_version="support_tools_v1",
+            prompt_version="support_tools_v2",
             factory=make_llamacpp_handler,
         ),
         Backend(

@@ -56,6 +56,8 @@ def _verdicts_agree_with_the_article(pack: Pack) -> list[str]:
     return out
 
 
+_POLICY = default_policy()
+
 PACK = Pack(
     name="shop",
     title="Outdoor-gear web shop (demo)",
@@ -71,8 +73,22 @@ PACK = Pack(
         IdFormat("reference", r"(?:RMA|R|H|T)-[0-9A-F]{10,16}", "R-0123456789AB", minted=True),
     ),
     root=Path(__file__).parent,
-    routes_version="support_tools_v1",
-    policy=default_policy(),
+    routes_version="support_tools_v2",
+    policy=_POLICY,
     context_actions=_done_in_context,
     validate=_verdicts_agree_with_the_article,
+    help_articles=_POLICY.articles_rendered,
+    help_topics=(
+        "where your order is",
+        "what you ordered",
+        "refunds and returns",
+        "changing a delivery address",
+        "damaged or faulty items",
+        "our shipping, warranty and account policies",
+        "connecting you with a person",
+    ),
+    texts={
+        "greeting": "Hello! I'm the shop's support assistant.",
+        "closing": "You're welcome! Glad I could help. If anything else comes up with your orders, just write here.",
+    },
 )

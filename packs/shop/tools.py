@@ -32,7 +32,7 @@ from packs.shop import replies
 from tools import policy
 from tools.actions import ActionSpec
 from tools.scope import HANDOFFS, REFUNDS, RETURNS, TICKETS, CustomerScope, normalize_order_id
-from tools.spec import ToolSpec
+from tools.spec import Applies, ToolSpec
 
 MAX_ORDERS_LISTED = 10
 MAX_ARTICLES = 5
@@ -561,6 +561,7 @@ TOOL_SPECS: tuple[ToolSpec, ...] = (
         pii_args=frozenset({"line1", "city", "postcode"}),
         id_args=ORDER,
         span_args={"line1": "street", "city": "city", "postcode": "postcode"},
+        applies={"order_id": Applies("status", ("placed",), "hasn't been dispatched yet")},
     ),
     _spec(
         search_help_articles,
