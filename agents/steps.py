@@ -434,7 +434,7 @@ def _finish_with_text(state: AgentState, response: ModelResponse, kind: str = ""
     )
 
 
-def _sources(state: AgentState) -> list[str]:
+def grounding_sources(state: AgentState) -> list[str]:
     """What a model-written reply may state: the prompt (account facts, policy lines), tool results, passages."""
     out = [m.content for m in state.messages if m.role in ("system", "tool", "user")]
     out += [f"{h.passage.title} {h.passage.text}" for h in state.passages]
@@ -455,7 +455,7 @@ def _grounded_reply(state: AgentState) -> tuple[str, str]:
 def _checked_model_text(state: AgentState, text: str) -> tuple[str, str, list[str]]:
     if grounding.degenerate(text):
         return (*_grounded_reply(state), [FLAG_DEGENERATE])
-    if not grounding.check(text, _sources(state)).grounded:
+    if not grounding.check(text, grounding_sources(state)).grounded:
         return (*_grounded_reply(state), [FLAG_UNGROUNDED])
     return text, "article" if state.passages and not _tool_results(state) else "rendered", [FLAG_GROUNDED]
 

@@ -18,7 +18,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from agents import guardrails, protocol, steps
+from agents import grounding, guardrails, protocol, steps
 from agents.model import ModelResponse
 from agents.steps import AgentState
 from agents.streaming import GuardedReleaser, TextSink
@@ -52,12 +52,17 @@ def replies_in_words(schema: Mapping[str, Any]) -> bool:
 
 
 def output_check(state: AgentState) -> Callable[[str], bool]:
-    """``check(prefix)``: the prefix passes the output guardrails with the turn's facts, and unchanged."""
+    """``check(prefix)``: the prefix passes the output guardrails with the turn's facts, unchanged, and every
+    sentence of it is grounded in what the turn had (``agents.grounding``, as the final reply is checked):
+    a sentence the final check would replace is never shown."""
     facts = steps.session_facts(state)
+    sources = steps.grounding_sources(state)
 
     def check(prefix: str) -> bool:
         verdict = guardrails.check_output(prefix, facts)
-        return verdict.ok and verdict.text == prefix
+        if not (verdict.ok and verdict.text == prefix):
+            return False
+        return not grounding.degenerate(prefix) and grounding.check(prefix, sources).grounded
 
     return check
 

@@ -53,16 +53,19 @@ def to_pubsub_reply(reply: AgentReply) -> PubsubMessage:
     )
 
 
-def agent_plan(backend: str, *, max_steps: int, max_tokens: int, pack: str = DEFAULT_PACK) -> tuple[str, StepConfig]:
+def agent_plan(
+    backend: str, *, max_steps: int, max_tokens: int, pack: str = DEFAULT_PACK, prompt_version: str | None = None
+) -> tuple[str, StepConfig]:
     """Prompt version and step loop for the backend (its registry entry) and the pack: the pack's tools and
     the multi-step loop only where the model calls tools (``tool_mode`` other than none); one plain step
     otherwise."""
     entry = registry.get(backend)
     load_pack(pack)  # a missing or inconsistent pack fails the launch, naming why (tools.packs.PackError)
+    version = prompt_version or entry.prompt_version
     if entry.calls_tools:
         config = StepConfig(max_steps=max_steps, max_tokens=max_tokens, tool_mode=entry.tool_mode, pack=pack)
-        return entry.prompt_version, config
-    return entry.prompt_version, StepConfig(
+        return version, config
+    return version, StepConfig(
         max_steps=1, max_tokens=max_tokens, tools=(), policy_digests=False, pack=pack
     )
 
@@ -134,6 +137,7 @@ def build(p: beam.Pipeline, settings: Settings) -> None:
         max_steps=settings.max_agent_steps,
         max_tokens=settings.model_max_tokens,
         pack=settings.pack,
+        prompt_version=settings.prompt_version,
     )
     replies, eval_rows, handoffs, agent_dead = enriched | "AgentTurn" >> AgentTurn(
         handler,

@@ -157,6 +157,13 @@ class OptionTable(BaseModel):
         "by name (SUPPORTFLOW_PACK_PATH, an installed supportflow.packs entry point, or packs/NAME).",
         pattern=r"^[a-z][a-z0-9_]{0,40}$",
     )
+    prompt_version: str | None = option(
+        None,
+        "Pin a released prompt version (prompts/, and the pack's routes of that version) instead of the "
+        "backend's own (agents/backends/registry.py); e.g. support_tools_v1, whose chat route lets SmolLM2 write "
+        "its own small talk. Unset: the backend's version.",
+        pattern=r"^[a-z][a-z0-9_]{0,60}$",
+    )
     max_agent_steps: int = option(
         4, "Model calls per turn at most (tool-calling backends); the step loop is unrolled this many times."
     )

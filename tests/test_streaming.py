@@ -131,7 +131,7 @@ def test_which_steps_stream(db: firestore.Client) -> None:
     gem = gemini_state(db, "hi there")
     assert stream_turn.streams(gem)
     smol = backend("smollm2")
-    routed = steps.start(enriched_for(db, "C0001", "hi, how are you?"), smol.prompt_version,
+    routed = steps.start(enriched_for(db, "C0001", "hi, how are you?"), "support_tools_v1",
                          StepConfig(tool_mode=smol.tool_mode))  # fmt: skip
     assert not stream_turn.streams(routed), "the routing step is no text step"
     chat = steps.advance(routed, ModelResponse(text="", route=(("chat", 0.9),), finish_reason="route"), None)  # type: ignore[arg-type]
@@ -196,19 +196,23 @@ def test_smollm2_chat_reply_streams_in_increments(db: firestore.Client, delta_to
     assert handler.stream_deltas(PubSubDeltaStreamer(topic))
     model = handler.load_model()
     smol = backend("smollm2")
-    state = steps.start(enriched_for(db, "C0001", "hi, how are you?"), smol.prompt_version,
+    state = steps.start(enriched_for(db, "C0001", "hi, how are you?"), "support_tools_v1",
                         StepConfig(tool_mode=smol.tool_mode))  # fmt: skip
     [routed] = handler.run_inference([state], model)
     state = steps.advance(routed.example, routed.inference, None)  # type: ignore[arg-type]
     assert state.route == "chat" and stream_turn.streams(state)
     [result] = handler.run_inference([state], model)
     done = steps.advance(result.example, result.inference, None)  # type: ignore[arg-type]
-    assert done.done and done.stream.deltas >= 2, (done.reply_text, done.stream)
+    # At least the first clause shows before the final (the releaser stops at the first ungrounded sentence).
+    assert done.done and done.stream.deltas >= 1, (done.reply_text, done.stream)
     deltas = pull_all(sub)
     assert [d.seq for d in deltas] == list(range(1, done.stream.deltas + 1))
     assert {d.turn_id for d in deltas} == {done.turn_id} and all(d.kind == DeltaKind.DELTA for d in deltas)
     shown = "".join(d.text for d in deltas)
-    assert shown == done.stream.shown and done.reply_text.startswith(shown)
+    assert shown == done.stream.shown
+    # What was shown passed the same checks as the final (guardrails and grounding): the final starts with it,
+    # unless the model's later sentences made the whole reply fail and be replaced.
+    assert done.reply_text.startswith(shown) or "ungrounded" in done.flags or "degenerate_output" in done.flags
     # The promise: the deltas equal the final, or the turn is retracted before it.
     [settled] = SettleDeltas(PubSubDeltaStreamer(topic)).process(done)
     assert (shown == done.reply_text) == (settled.stream.retractions == 0)

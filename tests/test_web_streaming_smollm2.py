@@ -1,8 +1,9 @@
 """A SmolLM2 free-text reply streams onto the chat page: the real stack, pipeline, web server and Chromium.
 
-The pipeline runs the ``smollm2`` backend (llama.cpp in the worker); "hi, how are you?" routes to the
-chat route, whose reply is a text step: its deltas reach the page, released by clause, before the
-final reply replaces them. Every state the page goes through is recorded (``web_streaming_page``).
+The pipeline runs the ``smollm2`` backend (llama.cpp in the worker) on prompt version support_tools_v1;
+"hi, how are you?" routes to the chat route, whose reply is a text step: its deltas reach the page,
+released by clause, before the final reply replaces them. Every state the page goes through is recorded
+(``web_streaming_page``).
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ FIRST_REPLY_S = 180.0  # the pipeline starts and loads the model first
 
 @pytest.fixture(scope="module")
 def smol_web(seeded_stack: LocalStack) -> Iterator[str]:
-    extra = ["--quiet_window_s=1.0", "--max_hold_s=4", "--model_threads=1"]
+    # support_tools_v1: its chat route lets SmolLM2 write its own small talk (the default version's greeting
+    # is the pack's own text, released whole).
+    extra = ["--quiet_window_s=1.0", "--max_hold_s=4", "--model_threads=1", "--prompt_version=support_tools_v1"]
     proc = PipelineProcess(
         pipeline_command(seeded_stack.bigquery_endpoint, "smollm2", extra),
         seeded_stack.env,
