@@ -10,7 +10,8 @@ for each user message, what the pipeline does for a turn:
   functions), with its ``customer_unknown`` / ``context_unavailable`` flags;
 - the agent: ``agents.steps.start`` (input guardrails, prompt), then
   ``handler.run_inference([state], model)`` (the backend's RunInference code) and
-  ``agents.steps.advance`` with a ``tools.registry.FirestoreToolExecutor`` bound to
+  ``agents.steps.advance`` with the trial's executor (``World.executor``: Firestore, and a pack's own MCP
+  servers over its own store) bound to
   the trial's database, until the state is done; a failed model call is
   ``agents.steps.fail``, as in the pipeline;
 - the prompt version and step loop come from ``pipeline.graph.agent_plan`` for
