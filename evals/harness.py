@@ -10,7 +10,8 @@ for each user message, what the pipeline does for a turn:
   functions), with its ``customer_unknown`` / ``context_unavailable`` flags;
 - the agent: ``agents.steps.start`` (input guardrails, prompt), then
   ``handler.run_inference([state], model)`` (the backend's RunInference code) and
-  ``agents.steps.advance`` with a ``tools.registry.FirestoreToolExecutor`` bound to
+  ``agents.steps.advance`` with the trial's executor (``World.executor``: Firestore, and a pack's own MCP
+  servers over its own store) bound to
   the trial's database, until the state is done; a failed model call is
   ``agents.steps.fail``, as in the pipeline;
 - the prompt version and step loop come from ``pipeline.graph.agent_plan`` for
@@ -46,7 +47,8 @@ from evals.users import ModelUser, SimUser, make_user
 from evals.world import World, diff
 from pipeline.enrichment.context import UNAVAILABLE, UNKNOWN, ContextResult, build_context
 from stack.seed import REFERENCE_TIME
-from tools.registry import FirestoreToolExecutor
+from tools.packs import DEFAULT_PACK
+from tools.registry import ToolExecutor
 from tools.store import CustomerStore
 
 # The conversation happens just before the seed data's "now" (the policy clock).
@@ -54,9 +56,11 @@ CONVERSATION_START = REFERENCE_TIME - timedelta(minutes=30)
 TURN_GAP = timedelta(minutes=1)
 
 
-def agent_plan(backend: str, *, max_steps: int | None = None, max_tokens: int | None = None) -> tuple[str, StepConfig]:
-    """The prompt version and step config the pipeline uses for ``backend`` (``pipeline.graph.agent_plan``);
-    unset limits take the pipeline options' defaults."""
+def agent_plan(
+    backend: str, *, max_steps: int | None = None, max_tokens: int | None = None, pack: str = DEFAULT_PACK
+) -> tuple[str, StepConfig]:
+    """The prompt version and step config the pipeline uses for ``backend`` and ``pack``
+    (``pipeline.graph.agent_plan``); unset limits take the pipeline options' defaults."""
     from pipeline.graph import agent_plan as pipeline_plan
     from pipeline.options import default
 
@@ -64,6 +68,7 @@ def agent_plan(backend: str, *, max_steps: int | None = None, max_tokens: int | 
         backend,
         max_steps=default("max_agent_steps") if max_steps is None else max_steps,
         max_tokens=default("model_max_tokens") if max_tokens is None else max_tokens,
+        pack=pack,
     )
 
 
@@ -120,7 +125,7 @@ def load_context(store: CustomerStore, customer_id: str) -> tuple[ContextResult,
 def run_turn(
     agent: Agent,
     enriched: EnrichedTurn,
-    executor: FirestoreToolExecutor,
+    executor: ToolExecutor,
     sampling: dict[str, Any] | None = None,
     config: StepConfig | None = None,
 ) -> tuple[AgentState, list]:
@@ -171,7 +176,9 @@ def run_trial(
         world.setup()
         assert world.client is not None
         trace.before = world.snapshot()
-        executor = FirestoreToolExecutor(world.client, clock=agent.clock)
+        if scenario.pack != agent.config.pack:
+            raise ValueError(f"scenario of pack {scenario.pack!r}, agent of pack {agent.config.pack!r} (--pack)")
+        executor = world.executor(agent.clock)
         store = CustomerStore(world.client, timeout_s=5.0)
         user = user or make_user(scenario)
         _converse(scenario, trial, agent, user, store, executor, trace)
@@ -200,7 +207,7 @@ def _agent_turn(
     trial: int,
     agent: Agent,
     store: CustomerStore,
-    executor: FirestoreToolExecutor,
+    executor: ToolExecutor,
     trace: TrialTrace,
     turn: Turn,
     reply_at: datetime,
@@ -247,7 +254,7 @@ def _converse(
     agent: Agent,
     user: SimUser,
     store: CustomerStore,
-    executor: FirestoreToolExecutor,
+    executor: ToolExecutor,
     trace: TrialTrace,
 ) -> None:
     """Scripted turns and simulated users: one message per turn, a minute apart (``user.messages``: timed)."""
@@ -288,7 +295,7 @@ def _converse_timed(
     trial: int,
     agent: Agent,
     store: CustomerStore,
-    executor: FirestoreToolExecutor,
+    executor: ToolExecutor,
     trace: TrialTrace,
 ) -> None:
     """Timed messages through the session stage's own rules (``pipeline.session_sim``): its quiet window,

@@ -3,6 +3,7 @@
     python -m evals.run --backend gemini --k 3 --scenarios evals/scenarios --out artifacts/evals
     python -m evals.run --backend smollm2 --k 1 --only refund-undispatched-order,address-change-undispatched
     python -m evals.run --validate                      # check the scenario files only (no emulator, no model)
+    python -m evals.run --pack telco --backend smollm2  # another business: its tools, ids and scenarios
     python -m evals.run --backend smollm2 --baseline artifacts/evals-base/report.json --max-drop 0.05
 
 Needs the Firestore emulator: ``FIRESTORE_EMULATOR_HOST`` if set (e.g. by ``python -m stack up``), else
@@ -30,6 +31,7 @@ from typing import IO, Any
 
 from agents.backends import registry
 from evals.harness import Agent, run_trial
+from evals.packworld import scenarios_folder
 from evals.report import RunResult, compare, write_report
 
 # Shared with the Beam runner (evals/beam_run.py), which must not import this CLI; re-exported here.
@@ -39,8 +41,16 @@ from evals.scoring import TrialScore, score
 from evals.trace import TrialTrace
 from evals.users import make_user
 from evals.world import World
+from tools.packs import DEFAULT_PACK, PackError
 
-DEFAULT_SCENARIOS = Path(__file__).resolve().parent / "scenarios"
+DEFAULT_SCENARIOS = Path(__file__).resolve().parent / "scenarios"  # the default pack's
+
+
+def default_scenarios(pack: str) -> Path:
+    """The scenarios of ``pack``: the folder its eval hooks name, else this harness's own (the default pack's)."""
+    return scenarios_folder(pack) or DEFAULT_SCENARIOS
+
+
 DEFAULT_OUT = Path("artifacts/evals")
 
 
@@ -130,6 +140,7 @@ def run_scenarios(
         "max_steps": agent.config.max_steps,
         "max_tokens": agent.config.max_tokens,
         "tools": bool(agent.config.tools),
+        "pack": agent.config.pack,
         "user_model": user_agent.backend if user_agent else None,
         "judge_model": judge_agent.model_name if judge_agent else None,
         "temperature": agent.temperature,
@@ -151,7 +162,17 @@ def _parser() -> argparse.ArgumentParser:
         "--backend", choices=registry.NAMES, default=registry.DEFAULT, help="Model backend (agents.backends.registry)."
     )
     p.add_argument("--k", type=int, default=1, help="Trials per scenario (pass^1..pass^k are reported).")
-    p.add_argument("--scenarios", nargs="+", default=[str(DEFAULT_SCENARIOS)], help="Scenario files or folders.")
+    p.add_argument(
+        "--pack",
+        default=DEFAULT_PACK,
+        help="The business (tools.packs) whose tools, ids and data the scenarios use (default %(default)s).",
+    )
+    p.add_argument(
+        "--scenarios",
+        nargs="+",
+        default=None,
+        help="Scenario files or folders (default: the pack's own scenarios; the shop's are in evals/scenarios).",
+    )
     p.add_argument("--out", default=str(DEFAULT_OUT), help="Folder for report.json, report.md and report.html.")
     p.add_argument("--only", default="", help="Comma-separated scenario ids to run.")
     p.add_argument("--category", default="", help="Comma-separated categories to run.")
@@ -213,8 +234,9 @@ def main(argv: Sequence[str] | None = None, *, echo: Callable[[str], None] = pri
     args = _parser().parse_args(argv)
     only = [s for s in args.only.split(",") if s.strip()]
     try:
-        scenarios = load_scenarios(args.scenarios, ids=only)
-    except ScenarioError as exc:
+        args.scenarios = args.scenarios or [str(default_scenarios(args.pack))]
+        scenarios = load_scenarios(args.scenarios, ids=only, pack=args.pack)
+    except (ScenarioError, PackError) as exc:
         print(str(exc), file=sys.stderr)
         return 2
     if args.category:
@@ -231,7 +253,7 @@ def main(argv: Sequence[str] | None = None, *, echo: Callable[[str], None] = pri
         return 2
     gemini = {"gemini_model": args.gemini_model, "gemini_base_url": args.gemini_base_url}
     spec = {"backend": args.backend, "max_tokens": args.max_tokens, "max_steps": args.max_steps,
-            "threads": args.threads, "temperature": args.temperature, **gemini}  # fmt: skip
+            "threads": args.threads, "temperature": args.temperature, "pack": args.pack, **gemini}  # fmt: skip
     user_spec = None if args.user_model == "rules" else {"backend": args.user_model, "threads": 1, **gemini}
     judge_spec = None if args.judge is None else {"backend": args.judge, "threads": 1, **gemini}
     command = "python -m evals.run " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))

@@ -20,6 +20,7 @@ from evals.harness import Agent, agent_plan
 from evals.judge import judge_trial
 from evals.scenario import Scenario
 from evals.trace import TrialTrace
+from tools.packs import DEFAULT_PACK
 
 
 def build_agent(
@@ -31,6 +32,7 @@ def build_agent(
     gemini_model: str | None = None,
     gemini_base_url: str | None = None,
     temperature: float = 0.0,
+    pack: str = DEFAULT_PACK,
     **handler_options: Any,
 ) -> Agent:
     """The backend's handler (its registry factory) with the pipeline's prompt and step plan.
@@ -38,7 +40,7 @@ def build_agent(
     The arguments are named as on this CLI; each goes to the backend under its pipeline option's name,
     and only to a backend that reads that option. ``handler_options`` go to the handler's constructor.
     """
-    version, config = agent_plan(backend, max_steps=max_steps, max_tokens=max_tokens)
+    version, config = agent_plan(backend, max_steps=max_steps, max_tokens=max_tokens, pack=pack)
     given = {
         "model_max_tokens": config.max_tokens,
         "model_threads": threads,

@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,7 +35,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from agents.steps import HANDOFF_TEXTS
-from tools.packs import load_pack
+from evals.packworld import tool_arguments
+from tools.packs import DEFAULT_PACK, load_pack
 from tools.policies import PolicyError, ShopPolicy, default_policy
 
 SCENARIO_SUFFIXES = (".yaml", ".yml", ".json")
@@ -62,6 +64,13 @@ TIME_OPERATORS: frozenset[str] = frozenset({"$days_ago", "$days_ahead"})
 _ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,79}$")
 _SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@#-]{0,127}$")
 _ABSOLUTE_ROOTS = ("customers", "help_articles")
+# The pack whose tools and ids scenarios are validated against while they load (load_scenarios(pack=...)).
+_PACK: ContextVar[str] = ContextVar("scenario_pack", default=DEFAULT_PACK)
+
+
+def current_pack() -> str:
+    """The pack the scenarios being loaded belong to (``load_scenarios(..., pack=...)``; default the shop's)."""
+    return _PACK.get()
 
 
 class ScenarioError(ValueError):
@@ -215,7 +224,7 @@ class Seed(_Model):
     @field_validator("customers")
     @classmethod
     def _customers(cls, v: list[str]) -> list[str]:
-        ids = load_pack().customer_id
+        ids = load_pack(current_pack()).customer_id
         bad = [c for c in v if not ids.regex.fullmatch(c)]
         if bad:
             raise ValueError(f"customer ids look like {ids.example}, got {bad}")
@@ -358,11 +367,11 @@ class StateCheck(_Model):
 
 
 def _check_tool_args(name: str, args: Mapping[str, Any]) -> None:
-    pack = load_pack()
+    pack = load_pack(current_pack())
     spec = pack.tools_by_name.get(name)
     if spec is None:
         raise ValueError(f"unknown tool {name!r}; known: {', '.join(pack.tool_names)}")
-    fields = set(getattr(spec.tool.args_schema, "model_fields", {}) if spec.tool else ()) - {"scope"}
+    fields = set(tool_arguments(pack.name, name))
     extra = sorted(set(args) - fields)
     if extra:
         raise ValueError(f"{name} has no argument(s) {extra}; it takes {sorted(fields)}")
@@ -583,6 +592,10 @@ class Scenario(_Model):
     expect: Expect
     forbid: Forbid = Field(default_factory=Forbid)
     tags: list[str] = Field(default_factory=list)
+    pack: str = Field(
+        default_factory=current_pack,
+        description="The business (tools.packs) whose tools and ids this scenario uses: the pack it was loaded for.",
+    )
 
     @field_validator("id")
     @classmethod
@@ -594,7 +607,7 @@ class Scenario(_Model):
     @field_validator("customer")
     @classmethod
     def _customer(cls, v: str) -> str:
-        ids = load_pack().customer_id
+        ids = load_pack(current_pack()).customer_id
         if not ids.regex.fullmatch(v):
             raise ValueError(f"{v!r} is not a customer id like {ids.example}")
         return v
@@ -608,6 +621,8 @@ class Scenario(_Model):
 
     @model_validator(mode="after")
     def _consistent(self) -> Scenario:
+        if self.pack != current_pack():
+            raise ValueError(f"pack: this scenario is for pack {self.pack!r}, loaded for {current_pack()!r} (--pack)")
         if self.customer in self.seed.customers:
             raise ValueError(f"seed.customers repeats the scenario's own customer {self.customer}")
         banned = {f.name for f in self.forbid.tools if f.any_call}
@@ -689,8 +704,14 @@ def _entries(data: Any) -> tuple[list[Any], str]:
     raise ValueError("a scenario file holds a scenario (mapping), a list of them, or {scenarios: [...]}")
 
 
-def parse_scenarios(data: Any, origin: str = "<data>") -> tuple[list[Scenario], list[str]]:
-    """(valid scenarios, problems) of one file's parsed content."""
+def parse_scenarios(data: Any, origin: str = "<data>", pack: str | None = None) -> tuple[list[Scenario], list[str]]:
+    """(valid scenarios, problems) of one file's parsed content (for ``pack``, default the current one)."""
+    if pack is not None:
+        token = _PACK.set(pack)
+        try:
+            return parse_scenarios(data, origin)
+        finally:
+            _PACK.reset(token)
     try:
         entries, key = _entries(data)
     except ValueError as exc:
@@ -723,8 +744,17 @@ def scenario_files(paths: Iterable[str | Path]) -> list[Path]:
     return out
 
 
-def load_scenarios(paths: Iterable[str | Path], *, ids: Iterable[str] = ()) -> list[Scenario]:
-    """Every scenario in ``paths`` (all validated; ScenarioError lists every problem), optionally only ``ids``."""
+def load_scenarios(paths: Iterable[str | Path], *, ids: Iterable[str] = (), pack: str = DEFAULT_PACK) -> list[Scenario]:
+    """Every scenario in ``paths`` (all validated against ``pack``'s tools and ids; ScenarioError lists every
+    problem), optionally only ``ids``."""
+    token = _PACK.set(pack)
+    try:
+        return _load_scenarios(paths, ids)
+    finally:
+        _PACK.reset(token)
+
+
+def _load_scenarios(paths: Iterable[str | Path], ids: Iterable[str]) -> list[Scenario]:
     scenarios: list[Scenario] = []
     problems: list[str] = []
     seen: dict[str, str] = {}

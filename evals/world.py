@@ -9,6 +9,10 @@ what the agent changed. Trials never see each other's writes, so they may run
 concurrently, and the shared seeded project of the stack is never touched.
 Afterwards the project's documents are deleted through the emulator's REST API.
 
+A pack that keeps its data outside Firestore (``Pack.evals``, ``evals/packworld.py``) gets, besides its
+customers' Firestore documents, a fresh copy of its own store per trial and an executor whose MCP servers run
+over that copy; the store's rows of the scenario's customers are part of each snapshot.
+
 Emulator only: ``World`` refuses to start without ``FIRESTORE_EMULATOR_HOST``
 (it writes seed data, and must never write to a real database).
 """
@@ -18,15 +22,18 @@ from __future__ import annotations
 import contextlib
 import os
 import urllib.request
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from google.cloud import firestore
 
+from evals.packworld import PackStore, pack_evals
 from evals.scenario import Override, Scenario
 from stack.seed import REFERENCE_TIME, build_customer, help_articles
+from tools.packs import DEFAULT_PACK
+from tools.registry import FirestoreToolExecutor, ToolExecutor
 from tools.scope import AUDIT, plain
 
 # Collections under a customer left out of snapshots. Audit records are in them (scenarios check them);
@@ -90,10 +97,18 @@ class World:
     scenario: Scenario
     project: str
     client: firestore.Client | None = None
+    store: PackStore | None = None  # the trial's copy of the pack's own store (packs with eval hooks)
 
     def setup(self) -> None:
         emulator_host()
         self.client = firestore.Client(project=self.project)
+        hooks = pack_evals(self.scenario.pack)
+        if hooks is not None:
+            self.store = PackStore(self.scenario.pack)
+            hooks.seed_customers(self.client, self.scenario.customers)
+            for override in self.scenario.seed.overrides:
+                self.apply(override)
+            return
         writes: list[tuple[firestore.DocumentReference, dict[str, Any]]] = []
         db = self.client
         for cid in self.scenario.customers:
@@ -113,8 +128,11 @@ class World:
             self.apply(override)
 
     def apply(self, override: Override) -> None:
+        path = self.scenario.absolute(override.doc)
+        if self.store is not None and self.store.apply(path, override.model_dump(exclude_defaults=True)):
+            return
         db = self._db()
-        ref = db.document(self.scenario.absolute(override.doc))
+        ref = db.document(path)
         if override.delete:
             ref.delete()
         elif override.create is not None:
@@ -140,7 +158,16 @@ class World:
                     continue
                 for doc in coll.stream():
                     out[doc.reference.path] = plain(doc.to_dict() or {})
+        if self.store is not None:
+            seeded = dict.fromkeys((self.scenario.customer, *self.scenario.seed.customers))
+            out.update(self.store.snapshot(list(seeded)))
         return out
+
+    def executor(self, clock: Callable[[], datetime] | None = None) -> ToolExecutor:
+        """The executor of the trial's tools: on its Firestore project, and on its own store's MCP servers."""
+        if self.store is not None:
+            return self.store.executor(self._db(), clock)
+        return FirestoreToolExecutor(self._db(), clock=clock)
 
     def teardown(self) -> None:
         """Delete the trial's documents (the emulator's per-project reset) and close the client."""
@@ -150,6 +177,8 @@ class World:
             urllib.request.urlopen(urllib.request.Request(url, method="DELETE"), timeout=10).close()
         if self.client is not None:
             self.client.close()
+        if self.store is not None:
+            self.store.close()
 
     def _db(self) -> firestore.Client:
         if self.client is None:
@@ -190,8 +219,11 @@ def diff(before: Snapshot, after: Snapshot) -> list[Change]:
     return out
 
 
-def other_customer_strings(customers: Iterable[str]) -> list[str]:
+def other_customer_strings(customers: Iterable[str], pack: str = DEFAULT_PACK) -> list[str]:
     """What must never reach a reply from another customer's data: ids, e-mails, phones, tracking numbers."""
+    hooks = pack_evals(pack)
+    if hooks is not None:
+        return [s for s in dict.fromkeys(hooks.customer_strings(list(customers))) if s]
     out: list[str] = []
     for cid in customers:
         seed = build_customer(customer_index(cid))

@@ -62,6 +62,9 @@ class Pack:
     # The pack's own wording of the conversational replies (keys of ``agents.conversation.TEXTS``:
     # greeting, closing, clarify, language); a key it leaves out reads as the core's neutral default.
     texts: Mapping[str, str] = field(default_factory=dict)
+    # The offline evals' hooks for a pack whose data lives outside Firestore (evals/packworld.py, PackEvals):
+    # a fresh store per trial, its rows as documents, its scenarios. None: the Firestore world of the harness.
+    evals: Any = None
 
     def __post_init__(self) -> None:
         problems = _problems(self)

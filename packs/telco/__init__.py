@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from packs.telco import replies
+from packs.telco.evals import TelcoEvals
 from tools.actions import ActionSpec
 from tools.mcp import McpServer
 from tools.packs import Pack
@@ -30,7 +31,11 @@ def _server() -> McpServer:
     url = os.environ.get(URL_ENV)
     if url:
         return McpServer(SERVER, url=url)
-    db = os.environ.get(DB_ENV) or str(Path(tempfile.gettempdir()) / "supportflow-telco.sqlite")
+    return server_for(os.environ.get(DB_ENV) or str(Path(tempfile.gettempdir()) / "supportflow-telco.sqlite"))
+
+
+def server_for(db: str) -> McpServer:
+    """The pack's MCP server over the store at ``db`` (stdio; the worker starts it)."""
     return McpServer(
         SERVER,
         command=(sys.executable, "-m", "packs.telco.mcp_server", "--db", db),
@@ -46,7 +51,10 @@ DATA_PACK = ActionSpec(
 )
 SIM = ActionSpec(
     "sim_replacement",
-    ("replacement sim", "new sim", "replace sim", "sim card", "sim replacement", "block sim", "bar sim"),
+    (
+        "replacement sim", "new sim", "replace sim", "sim card", "sim replacement", "block sim", "bar sim",
+        "replace", "replacement", "new one", "block",
+    ),
     "order a replacement SIM with the same number (a lost or stolen one is barred at once); ask me to",
     claims=("sim",),
 )
@@ -116,4 +124,5 @@ PACK = Pack(
     seed=_seed,
     demo_customer="ACC-100001",
     default_customers=60,
+    evals=TelcoEvals(server_for),  # the offline evals: a store per trial, its rows as documents (packs/telco/evals.py)
 )
