@@ -419,7 +419,11 @@ def _finish_with_text(state: AgentState, response: ModelResponse, kind: str = ""
         # The guardrails read what the model wrote before anything replaces it: a leak hands off either way.
         verdict = guardrails.check_output(text, session_facts(state))
         flags.extend(verdict.flags)
-        if verdict.ok:
+        if verdict.ok and (state.config.tool_mode == TOOL_MODE_NONE or not state.config.tools):
+            # No model writes here: the instant stub's acknowledgement is code, measuring the pipeline's own
+            # overhead (not an agent, agents/backends/registry.py); only the guardrails read it.
+            text, kind = verdict.text, "rendered"
+        elif verdict.ok:
             text, kind, checked = _checked_model_text(state, verdict.text)
             flags.extend(checked)
     if state.notes and kind == "rendered":

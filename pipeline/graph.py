@@ -66,7 +66,7 @@ def agent_plan(
         config = StepConfig(max_steps=max_steps, max_tokens=max_tokens, tool_mode=entry.tool_mode, pack=pack)
         return version, config
     return version, StepConfig(
-        max_steps=1, max_tokens=max_tokens, tools=(), policy_digests=False, pack=pack
+        max_steps=1, max_tokens=max_tokens, tools=(), policy_digests=False, pack=pack, tool_mode=entry.tool_mode
     )
 
 

@@ -61,8 +61,11 @@ def test_the_scenarios_policy_is_the_worlds_the_prompts_and_the_tools(emulator: 
     verdict = json.dumps(after_tool.contents[-1])  # the tool's answer, as the model got it
     assert '"eligible": false' in verdict.replace('\\"', '"'), verdict
     assert score(scenario, right).passed, score(scenario, right).failures
+    # The wrong model's "within 30 days" states what neither the policy nor the tool said: the grounding check
+    # (agents/grounding.py) replaced it before the customer saw it, so only the reply check fails.
     failed = {c.name for c in score(scenario, wrong).failures}
-    assert failed == {"reply", "forbidden_strings"}
+    assert failed == {"reply"}
+    assert "ungrounded" in wrong.flags and "30 days" not in wrong.turns[-1].reply_text
 
 
 def test_a_bad_policy_override_or_an_article_override_is_explained() -> None:

@@ -25,7 +25,7 @@ from agents.steps import AgentState, StepConfig, advance, start
 from contract.turn import EnrichedTurn, Turn, UserMessage
 from packs.telco import DB_ENV
 from tools.packs import load_pack
-from tools.toolbox import Toolbox, toolbox
+from tools.toolbox import Toolbox
 
 T0 = datetime(2026, 11, 20, 11, 59, tzinfo=UTC)
 
@@ -41,7 +41,8 @@ def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Toolbox]:
     import packs.telco
 
     importlib.reload(packs.telco)  # the server's command names this module's store
-    the_box = toolbox("telco")
+    # A toolbox of its own (not the process's shared one, which another test may have started on another store).
+    the_box = Toolbox(load_pack("telco"))
     yield the_box
     the_box.close()
     if old is None:
