@@ -150,15 +150,24 @@ def test_gpu_image_pins_its_stack_exactly() -> None:
         assert pin in text
 
 
-def test_images_copy_every_package_and_the_prompts() -> None:
-    packages = pyproject()["tool"]["setuptools"]["packages"]["find"]["include"]
-    needed = {p.rstrip("*") for p in packages} | {"prompts"}
+def worker_packages() -> set[str]:
+    """The packages a Dataflow worker runs: the layers of .importlinter from pipeline down."""
+    layers = (ROOT / ".importlinter").read_text().split("layers =", 1)[1].split("\n\n", 1)[0]
+    rows = [row.split("|") for row in layers.strip().splitlines()]
+    below = [name.strip() for row in rows[[r[0].strip() for r in rows].index("pipeline") :] for name in row]
+    return set(below)
+
+
+def test_images_copy_the_worker_packages_only() -> None:
+    packages = {p.rstrip("*") for p in pyproject()["tool"]["setuptools"]["packages"]["find"]["include"]}
+    needed = worker_packages()
+    assert needed == {"contract", "prompts", "tools", "agents", "packs", "pipeline"}
     for dockerfile in WORKER_DOCKERFILES:
         copied = set(re.findall(r"^COPY (\w+)/ \1/$", dockerfile.read_text(), re.M))
-        assert needed <= copied, (dockerfile.name, needed - copied)
+        assert copied == needed, (dockerfile.name, copied ^ needed)
         ignore = Path(f"{dockerfile}.dockerignore").read_text()
-        for name in needed:
-            assert f"!{name}/" in ignore, (dockerfile.name, name)
+        for name in packages | {"prompts"}:
+            assert (f"!{name}/" in ignore) is (name in needed), (dockerfile.name, name)
 
 
 def test_launcher_image_runs_the_pipeline_main() -> None:

@@ -28,6 +28,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from google.cloud import pubsub_v1
@@ -38,7 +39,7 @@ from contract.messages import AgentReply, DeadLetter, InboundMessage
 from pipeline.local_runner import AckLedger, _PromptPull, settled_keys
 from pipeline.options import DEAD_LETTER_TOPIC, HANDOFF_TOPIC, INBOUND_SUBSCRIPTION, INBOUND_TOPIC, REPLY_TOPIC
 from stack.clients import firestore_client
-from stack.emulators import DEFAULT_STATE_DIR, LocalStack, ensure_bq_venv
+from stack.emulators import LocalStack
 from stack.resources import ensure_resources
 from stack.seed import seed_firestore
 from stack.service import PipelineProcess, pipeline_command
@@ -83,10 +84,8 @@ class Rig:
 
 
 @pytest.fixture(scope="module")
-def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
-    stack = LocalStack(
-        state_dir=tmp_path_factory.mktemp("restartstack"), bq_venv=ensure_bq_venv(DEFAULT_STATE_DIR / "bq-venv")
-    ).start()
+def rig(tmp_path_factory: pytest.TempPathFactory, bq_venv: Path) -> Iterator[Rig]:
+    stack = LocalStack(state_dir=tmp_path_factory.mktemp("restartstack"), bq_venv=bq_venv).start()
     recorders: list[TopicRecorder] = []
     try:
         env = stack.apply_env()  # restored by stack.stop()
