@@ -24,7 +24,8 @@ on a subscription of the dead-letter topic the ledger reads itself. Payloads the
 contract rejects are held too (by a digest of their bytes, which their dead letter
 keeps). Leases are renewed to ``LEASE_S`` meanwhile: after a kill, Pub/Sub redelivers
 a held message ``LEASE_S`` later at most. A restarted process reads both the memory
-and the dead-letter subscriptions dry before it pulls inbound, so a message whose
+and the dead-letter subscriptions dry before it pulls inbound (the dead-letter one first seeked back, so
+a dead letter its predecessor pulled but never acked is read too), so a message whose
 outcome was published but not read back before the kill is known as settled, and
 its redelivery is acked and dropped (as is any later redelivery or duplicate of a
 settled message, within ``ANSWERED_MEMORY`` ids; a redelivery of a held message is
@@ -52,6 +53,7 @@ from typing import Any
 
 import apache_beam as beam
 from google.api_core import exceptions as gexc
+from google.protobuf.timestamp_pb2 import Timestamp
 from google.pubsub_v1.types import PullResponse, ReceivedMessage
 
 from contract.messages import DeadLetter, parse_inbound, parse_reply
@@ -69,6 +71,7 @@ CATCH_UP_MAX_S = 30.0  # inbound waits at most this long for the memory subscrip
 MAX_SIGNATURES = 10_000  # function signatures kept (a pipeline's DoFns have a few hundred methods)
 ACK_BATCH = 1000  # ack ids per request (Pub/Sub caps a request at 512 KB)
 SETTLE_POLL_S = 0.1  # the dead-letter read-back's nap when its subscription is empty
+REREAD_S = MAX_HOLD_S  # a restarted process re-reads the dead letters left unacked this far back (none is held longer)
 # Dead letters that end a message (nothing else will come for it). Not the eval writers': their turn
 # was answered, and a reply not yet published must keep its message held.
 SETTLING_STAGES = frozenset({"ParseInbound", "CheckSessionOwner", "Sessions", "AgentTurn"})
@@ -132,6 +135,7 @@ class AckLedger:
         self.caught_up = True
         self.dead_letters_caught_up = True
         self._settler: threading.Thread | None = None
+        self._closed = threading.Event()  # set by close(): the lease and read-back threads end
         self._waiting_since: float | None = None
         self.dropped = 0  # redeliveries and late duplicates never emitted
         self.expired = 0  # acked after max_hold_s without a reply
@@ -250,17 +254,18 @@ class AckLedger:
         if self.dead_letter_topic:
             with contextlib.suppress(gexc.AlreadyExists):
                 client.create_subscription(request={"name": self.settle, "topic": self.dead_letter_topic}, timeout=10)
-        while True:
+        self._reread_outstanding(client)
+        while not self._closed.is_set():
             try:
                 request = {"subscription": self.settle, "max_messages": MAX_MESSAGES, "return_immediately": True}
                 got = client.pull(request=request, timeout=10).received_messages
             except (gexc.GoogleAPICallError, gexc.RetryError) as exc:
                 log.warning("reading dead letters back from %s failed: %s", self.settle, exc)
-                time.sleep(1.0)
+                self._closed.wait(1.0)
                 continue
             if not got:
                 self.dead_letters_caught_up = True
-                time.sleep(SETTLE_POLL_S)
+                self._closed.wait(SETTLE_POLL_S)
                 continue
             keys: list[str] = []
             for rm in got:
@@ -268,6 +273,21 @@ class AckLedger:
                     keys += settled_keys(DeadLetter.model_validate_json(rm.message.data))
             self.answered(keys)
             _call(client.acknowledge, self.settle, [rm.ack_id for rm in got])
+
+    def _reread_outstanding(self, client: Any) -> None:
+        """Make the dead letters a killed predecessor pulled but never acked deliverable again, before the first pull.
+
+        Its settler acks a dead letter after the inbound messages it settles; a kill in between leaves the dead
+        letter leased to a dead process, invisible for the subscription's ack deadline, while the inbound message
+        comes back after its own lease: read dry without it, the next process would dead-letter the message again.
+        A seek to ``REREAD_S`` ago redelivers every unacked dead letter since then at once (acked ones stay acked).
+        """
+        when = Timestamp()
+        when.FromSeconds(int(time.time() - REREAD_S))
+        try:
+            client.seek(request={"subscription": self.settle, "time": when}, timeout=10)
+        except (gexc.GoogleAPICallError, gexc.RetryError) as exc:
+            log.warning("seeking %s back failed (a dead letter may be published twice): %s", self.settle, exc)
 
     def unheld(self, ack_ids: Iterable[str]) -> list[str]:
         with self._lock:
@@ -291,9 +311,12 @@ class AckLedger:
 
     def _lease_loop(self) -> None:
         # A thread, not the pulls: a long bundle (a slow model) would otherwise let leases lapse.
-        while True:
-            time.sleep(EXTEND_EVERY_S)
+        while not self._closed.wait(EXTEND_EVERY_S):
             self.extend()
+
+    def close(self) -> None:
+        """End the lease and read-back threads (what is held stays unacked: Pub/Sub redelivers it)."""
+        self._closed.set()
 
     def extend(self) -> None:
         """Renew every held lease; ack what was held longer than ``max_hold_s`` (it will get no reply)."""

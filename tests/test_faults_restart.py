@@ -493,3 +493,61 @@ def test_inbound_waits_for_the_dead_letters_to_be_read_dry() -> None:
     assert read(reader, client, INBOUND) == [], "inbound pulled before the dead letters were read dry"
     ledger.dead_letters_caught_up = True
     assert read(reader, client, INBOUND) == ["a1"]
+
+
+def test_a_dead_letter_leased_to_a_killed_process_still_settles_its_redelivery(local_stack: LocalStack) -> None:
+    """The kill window of issue 26, on the real emulator. The predecessor held an inbound message (leased for
+    ``LEASE_S``), published its dead letter, and its read-back pulled that dead letter; it died before acking
+    either. The dead letter is then leased to a dead process, as long as the inbound message: a successor that
+    reads the dead letters dry without it would emit the redelivery and dead-letter the message a second time."""
+    from pipeline.local_runner import LEASE_S
+
+    run = uuid.uuid4().hex[:8]
+    project = local_stack.project
+    publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
+    inbound_topic, dl_topic = (publisher.topic_path(project, f"{name}-{run}") for name in ("once-in", "once-dl"))
+    inbound_sub, settle = (subscriber.subscription_path(project, f"{n}-{run}") for n in ("once-in", "once-settle"))
+    for topic in (inbound_topic, dl_topic):
+        publisher.create_topic(name=topic)
+    subscriber.create_subscription(request={"name": inbound_sub, "topic": inbound_topic})
+    subscriber.create_subscription(request={"name": settle, "topic": dl_topic})
+
+    def ledger() -> AckLedger:
+        made = AckLedger()
+        made.configure(inbound_sub.rsplit("/", 1)[1], f"no-memory-{run}", settle, dl_topic)
+        made.caught_up = True  # the reply memory is not under test
+        return made
+
+    dead = ledger()
+    dead._leaser = dead._settler = object()  # type: ignore[assignment] - a dead process renews and reads nothing
+    dead.dead_letters_caught_up = True
+    msg = InboundMessage(session_id=f"s-{run}", customer_id="C0001", message_id=f"m-{run}", text="hi",
+                         sent_at=datetime.now(UTC))  # fmt: skip
+    publisher.publish(inbound_topic, msg.to_bytes()).result(timeout=30)
+    held: list[ReceivedMessage] = []
+    while not held:
+        held = list(_PromptPull(subscriber, dead).pull(subscription=inbound_sub, max_messages=10, timeout=5)
+                    .received_messages)  # fmt: skip
+    letter = DeadLetter(stage="CheckSessionOwner", reason="does not match", payload="{}", message_ids=[msg.message_id])
+    publisher.publish(dl_topic, letter.to_bytes()).result(timeout=30)
+    time.sleep(1.0)  # the dead process's read-back pulls it a moment later, and never acks it
+    leased: list[ReceivedMessage] = []
+    while not leased:
+        leased = list(subscriber.pull(subscription=settle, max_messages=10, timeout=5).received_messages)
+
+    successor = ledger()
+    reader = _PromptPull(pubsub_v1.SubscriberClient(), successor)
+    emitted: list[str] = []
+    try:
+        deadline = time.monotonic() + LEASE_S + 10
+        while time.monotonic() < deadline and not successor.dropped:
+            got = reader.pull(subscription=inbound_sub, max_messages=10, timeout=5).received_messages
+            emitted += [rm.message.message_id for rm in got]
+    finally:
+        successor.close()
+        for sub in (inbound_sub, settle):
+            subscriber.delete_subscription(subscription=sub)
+        for topic in (inbound_topic, dl_topic):
+            publisher.delete_topic(topic=topic)
+    assert emitted == [], "the redelivery of a dead-lettered message was emitted again"
+    assert successor.dropped == 1 and successor.held == 0
