@@ -19,6 +19,7 @@ from pipeline.options import (
     supportflow_actions,
 )
 from pipeline.settings import Settings, SettingsError
+from pipeline.validation import HTTP_URL_PATTERN, PATTERN_NAMES, PUBSUB_ID_PATTERN, is_pubsub_option, is_url_option
 
 
 def test_the_beam_options_are_generated_from_the_table() -> None:
@@ -51,6 +52,15 @@ def test_a_value_of_the_wrong_type_given_programmatically_is_reported() -> None:
     with pytest.raises(SettingsError) as err:
         Settings.from_options(PipelineOptions([], streaming=True, max_agent_steps="many"), environ={})
     assert len(err.value.problems) == 1 and err.value.problems[0].startswith("--max_agent_steps='many'")
+
+
+def test_every_pubsub_and_url_option_names_its_pattern() -> None:
+    for o in OPTIONS:
+        if is_pubsub_option(o.name):
+            assert o.pattern == PUBSUB_ID_PATTERN, o.name
+        if is_url_option(o.name):
+            assert o.pattern == HTTP_URL_PATTERN, o.name
+        assert o.pattern is None or o.pattern in PATTERN_NAMES, o.name
 
 
 def test_environment_variables_come_from_the_table() -> None:

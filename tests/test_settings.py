@@ -82,7 +82,7 @@ def test_the_local_stack_command_line_is_valid() -> None:
 
 
 def test_missing_topic() -> None:
-    assert one_problem("--reply_topic=") == "--reply_topic is missing: Pub/Sub topic id (the replies) is required"
+    assert one_problem("--reply_topic=") == "--reply_topic is missing: a Pub/Sub topic id is required"
 
 
 def test_missing_subscription() -> None:
@@ -116,8 +116,7 @@ def test_unknown_backend_given_programmatically() -> None:
     with pytest.raises(SettingsError) as err:
         Settings.from_options(PipelineOptions([], streaming=True, model_backend="llama"), environ={})
     assert err.value.problems == [
-        "--model_backend='llama' is not a model backend; "
-        "choose one of ['smollm2', 'instant', 'gemini', 'gemma', 'gemma_vllm']"
+        "--model_backend='llama' is not one of ['smollm2', 'instant', 'gemini', 'gemma', 'gemma_vllm']"
     ]
 
 
@@ -172,11 +171,24 @@ def test_every_problem_is_reported_at_once() -> None:
     assert text.startswith("invalid supportflow settings:\n  - --reply_topic is missing")
 
 
-def test_bigtable_names_checked_only_when_bigtable_is_the_store() -> None:
-    settings("--bigtable_instance=X")
-    assert "--bigtable_instance='X' is not a valid Bigtable instance id" in one_problem(
-        "--context_store=bigtable", "--bigtable_instance=X"
-    )
+def test_a_rule_between_options_waits_for_both_to_be_valid() -> None:
+    # One bad value, one problem: the quiet window out of range is not also "longer than the max hold".
+    assert one_problem("--quiet_window_s=9000") == "--quiet_window_s=9000 is out of range [0.05, 600]"
+    assert one_problem("--model_batch_wait_s=0") == "--model_batch_wait_s=0 is out of range [0.001, 60]"
+
+
+def test_blank_optional_texts_are_unset_and_devices_are_checked() -> None:
+    s = settings("--inference_min_ram=  ", "--gemini_base_url=")
+    assert s.inference_min_ram is None and s.gemini_base_url is None
+    assert one_problem("--model_device=tpu") == "--model_device='tpu' is not a valid device (auto, cpu, cuda or cuda:N)"
+    assert settings("--model_device=cuda:1").model_device == "cuda:1"
+
+
+def test_bigtable_names_are_checked_as_the_flex_template_checks_them() -> None:
+    # Whatever the store: the template's regexes reject a bad name for every store, and so do the settings.
+    for store in ("firestore", "bigtable"):
+        problem = one_problem(f"--context_store={store}", "--bigtable_instance=X")
+        assert problem == "--bigtable_instance='X' is not a valid Bigtable instance id"
 
 
 # --- Dataflow ---------------------------------------------------------------------------------
