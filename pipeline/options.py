@@ -512,11 +512,6 @@ OPTIONS: tuple[Option, ...] = tuple(
 BY_NAME: Mapping[str, Option] = {o.name: o for o in OPTIONS}
 
 
-def option_names() -> list[str]:
-    """Every supportflow option's name, in table order."""
-    return [o.name for o in OPTIONS]
-
-
 def default(name: str) -> Any:
     """The table's default of the option ``name``."""
     return BY_NAME[name].default
@@ -542,20 +537,7 @@ class SupportflowOptions(PipelineOptions):
             groups[o.group].add_argument(o.flag, **kwargs)
 
 
-def supportflow_actions() -> list[Any]:
-    """The argparse actions SupportflowOptions declares, in table order."""
-    import argparse
-
-    parser = argparse.ArgumentParser(add_help=False)
-    SupportflowOptions._add_argparse_args(parser)
-    return [a for a in parser._actions if a.option_strings]
-
-
 # --- Generated: environment variables -------------------------------------------------------------
-
-
-def env_variable(option: str) -> str:
-    return BY_NAME[option].env if option in BY_NAME else ENV_PREFIX + option.upper()
 
 
 def argv_with_env(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> tuple[list[str], list[str]]:

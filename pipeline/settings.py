@@ -98,10 +98,6 @@ class Settings(OptionTable):
         return {name: getattr(self, name) for name in self.backend.options}
 
     @property
-    def uses_gpu(self) -> bool:
-        return self.backend.needs_gpu
-
-    @property
     def at_least_once(self) -> bool:
         return self.delivery_mode == "at_least_once"
 

@@ -21,8 +21,9 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from deploy import alerts, template
 from pipeline.metrics import METRICS
-from pipeline.options import option_names, supportflow_actions
+from pipeline.options import OPTIONS
 from pipeline.settings import Settings
+from tests.test_option_table import supportflow_actions
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -47,7 +48,7 @@ def test_every_option_is_a_parameter_and_every_parameter_an_option() -> None:
     params = [p["name"] for p in metadata()["parameters"]]
     beam_params = [p["name"] for p in template.BEAM_PARAMETERS]
     assert len(params) == len(set(params))
-    assert set(params) == set(option_names()) | set(beam_params)
+    assert set(params) == set([o.name for o in OPTIONS]) | set(beam_params)
 
 
 def test_metadata_is_a_valid_dataflow_template_metadata() -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
+from typing import Any
+
 import pydantic
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -15,16 +18,21 @@ from pipeline.options import (
     SupportflowOptions,
     argv_with_env,
     default,
-    option_names,
-    supportflow_actions,
 )
 from pipeline.settings import Settings, SettingsError
 from pipeline.validation import HTTP_URL_PATTERN, PATTERN_NAMES, PUBSUB_ID_PATTERN, is_pubsub_option, is_url_option
 
 
+def supportflow_actions() -> list[Any]:
+    """The argparse actions SupportflowOptions declares, in table order."""
+    parser = argparse.ArgumentParser(add_help=False)
+    SupportflowOptions._add_argparse_args(parser)
+    return [a for a in parser._actions if a.option_strings]
+
+
 def test_the_beam_options_are_generated_from_the_table() -> None:
     actions = {a.dest: a for a in supportflow_actions()}
-    assert list(actions) == option_names()
+    assert list(actions) == [o.name for o in OPTIONS]
     for o in OPTIONS:
         a = actions[o.name]
         assert (a.default, a.help, tuple(a.choices) if a.choices else None) == (o.default, o.help, o.choices), o.name
@@ -71,7 +79,7 @@ def test_environment_variables_come_from_the_table() -> None:
 
 
 def test_every_option_a_backend_reads_is_in_the_table() -> None:
-    names = set(option_names())
+    names = set([o.name for o in OPTIONS])
     for backend in registry.REGISTRY.values():
         assert "model_max_tokens" in backend.options, backend.name
         assert set(backend.options) <= names, (backend.name, set(backend.options) - names)

@@ -8,7 +8,7 @@ from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOpt
 from apache_beam.portability.common_urns import resource_hints as hint_urns
 
 import pipeline.options as options_module
-from pipeline.options import argv_with_env, option_names
+from pipeline.options import OPTIONS, argv_with_env
 from pipeline.resource_hints import (
     DEFAULT_GPU_ACCELERATOR,
     DEFAULT_GPU_MIN_RAM,
@@ -61,7 +61,7 @@ def test_local_defaults_are_valid() -> None:
     s = settings()
     assert s.runner == "BundleBasedDirectRunner" and not s.on_dataflow and s.streaming
     assert s.project == options_module.DEFAULT_PROJECT
-    assert s.model_backend == "smollm2" and not s.uses_gpu
+    assert s.model_backend == "smollm2" and not s.backend.needs_gpu
     assert s.delivery_mode == "exactly_once" and not s.at_least_once
     assert inference_resource_hints(s) == {}
     assert s.session.quiet_window_s == 1.5 and s.session.max_hold_s == 6.0
@@ -258,7 +258,7 @@ def test_the_streaming_mode_is_chosen_in_one_place() -> None:
 
 def test_gpu_backend_gets_an_l4_and_memory_on_the_inference_step_only(gpu_backend: str) -> None:
     s = settings(f"--model_backend={gpu_backend}")
-    assert s.uses_gpu
+    assert s.backend.needs_gpu
     assert inference_resource_hints(s) == {"accelerator": DEFAULT_GPU_ACCELERATOR, "min_ram": DEFAULT_GPU_MIN_RAM}
     s = settings(f"--model_backend={gpu_backend}", "--inference_accelerator=type:nvidia-tesla-t4;count:2")
     assert inference_resource_hints(s)["accelerator"] == "type:nvidia-tesla-t4;count:2"
@@ -343,9 +343,9 @@ def test_main_reads_the_environment_and_reports_it(monkeypatch: pytest.MonkeyPat
 
 
 def test_every_option_has_an_environment_variable() -> None:
-    env = {f"SUPPORTFLOW_{name.upper()}": "x" for name in option_names()}
+    env = {f"SUPPORTFLOW_{name.upper()}": "x" for name in [o.name for o in OPTIONS]}
     _, applied = argv_with_env([], env)
-    assert applied == option_names()
+    assert applied == [o.name for o in OPTIONS]
 
 
 def test_main_exits_with_the_problems(capsys: pytest.CaptureFixture[str]) -> None:
