@@ -540,6 +540,11 @@ class SupportflowOptions(PipelineOptions):
 # --- Generated: environment variables -------------------------------------------------------------
 
 
+def env_variable(option: str) -> str:
+    """The ``SUPPORTFLOW_<NAME>`` variable of an option (``pipeline/secrets.py`` reads two of them itself)."""
+    return BY_NAME[option].env
+
+
 def argv_with_env(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> tuple[list[str], list[str]]:
     """``argv`` plus ``--option=value`` for each ``SUPPORTFLOW_<OPTION>`` set in the environment
     whose option is not on the command line. Returns (argv, names of the options taken from the env).
