@@ -78,7 +78,7 @@ _.running  # unused property (stack/emulators/processes.py:174)
 retry_hook  # unused function (pipeline/metrics.py:190)
 
 # Dead or test-only code in modules other changes own (the packs refactor: agents/, tools/, packs/, evals/,
-# stack/seed.py; identity: contract/binding.py, web/identity.py). Listed so `make lint` passes; each owner deletes
+# stack/seed.py; identity: contract/binding.py, web/identity.py; streaming: agents/streaming.py, bench/streaming.py). Listed so `make lint` passes; each owner deletes
 # its lines or the code.
 _.with_values  # unused method (agents/guardrails.py:148)
 Category  # unused variable (agents/guardrails.py:302)
@@ -102,3 +102,6 @@ close_all  # unused function (tools/toolbox.py:153)
 _.fetches  # unused attribute (web/identity.py:171)
 _.fetches  # unused attribute (web/identity.py:197)
 BINDING_KEY_ENV  # unused variable (web/identity.py:89)
+_.streamed  # unused property (agents/streaming.py:46)
+_.stop_reason  # unused attribute (agents/streaming.py:78)
+_.stream_delay_s  # unused attribute (bench/streaming.py:75)
