@@ -495,7 +495,7 @@ def test_inbound_waits_for_the_dead_letters_to_be_read_dry() -> None:
     assert read(reader, client, INBOUND) == ["a1"]
 
 
-def test_a_dead_letter_leased_to_a_killed_process_still_settles_its_redelivery(local_stack: LocalStack) -> None:
+def test_a_dead_letter_leased_to_a_killed_process_still_settles_its_redelivery(rig: Rig) -> None:
     """The kill window of issue 26, on the real emulator. The predecessor held an inbound message (leased for
     ``LEASE_S``), published its dead letter, and its read-back pulled that dead letter; it died before acking
     either. The dead letter is then leased to a dead process, as long as the inbound message: a successor that
@@ -503,7 +503,7 @@ def test_a_dead_letter_leased_to_a_killed_process_still_settles_its_redelivery(l
     from pipeline.local_acks import LEASE_S
 
     run = uuid.uuid4().hex[:8]
-    project = local_stack.project
+    project = rig.stack.project  # the module's stack (its env is applied): not the session one, which rig would unset
     publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
     inbound_topic, dl_topic = (publisher.topic_path(project, f"{name}-{run}") for name in ("once-in", "once-dl"))
     inbound_sub, settle = (subscriber.subscription_path(project, f"{n}-{run}") for n in ("once-in", "once-settle"))
