@@ -12,6 +12,7 @@ from pathlib import Path
 from agents.backends import registry
 from deploy.generated import generated_file_main
 from pipeline.options import OPTIONS, Option
+from pipeline.validation import PATTERN_NAMES
 
 DOC_PATH = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
 MARKERS = {
@@ -27,11 +28,7 @@ def _checks(o: Option) -> str:
     if o.limits:
         return f"[{o.limits[0]:g}, {o.limits[1]:g}]"
     if o.pattern:
-        return "pattern"
-    if o.name.endswith(("_topic", "_subscription")):
-        return "Pub/Sub id"
-    if o.name.endswith(("_url", "_endpoint")):
-        return "http(s) URL"
+        return PATTERN_NAMES.get(o.pattern, "pattern")
     return "-"
 
 

@@ -264,18 +264,6 @@ def unexpected_changes(scenario: Scenario, trace: TrialTrace, covered: set[str])
     return Check("unexpected_changes", not unexpected, "; ".join(unexpected) or "none")
 
 
-def state_checks(scenario: Scenario, before: Snapshot, after: Snapshot) -> list[Check]:
-    """One ``state`` check (the top-level expectations) and, if strict, ``unexpected_changes``."""
-    trace = TrialTrace(scenario.id, 0, before=before, after=after)
-    problems, covered = _state_problems(scenario, scenario.expect.state, trace)
-    checks = []
-    if scenario.expect.state:
-        checks.append(Check("state", not problems, "; ".join(problems) or f"{len(scenario.expect.state)} ok"))
-    if scenario.expect.strict_state:
-        checks.append(unexpected_changes(scenario, trace, covered))
-    return checks
-
-
 # ---------------------------------------------------------------------------
 # Tool calls
 # ---------------------------------------------------------------------------
@@ -368,12 +356,6 @@ def _trajectory(spec_checks: Checks, calls: Sequence[CallTrace]) -> tuple[list[C
         out.append(Check("tool_counts", not problems, "; ".join(problems or fine), gate=spec.gate))
     metrics = {"precision": round(precision, 4), "recall": round(recall, 4), "match": ok}
     return out, metrics
-
-
-def trajectory(scenario: Scenario, calls: Sequence[CallTrace]) -> tuple[Check | None, dict[str, Any]]:
-    """The top-level ``trajectory`` check and its precision / recall."""
-    checks, metrics = _trajectory(scenario.expect, calls)
-    return (checks[0] if checks else None), metrics
 
 
 def forbidden_calls(forbidden: Sequence[ForbiddenCall], calls: Sequence[CallTrace]) -> Check:

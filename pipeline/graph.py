@@ -28,7 +28,7 @@ from contract.messages import AgentReply
 from pipeline.agent_stage import AgentTurn, to_pubsub_handoff
 from pipeline.bigquery import WriteRowsToBigQuery
 from pipeline.deltas import PubSubDeltaStreamer
-from pipeline.enrich import EnrichCustomerContext
+from pipeline.enrichment.transform import EnrichCustomerContext
 from pipeline.metrics import FreshnessProbe, RecordDeadLetters, RecordTurnSLIs
 from pipeline.ownership import CheckSessionOwner
 from pipeline.parse import (

@@ -1,329 +1,77 @@
-"""Make Beam 2.77's local streaming runner usable with Pub/Sub: every patch, in one place.
+"""Beam's local streaming runner, patched for supportflow: every patch, in one place, for local runs only.
 
-``apply_local_runner_patches`` (called by ``pipeline.main`` for local runners only) applies all of them,
-``undo_local_runner_patches`` puts Beam back as it was, and ``applied_patches()`` names what is in. They
-reach into private hooks of this Beam version, so on any other version they refuse to start
-(``UnsupportedBeamVersion``): unpatched, the runner stalls 30-60 s per idle pull and loses every message
-pulled but not answered at a kill, and a silent fallback would bring that back unnoticed. The escape
-hatch is explicit: ``SUPPORTFLOW_LOCAL_PATCHES=off`` runs Beam's runner as it is.
+``python -m pipeline.local_runner [options]`` is how the local stack (``stack/service.py``), the benchmarks and
+the end-to-end tests run the service: ``pipeline.main`` with these patches applied between building the graph and
+running it. ``pipeline.main`` itself (a Dataflow launch, the Flex Template launcher, any in-process caller of
+``build_pipeline``) never applies them. ``apply_local_runner_patches`` applies them, ``undo_local_runner_patches``
+puts Beam back as it was, ``applied_patches()`` names what is in.
 
-Prompt pulls. The BundleBasedDirectRunner reads Pub/Sub with a blocking ``pull``
-(up to 30 s when the subscription is empty, 10 messages at most) on its single
-executor thread. With two subscriptions (inbound and reply memory) one idle pull
-stalls the whole pipeline, session timers included: turns came back after 30-60 s
-and bursts were split. This swaps in pulls that return at once (the emulator
-honours ``return_immediately``), take up to 100 messages, and nap 50 ms when empty.
+Each patch works around one behaviour of the ``BundleBasedDirectRunner`` and names a canary in
+``tests/test_local_runner.py`` that fails when Beam changes that behaviour: then re-check the patch, and drop it
+if Beam fixed what it works around.
 
-Acks held until settled. The runner acks every message right after its pull
-(``_PubSubReadEvaluator._read_from_pubsub``), before any stage has seen it, so a
-killed process lost every message pulled but not yet answered (measured: 26 of
-226 with a 3 s quiet window). An inbound message's ack is held until its outcome
-is read back: a reply (hand-offs are replies of kind ``handoff``) on the reply-memory
-subscription, or a dead letter from a stage that ends a message (``SETTLING_STAGES``)
-on a subscription of the dead-letter topic the ledger reads itself. Payloads the
-contract rejects are held too (by a digest of their bytes, which their dead letter
-keeps). Leases are renewed to ``LEASE_S`` meanwhile: after a kill, Pub/Sub redelivers
-a held message ``LEASE_S`` later at most. A restarted process reads both the memory
-and the dead-letter subscriptions dry before it pulls inbound, so a message whose
-outcome was published but not read back before the kill is known as settled, and
-its redelivery is acked and dropped (as is any later redelivery or duplicate of a
-settled message, within ``ANSWERED_MEMORY`` ids; a redelivery of a held message is
-not emitted twice either). Only a message that gets no outcome at all (a lost turn)
-is acked after ``MAX_HOLD_S``.
-What a kill still loses is the runner's state: sessions start again empty
-(history, turn counter, seen ids). Dataflow keeps both (docs/architecture.md, "The local runner").
-Who owns a session does not depend on that state (``pipeline.ownership``).
+- ``prompt-pubsub-pulls``: ``_PubSubReadEvaluator._read_from_pubsub`` pulls with ``timeout=30``, 10 messages,
+  on the runner's single executor thread (apache/beam#25442): with two subscriptions one idle pull stalled the
+  whole pipeline, session timers included (turns came back after 30-60 s). It also acks every pull at once,
+  before any stage has seen it (Beam's own "AutoAck" comment there; no Python issue is filed, apache/beam#34000
+  asks the same of Java's PubsubIO): a kill lost what was pulled but not answered. The patched client
+  (``pipeline.local_acks.PromptPullClient``) pulls at once and holds inbound acks until each message's outcome is
+  read back. Canary: ``test_beam_still_pulls_for_30_s_and_acks_at_once``.
+- ``cached-dofn-specs``: the runner recomputes each DoFn's state and timer specs (``get_dofn_specs``, an
+  ``inspect.signature`` of every method) when it schedules a bundle and when it starts one, on a fresh copy
+  (~64% of the pipeline's CPU under load; no upstream issue found). Canary:
+  ``test_beam_still_computes_dofn_specs_at_every_bundle``.
+- ``reused-dofns``: ``_ParDoEvaluator`` round-trips each DoFn through pickle at every bundle and re-reads its
+  methods' signatures (~40% of the CPU once the specs were cached; the TODO "Consider storing the serialized
+  form" dates from apache/beam#1346). Canary: ``test_beam_still_pickles_each_dofn_at_every_bundle``.
+
+A patch checks that each hook it replaces is still there and refuses to start otherwise
+(``UnsupportedBeamVersion`` names the hook); ``SUPPORTFLOW_LOCAL_PATCHES=off`` runs Beam's runner unpatched.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import hashlib
 import logging
 import os
+import sys
 import threading
-import time
 import types
-from collections import OrderedDict
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import apache_beam as beam
-from google.api_core import exceptions as gexc
-from google.pubsub_v1.types import PullResponse, ReceivedMessage
 
-from contract.messages import DeadLetter, parse_inbound, parse_reply
+from pipeline.local_acks import AckLedger, PromptPullClient
+from pipeline.options import DEAD_LETTER_SETTLE_SUBSCRIPTION
+
+if TYPE_CHECKING:
+    from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 
-PATCHED_FOR = "2.77."
-MAX_MESSAGES = 100
-EMPTY_NAP_S = 0.05
-LEASE_S = 10  # a killed process's unanswered messages come back this long after its last lease extension
-EXTEND_EVERY_S = 3.0
-MAX_HOLD_S = 600.0
-ANSWERED_MEMORY = 20_000  # message ids whose reply was read, for dropping redeliveries (~3 MB when full)
-CATCH_UP_MAX_S = 30.0  # inbound waits at most this long for the memory subscription to be read dry
 MAX_SIGNATURES = 10_000  # function signatures kept (a pipeline's DoFns have a few hundred methods)
-ACK_BATCH = 1000  # ack ids per request (Pub/Sub caps a request at 512 KB)
-SETTLE_POLL_S = 0.1  # the dead-letter read-back's nap when its subscription is empty
-# Dead letters that end a message (nothing else will come for it). Not the eval writers': their turn
-# was answered, and a reply not yet published must keep its message held.
-SETTLING_STAGES = frozenset({"ParseInbound", "CheckSessionOwner", "Sessions", "AgentTurn"})
 PATCHES_ENV = "SUPPORTFLOW_LOCAL_PATCHES"  # "off": run Beam's local runner unpatched (stalls, losses at a kill)
 
 
 class UnsupportedBeamVersion(RuntimeError):
-    """The local runner patches were not written for this Beam: refuse to start rather than run unpatched."""
+    """A hook a patch replaces is missing from the installed Beam: refuse to start rather than run unpatched."""
 
 
-def check_beam_version(version: str | None = None) -> None:
-    version = beam.__version__ if version is None else version
-    if not version.startswith(PATCHED_FOR):
-        raise UnsupportedBeamVersion(
-            f"apache-beam {version} is installed, but pipeline/local_runner.py patches private hooks of Beam "
-            f"{PATCHED_FOR}x (Pub/Sub pulls and acks, DoFn specs and reuse). Install apache-beam=={PATCHED_FOR}*, "
-            f"or re-check the patches against {version} and raise PATCHED_FOR; {PATCHES_ENV}=off runs the local "
-            "runner unpatched (idle pulls stall it 30-60 s, a kill loses every message in flight)."
-        )
+def _missing(what: str, patch: str) -> UnsupportedBeamVersion:
+    return UnsupportedBeamVersion(
+        f"apache-beam {beam.__version__} has no {what}, which the local runner patch {patch!r} replaces "
+        f"(pipeline/local_runner.py): re-check the patch against this Beam and its canary test in "
+        f"tests/test_local_runner.py; {PATCHES_ENV}=off runs the local runner unpatched (idle pulls stall it "
+        "30 s, a kill loses every message in flight)."
+    )
 
 
-def payload_key(data: bytes) -> str:
-    """The ledger's key of a payload the contract rejects (it has no message id): a digest of its bytes."""
-    return "payload:" + hashlib.sha256(data).hexdigest()
+def _hook(owner: Any, attribute: str, patch: str) -> Any:
+    """``owner.attribute`` as Beam has it, or ``UnsupportedBeamVersion`` naming what is missing."""
+    if not hasattr(owner, attribute):
+        raise _missing(f"{getattr(owner, '__name__', type(owner).__name__)}.{attribute}", patch)
+    return getattr(owner, attribute)
 
-
-def settled_keys(dead_letter: DeadLetter) -> list[str]:
-    """What one dead letter settles: its message ids, or the rejected payload it keeps, if its stage ends messages."""
-    if dead_letter.stage not in SETTLING_STAGES:
-        return []
-    if dead_letter.message_ids:
-        return list(dead_letter.message_ids)
-    if dead_letter.payload_encoding == "base64":
-        return [payload_key(base64.b64decode(dead_letter.payload))]
-    return [payload_key(dead_letter.payload.encode("utf-8"))]
-
-
-@dataclass
-class _Held:
-    client: Any
-    subscription: str
-    since: float
-    ack_ids: list[str] = field(default_factory=list)
-    pubsub_ids: set[str] = field(default_factory=set)
-
-
-class AckLedger:
-    """Inbound messages pulled but not answered yet, keyed by contract message id; shared by every reader."""
-
-    def __init__(self, lease_s: int = LEASE_S, max_hold_s: float = MAX_HOLD_S) -> None:
-        self.lease_s, self.max_hold_s = lease_s, max_hold_s
-        self._lock = threading.Lock()
-        self._held: dict[str, _Held] = {}
-        self._held_ack_ids: set[str] = set()
-        self._answered: OrderedDict[str, None] = OrderedDict()
-        self._leaser: threading.Thread | None = None
-        self.inbound: str | None = None
-        self.memory: str | None = None
-        self.settle: str | None = None  # full path of the dead-letter subscription read back
-        self.dead_letter_topic: str | None = None
-        self.caught_up = True
-        self.dead_letters_caught_up = True
-        self._settler: threading.Thread | None = None
-        self._waiting_since: float | None = None
-        self.dropped = 0  # redeliveries and late duplicates never emitted
-        self.expired = 0  # acked after max_hold_s without a reply
-
-    @property
-    def held(self) -> int:
-        with self._lock:
-            return len(self._held)
-
-    def configure(
-        self,
-        inbound: str | None,
-        memory: str | None,
-        settle: str | None = None,
-        dead_letter_topic: str | None = None,
-    ) -> None:
-        """Subscription ids (last path part): whose acks to hold, and where the replies are read back;
-        ``settle`` and ``dead_letter_topic`` (full paths): where dead letters are read back (created if missing)."""
-        with self._lock:
-            self.inbound, self.memory = inbound, memory
-            self.settle = settle if inbound and memory else None
-            self.dead_letter_topic = dead_letter_topic
-            self.caught_up = not (inbound and memory)
-            self.dead_letters_caught_up = self.settle is None
-
-    def role(self, subscription: str) -> str | None:
-        name = subscription.rsplit("/", 1)[-1]
-        return "inbound" if name == self.inbound else "memory" if name == self.memory else None
-
-    def may_pull(self, subscription: str) -> bool:
-        # A restarted process first reads the replies its predecessor published but never read back;
-        # only then the inbound redeliveries of those messages are known as answered and dropped.
-        if self.role(subscription) != "inbound":
-            return True
-        self._start_settler()
-        if self.caught_up and self.dead_letters_caught_up:
-            return True
-        now = time.monotonic()
-        self._waiting_since = self._waiting_since or now
-        if now - self._waiting_since > CATCH_UP_MAX_S:  # outcomes keep coming (another process?): go on
-            log.warning("reply memory / dead letters not read dry in %.0f s: pulling inbound anyway", CATCH_UP_MAX_S)
-            self.caught_up = self.dead_letters_caught_up = True
-        return self.caught_up and self.dead_letters_caught_up
-
-    def admit(self, client: Any, subscription: str, received: Sequence[ReceivedMessage]) -> list[ReceivedMessage]:
-        """What the runner may emit from one pull; holds the acks of inbound messages, acks redeliveries."""
-        role = self.role(subscription)
-        if role == "memory":
-            answers: list[str] = []
-            for rm in received:
-                # Unreadable: ParseReplyEvent dead-letters it, and it releases nothing.
-                with contextlib.suppress(Exception):
-                    answers += parse_reply(rm.message.data).answers
-            self.answered(answers)  # before the runner acks the replies: a kill in between loses no ack
-            return list(received)
-        if role != "inbound":
-            return list(received)
-        keep: list[ReceivedMessage] = []
-        ack_now: list[str] = []
-        lease: list[str] = []
-        now = time.monotonic()
-        with self._lock:
-            for rm in received:
-                try:
-                    mid = parse_inbound(rm.message.data).message_id
-                except Exception:  # noqa: BLE001 - as ParseInbound: no payload may crash the read
-                    # Rejected: ParseInbound dead-letters it with its bytes, and that dead letter settles it.
-                    mid = payload_key(rm.message.data) if self.settle else None
-                    if mid is None:
-                        keep.append(rm)  # no dead-letter read-back: acked by the runner, as Beam does
-                        continue
-                if mid in self._answered:
-                    ack_now.append(rm.ack_id)
-                    self.dropped += 1
-                    continue
-                held = self._held.get(mid)
-                if held is None:
-                    held = self._held[mid] = _Held(client, subscription, now)
-                held.ack_ids.append(rm.ack_id)
-                self._held_ack_ids.add(rm.ack_id)
-                lease.append(rm.ack_id)
-                if rm.message.message_id in held.pubsub_ids:
-                    self.dropped += 1  # its lease lapsed while it was in the pipeline: already there
-                    continue
-                held.pubsub_ids.add(rm.message.message_id)
-                keep.append(rm)
-            if lease and self._leaser is None:
-                self._leaser = threading.Thread(target=self._lease_loop, name="supportflow-ack-lease", daemon=True)
-                self._leaser.start()
-        _call(client.acknowledge, subscription, ack_now)
-        # Shorten the subscription's deadline to ours: a killed process's messages come back sooner.
-        _call(client.modify_ack_deadline, subscription, lease, ack_deadline_seconds=self.lease_s)
-        return keep
-
-    def pulled_empty(self, subscription: str) -> None:
-        if not self.caught_up and self.role(subscription) == "memory":
-            self.caught_up = True
-
-    def _start_settler(self) -> None:
-        with self._lock:
-            if self.settle is None or self._settler is not None:
-                return
-            self._settler = threading.Thread(target=self._settle_loop, name="supportflow-dead-letters", daemon=True)
-        self._settler.start()
-
-    def _settle_loop(self) -> None:
-        """Read the dead letters back: each one from a stage that ends messages settles them.
-
-        Its own client and thread: the graph does not read dead letters (on Dataflow nothing needs to).
-        The dead letters' own acks come after the inbound acks, so a kill in between loses nothing.
-        """
-        from google.cloud import pubsub_v1
-
-        client = pubsub_v1.SubscriberClient()
-        assert self.settle is not None
-        if self.dead_letter_topic:
-            with contextlib.suppress(gexc.AlreadyExists):
-                client.create_subscription(request={"name": self.settle, "topic": self.dead_letter_topic}, timeout=10)
-        while True:
-            try:
-                request = {"subscription": self.settle, "max_messages": MAX_MESSAGES, "return_immediately": True}
-                got = client.pull(request=request, timeout=10).received_messages
-            except (gexc.GoogleAPICallError, gexc.RetryError) as exc:
-                log.warning("reading dead letters back from %s failed: %s", self.settle, exc)
-                time.sleep(1.0)
-                continue
-            if not got:
-                self.dead_letters_caught_up = True
-                time.sleep(SETTLE_POLL_S)
-                continue
-            keys: list[str] = []
-            for rm in got:
-                with contextlib.suppress(Exception):  # not a dead letter of ours: it settles nothing
-                    keys += settled_keys(DeadLetter.model_validate_json(rm.message.data))
-            self.answered(keys)
-            _call(client.acknowledge, self.settle, [rm.ack_id for rm in got])
-
-    def unheld(self, ack_ids: Iterable[str]) -> list[str]:
-        with self._lock:
-            return [a for a in ack_ids if a not in self._held_ack_ids]
-
-    def answered(self, message_ids: Iterable[str]) -> None:
-        """Outcomes read back for these messages (message ids or payload keys): ack every delivery held."""
-        acks: dict[tuple[Any, str], list[str]] = {}
-        with self._lock:
-            for mid in message_ids:
-                self._answered[mid] = None
-                self._answered.move_to_end(mid)
-                held = self._held.pop(mid, None)
-                if held is not None:
-                    acks.setdefault((held.client, held.subscription), []).extend(held.ack_ids)
-                    self._held_ack_ids.difference_update(held.ack_ids)
-            while len(self._answered) > ANSWERED_MEMORY:
-                self._answered.popitem(last=False)
-        for (client, subscription), ids in acks.items():
-            _call(client.acknowledge, subscription, ids)
-
-    def _lease_loop(self) -> None:
-        # A thread, not the pulls: a long bundle (a slow model) would otherwise let leases lapse.
-        while True:
-            time.sleep(EXTEND_EVERY_S)
-            self.extend()
-
-    def extend(self) -> None:
-        """Renew every held lease; ack what was held longer than ``max_hold_s`` (it will get no reply)."""
-        now = time.monotonic()
-        renew: dict[tuple[Any, str], list[str]] = {}
-        give_up: dict[tuple[Any, str], list[str]] = {}
-        with self._lock:
-            for mid, held in list(self._held.items()):
-                target = give_up if now - held.since > self.max_hold_s else renew
-                target.setdefault((held.client, held.subscription), []).extend(held.ack_ids)
-                if target is give_up:
-                    del self._held[mid]
-                    self._held_ack_ids.difference_update(held.ack_ids)
-                    self.expired += 1
-        for (client, subscription), ids in give_up.items():
-            _call(client.acknowledge, subscription, ids)
-        for (client, subscription), ids in renew.items():
-            _call(client.modify_ack_deadline, subscription, ids, ack_deadline_seconds=self.lease_s)
-
-
-def _call(method: Any, subscription: str, ack_ids: list[str], **kwargs: Any) -> None:
-    """Ack or modack in batches; a failure only means a redelivery later (then dropped or answered), so log it."""
-    for i in range(0, len(ack_ids), ACK_BATCH):
-        try:
-            method(subscription=subscription, ack_ids=ack_ids[i : i + ACK_BATCH], **kwargs)
-        except (gexc.GoogleAPICallError, gexc.RetryError, ValueError) as exc:  # ValueError: client closed
-            log.warning("%s on %s failed: %s", getattr(method, "__name__", method), subscription, exc)
-
-
-LEDGER = AckLedger()
 
 # ------------------------------------------------------------------------------------------------
 # The one place patches go in and come out
@@ -331,6 +79,7 @@ LEDGER = AckLedger()
 
 _MISSING = object()
 _APPLIED: list[tuple[str, Any, str, Any]] = []  # (patch, owner, attribute, original), in order applied
+_LEDGER: list[AckLedger] = []  # the ledger of the applied Pub/Sub patch, if any
 
 
 def _patch(name: str, owner: Any, attribute: str, value: Any) -> None:
@@ -341,6 +90,11 @@ def _patch(name: str, owner: Any, attribute: str, value: Any) -> None:
 
 def applied_patches() -> list[str]:
     return list(dict.fromkeys(name for name, *_ in _APPLIED))
+
+
+def ledger() -> AckLedger | None:
+    """The held acks of the applied Pub/Sub patch (None when it is not in)."""
+    return _LEDGER[-1] if _LEDGER else None
 
 
 def apply_local_runner_patches(
@@ -360,15 +114,18 @@ def apply_local_runner_patches(
         log.warning("%s=off: Beam's local runner runs unpatched (idle pulls stall it, a kill loses messages)",
                     PATCHES_ENV)  # fmt: skip
         return []
-    check_beam_version()
-    use_prompt_pubsub_pulls(
-        inbound_subscription,
-        memory_subscription,
-        dead_letter_subscription=dead_letter_subscription,
-        dead_letter_topic=dead_letter_topic,
-    )
-    use_cached_dofn_specs()
-    use_reused_dofns()
+    try:
+        use_prompt_pubsub_pulls(
+            inbound_subscription,
+            memory_subscription,
+            dead_letter_subscription=dead_letter_subscription,
+            dead_letter_topic=dead_letter_topic,
+        )
+        use_cached_dofn_specs()
+        use_reused_dofns()
+    except UnsupportedBeamVersion:
+        undo_local_runner_patches()  # nothing half-applied
+        raise
     names = applied_patches()
     log.info("local runner patches applied (Beam %s): %s", beam.__version__, ", ".join(names))
     return names
@@ -384,40 +141,9 @@ def undo_local_runner_patches() -> list[str]:
                 delattr(owner, attribute)
         else:
             setattr(owner, attribute, original)
-    LEDGER.configure(None, None)
+    while _LEDGER:
+        _LEDGER.pop().close()
     return names
-
-
-class _PromptPull:
-    def __init__(self, client: Any, ledger: AckLedger) -> None:
-        self._client = client
-        self._ledger = ledger
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._client, name)
-
-    def pull(self, subscription: str, max_messages: int, timeout: float) -> Any:
-        request = {
-            "subscription": subscription,
-            "max_messages": max(max_messages, MAX_MESSAGES),
-            "return_immediately": True,
-        }
-        if not self._ledger.may_pull(subscription):
-            time.sleep(EMPTY_NAP_S)
-            return PullResponse()
-        response = self._client.pull(request=request, timeout=timeout)
-        if not response.received_messages:
-            self._ledger.pulled_empty(subscription)
-            time.sleep(EMPTY_NAP_S)
-            return response
-        keep = self._ledger.admit(self._client, subscription, response.received_messages)
-        return PullResponse(received_messages=keep)
-
-    def acknowledge(self, subscription: str, ack_ids: list[str], **kwargs: Any) -> None:
-        # The runner acks everything it pulled at once: pass on only what the ledger does not hold.
-        ack_ids = self._ledger.unheld(ack_ids)
-        if ack_ids:
-            self._client.acknowledge(subscription=subscription, ack_ids=ack_ids, **kwargs)
 
 
 def use_prompt_pubsub_pulls(
@@ -427,27 +153,51 @@ def use_prompt_pubsub_pulls(
     dead_letter_subscription: str | None = None,
     dead_letter_topic: str | None = None,
 ) -> bool:
-    """Patch the local runner's Pub/Sub reader. Raises ``UnsupportedBeamVersion`` on another Beam.
+    """Patch the local runner's Pub/Sub reader (``pipeline.local_acks``).
 
     With both subscription ids, acks of inbound messages are held until their reply is read back from
     ``memory_subscription``, or their dead letter from ``dead_letter_subscription`` (full path, created on
     ``dead_letter_topic`` if missing); without, the runner acks on pull as Beam does.
     """
-    check_beam_version()
-    LEDGER.configure(inbound_subscription, memory_subscription, dead_letter_subscription, dead_letter_topic)
     from apache_beam.runners.direct import transform_evaluator as te
 
-    evaluator = te._PubSubReadEvaluator
+    evaluator = _hook(te, "_PubSubReadEvaluator", "prompt-pubsub-pulls")
+    original = _hook(evaluator, "_get_subscriber_client", "prompt-pubsub-pulls").__func__
     if getattr(evaluator, "_supportflow_prompt_pull", False):
         return True
-    original = evaluator._get_subscriber_client.__func__
+    acks = AckLedger()
+    acks.configure(inbound_subscription, memory_subscription, dead_letter_subscription, dead_letter_topic)
+    _LEDGER.append(acks)
 
-    def prompt_client(cls: type, transform: Any) -> _PromptPull:
-        return _PromptPull(original(cls, transform), LEDGER)
+    def prompt_client(cls: type, transform: Any) -> PromptPullClient:
+        return PromptPullClient(original(cls, transform), acks)
 
     _patch("prompt-pubsub-pulls", evaluator, "_get_subscriber_client", classmethod(prompt_client))
     _patch("prompt-pubsub-pulls", evaluator, "_supportflow_prompt_pull", True)
     return True
+
+
+def patch_for(settings: Settings) -> list[str]:
+    """The patches a local run of ``settings`` needs; none on Dataflow."""
+    if settings.on_dataflow:
+        return []
+    return apply_local_runner_patches(
+        settings.inbound_subscription,
+        settings.reply_memory_subscription,
+        dead_letter_subscription=settings.subscription_path(DEAD_LETTER_SETTLE_SUBSCRIPTION),
+        dead_letter_topic=settings.topic_path(settings.dead_letter_topic),
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m pipeline.local_runner``: ``pipeline.main`` on the patched local runner."""
+    from pipeline import main as service
+
+    try:
+        service.main(argv, prepare=patch_for)
+    except UnsupportedBeamVersion as exc:
+        print(exc, file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -482,11 +232,12 @@ def use_cached_dofn_specs() -> bool:
     DoFn's shape (``_specs_key``). A callable-wrapping DoFn found stateful is not cached (its specs
     are objects the runner keys state by). Local runs only, like the Pub/Sub patch.
     """
-    check_beam_version()
     from apache_beam.runners.direct import transform_evaluator as te
     from apache_beam.transforms import userstate
 
-    original = getattr(userstate.get_dofn_specs, "_supportflow_original", userstate.get_dofn_specs)
+    _hook(te, "get_dofn_specs", "cached-dofn-specs")
+    beams = _hook(userstate, "get_dofn_specs", "cached-dofn-specs")
+    original = getattr(beams, "_supportflow_original", beams)
 
     def cached_get_dofn_specs(dofn: Any) -> tuple[set, set]:
         key = _specs_key(dofn)
@@ -522,11 +273,15 @@ def use_reused_dofns() -> bool:
     functions and bound methods are cached by the function object (``DoFnRunner`` is compiled, so the
     cache sits in ``core.get_function_args_defaults``, which it calls). Local runs only.
     """
-    check_beam_version()
+    import inspect
+
     from apache_beam.runners.direct import transform_evaluator as te
     from apache_beam.transforms import core
 
-    evaluator = te._ParDoEvaluator
+    evaluator = _hook(te, "_ParDoEvaluator", "reused-dofns")
+    original_args_defaults = _hook(core, "get_function_args_defaults", "reused-dofns")
+    if "perform_dofn_pickle_test" not in inspect.signature(evaluator.__init__).parameters:
+        raise _missing("_ParDoEvaluator(perform_dofn_pickle_test=...)", "reused-dofns")
     if getattr(evaluator, "_supportflow_reuse", False):
         return True
     original_init = evaluator.__init__
@@ -537,7 +292,7 @@ def use_reused_dofns() -> bool:
 
     _patch("reused-dofns", evaluator, "__init__", init_without_pickle_test)
     _patch("reused-dofns", evaluator, "_supportflow_reuse", True)
-    _patch("reused-dofns", core, "get_function_args_defaults", _cached_args_defaults(core.get_function_args_defaults))
+    _patch("reused-dofns", core, "get_function_args_defaults", _cached_args_defaults(original_args_defaults))
     return True
 
 
@@ -565,3 +320,7 @@ def _cached_args_defaults(original: Any) -> Any:
 
     cached._supportflow_original = original  # type: ignore[attr-defined]
     return cached
+
+
+if __name__ == "__main__":
+    main()

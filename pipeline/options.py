@@ -12,6 +12,10 @@ once, in ``option(...)``. Everything else is generated from it:
 - ``pipeline.settings.Settings``, the typed, frozen, validated object of a run,
   which *is* an ``OptionTable`` plus what the run decided.
 
+The table validates itself: a row's ``limits`` and ``pattern`` are pydantic ``Field`` constraints,
+``choices`` and the rules between options are the validators below, so one ``model_validate``
+reports every problem at once (``pipeline.settings`` turns them into ``SettingsError`` lines).
+
 Defaults are the embedded local stack's names, so ``python -m pipeline.main``
 with only the emulator variables set runs against ``stack``'s resources.
 How to add an option: docs/configuration.md.
@@ -20,13 +24,16 @@ How to add an option: docs/configuration.md.
 from __future__ import annotations
 
 import os
+import re
 import types
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Union, get_args, get_origin
 
 from apache_beam.options.pipeline_options import PipelineOptions
-from pydantic import BaseModel, ConfigDict, Field
+from apache_beam.transforms.resources import parse_resource_hints
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 
 from agents.backends import registry
 from agents.backends.gemini import GEMINI_DEFAULT_MODEL, RetryPolicy
@@ -36,10 +43,17 @@ from pipeline.validation import (
     BIGQUERY_DATASET_PATTERN,
     BIGTABLE_INSTANCE_PATTERN,
     BIGTABLE_TABLE_PATTERN,
+    DEVICE_PATTERN,
     GEMINI_MODEL_PATTERN,
+    HTTP_URL_PATTERN,
     MEMORY_PATTERN,
+    PACK_PATTERN,
     PROJECT_PATTERN,
+    PROMPT_VERSION_PATTERN,
+    PUBSUB_ID_PATTERN,
     SECRET_VERSION_PATTERN,
+    is_pubsub_option,
+    is_url_option,
 )
 from tools.packs import DEFAULT_PACK
 
@@ -91,37 +105,53 @@ def option(
     group: str = SUPPORTFLOW,
 ) -> Any:
     """One row of the table. ``limits``: a number's inclusive range; ``pattern``: a string's anchored regex
-    (``pipeline.validation``); both are checked by ``pipeline.settings`` and written into the Flex Template."""
+    (``pipeline.validation``): both become pydantic constraints (``ge``/``le``, ``pattern``) and go into the
+    Flex Template; ``choices`` is checked by ``OptionTable._one_of_the_choices``."""
     extra = {"choices": tuple(choices) if choices else None, "limits": limits, "pattern": pattern, "group": group}
-    return Field(default, description=help, json_schema_extra=extra)
+    low, high = limits or (None, None)
+    return Field(default, description=help, ge=low, le=high, pattern=pattern, json_schema_extra=extra)
+
+
+def _problem(text: str) -> PydanticCustomError:
+    """A rule's message, as written (``pipeline.settings.problem_line`` passes it on)."""
+    return PydanticCustomError("supportflow", "{text}", {"text": text})
 
 
 class OptionTable(BaseModel):
     """Every supportflow option. Field order is ``--help``'s and the Flex Template's order."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=())
+    model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=(), str_strip_whitespace=True)
 
     gcp_project: str = option(DEFAULT_PROJECT, "Project of the topics, store and dataset.", pattern=PROJECT_PATTERN)
     inbound_subscription: str = option(
         INBOUND_SUBSCRIPTION,
         "Pub/Sub subscription id (not path) the chat frontend's inbound messages are read from.",
+        pattern=PUBSUB_ID_PATTERN,
     )
-    reply_topic: str = option(REPLY_TOPIC, "Pub/Sub topic id (not path) the agent's replies are published to.")
+    reply_topic: str = option(
+        REPLY_TOPIC, "Pub/Sub topic id (not path) the agent's replies are published to.", pattern=PUBSUB_ID_PATTERN
+    )
     reply_memory_subscription: str = option(
         REPLY_MEMORY_SUBSCRIPTION,
         "Pub/Sub subscription id on the reply topic: the session stage reads its replies "
         "back through it. Must differ from the frontend's subscriptions.",
+        pattern=PUBSUB_ID_PATTERN,
     )
     dead_letter_topic: str = option(
-        DEAD_LETTER_TOPIC, "Pub/Sub topic id (not path) for everything that could not be answered, with the reason."
+        DEAD_LETTER_TOPIC,
+        "Pub/Sub topic id (not path) for everything that could not be answered, with the reason.",
+        pattern=PUBSUB_ID_PATTERN,
     )
     handoff_topic: str = option(
-        HANDOFF_TOPIC, "Pub/Sub topic id (not path) for conversations handed to a person (the human-agent desk)."
+        HANDOFF_TOPIC,
+        "Pub/Sub topic id (not path) for conversations handed to a person (the human-agent desk).",
+        pattern=PUBSUB_ID_PATTERN,
     )
     delta_topic: str = option(
         DELTA_TOPIC,
         "Pub/Sub topic id (not path) for reply deltas and retractions: the partial text of replies being "
         "written, released by sentence or clause once the output guardrails passed it (contract/deltas.py).",
+        pattern=PUBSUB_ID_PATTERN,
     )
     reply_deltas: str = option(
         "on",
@@ -134,7 +164,9 @@ class OptionTable(BaseModel):
         pattern=BIGQUERY_DATASET_PATTERN,
     )
     bigquery_endpoint: str | None = option(
-        None, "BigQuery REST endpoint, e.g. http://127.0.0.1:9050 for the emulator; unset for the real API."
+        None,
+        "BigQuery REST endpoint, e.g. http://127.0.0.1:9050 for the emulator; unset for the real API.",
+        pattern=HTTP_URL_PATTERN,
     )
     context_store: str = option(
         "firestore",
@@ -155,14 +187,14 @@ class OptionTable(BaseModel):
         DEFAULT_PACK,
         "The business the agent serves: a pack (docs/packs.md) with its tools, ids, routes and policies, found "
         "by name (SUPPORTFLOW_PACK_PATH, an installed supportflow.packs entry point, or packs/NAME).",
-        pattern=r"^[a-z][a-z0-9_]{0,40}$",
+        pattern=PACK_PATTERN,
     )
     prompt_version: str | None = option(
         None,
         "Pin a released prompt version (prompts/, and the pack's routes of that version) instead of the "
         "backend's own (agents/backends/registry.py); e.g. support_tools_v1, whose chat route lets SmolLM2 write "
         "its own small talk. Unset: the backend's version.",
-        pattern=r"^[a-z][a-z0-9_]{0,60}$",
+        pattern=PROMPT_VERSION_PATTERN,
     )
     max_agent_steps: int = option(
         4, "Model calls per turn at most (tool-calling backends); the step loop is unrolled this many times."
@@ -177,7 +209,7 @@ class OptionTable(BaseModel):
         GEMINI_DEFAULT_MODEL, "Gemini model for --model_backend=gemini.", pattern=GEMINI_MODEL_PATTERN
     )
     gemini_base_url: str | None = option(
-        None, "Another Gemini endpoint (a local server in tests); unset: Google's API."
+        None, "Another Gemini endpoint (a local server in tests); unset: Google's API.", pattern=HTTP_URL_PATTERN
     )
     gemini_deadline_s: float = option(
         RetryPolicy.deadline_s,
@@ -206,14 +238,16 @@ class OptionTable(BaseModel):
         "gemma: a checkpoint directory or hub id for transformers, or random:gemma-3-1b / random:tiny "
         "(random weights, for throughput work). gemma_vllm: the model vLLM serves (default google/gemma-3-1b-it).",
     )
-    model_device: str = option("auto", f"Device of the gemma backend: {MODEL_DEVICES_HELP}.")
+    model_device: str = option("auto", f"Device of the gemma backend: {MODEL_DEVICES_HELP}.", pattern=DEVICE_PATTERN)
     model_batch_size: int = option(
         8,
         "gemma, gemma_vllm: turns per batched model call at most (turns of different sessions share it).",
         limits=(1, 1024),
     )
     model_batch_wait_s: float | None = option(
-        None, "gemma, gemma_vllm: wait this long at most to fill a batch (streaming); unset: a bundle's turns."
+        None,
+        "gemma, gemma_vllm: wait this long at most to fill a batch (streaming); unset: a bundle's turns.",
+        limits=(0.001, 60),
     )
     model_copies: int = option(
         0,
@@ -257,7 +291,7 @@ class OptionTable(BaseModel):
         pattern=SECRET_VERSION_PATTERN,
     )
     secret_manager_endpoint: str | None = option(
-        None, "Secret Manager REST endpoint (a local server in tests); unset: Google's API."
+        None, "Secret Manager REST endpoint (a local server in tests); unset: Google's API.", pattern=HTTP_URL_PATTERN
     )
     # Deployment and operations: not the graph's logic (docs/operations.md).
     delivery_mode: str = option(
@@ -299,6 +333,145 @@ class OptionTable(BaseModel):
         group=OPERATIONS,
     )
 
+    # --- Checks beyond one row's constraints. A rule between options sits on the later one and reads the earlier
+    # from ``info.data``, where only values that passed their own checks are: one bad value, one problem.
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: Any, info: ValidationInfo) -> Any:
+        """A blank text is unset where the option may be unset; a required one then fails as missing."""
+        optional = cls.model_fields[info.field_name].default is None
+        return None if optional and isinstance(value, str) and not value.strip() else value
+
+    @field_validator("*")
+    @classmethod
+    def _one_of_the_choices(cls, value: Any, info: ValidationInfo) -> Any:
+        extra = cls.model_fields[info.field_name].json_schema_extra
+        choices = extra.get("choices") if isinstance(extra, dict) else None
+        if choices and value not in choices:
+            raise _problem(f"--{info.field_name}={value!r} is not one of {list(choices)}")
+        return value
+
+    @field_validator("*")
+    @classmethod
+    def _pubsub_ids_are_distinct(cls, value: Any, info: ValidationInfo) -> Any:
+        """Pub/Sub ids may not start with 'goog' (the template's regex dialect may lack look-aheads, so here),
+        and no two topics, or two subscriptions, may be the same."""
+        name = info.field_name or ""
+        if not is_pubsub_option(name) or value is None:
+            return value
+        kind = "topic" if name.endswith("_topic") else "subscription"
+        if value.lower().startswith("goog"):
+            raise _problem(f"--{name}={value!r} is not a valid Pub/Sub {kind} id (ids may not start with 'goog')")
+        for earlier, other in info.data.items():
+            if other == value and is_pubsub_option(earlier) and earlier.endswith(f"_{kind}"):
+                why = _COLLISIONS.get((earlier, name), "each needs its own")
+                raise _problem(f"--{earlier} and --{name} are the same {kind}: {why}")
+        return value
+
+    @field_validator("*")
+    @classmethod
+    def _urls_reachable_from_the_workers(cls, value: Any, info: ValidationInfo) -> Any:
+        on_dataflow = bool((info.context or {}).get("on_dataflow"))
+        if on_dataflow and is_url_option(info.field_name or "") and value and _LOCAL_SERVER.search(value):
+            raise _problem(f"--{info.field_name}={value!r} is a local server: Dataflow workers cannot reach it")
+        return value
+
+    @field_validator("model_path")
+    @classmethod
+    def _gemma_needs_a_checkpoint(cls, path: str | None, info: ValidationInfo) -> str | None:
+        if info.data.get("model_backend") == "gemma" and not path:
+            raise _problem(
+                "--model_backend=gemma needs --model_path: a checkpoint directory, a hub id, "
+                "or random:gemma-3-1b / random:tiny (random weights)"
+            )
+        return path
+
+    @field_validator("session_binding_key")
+    @classmethod
+    def _no_binding_key_in_a_dataflow_job(cls, key: str | None, info: ValidationInfo) -> str | None:
+        if key and (info.context or {}).get("on_dataflow"):
+            raise _problem(
+                "--session_binding_key is set on Dataflow, where the job's options are readable by anyone who can "
+                "view the job: put the key in Secret Manager and give --session_binding_secret "
+                "(projects/P/secrets/S/versions/latest) instead"
+            )
+        return key
+
+    @field_validator("session_binding_secret")
+    @classmethod
+    def _one_binding_key_source(cls, secret: str | None, info: ValidationInfo) -> str | None:
+        if secret and info.data.get("session_binding_key"):
+            raise _problem("--session_binding_key and --session_binding_secret are both set: give one of them")
+        return secret
+
+    @field_validator("max_hold_s")
+    @classmethod
+    def _hold_covers_the_quiet_window(cls, hold: float, info: ValidationInfo) -> float:
+        quiet = info.data.get("quiet_window_s")
+        if quiet is not None and quiet > hold:
+            raise _problem(
+                f"--quiet_window_s={quiet:g} is longer than --max_hold_s={hold:g}: "
+                "a turn would always be released by the max hold, never by the quiet window"
+            )
+        return hold
+
+    @field_validator("idle_timeout_s")
+    @classmethod
+    def _idle_outlasts_the_hold(cls, idle: float, info: ValidationInfo) -> float:
+        hold = info.data.get("max_hold_s")
+        if hold is not None and idle < hold:
+            raise _problem(f"--idle_timeout_s={idle:g} is shorter than --max_hold_s={hold:g}")
+        return idle
+
+    @field_validator("inference_accelerator", "inference_min_ram")
+    @classmethod
+    def _hints_beam_accepts(cls, value: str | None, info: ValidationInfo) -> str | None:
+        name = info.field_name or ""
+        backend = info.data.get("model_backend")
+        if name == "inference_accelerator" and value and backend and not registry.get(backend).needs_gpu:
+            gpus = sorted(registry.names(hardware=registry.Hardware.GPU)) or "none registered"
+            raise _problem(
+                f"--inference_accelerator is set but --model_backend={backend} does not run on a GPU "
+                f"(GPU backends: {gpus})"
+            )
+        if value:
+            try:
+                parse_resource_hints({name.removeprefix("inference_"): value})
+            except ValueError as exc:
+                raise _problem(f"--{name}={value!r}: {exc}") from None
+        return value
+
+    @field_validator("slo_turn_latency_s")
+    @classmethod
+    def _slo_above_the_quiet_window(cls, turn: float, info: ValidationInfo) -> float:
+        quiet = info.data.get("quiet_window_s")
+        if quiet is not None and turn <= quiet:
+            raise _problem(
+                f"--slo_turn_latency_s={turn:g} is not above --quiet_window_s={quiet:g}: every turn would be slow"
+            )
+        return turn
+
+    @field_validator("freshness_probe_s")
+    @classmethod
+    def _probe_within_the_slo(cls, probe: float, info: ValidationInfo) -> float:
+        fresh = info.data.get("slo_freshness_s")
+        if fresh is not None and probe > fresh:
+            raise _problem(
+                f"--freshness_probe_s={probe:g} is above --slo_freshness_s={fresh:g}: "
+                "a stale message could go unreported for longer than the SLO"
+            )
+        return probe
+
+
+# Options whose values never appear in a problem (a key pasted by mistake must not reach a log).
+SECRET_OPTIONS = frozenset({"session_binding_key", "session_binding_secret"})
+_COLLISIONS = {
+    ("inbound_subscription", "reply_memory_subscription"): "they would steal each other's messages",
+    ("reply_topic", "dead_letter_topic"): "dead letters would reach customers",
+}
+_LOCAL_SERVER = re.compile(r"//(localhost|127\.|\[::1\]|0\.0\.0\.0)")
+
 
 # --- The table, row by row -------------------------------------------------------------------------
 
@@ -339,11 +512,6 @@ OPTIONS: tuple[Option, ...] = tuple(
 BY_NAME: Mapping[str, Option] = {o.name: o for o in OPTIONS}
 
 
-def option_names() -> list[str]:
-    """Every supportflow option's name, in table order."""
-    return [o.name for o in OPTIONS]
-
-
 def default(name: str) -> Any:
     """The table's default of the option ``name``."""
     return BY_NAME[name].default
@@ -369,20 +537,12 @@ class SupportflowOptions(PipelineOptions):
             groups[o.group].add_argument(o.flag, **kwargs)
 
 
-def supportflow_actions() -> list[Any]:
-    """The argparse actions SupportflowOptions declares, in table order."""
-    import argparse
-
-    parser = argparse.ArgumentParser(add_help=False)
-    SupportflowOptions._add_argparse_args(parser)
-    return [a for a in parser._actions if a.option_strings]
-
-
 # --- Generated: environment variables -------------------------------------------------------------
 
 
 def env_variable(option: str) -> str:
-    return BY_NAME[option].env if option in BY_NAME else ENV_PREFIX + option.upper()
+    """The ``SUPPORTFLOW_<NAME>`` variable of an option (``pipeline/secrets.py`` reads two of them itself)."""
+    return BY_NAME[option].env
 
 
 def argv_with_env(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> tuple[list[str], list[str]]:

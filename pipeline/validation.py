@@ -1,10 +1,11 @@
 """What a valid option value looks like, and the error that lists every invalid one.
 
-The patterns are anchored regexes shared by ``pipeline.settings`` (which checks a run's
-values against them) and the Flex Template metadata (``deploy/template.py`` writes them
-into ``deploy/flex_template/metadata.json``), so the template and the pipeline accept
-exactly the same values. Which pattern an option gets is ``option_pattern``: its choices,
-else the pattern its table row names, else one that its name or type implies.
+The patterns are anchored regexes, named in ``PATTERN_NAMES``. A row of the option table
+(``pipeline/options.py``) that names one is checked against it by pydantic, and the Flex
+Template metadata (``deploy/template.py`` writes them into ``deploy/flex_template/metadata.json``)
+carries the same regex, so the template and the pipeline accept exactly the same values.
+Which pattern the template gets is ``option_pattern``: the row's choices, else its pattern,
+else one its type implies.
 """
 
 from __future__ import annotations
@@ -41,9 +42,30 @@ IMAGE_PATTERN = r"^[a-z0-9.-]+(?::[0-9]+)?/[a-z0-9._/-]+(?::[A-Za-z0-9._-]{1,128
 SECRET_VERSION_PATTERN = (
     r"^projects/[a-z0-9.:-]+/(?:locations/[a-z0-9-]+/)?secrets/[A-Za-z0-9_-]{1,255}/versions/(?:latest|[1-9][0-9]*)$"
 )
+DEVICE_PATTERN = r"^(?:auto|cpu|cuda(?::[0-9]+)?)$"
+PACK_PATTERN = r"^[a-z][a-z0-9_]{0,40}$"
+PROMPT_VERSION_PATTERN = r"^[a-z][a-z0-9_]{0,60}$"
 INT_PATTERN = r"^[0-9]+$"
 NUMBER_PATTERN = r"^[0-9]+(?:\.[0-9]+)?$"
 ANY_TOKEN_PATTERN = r"^\S+$"
+
+# What a value of each pattern is, for the messages ("--name='x' is not a valid <what>") and the docs.
+PATTERN_NAMES = {
+    PROJECT_PATTERN: "project id",
+    PUBSUB_ID_PATTERN: "Pub/Sub id",
+    BIGQUERY_DATASET_PATTERN: "BigQuery dataset id",
+    HTTP_URL_PATTERN: "http(s) URL",
+    GEMINI_MODEL_PATTERN: "Gemini model name (e.g. gemini-2.5-flash)",
+    BIGTABLE_INSTANCE_PATTERN: "Bigtable instance id",
+    BIGTABLE_TABLE_PATTERN: "Bigtable table id",
+    ACCELERATOR_PATTERN: "accelerator hint (type:...;count:N[;install-nvidia-driver])",
+    MEMORY_PATTERN: "memory size (e.g. 16GB)",
+    IMAGE_PATTERN: "image reference with a tag or digest",
+    DEVICE_PATTERN: "device (auto, cpu, cuda or cuda:N)",
+    PACK_PATTERN: "pack name",
+    PROMPT_VERSION_PATTERN: "prompt version (e.g. support_tools_v1)",
+    SECRET_VERSION_PATTERN: "secret version name (projects/P/secrets/S/versions/latest or /versions/N)",
+}
 
 
 class SettingsError(ValueError):
@@ -70,10 +92,6 @@ def option_pattern(option: OptionSpec) -> str:
         return "^(?:" + "|".join(re.escape(str(c)) for c in option.choices) + ")$"
     if option.pattern:
         return option.pattern
-    if is_pubsub_option(option.name):
-        return PUBSUB_ID_PATTERN
-    if is_url_option(option.name):
-        return HTTP_URL_PATTERN
     if option.type is int:
         return INT_PATTERN
     if option.type is float:

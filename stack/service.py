@@ -35,7 +35,7 @@ def pipeline_command(bigquery_endpoint: str, backend: str, extra: list[str] | No
     return [
         sys.executable,
         "-m",
-        "pipeline.main",
+        "pipeline.local_runner",
         "--runner=BundleBasedDirectRunner",
         "--streaming",
         f"--bigquery_endpoint={bigquery_endpoint}",

@@ -1,8 +1,15 @@
-"""Shared pytest fixtures."""
+"""Shared pytest fixtures, and the two test lanes.
+
+A test that asks for one of ``STACK_FIXTURES`` (directly or through another fixture), or is marked ``e2e``, is
+marked ``stack`` at collection: ``make test-fast`` runs the others (``-m "not stack"``: pure logic, no emulator,
+no BigQuery venv), ``make test`` runs everything. A test that starts emulators of its own asks for ``bq_venv``
+(or ``local_stack``), so it lands in the right lane without a marker.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -17,11 +24,25 @@ from stack.emulators import DEFAULT_STATE_DIR, LocalStack, check_prerequisites, 
 # ---------------------------------------------------------------------------
 
 
+STACK_FIXTURES = frozenset({"bq_venv", "local_stack", "seeded_stack"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("e2e") or STACK_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.stack)
+
+
 @pytest.fixture(scope="session")
-def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+def bq_venv() -> Path:
+    """The BigQuery emulator's own virtual environment, built on first use (about a minute)."""
+    return ensure_bq_venv(DEFAULT_STATE_DIR / "bq-venv")
+
+
+@pytest.fixture(scope="session")
+def local_stack(tmp_path_factory: pytest.TempPathFactory, bq_venv: Path) -> Iterator[LocalStack]:
     from stack.resources import ensure_resources  # imports Beam (via pipeline.options): only when asked for
 
-    bq_venv = ensure_bq_venv(DEFAULT_STATE_DIR / "bq-venv")
     problems = check_prerequisites(bq_venv=bq_venv)
     if problems:
         pytest.fail("the local stack cannot start:\n  - " + "\n  - ".join(problems), pytrace=False)

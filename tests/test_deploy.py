@@ -21,8 +21,9 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from deploy import alerts, template
 from pipeline.metrics import METRICS
-from pipeline.options import option_names, supportflow_actions
+from pipeline.options import OPTIONS
 from pipeline.settings import Settings
+from tests.test_option_table import supportflow_actions
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -47,7 +48,7 @@ def test_every_option_is_a_parameter_and_every_parameter_an_option() -> None:
     params = [p["name"] for p in metadata()["parameters"]]
     beam_params = [p["name"] for p in template.BEAM_PARAMETERS]
     assert len(params) == len(set(params))
-    assert set(params) == set(option_names()) | set(beam_params)
+    assert set(params) == set([o.name for o in OPTIONS]) | set(beam_params)
 
 
 def test_metadata_is_a_valid_dataflow_template_metadata() -> None:
@@ -150,15 +151,24 @@ def test_gpu_image_pins_its_stack_exactly() -> None:
         assert pin in text
 
 
-def test_images_copy_every_package_and_the_prompts() -> None:
-    packages = pyproject()["tool"]["setuptools"]["packages"]["find"]["include"]
-    needed = {p.rstrip("*") for p in packages} | {"prompts"}
+def worker_packages() -> set[str]:
+    """The packages a Dataflow worker runs: the layers of .importlinter from pipeline down."""
+    layers = (ROOT / ".importlinter").read_text().split("layers =", 1)[1].split("\n\n", 1)[0]
+    rows = [row.split("|") for row in layers.strip().splitlines()]
+    below = [name.strip() for row in rows[[r[0].strip() for r in rows].index("pipeline") :] for name in row]
+    return set(below)
+
+
+def test_images_copy_the_worker_packages_only() -> None:
+    packages = {p.rstrip("*") for p in pyproject()["tool"]["setuptools"]["packages"]["find"]["include"]}
+    needed = worker_packages()
+    assert needed == {"contract", "prompts", "tools", "agents", "packs", "pipeline"}
     for dockerfile in WORKER_DOCKERFILES:
         copied = set(re.findall(r"^COPY (\w+)/ \1/$", dockerfile.read_text(), re.M))
-        assert needed <= copied, (dockerfile.name, needed - copied)
+        assert copied == needed, (dockerfile.name, copied ^ needed)
         ignore = Path(f"{dockerfile}.dockerignore").read_text()
-        for name in needed:
-            assert f"!{name}/" in ignore, (dockerfile.name, name)
+        for name in packages | {"prompts"}:
+            assert (f"!{name}/" in ignore) is (name in needed), (dockerfile.name, name)
 
 
 def test_launcher_image_runs_the_pipeline_main() -> None:

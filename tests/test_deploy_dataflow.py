@@ -23,7 +23,7 @@ from deploy.transforms import (
     resource_hints_by_transform,
     snapshot,
 )
-from pipeline.options import option_names
+from pipeline.options import OPTIONS
 from pipeline.resource_hints import DEFAULT_GPU_ACCELERATOR, is_inference_step
 from pipeline.settings import AT_LEAST_ONCE_SERVICE_OPTION
 
@@ -92,7 +92,7 @@ def test_gpu_backend_puts_the_accelerator_on_the_inference_step_only(gpu_job: An
     assert agent_others and "Sessions/ParDo(SessionDoFn)" in leaves
     env = job_environment(job)
     assert all(img.container_image == GPU_IMAGE for img in env.worker_pools[0].sdk_harness_container_images)
-    assert settings.uses_gpu
+    assert settings.backend.needs_gpu
 
 
 def test_at_least_once_becomes_the_dataflow_service_option(gpu_job: Any) -> None:
@@ -117,7 +117,7 @@ def test_transform_names_match_the_update_snapshot(cpu_job: Any) -> None:
 def test_template_parameters_are_the_options(cpu_job: Any) -> None:
     job, _ = cpu_job
     params = {p["name"] for p in json.loads(template.METADATA_PATH.read_text())["parameters"]}
-    assert params == set(option_names()) | {p["name"] for p in template.BEAM_PARAMETERS}
+    assert params == set([o.name for o in OPTIONS]) | {p["name"] for p in template.BEAM_PARAMETERS}
     # Every supportflow option reaches the workers with the job (sdk_pipeline_options).
     options = job.options.get_all_options()
-    assert set(option_names()) <= set(options)
+    assert set([o.name for o in OPTIONS]) <= set(options)

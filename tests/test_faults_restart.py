@@ -1,6 +1,6 @@
 """Fault: the pipeline process is SIGKILLed mid-run and started again on the same subscriptions.
 
-What the local runner keeps and loses (``pipeline/local_runner.py``): Beam's direct runner acks a
+What the local runner keeps and loses (``pipeline/local_acks.py``): Beam's direct runner acks a
 Pub/Sub message right after its pull, so a kill used to lose every message pulled but not answered.
 The patched reader holds an inbound message's ack until its reply is read back, so the kill's
 in-flight messages are redelivered to the next process and answered there; replies published but
@@ -28,6 +28,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from google.cloud import pubsub_v1
@@ -35,10 +36,10 @@ from google.pubsub_v1.types import PubsubMessage, PullResponse, ReceivedMessage
 
 from bench.harness import TopicRecorder, check_delivery, check_rejected, dead_letters_of, replies_of
 from contract.messages import AgentReply, DeadLetter, InboundMessage
-from pipeline.local_runner import AckLedger, _PromptPull, settled_keys
+from pipeline.local_acks import AckLedger, PromptPullClient, settled_keys
 from pipeline.options import DEAD_LETTER_TOPIC, HANDOFF_TOPIC, INBOUND_SUBSCRIPTION, INBOUND_TOPIC, REPLY_TOPIC
 from stack.clients import firestore_client
-from stack.emulators import DEFAULT_STATE_DIR, LocalStack, ensure_bq_venv
+from stack.emulators import LocalStack
 from stack.resources import ensure_resources
 from stack.seed import seed_firestore
 from stack.service import PipelineProcess, pipeline_command
@@ -83,10 +84,8 @@ class Rig:
 
 
 @pytest.fixture(scope="module")
-def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
-    stack = LocalStack(
-        state_dir=tmp_path_factory.mktemp("restartstack"), bq_venv=ensure_bq_venv(DEFAULT_STATE_DIR / "bq-venv")
-    ).start()
+def rig(tmp_path_factory: pytest.TempPathFactory, bq_venv: Path) -> Iterator[Rig]:
+    stack = LocalStack(state_dir=tmp_path_factory.mktemp("restartstack"), bq_venv=bq_venv).start()
     recorders: list[TopicRecorder] = []
     try:
         env = stack.apply_env()  # restored by stack.stop()
@@ -257,7 +256,7 @@ def eval_rows_of(rig: Rig, session: str) -> list[dict]:
 def test_a_message_claiming_another_customer_never_reaches_the_session_across_kills(rig: Rig) -> None:
     """The leak this module once missed: B's message in A's session, the pipeline killed and restarted twice."""
     from contract.eval_rows import customer_hash
-    from pipeline.local_runner import LEASE_S
+    from pipeline.local_acks import LEASE_S
 
     db = firestore_client(rig.stack.project)
     a, b = "C0015", "C0016"
@@ -409,7 +408,7 @@ def reply(answers: list[str], ack: str) -> ReceivedMessage:
     return ReceivedMessage(ack_id=ack, message=PubsubMessage(data=r.to_bytes(), attributes={"turn_id": "s#0"}))
 
 
-def read(reader: _PromptPull, client: FakeSubscriber, subscription: str) -> list[str]:
+def read(reader: PromptPullClient, client: FakeSubscriber, subscription: str) -> list[str]:
     """What the runner does: pull, then ack everything the pull returned; returns the emitted ack ids."""
     got = [m.ack_id for m in reader.pull(subscription=subscription, max_messages=10, timeout=1).received_messages]
     if got:
@@ -420,7 +419,7 @@ def read(reader: _PromptPull, client: FakeSubscriber, subscription: str) -> list
 def test_an_inbound_ack_waits_for_its_reply_and_redeliveries_are_dropped() -> None:
     client, ledger = FakeSubscriber(), AckLedger(lease_s=7)
     ledger.configure("in", "mem")
-    reader = _PromptPull(client, ledger)
+    reader = PromptPullClient(client, ledger)
     client.queue[MEMORY] = [reply(["m0"], "r0")]  # a reply the killed predecessor never read back
     client.queue[INBOUND] = [inbound("m1", "a1"), inbound("m0", "a0"), ReceivedMessage(
         ack_id="bad", message=PubsubMessage(data=b"[" * 5000))]  # fmt: skip
@@ -440,7 +439,7 @@ def test_an_inbound_ack_waits_for_its_reply_and_redeliveries_are_dropped() -> No
 def test_a_message_never_answered_is_acked_after_the_max_hold() -> None:
     client, ledger = FakeSubscriber(), AckLedger(max_hold_s=0.0)
     ledger.configure("in", "mem")
-    reader = _PromptPull(client, ledger)
+    reader = PromptPullClient(client, ledger)
     read(reader, client, MEMORY)
     client.queue[INBOUND] = [inbound("m1", "a1")]
     assert read(reader, client, INBOUND) == ["a1"] and "a1" not in client.acked
@@ -451,7 +450,7 @@ def test_a_message_never_answered_is_acked_after_the_max_hold() -> None:
 def test_without_subscriptions_the_runner_acks_on_pull_as_beam_does() -> None:
     client, ledger = FakeSubscriber(), AckLedger()
     ledger.configure(None, None)
-    reader = _PromptPull(client, ledger)
+    reader = PromptPullClient(client, ledger)
     client.queue[INBOUND] = [inbound("m1", "a1")]
     assert read(reader, client, INBOUND) == ["a1"] and client.acked == ["a1"] and ledger.held == 0
 
@@ -469,7 +468,7 @@ def test_dead_letters_settle_held_messages_and_rejected_payloads_by_their_bytes(
     ledger.configure("in", "mem", "projects/p/subscriptions/dl", None)
     ledger._settler = object()  # type: ignore[assignment] - no reader thread: the test reads dead letters itself
     ledger.dead_letters_caught_up = True
-    reader = _PromptPull(client, ledger)
+    reader = PromptPullClient(client, ledger)
     read(reader, client, MEMORY)
     bad = b"\xff\xfe not utf-8 {"
     client.queue[INBOUND] = [inbound("m1", "a1"), ReceivedMessage(ack_id="bad", message=PubsubMessage(data=bad))]
@@ -488,9 +487,67 @@ def test_inbound_waits_for_the_dead_letters_to_be_read_dry() -> None:
     client, ledger = FakeSubscriber(), AckLedger()
     ledger.configure("in", "mem", "projects/p/subscriptions/dl", None)
     ledger._settler = object()  # type: ignore[assignment]
-    reader = _PromptPull(client, ledger)
+    reader = PromptPullClient(client, ledger)
     read(reader, client, MEMORY)
     client.queue[INBOUND] = [inbound("m1", "a1")]
     assert read(reader, client, INBOUND) == [], "inbound pulled before the dead letters were read dry"
     ledger.dead_letters_caught_up = True
     assert read(reader, client, INBOUND) == ["a1"]
+
+
+def test_a_dead_letter_leased_to_a_killed_process_still_settles_its_redelivery(rig: Rig) -> None:
+    """The kill window of issue 26, on the real emulator. The predecessor held an inbound message (leased for
+    ``LEASE_S``), published its dead letter, and its read-back pulled that dead letter; it died before acking
+    either. The dead letter is then leased to a dead process, as long as the inbound message: a successor that
+    reads the dead letters dry without it would emit the redelivery and dead-letter the message a second time."""
+    from pipeline.local_acks import LEASE_S
+
+    run = uuid.uuid4().hex[:8]
+    project = rig.stack.project  # the module's stack (its env is applied): not the session one, which rig would unset
+    publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
+    inbound_topic, dl_topic = (publisher.topic_path(project, f"{name}-{run}") for name in ("once-in", "once-dl"))
+    inbound_sub, settle = (subscriber.subscription_path(project, f"{n}-{run}") for n in ("once-in", "once-settle"))
+    for topic in (inbound_topic, dl_topic):
+        publisher.create_topic(name=topic)
+    subscriber.create_subscription(request={"name": inbound_sub, "topic": inbound_topic})
+    subscriber.create_subscription(request={"name": settle, "topic": dl_topic})
+
+    def ledger() -> AckLedger:
+        made = AckLedger()
+        made.configure(inbound_sub.rsplit("/", 1)[1], f"no-memory-{run}", settle, dl_topic)
+        made.caught_up = True  # the reply memory is not under test
+        return made
+
+    dead = ledger()
+    dead._leaser = dead._settler = object()  # type: ignore[assignment] - a dead process renews and reads nothing
+    dead.dead_letters_caught_up = True
+    msg = InboundMessage(session_id=f"s-{run}", customer_id="C0001", message_id=f"m-{run}", text="hi",
+                         sent_at=datetime.now(UTC))  # fmt: skip
+    publisher.publish(inbound_topic, msg.to_bytes()).result(timeout=30)
+    held: list[ReceivedMessage] = []
+    while not held:
+        held = list(PromptPullClient(subscriber, dead).pull(subscription=inbound_sub, max_messages=10, timeout=5)
+                    .received_messages)  # fmt: skip
+    letter = DeadLetter(stage="CheckSessionOwner", reason="does not match", payload="{}", message_ids=[msg.message_id])
+    publisher.publish(dl_topic, letter.to_bytes()).result(timeout=30)
+    time.sleep(1.0)  # the dead process's read-back pulls it a moment later, and never acks it
+    leased: list[ReceivedMessage] = []
+    while not leased:
+        leased = list(subscriber.pull(subscription=settle, max_messages=10, timeout=5).received_messages)
+
+    successor = ledger()
+    reader = PromptPullClient(pubsub_v1.SubscriberClient(), successor)
+    emitted: list[str] = []
+    try:
+        deadline = time.monotonic() + LEASE_S + 10
+        while time.monotonic() < deadline and not successor.dropped:
+            got = reader.pull(subscription=inbound_sub, max_messages=10, timeout=5).received_messages
+            emitted += [rm.message.message_id for rm in got]
+    finally:
+        successor.close()
+        for sub in (inbound_sub, settle):
+            subscriber.delete_subscription(subscription=sub)
+        for topic in (inbound_topic, dl_topic):
+            publisher.delete_topic(topic=topic)
+    assert emitted == [], "the redelivery of a dead-lettered message was emitted again"
+    assert successor.dropped == 1 and successor.held == 0

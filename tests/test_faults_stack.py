@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from google.cloud import bigquery, pubsub_v1
@@ -23,7 +24,7 @@ from contract.eval_rows import TURNS_TABLE
 from contract.messages import InboundMessage
 from pipeline.options import DEAD_LETTER_TOPIC, EVAL_DATASET, INBOUND_TOPIC, REPLY_TOPIC
 from stack.clients import bigquery_client, firestore_client
-from stack.emulators import DEFAULT_STATE_DIR, FIRESTORE, Emulator, LocalStack, ensure_bq_venv
+from stack.emulators import FIRESTORE, Emulator, LocalStack
 from stack.resources import ensure_resources
 from stack.seed import seed_firestore
 from stack.service import PipelineProcess, pipeline_command
@@ -77,8 +78,7 @@ class Isolated:
 
 
 @pytest.fixture(scope="module")
-def isolated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Isolated]:
-    bq_venv = ensure_bq_venv(DEFAULT_STATE_DIR / "bq-venv")
+def isolated(tmp_path_factory: pytest.TempPathFactory, bq_venv: Path) -> Iterator[Isolated]:
     stack = LocalStack(state_dir=tmp_path_factory.mktemp("faultstack"), bq_venv=bq_venv).start()
     pipeline = None
     recorders: list[TopicRecorder] = []

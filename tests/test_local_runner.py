@@ -1,7 +1,12 @@
 """The local runner's patches (pipeline/local_runner.py): same answers as Beam, computed once; applied in one
-place, undone completely, and refused on another Beam version."""
+place, by the local entry point only, undone completely, and refused when a hook they replace is gone.
+
+The canaries at the end pin down the Beam behaviour each patch works around: one fails when Beam changes it, and
+then the patch is re-checked (and dropped if Beam fixed it)."""
 
 from __future__ import annotations
+
+import inspect
 
 import apache_beam as beam
 import pytest
@@ -106,9 +111,9 @@ def test_dofns_are_reused_across_bundles_with_their_lifecycle(monkeypatch: pytes
     assert len(Lifecycle.SEEN) == 3 and len(set(Lifecycle.SEEN)) == 1, Lifecycle.SEEN
 
 
-def test_another_beam_version_fails_at_start_with_a_clear_message(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(beam, "__version__", "2.78.0")
-    with pytest.raises(local_runner.UnsupportedBeamVersion, match=r"apache-beam 2\.78\.0 .* 2\.77\.x"):
+def test_a_missing_hook_fails_at_start_with_a_clear_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delattr(transform_evaluator._PubSubReadEvaluator, "_get_subscriber_client")
+    with pytest.raises(local_runner.UnsupportedBeamVersion, match=r"_PubSubReadEvaluator\._get_subscriber_client"):
         local_runner.apply_local_runner_patches("in", "mem", environ={})
     assert local_runner.applied_patches() == []  # nothing half-applied
     # The explicit way out: Beam's runner as it is.
@@ -130,7 +135,8 @@ def test_patches_are_applied_in_one_place_and_undone_completely() -> None:
     names = local_runner.apply_local_runner_patches("in", "mem", environ={})
     try:
         assert names == ["prompt-pubsub-pulls", "cached-dofn-specs", "reused-dofns"]
-        assert userstate.get_dofn_specs is not before[2] and local_runner.LEDGER.inbound == "in"
+        acks = local_runner.ledger()
+        assert userstate.get_dofn_specs is not before[2] and acks is not None and acks.inbound == "in"
     finally:
         assert local_runner.undo_local_runner_patches() == names
     after = (
@@ -141,4 +147,46 @@ def test_patches_are_applied_in_one_place_and_undone_completely() -> None:
         core.get_function_args_defaults,
     )
     assert after == before and not hasattr(evaluator, "_supportflow_prompt_pull")
-    assert local_runner.LEDGER.inbound is None and local_runner.applied_patches() == []
+    assert local_runner.ledger() is None and local_runner.applied_patches() == []
+
+
+def test_building_the_pipeline_patches_nothing() -> None:
+    """Only ``python -m pipeline.local_runner`` patches: building a graph in-process (a Dataflow launch, the
+    Flex Template launcher, deploy/transforms.py) leaves Beam as it is."""
+    from pipeline.main import build_pipeline
+
+    before = (userstate.get_dofn_specs, transform_evaluator._ParDoEvaluator.__init__)
+    build_pipeline(["--runner=BundleBasedDirectRunner", "--model_backend=instant"], environ={})
+    assert local_runner.applied_patches() == [] and local_runner.ledger() is None
+    assert (userstate.get_dofn_specs, transform_evaluator._ParDoEvaluator.__init__) == before
+
+
+def test_the_local_stack_runs_the_patched_entry_point() -> None:
+    from stack.service import pipeline_command
+
+    assert pipeline_command("http://127.0.0.1:1", "instant")[1:3] == ["-m", "pipeline.local_runner"]
+
+
+# --- Canaries: Beam still behaves the way each patch works around -------------------------------------------------
+
+
+def test_beam_still_pulls_for_30_s_and_acks_at_once() -> None:
+    """prompt-pubsub-pulls (apache/beam#25442, and Beam's "AutoAck"): when this fails, Beam's reader changed;
+    re-check pipeline/local_runner.py's Pub/Sub patch and pipeline/local_acks.py against it."""
+    source = inspect.getsource(transform_evaluator._PubSubReadEvaluator._read_from_pubsub)
+    assert "max_messages=10, timeout=30" in source
+    pull, ack = source.index(".pull("), source.index(".acknowledge(")
+    assert pull < ack, "Beam no longer acks right after its pull"
+
+
+def test_beam_still_computes_dofn_specs_at_every_bundle() -> None:
+    """cached-dofn-specs: Beam's get_dofn_specs keeps no cache, and a bundle's ParDo evaluator calls it."""
+    assert not hasattr(userstate.get_dofn_specs, "cache_info")
+    assert "get_dofn_specs(dofn)" in inspect.getsource(transform_evaluator._ParDoEvaluator.start_bundle)
+
+
+def test_beam_still_pickles_each_dofn_at_every_bundle() -> None:
+    """reused-dofns: the ParDo evaluator round-trips its DoFn through pickle per bundle unless told not to."""
+    default = inspect.signature(transform_evaluator._ParDoEvaluator.__init__).parameters["perform_dofn_pickle_test"]
+    assert default.default is True
+    assert "pickler.roundtrip(transform.dofn)" in inspect.getsource(transform_evaluator._ParDoEvaluator.start_bundle)

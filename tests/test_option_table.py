@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
+from typing import Any
+
 import pydantic
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -15,15 +18,21 @@ from pipeline.options import (
     SupportflowOptions,
     argv_with_env,
     default,
-    option_names,
-    supportflow_actions,
 )
 from pipeline.settings import Settings, SettingsError
+from pipeline.validation import HTTP_URL_PATTERN, PATTERN_NAMES, PUBSUB_ID_PATTERN, is_pubsub_option, is_url_option
+
+
+def supportflow_actions() -> list[Any]:
+    """The argparse actions SupportflowOptions declares, in table order."""
+    parser = argparse.ArgumentParser(add_help=False)
+    SupportflowOptions._add_argparse_args(parser)
+    return [a for a in parser._actions if a.option_strings]
 
 
 def test_the_beam_options_are_generated_from_the_table() -> None:
     actions = {a.dest: a for a in supportflow_actions()}
-    assert list(actions) == option_names()
+    assert list(actions) == [o.name for o in OPTIONS]
     for o in OPTIONS:
         a = actions[o.name]
         assert (a.default, a.help, tuple(a.choices) if a.choices else None) == (o.default, o.help, o.choices), o.name
@@ -53,6 +62,15 @@ def test_a_value_of_the_wrong_type_given_programmatically_is_reported() -> None:
     assert len(err.value.problems) == 1 and err.value.problems[0].startswith("--max_agent_steps='many'")
 
 
+def test_every_pubsub_and_url_option_names_its_pattern() -> None:
+    for o in OPTIONS:
+        if is_pubsub_option(o.name):
+            assert o.pattern == PUBSUB_ID_PATTERN, o.name
+        if is_url_option(o.name):
+            assert o.pattern == HTTP_URL_PATTERN, o.name
+        assert o.pattern is None or o.pattern in PATTERN_NAMES, o.name
+
+
 def test_environment_variables_come_from_the_table() -> None:
     env = {o.env: str(o.default) for o in OPTIONS if o.default is not None}
     argv, applied = argv_with_env([], env)
@@ -61,7 +79,7 @@ def test_environment_variables_come_from_the_table() -> None:
 
 
 def test_every_option_a_backend_reads_is_in_the_table() -> None:
-    names = set(option_names())
+    names = set([o.name for o in OPTIONS])
     for backend in registry.REGISTRY.values():
         assert "model_max_tokens" in backend.options, backend.name
         assert set(backend.options) <= names, (backend.name, set(backend.options) - names)

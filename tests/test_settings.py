@@ -8,7 +8,7 @@ from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOpt
 from apache_beam.portability.common_urns import resource_hints as hint_urns
 
 import pipeline.options as options_module
-from pipeline.options import argv_with_env, option_names
+from pipeline.options import OPTIONS, argv_with_env
 from pipeline.resource_hints import (
     DEFAULT_GPU_ACCELERATOR,
     DEFAULT_GPU_MIN_RAM,
@@ -61,7 +61,7 @@ def test_local_defaults_are_valid() -> None:
     s = settings()
     assert s.runner == "BundleBasedDirectRunner" and not s.on_dataflow and s.streaming
     assert s.project == options_module.DEFAULT_PROJECT
-    assert s.model_backend == "smollm2" and not s.uses_gpu
+    assert s.model_backend == "smollm2" and not s.backend.needs_gpu
     assert s.delivery_mode == "exactly_once" and not s.at_least_once
     assert inference_resource_hints(s) == {}
     assert s.session.quiet_window_s == 1.5 and s.session.max_hold_s == 6.0
@@ -82,7 +82,7 @@ def test_the_local_stack_command_line_is_valid() -> None:
 
 
 def test_missing_topic() -> None:
-    assert one_problem("--reply_topic=") == "--reply_topic is missing: Pub/Sub topic id (the replies) is required"
+    assert one_problem("--reply_topic=") == "--reply_topic is missing: a Pub/Sub topic id is required"
 
 
 def test_missing_subscription() -> None:
@@ -116,8 +116,7 @@ def test_unknown_backend_given_programmatically() -> None:
     with pytest.raises(SettingsError) as err:
         Settings.from_options(PipelineOptions([], streaming=True, model_backend="llama"), environ={})
     assert err.value.problems == [
-        "--model_backend='llama' is not a model backend; "
-        "choose one of ['smollm2', 'instant', 'gemini', 'gemma', 'gemma_vllm']"
+        "--model_backend='llama' is not one of ['smollm2', 'instant', 'gemini', 'gemma', 'gemma_vllm']"
     ]
 
 
@@ -172,11 +171,24 @@ def test_every_problem_is_reported_at_once() -> None:
     assert text.startswith("invalid supportflow settings:\n  - --reply_topic is missing")
 
 
-def test_bigtable_names_checked_only_when_bigtable_is_the_store() -> None:
-    settings("--bigtable_instance=X")
-    assert "--bigtable_instance='X' is not a valid Bigtable instance id" in one_problem(
-        "--context_store=bigtable", "--bigtable_instance=X"
-    )
+def test_a_rule_between_options_waits_for_both_to_be_valid() -> None:
+    # One bad value, one problem: the quiet window out of range is not also "longer than the max hold".
+    assert one_problem("--quiet_window_s=9000") == "--quiet_window_s=9000 is out of range [0.05, 600]"
+    assert one_problem("--model_batch_wait_s=0") == "--model_batch_wait_s=0 is out of range [0.001, 60]"
+
+
+def test_blank_optional_texts_are_unset_and_devices_are_checked() -> None:
+    s = settings("--inference_min_ram=  ", "--gemini_base_url=")
+    assert s.inference_min_ram is None and s.gemini_base_url is None
+    assert one_problem("--model_device=tpu") == "--model_device='tpu' is not a valid device (auto, cpu, cuda or cuda:N)"
+    assert settings("--model_device=cuda:1").model_device == "cuda:1"
+
+
+def test_bigtable_names_are_checked_as_the_flex_template_checks_them() -> None:
+    # Whatever the store: the template's regexes reject a bad name for every store, and so do the settings.
+    for store in ("firestore", "bigtable"):
+        problem = one_problem(f"--context_store={store}", "--bigtable_instance=X")
+        assert problem == "--bigtable_instance='X' is not a valid Bigtable instance id"
 
 
 # --- Dataflow ---------------------------------------------------------------------------------
@@ -246,7 +258,7 @@ def test_the_streaming_mode_is_chosen_in_one_place() -> None:
 
 def test_gpu_backend_gets_an_l4_and_memory_on_the_inference_step_only(gpu_backend: str) -> None:
     s = settings(f"--model_backend={gpu_backend}")
-    assert s.uses_gpu
+    assert s.backend.needs_gpu
     assert inference_resource_hints(s) == {"accelerator": DEFAULT_GPU_ACCELERATOR, "min_ram": DEFAULT_GPU_MIN_RAM}
     s = settings(f"--model_backend={gpu_backend}", "--inference_accelerator=type:nvidia-tesla-t4;count:2")
     assert inference_resource_hints(s)["accelerator"] == "type:nvidia-tesla-t4;count:2"
@@ -331,9 +343,9 @@ def test_main_reads_the_environment_and_reports_it(monkeypatch: pytest.MonkeyPat
 
 
 def test_every_option_has_an_environment_variable() -> None:
-    env = {f"SUPPORTFLOW_{name.upper()}": "x" for name in option_names()}
+    env = {f"SUPPORTFLOW_{name.upper()}": "x" for name in [o.name for o in OPTIONS]}
     _, applied = argv_with_env([], env)
-    assert applied == option_names()
+    assert applied == [o.name for o in OPTIONS]
 
 
 def test_main_exits_with_the_problems(capsys: pytest.CaptureFixture[str]) -> None:

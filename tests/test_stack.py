@@ -64,8 +64,8 @@ BQ_VENV = DEFAULT_STATE_DIR / "bq-venv"
 # -- preflight: no emulator is started by these --------------------------------------------------------------------
 
 
-def test_prerequisites_are_present() -> None:
-    assert check_prerequisites(bq_venv=BQ_VENV) == []
+def test_prerequisites_are_present(bq_venv: Path) -> None:
+    assert check_prerequisites(bq_venv=bq_venv) == []
 
 
 def test_missing_emulator_binary_is_named(tmp_path: Path) -> None:
@@ -76,12 +76,12 @@ def test_missing_emulator_binary_is_named(tmp_path: Path) -> None:
     assert not (tmp_path / "state" / "logs").exists()  # refused before launching anything
 
 
-def test_missing_java_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_java_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bq_venv: Path) -> None:
     with pytest.raises(StackError, match="java not found .*no-such-java"):
-        LocalStack(state_dir=tmp_path, bq_venv=BQ_VENV, java="no-such-java").start()
+        LocalStack(state_dir=tmp_path, bq_venv=bq_venv, java="no-such-java").start()
     monkeypatch.delenv("JAVA_HOME", raising=False)
     monkeypatch.setenv("PATH", str(tmp_path))  # an empty directory: no java on PATH
-    problems = check_prerequisites(bq_venv=BQ_VENV)
+    problems = check_prerequisites(bq_venv=bq_venv)
     assert len(problems) == 1 and problems[0].startswith("java not found")
 
 
@@ -378,10 +378,10 @@ class _Up:
 
 
 @pytest.mark.timeout(600)
-def test_a_second_stack_beside_a_first_gets_its_own_ports_page_and_logs(tmp_path: Path) -> None:
+def test_a_second_stack_beside_a_first_gets_its_own_ports_page_and_logs(tmp_path: Path, bq_venv: Path) -> None:
     state = tmp_path / "state"
     state.mkdir()
-    (state / "bq-venv").symlink_to(BQ_VENV)  # the built one: no minute-long venv build in a test
+    (state / "bq-venv").symlink_to(bq_venv)  # the built one: no minute-long venv build in a test
     first_port = free_port()
     first = _Up(state, "--web-port", str(first_port))
     second = taken = None

@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
 from contract.tool_calls import ToolCall
@@ -28,7 +29,7 @@ from tools import policy
 from tools.packs import load_pack
 from tools.policies import default_policy
 from tools.registry import FirestoreToolExecutor, ToolResult, openai_function
-from tools.scope import AUDIT, REFUNDS, RETURNS, ToolContext, plain
+from tools.scope import AUDIT, REFUNDS, RETURNS, ToolContext, is_transient, plain
 from tools.toolbox import tool_declarations
 
 STATUS_OF = {1: "placed", 2: "shipped", 3: "delayed", 4: "delivered", 5: "returned", 6: "refunded"}
@@ -334,6 +335,38 @@ def test_concurrent_replays_still_refund_once(db: firestore.Client, executor: Fi
     assert len(docs(db, cid, REFUNDS)) == 1
     [audit] = docs(db, cid, AUDIT)
     assert audit["replays"] == 3
+
+
+@pytest.mark.parametrize("round_", range(3))
+def test_many_concurrent_replays_all_settle_on_the_one_stored_result(
+    db: firestore.Client, executor: FirestoreToolExecutor, round_: int
+) -> None:
+    """Twelve replays at once, three times: Firestore's transaction wrapper gives up on a contended commit with
+    a ValueError (and the emulator with "409 Transaction lock timeout"); each is retried, none is raised."""
+    cid = clone_customer(db, 5)
+    oid = order_id(cid, len(build_customer(5).orders))
+    ctx = ctx_for(cid)
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        results = list(
+            pool.map(lambda _: run(executor, ctx, "start_refund_or_return", order_id=oid, kind="refund"), range(12))
+        )
+    assert {r.status for r in results} == {"done"} and len({r.content["refund_id"] for r in results}) == 1
+    assert sum(not r.replayed for r in results) == 1
+    assert len(docs(db, cid, REFUNDS)) == 1
+    [audit] = docs(db, cid, AUDIT)
+    assert audit["replays"] == 11
+
+
+def test_a_transaction_given_up_on_contention_is_transient() -> None:
+    try:
+        try:
+            raise gexc.Aborted("contention")
+        except gexc.Aborted as exc:
+            raise ValueError("Failed to commit transaction in 5 attempts.") from exc
+    except ValueError as given_up:
+        assert is_transient(given_up)
+    assert is_transient(gexc.Conflict("Transaction lock timeout"))
+    assert not is_transient(ValueError("a bug")) and not is_transient(KeyError("x"))
 
 
 def test_refund_denied_by_policy_writes_nothing_but_the_audit(

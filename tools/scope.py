@@ -36,7 +36,7 @@ from typing import Any
 
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
-from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
+from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from tools.policies import ShopPolicy, default_policy
 
@@ -62,10 +62,17 @@ TRANSIENT = (
     gexc.Conflict,  # the emulator's "409 Transaction lock timeout"
 )
 
+
+def is_transient(exc: BaseException) -> bool:
+    """A transient error, also when Firestore's transaction wrapper gave up on one: after its last attempt
+    it raises ``ValueError("Failed to commit transaction in N attempts")`` from the last ``Aborted``."""
+    return isinstance(exc, TRANSIENT) or (isinstance(exc, ValueError) and isinstance(exc.__cause__, TRANSIENT))
+
+
 _store_retry = retry(
-    retry=retry_if_exception_type(TRANSIENT),
+    retry=retry_if_exception(is_transient),
     wait=wait_exponential_jitter(initial=0.05, max=1.0),
-    stop=stop_after_attempt(4),
+    stop=stop_after_attempt(6),
     reraise=True,
 )
 
@@ -236,15 +243,21 @@ class CustomerScope:
         """
         aid = action_id(self.ctx, tool, key)
         audit_ref = self.customer_ref.collection(AUDIT).document(aid)
+        replay = {"replays": firestore.Increment(1), "last_replay_at": firestore.SERVER_TIMESTAMP}
+
+        # A replay of a settled action needs no transaction: the record is final, and the counter is a server-side
+        # increment. Concurrent replays then contend only while the action is being decided.
+        snap = audit_ref.get(timeout=self._timeout)
+        if snap.exists:
+            audit_ref.update(replay, timeout=self._timeout)
+            return ActionResult(dict((snap.to_dict() or {}).get("result") or {}), aid, replayed=True)
 
         @firestore.transactional
         def txn(transaction: firestore.Transaction) -> ActionResult:
             snap = audit_ref.get(transaction=transaction)
             if snap.exists:
                 stored = snap.to_dict() or {}
-                transaction.update(
-                    audit_ref, {"replays": firestore.Increment(1), "last_replay_at": firestore.SERVER_TIMESTAMP}
-                )
+                transaction.update(audit_ref, replay)
                 return ActionResult(dict(stored.get("result") or {}), aid, replayed=True)
             result = body(transaction, aid)
             transaction.create(

@@ -7,4 +7,10 @@
 - ``transform``: ``EnrichCustomerContext``, Turn -> Row -> Enrichment -> EnrichedTurn
 
 Flags, bounds and the Bigtable row layout are ``contract.context_layout``: tools and the stack share them.
+
+Rule for a missing context (documented in docs/context.md): the turn always goes on.
+An unknown customer gets ``customer_unknown``; a store that stays down or slow after the retries gets
+``context_unavailable``; documents of the wrong shape are dropped and the turn gets ``context_malformed``.
+The agent sees the flag (and says it cannot look things up), and the eval row records it. Nothing is
+dead-lettered here, because a reply without context beats no reply.
 """
