@@ -46,6 +46,8 @@ TOOLS = {
     "handoff_to_human": (False, True),
 }
 
+pytestmark = pytest.mark.e2e  # real MCP server processes, killed, slowed and restarted: the stack lane
+
 
 def _server_command(db: Path, *extra: str) -> tuple[str, ...]:
     return (sys.executable, "-m", "packs.telco.mcp_server", "--db", str(db), *extra)

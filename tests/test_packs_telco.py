@@ -29,6 +29,8 @@ from tools.toolbox import Toolbox
 
 T0 = datetime(2026, 11, 20, 11, 59, tzinfo=UTC)
 
+pytestmark = pytest.mark.e2e  # SmolLM2 and the telco MCP server process: the stack lane
+
 
 @pytest.fixture(scope="module")
 def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Toolbox]:
