@@ -145,7 +145,7 @@ class ChatPage:
 
     def start(self, customer: str) -> str:
         self.page.goto(f"{self.base}/?customer={customer}")
-        self.page.wait_for_selector(f"#customer option[value={customer}]", state="attached")
+        self.page.wait_for_selector(f'#customer option[value="{customer}"]', state="attached")
         assert self.page.input_value("#customer") == customer
         self.page.click("#start-btn")
         self.wait_connected()
