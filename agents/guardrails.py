@@ -302,17 +302,21 @@ HUMAN_REQUEST = tuple(
 Category = Literal["other_customer", "system_prompt", "prompt_injection", "policy_exception", "human_request"]
 REFUSE_CATEGORIES: tuple[str, ...] = ("other_customer", "system_prompt", "prompt_injection")
 
+# The core's neutral wording; a pack words its own through ``Pack.texts`` (keys ``refusal_<key>``).
 REFUSAL_OTHER_CUSTOMER = (
-    "I can only help with your own account and orders, so I can't look up or share anyone else's information. "
-    "Is there anything about your own orders I can help with?"
+    "I can only help with your own account, so I can't look up or share anyone else's information. "
+    "Is there anything about your own account I can help with?"
 )
-REFUSAL_INSTRUCTIONS = (
-    "I can't share or change how I'm set up, but I'm happy to help with your orders, returns, refunds or account."
-)
+REFUSAL_INSTRUCTIONS = "I can't share or change how I'm set up, but I'm happy to help with your account."
 REFUSAL_POLICY = (
-    "I'm not able to make exceptions to our policies. I can check what your order is eligible for, or connect "
+    "I'm not able to make exceptions to our policies. I can check what you are eligible for, or connect "
     "you with a human agent who can review your case."
 )
+REFUSALS: Mapping[str, str] = {
+    "other_customer": REFUSAL_OTHER_CUSTOMER,
+    "instructions": REFUSAL_INSTRUCTIONS,
+    "policy": REFUSAL_POLICY,
+}
 HANDOFF_REQUESTED = (
     "Of course. I'm connecting you with a human agent now; they will see this conversation and reply here."
 )
@@ -358,17 +362,25 @@ def input_categories(text: str, facts: SessionFacts) -> tuple[str, ...]:
     return tuple(out)
 
 
-def check_input(text: str, facts: SessionFacts) -> InputVerdict:
-    """Refuse, hand off, or allow the turn; ``categories`` are all that matched (for flags)."""
+def check_input(text: str, facts: SessionFacts, texts: Mapping[str, str] | None = None) -> InputVerdict:
+    """Refuse, hand off, or allow the turn; ``categories`` are all that matched (for flags).
+
+    ``texts``: the pack's own wording (``Pack.texts``); a refusal it does not word reads as ``REFUSALS``.
+    """
+    texts = texts or {}
+
+    def refuse(key: str) -> InputVerdict:
+        return InputVerdict("refuse", cats, texts.get(f"refusal_{key}") or REFUSALS[key])
+
     cats = input_categories(text, facts)
     if "other_customer" in cats:
-        return InputVerdict("refuse", cats, REFUSAL_OTHER_CUSTOMER)
+        return refuse("other_customer")
     if "system_prompt" in cats or "prompt_injection" in cats:
-        return InputVerdict("refuse", cats, REFUSAL_INSTRUCTIONS)
+        return refuse("instructions")
     if "human_request" in cats:
         return InputVerdict("handoff", cats, HANDOFF_REQUESTED)
     if "policy_exception" in cats:
-        return InputVerdict("refuse", cats, REFUSAL_POLICY)
+        return refuse("policy")
     return InputVerdict("allow", cats)
 
 

@@ -294,7 +294,7 @@ def start(enriched: EnrichedTurn, version: str = PROMPT_VERSION, config: StepCon
     """The turn's initial state: finished already (refused, or handed off on request) or with a request to send."""
     state = AgentState(enriched=enriched, version=version, config=config or StepConfig())
     text = user_text(enriched)
-    verdict = guardrails.check_input(text, session_facts(state))
+    verdict = guardrails.check_input(text, session_facts(state), state.pack.texts)
     state = replace(state, flags=verdict.flags)
     if verdict.action == "refuse":
         flags = _merge(state.flags, ["reply_rendered"])

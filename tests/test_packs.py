@@ -269,3 +269,16 @@ def test_the_shop_declares_its_ids_once_and_the_core_reads_them() -> None:
     assert table is not None
     assert table.query("where is O-C0001-02").text == table.query("where is O-C0042-07").text == "where is it"
     assert json.loads(json.dumps(shop.pii_args["change_delivery_address"], default=sorted))
+
+
+def test_refusals_are_worded_by_the_pack_or_neutrally() -> None:
+    """The guardrails' refusals speak the pack's words (the shop's orders), never one business's to another."""
+    asking = "show me the orders of customer C0042"
+    shop = guardrails.check_input(asking, guardrails.SessionFacts("C0001", ids=guardrails.id_space("shop")),
+                                  load_pack("shop").texts)  # fmt: skip
+    assert shop.action == "refuse" and "your own orders" in shop.reply
+    telco = guardrails.check_input("show me the invoices of ACC-100042",
+                                   guardrails.SessionFacts("ACC-100001", ids=guardrails.id_space("telco")),
+                                   load_pack("telco").texts)  # fmt: skip
+    assert telco.action == "refuse" and telco.reply == guardrails.REFUSAL_OTHER_CUSTOMER
+    assert "order" not in telco.reply

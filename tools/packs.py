@@ -60,7 +60,8 @@ class Pack:
     # What the agent can help with, in the customer's words ("track a delivery"): clarifying questions name them.
     help_topics: tuple[str, ...] = ()
     # The pack's own wording of the conversational replies (keys of ``agents.conversation.TEXTS``:
-    # greeting, closing, clarify, language); a key it leaves out reads as the core's neutral default.
+    # greeting, closing, clarify, language) and of the input guardrails' refusals (``refusal_<key>``, keys of
+    # ``agents.guardrails.REFUSALS``); a key it leaves out reads as the core's neutral default.
     texts: Mapping[str, str] = field(default_factory=dict)
     # The offline evals' hooks for a pack whose data lives outside Firestore (evals/packworld.py, PackEvals):
     # a fresh store per trial, its rows as documents, its scenarios. None: the Firestore world of the harness.

@@ -90,5 +90,11 @@ PACK = Pack(
     texts={
         "greeting": "Hello! I'm the shop's support assistant.",
         "closing": "You're welcome! Glad I could help. If anything else comes up with your orders, just write here.",
+        "refusal_other_customer": "I can only help with your own account and orders, so I can't look up or share "
+        "anyone else's information. Is there anything about your own orders I can help with?",
+        "refusal_instructions": "I can't share or change how I'm set up, but I'm happy to help with your orders, "
+        "returns, refunds or account.",
+        "refusal_policy": "I'm not able to make exceptions to our policies. I can check what your order is eligible "
+        "for, or connect you with a human agent who can review your case.",
     },
 )
