@@ -33,11 +33,11 @@ from pydantic import Field, StringConstraints, ValidationError, field_validator
 
 from contract.messages import (
     MAX_TEXT_CHARS,
-    SUPPORTED_VERSIONS,
     ContractError,
     Id,
     _explain,
     _Wire,
+    known_version,
     utc_now,
 )
 
@@ -62,12 +62,7 @@ class ReplyDelta(_Wire):
     reason: Annotated[str, StringConstraints(max_length=200)] = ""
     created_at: datetime = Field(default_factory=utc_now)
 
-    @field_validator("schema_version")
-    @classmethod
-    def _known_version(cls, v: int) -> int:
-        if v not in SUPPORTED_VERSIONS:
-            raise ValueError(f"unsupported schema_version {v}")
-        return v
+    _known_version = field_validator("schema_version")(known_version)
 
     @property
     def key(self) -> tuple[str, int]:

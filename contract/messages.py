@@ -66,6 +66,13 @@ def bound_to_server_clock(client_time: datetime, server_time: datetime | None) -
     return min(max(client_time, server_time - bound), server_time + bound)
 
 
+def known_version(v: int) -> int:
+    """A message's ``schema_version`` check (every versioned wire model uses this one)."""
+    if v not in SUPPORTED_VERSIONS:
+        raise ValueError(f"unsupported schema_version {v}; supported: {sorted(SUPPORTED_VERSIONS)}")
+    return v
+
+
 class _Wire(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore", strict=False)
 
@@ -113,12 +120,7 @@ class InboundMessage(_Wire):
         """``sent_at`` clamped to within ``MAX_CLOCK_SKEW_S`` of ``received_at``: safe to compare with server times."""
         return bound_to_server_clock(self.sent_at, self.received_at)
 
-    @field_validator("schema_version")
-    @classmethod
-    def _known_version(cls, v: int) -> int:
-        if v not in SUPPORTED_VERSIONS:
-            raise ValueError(f"unsupported schema_version {v}; supported: {sorted(SUPPORTED_VERSIONS)}")
-        return v
+    _known_version = field_validator("schema_version")(known_version)
 
 
 class ReplyKind(StrEnum):
@@ -157,12 +159,7 @@ class AgentReply(_Wire):
     timings: TurnTimings = Field(default_factory=TurnTimings)
     created_at: datetime = Field(default_factory=utc_now)
 
-    @field_validator("schema_version")
-    @classmethod
-    def _known_version(cls, v: int) -> int:
-        if v not in SUPPORTED_VERSIONS:
-            raise ValueError(f"unsupported schema_version {v}")
-        return v
+    _known_version = field_validator("schema_version")(known_version)
 
 
 class DeadLetter(_Wire):
