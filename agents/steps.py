@@ -368,8 +368,7 @@ def _run_tools(state: AgentState, response: ModelResponse, executor: ToolExecuto
             result = _skipped(call, "step limit reached")
         elif (stopped := _unrequested(state, call)) is not None:
             result = stopped
-            flags.append(FLAG_ACTION_THIRD_PARTY if result.content["reason"] == "third_party" else
-                         FLAG_ACTION_NOT_REQUESTED)  # fmt: skip
+            flags.append(_stop_flag(stopped))
         else:
             result = executor.execute(ctx, call)
         tools_ms += result.ms
@@ -653,14 +652,11 @@ def _route_call(
     state: AgentState, response: ModelResponse, tool: str, presets: dict[str, Any], executor: ToolExecutor
 ) -> AgentState:
     [decl] = tool_declarations([tool], state.config.pack)
-    if _consent(state, tool, presets) != consent.Consent.REQUESTED:
+    stopped = _unrequested(state, ToolCall(f"call_{state.step}_{len(state.tool_calls)}", tool, json.dumps(presets)))
+    if stopped is not None:
         # A route that lands on an action the customer did not ask for offers it instead of acting:
         # nothing is decoded or run (the same gate stands in front of every executed call).
-        call = ToolCall(f"call_{state.step}_{len(state.tool_calls)}", tool, json.dumps(presets))
-        stopped = _unrequested(state, call)
-        assert stopped is not None
-        flag = FLAG_ACTION_THIRD_PARTY if stopped.content["reason"] == "third_party" else FLAG_ACTION_NOT_REQUESTED
-        state = replace(state, flags=_merge(state.flags, [flag]))
+        state = replace(state, flags=_merge(state.flags, [_stop_flag(stopped)]))
         offer = replies.render(state.pack, [(tool, stopped.content)])
         if stopped.content["reason"] != "third_party" and state.passages:
             # The policy behind the offer, quoted from the article it comes from ("report it within 14 days").
@@ -754,6 +750,11 @@ def _consent(state: AgentState, tool: str, arguments: Mapping[str, Any]) -> cons
         return consent.Consent.REQUESTED
     agent_said = next((e.text for e in reversed(state.enriched.turn.history) if e.role == Role.AGENT), "")
     return consent.judge(user_text(state.enriched), action, agent_said)
+
+
+def _stop_flag(stopped: ToolResult) -> str:
+    """The eval-row flag of a call the consent gate stopped."""
+    return FLAG_ACTION_THIRD_PARTY if stopped.content["reason"] == "third_party" else FLAG_ACTION_NOT_REQUESTED
 
 
 def _unrequested(state: AgentState, call: ToolCall) -> ToolResult | None:
