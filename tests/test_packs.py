@@ -22,6 +22,7 @@ import yaml
 from google.cloud import firestore
 
 from agents import guardrails, routing
+from agents.backends import registry
 from agents.model import ModelRequest, ModelResponse
 from agents.routes import load_routes
 from agents.steps import StepConfig, advance, start
@@ -32,6 +33,8 @@ from tests.test_tools import clone_customer, context_of, delete_clones
 from tools.packs import PACK_PATH_ENV, PackError, available_packs, load_pack
 from tools.registry import FirestoreToolExecutor
 from tools.toolbox import tool_declarations
+
+VERSION = registry.get("smollm2").prompt_version  # the routed small model's prompt version
 
 
 def _all_packs() -> list[str]:
@@ -49,10 +52,8 @@ def _loads(name: str) -> bool:
 @pytest.mark.parametrize("name", _all_packs())
 def test_every_tool_declares_every_fact(name: str) -> None:
     pack = load_pack(name)
-    routes = load_routes(pack.routes_version, name) if pack.routes_version else None
-    routed = set()
-    if routes is not None:
-        routed = {r.tool for r in routes.routes.values()} | {r.then.tool for r in routes.routes.values() if r.then}
+    versions = sorted(p.stem for p in (pack.root / "routes").glob("*.yaml"))
+    tables = [t for t in (load_routes(v, name) for v in versions) if t is not None]
     for spec in pack.tools:
         assert len(spec.description) >= 20, spec.name
         assert spec.effect in ("reads", "changes")
@@ -64,12 +65,14 @@ def test_every_tool_declares_every_fact(name: str) -> None:
                 assert action.claim_words or not action.consent
         assert {*spec.text_args, *spec.span_args} <= spec.pii_args
         assert set(spec.id_args.values()) <= set(pack.ids)
-        # The core's answer route (agents.retrieval over Pack.help_articles) stands in for a pack's
-        # article search: a read tool that takes only the customer's words.
-        searches = bool(spec.text_args) and not spec.id_args and not spec.changes_data
-        answered = routes is not None and "answer" in routed and pack.help_articles is not None
-        if routes is not None and not (searches and answered):
-            assert spec.name in routed, f"{spec.name}: no route or follow-up reaches it"
+        for routes in tables:
+            routed = {r.tool for r in routes.routes.values()} | {r.then.tool for r in routes.routes.values() if r.then}
+            # The core's answer route (agents.retrieval over Pack.help_articles) stands in for a pack's
+            # article search: a read tool that takes only the customer's words.
+            searches = bool(spec.text_args) and not spec.id_args and not spec.changes_data
+            answered = "answer" in routed and pack.help_articles is not None
+            if not (searches and answered):
+                assert spec.name in routed, f"{routes.version}: {spec.name}: no route or follow-up reaches it"
     assert pack.customer_id.regex.fullmatch(pack.customer_id.example)
 
 
@@ -174,9 +177,9 @@ def subs_pack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     (folder / "routes").mkdir(parents=True)
     (folder / "__init__.py").write_text(NEW_PACK)
     shop = load_pack("shop")
-    table = yaml.safe_load((shop.root / "routes" / f"{shop.routes_version}.yaml").read_text())
+    table = yaml.safe_load((shop.root / "routes" / f"{VERSION}.yaml").read_text())
     table["routes"].append(SUBSCRIPTION_ROUTE)
-    (folder / "routes" / f"{shop.routes_version}.yaml").write_text(yaml.safe_dump(table))
+    (folder / "routes" / f"{VERSION}.yaml").write_text(yaml.safe_dump(table))
     monkeypatch.setenv(PACK_PATH_ENV, str(tmp_path))
     load_pack.cache_clear()
     load_routes.cache_clear()
@@ -224,7 +227,7 @@ def test_a_tool_added_in_a_pack_is_declared_routed_narrowed_run_rendered_and_gua
     names = [d["name"] for d in tool_declarations(pack=subs_pack)]
     assert names[-1] == "cancel_subscription" and "cancel_subscription" in pack.mutating_tools
     # Routed: the new route wins for a request in the customer's words.
-    table = load_routes(pack.routes_version, subs_pack)
+    table = load_routes(VERSION, subs_pack)
     assert table is not None
     cid = clone_customer(db, 1)
     order = context_of(db, cid)["orders"][0]["order_id"]
@@ -234,7 +237,7 @@ def test_a_tool_added_in_a_pack_is_declared_routed_narrowed_run_rendered_and_gua
 
     # Narrowed, run, rendered and guarded: one constrained turn, the router's answer scripted from the rank.
     executor = FirestoreToolExecutor(db, pack=pack, clock=lambda: REFERENCE_TIME)
-    state = start(_enriched(db, cid, text), pack.routes_version, StepConfig(tool_mode="constrained", pack=subs_pack))
+    state = start(_enriched(db, cid, text), VERSION, StepConfig(tool_mode="constrained", pack=subs_pack))
     while not state.done:
         state = pickle.loads(pickle.dumps(state))
         request: ModelRequest = state.request
@@ -252,7 +255,7 @@ def test_a_tool_added_in_a_pack_is_declared_routed_narrowed_run_rendered_and_gua
     verdict = guardrails.check_output("I've cancelled your subscription.", facts)
     assert not verdict.ok and "unbacked_promise" in verdict.categories
     # ... and a message that only mentions it asks for nothing (the consent gate reads the pack's words).
-    asked = start(_enriched(db, cid, "do my orders have a subscription?"), pack.routes_version,
+    asked = start(_enriched(db, cid, "do my orders have a subscription?"), VERSION,
                   StepConfig(tool_mode="constrained", pack=subs_pack))  # fmt: skip
     forced = advance(asked, ModelResponse(text="", route=(("subscription", 1.0),), model="scripted"), executor)
     assert not forced.actions and "action_not_requested" in forced.flags
@@ -265,7 +268,7 @@ def test_the_shop_declares_its_ids_once_and_the_core_reads_them() -> None:
     assert guardrails.foreign_ids("order O-C0002-01 and C0003", facts) == ["C0003", "O-C0002-01"]
     assert guardrails.foreign_ids("order O-C0001-01", facts) == []
     # Masked for routing by the pack's formats: two requests naming different ids route alike.
-    table = load_routes(shop.routes_version, "shop")
+    table = load_routes(VERSION, "shop")
     assert table is not None
     assert table.query("where is O-C0001-02").text == table.query("where is O-C0042-07").text == "where is it"
     assert json.loads(json.dumps(shop.pii_args["change_delivery_address"], default=sorted))

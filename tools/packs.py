@@ -44,7 +44,6 @@ class Pack:
     tools: tuple[ToolSpec, ...]
     id_formats: tuple[IdFormat, ...]
     root: Path  # the pack's folder: routes, prompts, scenarios
-    routes_version: str = ""  # the route table small models route by (``<root>/routes/<version>.yaml``)
     policy: Any = None  # the pack's policy object (for prompts' digests and the tools' verdicts)
     # Writes the first N customers' seed data to Firestore for the local stack: seed(client, N) -> count seeded.
     seed: Callable[..., Any] | None = None

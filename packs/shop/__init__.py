@@ -73,7 +73,6 @@ PACK = Pack(
         IdFormat("reference", r"(?:RMA|R|H|T)-[0-9A-F]{10,16}", "R-0123456789AB", minted=True),
     ),
     root=Path(__file__).parent,
-    routes_version="support_tools_v2",
     policy=_POLICY,
     context_actions=_done_in_context,
     validate=_verdicts_agree_with_the_article,

@@ -106,7 +106,6 @@ PACK = Pack(
         IdFormat("reference", r"(?:DP|SIM|TKT)-[0-9A-F]{10}|H-[0-9A-F]{12}", "DP-0123456789", minted=True),
     ),
     root=ROOT,
-    routes_version="support_tools_v2",
     help_topics=(
         "your plan and the data you have left",
         "your invoices and why a bill changed",
