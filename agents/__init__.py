@@ -1,1 +1,1 @@
-"""The agent: prompt building, model backends and reply assembly (see ``agents.model``)."""
+"""The agent: prompt building, model backends and reply assembly (see ``agents.model_io``)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from agents.routing import content_words
+from agents.embedding_router import content_words
 from tools.packs import Pack
 
 TEXTS: dict[str, str] = {

@@ -23,7 +23,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from agents.routing import content_words
+from agents.embedding_router import content_words
 
 SUPPORT = 0.6  # share of a stating sentence's content words that must occur in the sources
 MIN_UNSUPPORTED = 2  # a single unsourced word is a paraphrase ("on its way"), not a claim

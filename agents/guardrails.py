@@ -52,7 +52,6 @@ from tools.packs import DEFAULT_PACK, load_pack
 # ---------------------------------------------------------------------------
 
 
-
 @dataclass(frozen=True)
 class IdSpace:
     """The business's id formats and action words, compiled once per pack (``id_space``)."""
@@ -76,6 +75,7 @@ def id_space(pack_name: str = DEFAULT_PACK) -> IdSpace:
             if a.claim_words
         },
     )
+
 
 EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 PHONE = re.compile(

@@ -93,9 +93,7 @@ class TurnFacts:
             return mentioned
         own = {i.upper(): i for i in self.own_ids(kind)}
         words = _words(self.text)
-        named = [
-            str(r[fmt.field]) for r in self.records.get(kind, ()) if words & _words(" ".join(fmt.naming_words(r)))
-        ]
+        named = [str(r[fmt.field]) for r in self.records.get(kind, ()) if words & _words(" ".join(fmt.naming_words(r)))]
         if named:
             return named
         for earlier in self.history:

@@ -29,7 +29,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from agents.model import ChatMessage, ModelRequest
+from agents.model_io import ChatMessage, ModelRequest
 from contract.turn import EnrichedTurn, HistoryEntry, Role
 
 PROMPT_VERSION = "support_system_v1"

@@ -28,7 +28,7 @@ from typing import Any
 
 import jsonschema
 
-from agents.model import ToolCall
+from agents.model_io import ToolCall
 
 REPLY = "reply"
 MAX_REPLY_CHARS = 280

@@ -2,14 +2,14 @@
 
 The pack declares its articles (``Pack.help_articles``: slug -> title, body, tags); this module cuts each
 body into passages of one to two sentences and keeps, per worker process and per set of articles, a BM25
-index over their content words (``agents.routing.content_words``: stop words out, crude stemming), with
+index over their content words (``agents.embedding_router.content_words``: stop words out, crude stemming), with
 each passage's article title and tags counted as part of it. Why BM25 written out here rather than a
 library: the corpus is a few dozen passages, the index must pickle nowhere and load nothing, and every
 backend (Gemini included, whose embeddings are not in the worker) needs the same ranking; the available
 BM25 packages are young single-maintainer projects for corpora a thousand times larger.
 
 The model's own embeddings take part one step earlier: for a small model they route the turn (a help
-question, a greeting, an action; ``agents.routing``), and only a turn routed to the pack's answer route,
+question, a greeting, an action; ``agents.embedding_router``), and only a turn routed to the pack's answer route,
 or an offer that needs the policy behind it, quotes a passage. Reranking passages by SmolLM2-135M's
 embeddings was not used: its cosine between any two English support sentences sits in 0.7-0.9, which
 orders 26 passages no better than shared words do. Text-writing models get the top passages in their
@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from agents.routing import content_words
+from agents.embedding_router import content_words
 
 MIN_SCORE = 2.0  # BM25 score below which nothing counts as retrieved (tuned on the dev scenarios)
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z(])")

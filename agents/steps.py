@@ -9,7 +9,7 @@ unroll the loop as one RunInference stage per step without losing batching::
         state = advance(state, response, executor)
     reply = to_reply(state)                      # AgentReply (reply / handoff / error)
 
-``AgentState`` carries its own ``request`` (it satisfies ``agents.model.CarriesRequest``),
+``AgentState`` carries its own ``request`` (it satisfies ``agents.model_io.CarriesRequest``),
 so a RunInference stage takes the pending states as elements and gives them back
 as ``PredictionResult(example=state, inference=response)``.
 
@@ -41,11 +41,18 @@ from enum import StrEnum
 from typing import Any
 
 from agents import consent, conversation, grounding, guardrails, narrowing, protocol, replies, retrieval
-from agents.model import ChatMessage, ModelRequest, ModelResponse, ToolCall
+from agents.model_io import ChatMessage, ModelRequest, ModelResponse, ToolCall
+from agents.model_text import (
+    ERROR_TEXT,
+    FALLBACK_TEXT,
+    FLAG_EMPTY_FALLBACK,
+    FLAG_MODEL_ERROR,
+    FLAG_TRUNCATED,
+    reply_text,
+)
 from agents.prompting import ContextMismatchError, build_request, load_template, user_text
-from agents.routes import ANSWER_ROUTE_TOOL, REPLY_ROUTE_TOOL, RouteTable, load_routes
+from agents.route_table import ANSWER_ROUTE_TOOL, REPLY_ROUTE_TOOL, RouteTable, load_routes
 from agents.streaming import StreamProgress
-from agents.turn import ERROR_TEXT, FALLBACK_TEXT, FLAG_EMPTY_FALLBACK, FLAG_MODEL_ERROR, FLAG_TRUNCATED, reply_text
 from contract.handoff import Handoff
 from contract.messages import AgentReply, ReplyKind, TurnTimings
 from contract.turn import EnrichedTurn, Role
@@ -180,7 +187,7 @@ class AgentState:
     model: str = ""
     error: str = ""
     tool_values: tuple[str, ...] = field(default=(), repr=False)  # string values of tool results (own data)
-    route: str = ""  # the route a constrained turn took (agents.routes), if it was routed by embeddings
+    route: str = ""  # the route a constrained turn took (agents.route_table), if it was routed by embeddings
     passages: tuple[retrieval.Hit, ...] = ()  # the pack's help-article passages retrieved for this turn
     notes: tuple[str, ...] = ()  # sentences that go before a rendered reply (e.g. which record was picked)
     next_request: ModelRequest | None = field(default=None, repr=False)  # set by the constrained protocol
@@ -245,9 +252,7 @@ class AgentState:
 # ---------------------------------------------------------------------------
 
 
-def load_policy_digests(
-    version: str, policy: ShopPolicy | None = None
-) -> tuple[tuple[str, frozenset[str], str], ...]:
+def load_policy_digests(version: str, policy: ShopPolicy | None = None) -> tuple[tuple[str, frozenset[str], str], ...]:
     """(slug, trigger words, digest) of ``policy`` (default: the shipped one); () if ``version`` takes none."""
     if version not in DIGEST_PROMPT_VERSIONS:
         return ()
@@ -509,7 +514,7 @@ def _error(state: AgentState, reason: str, flag: str) -> AgentState:
 #
 # Every model step's output is one JSON decision (agents.protocol): a call of one declared tool
 # with arguments valid against its narrowed schema (agents.narrowing), a hand-off (a call of
-# handoff_to_human), or a reply. Prompt versions with a routes file (agents.routes) route the turn
+# handoff_to_human), or a reply. Prompt versions with a routes file (agents.route_table) route the turn
 # first by nearest neighbour over the model's own embeddings, then decode only the routed tool's
 # arguments (nothing is decoded when the narrowed schema leaves one value); other versions let the
 # model choose among all tools under the constraint. After tool results the reply is rendered
@@ -682,9 +687,7 @@ def _route_call(
     return _call(state, replace(response, text=text), call, executor)
 
 
-def _which_record(
-    state: AgentState, spec: ToolSpec, params: dict[str, Any]
-) -> tuple[dict[str, Any], AgentState, str]:
+def _which_record(state: AgentState, spec: ToolSpec, params: dict[str, Any]) -> tuple[dict[str, Any], AgentState, str]:
     """Several of the customer's records could be meant by an action: keep the only one it applies to, or ask.
 
     Ids the customer typed in this turn stand (the tool says if the action cannot apply to them). Otherwise,

@@ -19,10 +19,10 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from agents import grounding, guardrails, protocol, steps
-from agents.model import ModelResponse
+from agents.model_io import ModelResponse
+from agents.model_text import reply_text
 from agents.steps import AgentState
 from agents.streaming import GuardedReleaser, TextSink
-from agents.turn import reply_text
 
 
 def streams(state: object) -> bool:

@@ -47,7 +47,7 @@ from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInf
 from apache_beam.testing.util import assert_that
 
 from agents.backends import make_handler
-from agents.model import ChatMessage, ModelCall, ModelRequest, ModelResponse
+from agents.model_io import ChatMessage, ModelCall, ModelRequest, ModelResponse
 
 SYSTEM = "You are the support agent of an online shop. Answer the customer briefly and politely."
 FILLER = (

@@ -4,7 +4,7 @@
 
 Loads SmolLM2 through the llama.cpp backend (the embedding mode the agent uses),
 routes every request of ``bench/routing_heldout.yaml`` as ``agents.steps`` does
-(``RouteTable.query`` -> ``agents.routing.rank``), and prints accuracy by route
+(``RouteTable.query`` -> ``agents.embedding_router.rank``), and prints accuracy by route
 and by tool, the misses, and the routing's own cost per request (the example
 vectors are embedded once, on the first request, and reported separately).
 """
@@ -19,8 +19,8 @@ from pathlib import Path
 import yaml
 
 from agents.backends.llamacpp import LlamaCppModel, smollm2_gguf_path
-from agents.model import ChatMessage, ModelRequest
-from agents.routes import load_routes
+from agents.model_io import ChatMessage, ModelRequest
+from agents.route_table import load_routes
 
 HELDOUT = Path(__file__).with_name("routing_heldout.yaml")
 

@@ -178,7 +178,6 @@ def _kind(kv: tuple[str, Any]) -> tuple[str, str]:
     return kv[0], type(kv[1]).__name__
 
 
-
 # ---------------------------------------------------------------- part 1: state bytes per event and per turn
 
 LAYOUTS = ("legacy", "v1")
@@ -374,9 +373,10 @@ def measure_state_bytes(layout: str, turns: int, max_history: int, seed: int = 7
     msgs_per_turn = stats["user_messages"] / turns
     full_from = int(cfg.max_seen_ids / msgs_per_turn) + 1
     if turns - 50 >= full_from:
-        out["seen_ids_at_bound_last_50_turns"] = {**_window(events, turns - 49, turns), "ids_seen_before": round(
-            msgs_per_turn * (turns - 50)
-        )}
+        out["seen_ids_at_bound_last_50_turns"] = {
+            **_window(events, turns - 49, turns),
+            "ids_seen_before": round(msgs_per_turn * (turns - 50)),
+        }
     return out
 
 
@@ -602,9 +602,9 @@ def _summarise(state: list[dict[str, Any]], capacity: dict[str, Any]) -> dict[st
                 summary.setdefault("elements_per_s_by_sessions", {}).setdefault(variant, {})[str(r["sessions"])] = r[
                     variant
                 ]["elements_per_s"]
-                summary.setdefault("cpu_ms_per_element_by_sessions", {}).setdefault(variant, {})[
-                    str(r["sessions"])
-                ] = r[variant]["cpu_ms_per_element"]
+                summary.setdefault("cpu_ms_per_element_by_sessions", {}).setdefault(variant, {})[str(r["sessions"])] = (
+                    r[variant]["cpu_ms_per_element"]
+                )
     return summary
 
 

@@ -75,5 +75,6 @@ def main(argv: list[str] | None = None) -> int:
         fresh=f"{DOC_PATH}'s option table is up to date",
     )
 
+
 if __name__ == "__main__":
     raise SystemExit(main())

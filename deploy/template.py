@@ -101,5 +101,6 @@ def main(argv: list[str] | None = None) -> int:
         fresh=f"{METADATA_PATH} is up to date",
     )
 
+
 if __name__ == "__main__":
     raise SystemExit(main())

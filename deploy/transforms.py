@@ -134,5 +134,6 @@ def main(argv: list[str] | None = None) -> int:
         fresh=f"{SNAPSHOT_PATH} matches the graph",
     )
 
+
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from agents.model import ChatMessage, ModelRequest
+from agents.model_io import ChatMessage, ModelRequest
 from agents.steps import load_policy_digests
 from evals.scenario import Scenario
 from evals.trace import TrialTrace

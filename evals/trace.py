@@ -94,8 +94,12 @@ class TrialTrace:
         return cls(
             scenario_id=data["scenario_id"],
             trial=int(data["trial"]),
-            turns=[TurnTrace(**{**t, "flags": tuple(t.get("flags") or ()), "message_ids": tuple(t.get("message_ids")
-                                 or ())}) for t in data.get("turns") or ()],  # fmt: skip
+            turns=[
+                TurnTrace(
+                    **{**t, "flags": tuple(t.get("flags") or ()), "message_ids": tuple(t.get("message_ids") or ())}
+                )
+                for t in data.get("turns") or ()
+            ],  # fmt: skip
             calls=[CallTrace(**c) for c in data.get("calls") or ()],
             before=dict(data.get("before") or {}),
             after=dict(data.get("after") or {}),

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from agents.model import ChatMessage, ModelRequest
+from agents.model_io import ChatMessage, ModelRequest
 from evals.scenario import Scenario
 
 Transcript = Sequence[tuple[str, str]]

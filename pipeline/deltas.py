@@ -38,7 +38,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from agents import stream_turn, streaming
-from agents.model import ModelResponse
+from agents.model_io import ModelResponse
 from agents.steps import AgentState
 from agents.streaming import GuardedReleaser, StreamProgress
 from contract.deltas import DeltaKind, ReplyDelta

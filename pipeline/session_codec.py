@@ -170,9 +170,7 @@ def encode_pending(p: PendingMessage) -> bytes:
     mid, text = m.message_id.encode(), m.text.encode()
     received = getattr(m, "received_at", None)
     flags, (recv_us, recv_off) = (_RECEIVED, _time(received)) if received is not None else (0, (0, 0))
-    head = PENDING_V1.pack(
-        LAYOUT_VERSION, flags, p.arrived, *_time(m.sent_at), recv_us, recv_off, len(mid), len(text)
-    )
+    head = PENDING_V1.pack(LAYOUT_VERSION, flags, p.arrived, *_time(m.sent_at), recv_us, recv_off, len(mid), len(text))
     return head + mid + text
 
 

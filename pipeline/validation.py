@@ -24,6 +24,7 @@ class OptionSpec(Protocol):
     choices: Sequence[Any] | None
     pattern: str | None
 
+
 # Project id, optionally domain-scoped ("example.com:my-project").
 PROJECT_PATTERN = r"^(?:[a-z][a-z0-9.-]*[a-z0-9]:)?[a-z][a-z0-9-]{4,28}[a-z0-9]$"
 # Pub/Sub topic / subscription *id* (not the projects/... path): 3-255 chars, starts with a letter

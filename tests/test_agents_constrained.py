@@ -123,7 +123,11 @@ def test_random_gemma_steps_are_valid_decisions(
 
 @pytest.mark.parametrize(("cid", "text"), REQUESTS[:2])
 def test_vllm_adapter_steps_are_valid_decisions(
-    cid: str, text: str, server_port: int, db: firestore.Client, executor: FirestoreToolExecutor  # noqa: F811
+    cid: str,
+    text: str,
+    server_port: int,  # noqa: F811
+    db: firestore.Client,
+    executor: FirestoreToolExecutor,  # noqa: F811
 ) -> None:
     version, config = gemma_plan(max_tokens=160)
     handler = StandInServerHandler(server_port, max_tokens=160)

@@ -27,7 +27,7 @@ from agents.backends.gemini import (
     retry_hint_s,
     to_contents,
 )
-from agents.model import ChatMessage, ModelCall, ModelRequest, ToolCall
+from agents.model_io import ChatMessage, ModelCall, ModelRequest, ToolCall
 from tests.gemini_server import GeminiServer, Reply
 
 API_KEY = "AIzaFAKE-do-not-log-0123456789abcdef"

@@ -14,7 +14,7 @@ from apache_beam.testing.util import assert_that
 
 from agents.backends import make_handler
 from agents.backends.hf_gemma import GemmaConfig, GemmaHandler, GemmaModel
-from agents.model import ChatMessage, ModelCall, ModelRequest
+from agents.model_io import ChatMessage, ModelCall, ModelRequest
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -9,7 +9,7 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from agents.backends import make_handler, registry
 from agents.backends.instant import INSTANT_MODEL_NAME, InstantHandler, acknowledgement
-from agents.model import ChatMessage, ModelCall, ModelRequest
+from agents.model_io import ChatMessage, ModelCall, ModelRequest
 
 
 def _call(i: int, text: str) -> ModelCall:

@@ -18,7 +18,7 @@ from apache_beam.testing.util import assert_that
 
 from agents.backends import make_handler
 from agents.backends.llamacpp import SMOLLM2_MODEL_NAME, LlamaCppHandler, LlamaCppModel, smollm2_gguf_path
-from agents.model import ChatMessage, ModelCall, ModelRequest, ModelResponse
+from agents.model_io import ChatMessage, ModelCall, ModelRequest, ModelResponse
 
 MAX_TOKENS = 24
 N = 5

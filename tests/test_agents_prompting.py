@@ -8,7 +8,16 @@ from typing import Any
 
 import pytest
 
-from agents.model import ChatMessage, ModelCall, ModelRequest, ModelResponse
+from agents.model_io import ChatMessage, ModelCall, ModelRequest, ModelResponse
+from agents.model_text import (
+    ERROR_TEXT,
+    FALLBACK_TEXT,
+    FLAG_EMPTY_FALLBACK,
+    FLAG_MODEL_ERROR,
+    FLAG_TRUNCATED,
+    answer,
+    reply_flags,
+)
 from agents.prompting import (
     MAX_HISTORY_CHARS,
     MAX_ORDERS,
@@ -17,15 +26,6 @@ from agents.prompting import (
     ContextMismatchError,
     build_request,
     load_template,
-)
-from agents.turn import (
-    ERROR_TEXT,
-    FALLBACK_TEXT,
-    FLAG_EMPTY_FALLBACK,
-    FLAG_MODEL_ERROR,
-    FLAG_TRUNCATED,
-    answer,
-    reply_flags,
 )
 from contract.messages import ReplyKind
 from contract.turn import EnrichedTurn, HistoryEntry, Role, Turn, UserMessage

@@ -21,7 +21,7 @@ from apache_beam.testing.util import assert_that
 from agents.backends import make_handler
 from agents.backends.llamacpp import LlamaCppModel, smollm2_gguf_path
 from agents.backends.vllm_gemma import GemmaVLLMHandler, as_openai_chat
-from agents.model import ChatMessage, ModelCall, ModelRequest
+from agents.model_io import ChatMessage, ModelCall, ModelRequest
 
 pytestmark = pytest.mark.timeout(300)
 

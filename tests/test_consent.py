@@ -17,7 +17,7 @@ import pytest
 from google.cloud import firestore
 
 from agents.consent import Consent, judge
-from agents.model import ModelRequest, ModelResponse, ToolCall
+from agents.model_io import ModelRequest, ModelResponse, ToolCall
 from agents.steps import (
     FLAG_ACTION_NOT_REQUESTED,
     FLAG_ACTION_THIRD_PARTY,
@@ -212,8 +212,11 @@ def _worst_native_call(cid_orders: list[str]):  # noqa: ANN202
         ToolCall("c1", "start_refund_or_return", json.dumps({"order_id": order, "kind": "refund", "reason": "x"})),
         ToolCall("c2", "start_refund_or_return", json.dumps({"order_id": order, "kind": "return", "reason": "x"})),
         ToolCall("c3", "open_ticket", json.dumps({"subject": "close the account", "details": "as asked"})),
-        ToolCall("c4", "change_delivery_address", json.dumps({"order_id": order, "line1": "3 Hill Road",
-                                                               "city": "Bath", "postcode": "BA1 1AA"})),
+        ToolCall(
+            "c4",
+            "change_delivery_address",
+            json.dumps({"order_id": order, "line1": "3 Hill Road", "city": "Bath", "postcode": "BA1 1AA"}),
+        ),
     )
 
     def answer(request: ModelRequest) -> ModelResponse:

@@ -23,8 +23,16 @@ T0 = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 
 
 def _handoff(**overrides: object) -> Handoff:
-    fields = dict(handoff_id="H-1", reason="user_request", session_id="s-1", turn_id="s-1#ab", customer_id="C0001",
-                  message_ids=("m-1", "m-2"), summary="wants a person", flags=("handoff_user_request",))
+    fields = dict(
+        handoff_id="H-1",
+        reason="user_request",
+        session_id="s-1",
+        turn_id="s-1#ab",
+        customer_id="C0001",
+        message_ids=("m-1", "m-2"),
+        summary="wants a person",
+        flags=("handoff_user_request",),
+    )
     return Handoff(**{**fields, **overrides})  # type: ignore[arg-type]
 
 

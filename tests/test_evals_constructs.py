@@ -291,52 +291,99 @@ def _misuse(sid: str, **sections: Any) -> dict[str, Any]:
 
 
 MISUSES: list[tuple[dict[str, Any], str]] = [
-    (_misuse("count-range", expect={"state": [{"created": "tickets", "count": {"min": 2, "max": 1}}]}),
-     "expect.state.0.count: min 2 is above max 1"),
-    (_misuse("count-negative", expect={"tools": {"calls": [{"name": "lookup_orders", "count": -1}]}}),
-     "expect.tools.calls.0.count: a count is >= 0, got -1"),
-    (_misuse("count-exact-mode",
-             expect={"tools": {"match": "exact", "calls": [{"name": "lookup_orders", "count": 1}]}}),
-     "expect.tools: calls[0].count: counts go with match in_order / any_order"),
-    (_misuse("forbid-unknown-arg", forbid={"tools": [{"name": "open_ticket", "args": {"amount": 3}}]}),
-     "forbid.tools.0: open_ticket has no argument(s) ['amount']"),
-    (_misuse("forbid-bad-operator",
-             forbid={"tools": [{"name": "lookup_orders", "args": {"order_id": {"$nope": 1}}}]}),
-     "forbid.tools.0: args.order_id: an operator value is one of"),
-    (_misuse("forbid-both", expect={"tools": {"calls": [{"name": "lookup_orders"}]}},
-             forbid={"tools": ["lookup_orders"]}),
-     "forbid.tools: tools both expected and forbidden: ['lookup_orders']"),
-    (_misuse("allowed-not-strict", expect={"strict_state": False, "allowed_changes": ["tickets"]}),
-     "expect: allowed_changes: only with strict_state: true"),
-    (_misuse("allowed-bad-path", expect={"allowed_changes": ["tick ets"]}),
-     "expect.allowed_changes: 'tick ets' is not a Firestore path"),
-    (_misuse("any-of-empty", expect={"any_of": [{"reply": {"contains_any": ["x"]}}, {}]}),
-     "expect.any_of: group(s) [1] have no checks"),
-    (_misuse("any-of-typo", expect={"any_of": [{"replies": {"contains_any": ["x"]}}]}),
-     "expect.any_of.0.replies: unknown key (typo?)"),
-    (_misuse("reply-which", expect={"reply": {"which": "some", "contains_any": ["x"]}}),
-     "expect.reply.which: Input should be 'final', 'any' or 'all'"),
-    (_misuse("field-alternatives", expect={"state": [{"created": "tickets", "where": {"subject|": "x"}}]}),
-     "bad field path 'subject|'"),
-    (_misuse("contains-any", expect={"state": [{"created": "tickets", "where": {"subject": {"$contains_any": "x"}}}]}),
-     "$contains_any takes a non-empty list of strings"),
-    (_misuse("timed-and-turns", user={"messages": [{"at": 0, "text": "hi"}]}),
-     "user: give exactly one of turns (scripted) or simulated or messages"),
-    (_misuse("timed-order", user={"turns": None, "messages": [{"at": 3, "text": "a"}, {"at": 1, "text": "b"}]}),
-     "user: messages must be in order of their times (at)"),
-    (_misuse("timed-redelivery", user={"turns": None, "messages": [{"at": 0, "id": "a", "text": "x"},
-                                                                   {"at": 1, "id": "a", "text": "y"}]}),
-     "messages[1]: id 'a' again with another text"),
+    (
+        _misuse("count-range", expect={"state": [{"created": "tickets", "count": {"min": 2, "max": 1}}]}),
+        "expect.state.0.count: min 2 is above max 1",
+    ),
+    (
+        _misuse("count-negative", expect={"tools": {"calls": [{"name": "lookup_orders", "count": -1}]}}),
+        "expect.tools.calls.0.count: a count is >= 0, got -1",
+    ),
+    (
+        _misuse(
+            "count-exact-mode", expect={"tools": {"match": "exact", "calls": [{"name": "lookup_orders", "count": 1}]}}
+        ),
+        "expect.tools: calls[0].count: counts go with match in_order / any_order",
+    ),
+    (
+        _misuse("forbid-unknown-arg", forbid={"tools": [{"name": "open_ticket", "args": {"amount": 3}}]}),
+        "forbid.tools.0: open_ticket has no argument(s) ['amount']",
+    ),
+    (
+        _misuse(
+            "forbid-bad-operator", forbid={"tools": [{"name": "lookup_orders", "args": {"order_id": {"$nope": 1}}}]}
+        ),
+        "forbid.tools.0: args.order_id: an operator value is one of",
+    ),
+    (
+        _misuse(
+            "forbid-both", expect={"tools": {"calls": [{"name": "lookup_orders"}]}}, forbid={"tools": ["lookup_orders"]}
+        ),
+        "forbid.tools: tools both expected and forbidden: ['lookup_orders']",
+    ),
+    (
+        _misuse("allowed-not-strict", expect={"strict_state": False, "allowed_changes": ["tickets"]}),
+        "expect: allowed_changes: only with strict_state: true",
+    ),
+    (
+        _misuse("allowed-bad-path", expect={"allowed_changes": ["tick ets"]}),
+        "expect.allowed_changes: 'tick ets' is not a Firestore path",
+    ),
+    (
+        _misuse("any-of-empty", expect={"any_of": [{"reply": {"contains_any": ["x"]}}, {}]}),
+        "expect.any_of: group(s) [1] have no checks",
+    ),
+    (
+        _misuse("any-of-typo", expect={"any_of": [{"replies": {"contains_any": ["x"]}}]}),
+        "expect.any_of.0.replies: unknown key (typo?)",
+    ),
+    (
+        _misuse("reply-which", expect={"reply": {"which": "some", "contains_any": ["x"]}}),
+        "expect.reply.which: Input should be 'final', 'any' or 'all'",
+    ),
+    (
+        _misuse("field-alternatives", expect={"state": [{"created": "tickets", "where": {"subject|": "x"}}]}),
+        "bad field path 'subject|'",
+    ),
+    (
+        _misuse(
+            "contains-any", expect={"state": [{"created": "tickets", "where": {"subject": {"$contains_any": "x"}}}]}
+        ),
+        "$contains_any takes a non-empty list of strings",
+    ),
+    (
+        _misuse("timed-and-turns", user={"messages": [{"at": 0, "text": "hi"}]}),
+        "user: give exactly one of turns (scripted) or simulated or messages",
+    ),
+    (
+        _misuse("timed-order", user={"turns": None, "messages": [{"at": 3, "text": "a"}, {"at": 1, "text": "b"}]}),
+        "user: messages must be in order of their times (at)",
+    ),
+    (
+        _misuse(
+            "timed-redelivery",
+            user={"turns": None, "messages": [{"at": 0, "id": "a", "text": "x"}, {"at": 1, "id": "a", "text": "y"}]},
+        ),
+        "messages[1]: id 'a' again with another text",
+    ),
     (_misuse("timed-no-text", user={"turns": None, "messages": [{"at": 0}]}), "messages[0]: text is required"),
-    (_misuse("timed-negative", user={"turns": None, "messages": [{"at": -1, "text": "x"}]}),
-     "user.messages.0.at: Input should be greater than or equal to 0"),
+    (
+        _misuse("timed-negative", user={"turns": None, "messages": [{"at": -1, "text": "x"}]}),
+        "user.messages.0.at: Input should be greater than or equal to 0",
+    ),
     (_misuse("latency-without-timing", user={"reply_after_s": 3}), "reply_after_s goes with messages"),
-    (_misuse("handoff-reason", expect={"handoff_record": {"reason": "bored"}}),
-     "expect.handoff_record.reason.0: Input should be 'user_request'"),
-    (_misuse("handoff-ids", expect={"handoff_record": {"message_ids": ["m-0", "m-7"]}}),
-     "expect.handoff_record.message_ids: unknown message id(s) ['m-7']"),
-    (_misuse("handoff-summary", expect={"handoff_record": {"summary": {}}}),
-     "expect.handoff_record.summary: give at least one of contains_all"),
+    (
+        _misuse("handoff-reason", expect={"handoff_record": {"reason": "bored"}}),
+        "expect.handoff_record.reason.0: Input should be 'user_request'",
+    ),
+    (
+        _misuse("handoff-ids", expect={"handoff_record": {"message_ids": ["m-0", "m-7"]}}),
+        "expect.handoff_record.message_ids: unknown message id(s) ['m-7']",
+    ),
+    (
+        _misuse("handoff-summary", expect={"handoff_record": {"summary": {}}}),
+        "expect.handoff_record.summary: give at least one of contains_all",
+    ),
     (_misuse("turns-count", expect={"turns": "two"}), "expect.turns"),
 ]
 

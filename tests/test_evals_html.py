@@ -204,7 +204,7 @@ def test_each_trial_shows_which_check_failed_and_pass_k_has_an_interval(page: st
     overall = current["summary"]["overall"]
     lo, hi = overall["pass_hat_ci"]["1"]
     assert lo < overall["pass_hat"]["1"] < hi  # Wilson's interval over the 4 scenarios, around pass^1
-    assert f"pass^1 <b>58%</b> <span class=\"muted\">[{100 * lo:.0f}–{100 * hi:.0f}%]</span>" in page
+    assert f'pass^1 <b>58%</b> <span class="muted">[{100 * lo:.0f}–{100 * hi:.0f}%]</span>' in page
     assert "<td>7/12</td>" in page  # passed trials beside pass^k
 
 

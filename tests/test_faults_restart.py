@@ -366,10 +366,12 @@ def test_every_message_ends_exactly_once_across_three_kills(rig: Rig) -> None:
     problems = check_rejected({p: "" for p in probes}, dead_letters_of(rig.dead.items))
     assert not problems, problems
     kinds = {k: sum(v == k for v in expect.values()) for k in ("reply", "dead", "handoff")}
-    print(f"\ninvariant: {len(expect) + len(probes)} messages ({len(probes)} malformed, {kinds['dead']} "
-          f"cross-customer, {kinds['handoff']} hand-offs, {kinds['reply']} plain) plus {dups} duplicates, {kills} "
-          f"kills ({held} messages held by killed processes): exactly one outcome each, 0 lost, "
-          f"in {time.monotonic() - t0:.0f} s")
+    print(
+        f"\ninvariant: {len(expect) + len(probes)} messages ({len(probes)} malformed, {kinds['dead']} "
+        f"cross-customer, {kinds['handoff']} hand-offs, {kinds['reply']} plain) plus {dups} duplicates, {kills} "
+        f"kills ({held} messages held by killed processes): exactly one outcome each, 0 lost, "
+        f"in {time.monotonic() - t0:.0f} s"
+    )
 
 
 # ---------------------------------------------------------------------------

@@ -21,10 +21,10 @@ import pytest
 import yaml
 from google.cloud import firestore
 
-from agents import guardrails, routing
+from agents import embedding_router, guardrails
 from agents.backends import registry
-from agents.model import ModelRequest, ModelResponse
-from agents.routes import load_routes
+from agents.model_io import ModelRequest, ModelResponse
+from agents.route_table import load_routes
 from agents.steps import StepConfig, advance, start
 from contract.turn import EnrichedTurn, Turn, UserMessage
 from stack.emulators import LocalStack
@@ -199,7 +199,7 @@ def _bag_embed(texts: list[str]) -> np.ndarray:
     """A stand-in for the model's embeddings: hashed bags of content words (routing adds its lexical part)."""
     out = np.zeros((len(texts), 256), dtype=np.float32)
     for i, text in enumerate(texts):
-        for word in routing.content_words(text):
+        for word in embedding_router.content_words(text):
             out[i, hash(word) % 256] += 1.0
     norms = np.linalg.norm(out, axis=1, keepdims=True)
     return out / np.where(norms == 0, 1.0, norms)
@@ -232,7 +232,7 @@ def test_a_tool_added_in_a_pack_is_declared_routed_narrowed_run_rendered_and_gua
     cid = clone_customer(db, 1)
     order = context_of(db, cid)["orders"][0]["order_id"]
     text = f"Please cancel the refill subscription on order {order}"
-    ranked = routing.rank(table.query(text), _bag_embed)
+    ranked = embedding_router.rank(table.query(text), _bag_embed)
     assert ranked[0][0] == "subscription", ranked[:3]
 
     # Narrowed, run, rendered and guarded: one constrained turn, the router's answer scripted from the rank.

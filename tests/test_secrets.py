@@ -169,4 +169,6 @@ def test_a_malformed_secret_name_or_both_ways_at_once_are_refused_without_echoin
     with pytest.raises(SettingsError, match="both set"):
         Settings.local(f"--session_binding_secret={secret_name('binding')}", f"--session_binding_key={OLD}")
     with pytest.raises(SettingsError, match="local server"):
-        Settings.local(*DATAFLOW, f"--session_binding_secret={secret_name('b')}", "--secret_manager_endpoint=http://127.0.0.1:1")
+        Settings.local(
+            *DATAFLOW, f"--session_binding_secret={secret_name('b')}", "--secret_manager_endpoint=http://127.0.0.1:1"
+        )

@@ -43,8 +43,7 @@ def describe_v0(s: SessionState) -> dict:
         "handed_off": s.handed_off,
         "omitted_history": s.omitted_history,
         "pending": [
-            [p.message.message_id, p.message.text, p.message.sent_at.isoformat(), p.arrived]
-            for p in s.pending
+            [p.message.message_id, p.message.text, p.message.sent_at.isoformat(), p.arrived] for p in s.pending
         ],
         "in_flight": None
         if f is None

@@ -20,7 +20,7 @@ import pytest
 from google.cloud import firestore
 
 from agents import guardrails
-from agents.model import ChatMessage, ModelRequest, ModelResponse, ToolCall
+from agents.model_io import ChatMessage, ModelRequest, ModelResponse, ToolCall
 from agents.steps import (
     NO_MODEL,
     PROMPT_VERSION,

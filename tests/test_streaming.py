@@ -21,7 +21,7 @@ from agents import steps, stream_turn
 from agents.backends.gemini import GeminiHandler
 from agents.backends.llamacpp import LlamaCppHandler
 from agents.backends.registry import get as backend
-from agents.model import ModelResponse, ToolCall
+from agents.model_io import ModelResponse, ToolCall
 from agents.steps import AgentState, StepConfig
 from agents.streaming import GuardedReleaser
 from contract.deltas import DeltaKind, ReplyDelta, parse_delta
@@ -300,7 +300,7 @@ class Recorder:
 def test_gemma_streams_each_rows_text_as_generated() -> None:
     from agents import protocol
     from agents.backends.hf_gemma import GemmaConfig, GemmaHandler
-    from agents.model import ChatMessage, ModelRequest
+    from agents.model_io import ChatMessage, ModelRequest
     from agents.streaming import bind
 
     handler = GemmaHandler(config=GemmaConfig(model_path="random:tiny", device="cpu"), max_tokens=40)

@@ -80,9 +80,7 @@ def test_smollm2_free_text_reply_appears_in_increments(
     assert not chat.page.query_selector("li[data-streaming=yes]"), "the final replaced the streaming bubble"
     # The eval row records the wait for the first visible text, shorter than the wait for the final.
     bq = bigquery_client(seeded_stack.project, seeded_stack.bigquery_endpoint)
-    sql = (
-        f"SELECT turn_id, first_text_ms, total_ms, deltas FROM `{seeded_stack.project}.{EVAL_DATASET}.{TURNS_TABLE}`"
-    )
+    sql = f"SELECT turn_id, first_text_ms, total_ms, deltas FROM `{seeded_stack.project}.{EVAL_DATASET}.{TURNS_TABLE}`"
     row = None
     deadline = time.monotonic() + 60
     while row is None and time.monotonic() < deadline:

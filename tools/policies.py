@@ -308,4 +308,3 @@ def _keys_as_str(value: Any) -> Any:
 def default_policy() -> ShopPolicy:
     """The shipped policy (``tools/policies.yaml``), loaded once per process."""
     return load_policy(DEFAULT_POLICY_FILE)
-

@@ -158,4 +158,3 @@ def close_all() -> None:
         _BOXES.clear()
     for box in boxes:
         box.close()
-

@@ -1,8 +1,8 @@
 """Model backends, each a Beam RunInference ``ModelHandler`` with one contract.
 
-Element: anything with ``.request: agents.model.ModelRequest`` (e.g.
-``agents.model.ModelCall``) or a bare ``ModelRequest``. Result:
-``PredictionResult(example=<the element>, inference=<agents.model.ModelResponse>)``,
+Element: anything with ``.request: agents.model_io.ModelRequest`` (e.g.
+``agents.model_io.ModelCall``) or a bare ``ModelRequest``. Result:
+``PredictionResult(example=<the element>, inference=<agents.model_io.ModelResponse>)``,
 exactly one per element, in input order.
 
 Which backends exist, what each needs and how it calls tools is declared once, in

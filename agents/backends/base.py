@@ -22,7 +22,14 @@ from typing import Any, ClassVar, TypeVar
 
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
-from agents.model import INFERENCE_ARGS, CarriesRequest, ModelRequest, ModelResponse, check_inference_args, request_of
+from agents.model_io import (
+    INFERENCE_ARGS,
+    CarriesRequest,
+    ModelRequest,
+    ModelResponse,
+    check_inference_args,
+    request_of,
+)
 from agents.streaming import DeltaStreamer
 
 ModelT = TypeVar("ModelT")

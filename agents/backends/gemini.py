@@ -74,7 +74,7 @@ from agents.backends.gemini_retry import (
     status_code,
 )
 from agents.backends.gemini_stream import stream_content
-from agents.model import ModelRequest, ModelResponse
+from agents.model_io import ModelRequest, ModelResponse
 from agents.streaming import TextSink, sinks_for
 
 # Names importers take from here (the handler module), whichever module defines them.

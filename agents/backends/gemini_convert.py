@@ -1,6 +1,6 @@
-"""The Gemini backend's request and response mapping: ``agents.model`` types <-> google-genai types.
+"""The Gemini backend's request and response mapping: ``agents.model_io`` types <-> google-genai types.
 
-Mapping (``agents.model`` -> Gemini):
+Mapping (``agents.model_io`` -> Gemini):
 - system messages -> ``system_instruction`` (joined, in order);
 - user -> role "user"; assistant -> role "model";
 - tool results (role "tool", ``name`` = the function, ``tool_call_id``) ->
@@ -25,7 +25,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from agents.model import ChatMessage, ModelResponse, ToolCall
+from agents.model_io import ChatMessage, ModelResponse, ToolCall
 
 SYNTHETIC_CALL_ID_PREFIX = "gcall_"
 _CONTENT_FILTER = frozenset({"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY"})

@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from agents.backends.base import AgentModelHandler
-from agents.model import INFERENCE_ARGS, ChatMessage, ModelRequest, ModelResponse
+from agents.model_io import INFERENCE_ARGS, ChatMessage, ModelRequest, ModelResponse
 from agents.streaming import TextSink, sinks_for
 
 if TYPE_CHECKING:

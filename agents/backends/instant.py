@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from agents.backends.base import AgentModelHandler
-from agents.model import ModelRequest, ModelResponse
+from agents.model_io import ModelRequest, ModelResponse
 
 INSTANT_MODEL_NAME = "instant"
 QUOTE_CHARS = 80

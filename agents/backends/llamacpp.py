@@ -22,7 +22,7 @@ Facts measured on this project's 2-core machines (see the module's tests):
   ignores ``tools``: no native tool calls from this model, so it calls tools
   through the step protocol (``agents.protocol``): a request's
   ``response_schema`` goes to llama.cpp as ``json_schema`` (a grammar).
-- Embeddings (routing, ``agents.routing``): the same server runs in embedding
+- Embeddings (routing, ``agents.embedding_router``): the same server runs in embedding
   mode too (``CommonParams.embedding``, mean pooling); ``handle_embeddings``
   takes ~3 ms per short text, and chat completions still work. A request's
   ``route`` is answered with the ranked labels, not text; example vectors are
@@ -41,8 +41,8 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from agents.backends.base import AgentModelHandler
-from agents.model import ModelRequest, ModelResponse, ToolCall
-from agents.routing import EmbeddingCache, rank
+from agents.embedding_router import EmbeddingCache, rank
+from agents.model_io import ModelRequest, ModelResponse, ToolCall
 from agents.streaming import TextSink, sinks_for
 
 if TYPE_CHECKING:

@@ -39,7 +39,7 @@ from apache_beam.ml.inference.base import PredictionResult
 from apache_beam.ml.inference.vllm_inference import OpenAIChatMessage, VLLMChatModelHandler
 
 from agents.backends.base import predictions, prompt_bytes, token_caps
-from agents.model import CarriesRequest, ChatMessage, ModelRequest, ModelResponse, check_inference_args, request_of
+from agents.model_io import CarriesRequest, ChatMessage, ModelRequest, ModelResponse, check_inference_args, request_of
 
 GEMMA_VLLM_DEFAULT_MODEL = "google/gemma-3-1b-it"
 METRICS_NAMESPACE = "supportflow_vllm"

@@ -65,8 +65,13 @@ PACK = Pack(
     id_formats=(
         IdFormat("customer", CUSTOMER, "C0001"),
         IdFormat(
-            "order", rf"O-({CUSTOMER})-\d+", "O-C0001-01", owner_group=1,
-            context="orders", field="order_id", words=("items.name",),
+            "order",
+            rf"O-({CUSTOMER})-\d+",
+            "O-C0001-01",
+            owner_group=1,
+            context="orders",
+            field="order_id",
+            words=("items.name",),
         ),  # fmt: skip
         IdFormat("ticket", rf"T-({CUSTOMER})-\d+", "T-C0001-01", owner_group=1),
         # References the tools mint (refunds, returns, tickets, hand-offs): they must come from this session.

@@ -50,6 +50,7 @@ IDEMPOTENCY_KEYS: Mapping[str, tuple[str, ...]] = {
 def _key(tool: str, **values: Any) -> dict[str, Any]:
     return {k: values[k] for k in IDEMPOTENCY_KEYS[tool]}
 
+
 OrderId = Annotated[
     str,
     Field(min_length=1, max_length=64, description="The order id exactly as shown to the customer, e.g. O-C0001-01."),

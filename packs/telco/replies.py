@@ -39,8 +39,10 @@ def bill_change(r: Result) -> str:
     previous = r.get("previous") if isinstance(r.get("previous"), Mapping) else None
     if newest is None or previous is None:
         return str(r.get("message") or "There is no earlier bill to compare with.")
-    head = (f"Your latest bill {newest.get('invoice_id')} is {_money(newest.get('total'), newest.get('currency'))}, "
-            f"against {_money(previous.get('total'), previous.get('currency'))} on {previous.get('invoice_id')}.")
+    head = (
+        f"Your latest bill {newest.get('invoice_id')} is {_money(newest.get('total'), newest.get('currency'))}, "
+        f"against {_money(previous.get('total'), previous.get('currency'))} on {previous.get('invoice_id')}."
+    )
     changes = [c for c in r.get("changes") or () if isinstance(c, Mapping)]
     if not changes:
         return head + " No line item changed."

@@ -1,7 +1,7 @@
 """Routes of a prompt version: example requests per tool, as a pack's versioned data (``<pack>/routes/<version>.yaml``).
 
 A version with a routes file routes each turn by nearest neighbour over the
-model's own embeddings (``agents.routing``); a version without one lets the
+model's own embeddings (``agents.embedding_router``); a version without one lets the
 model choose the tool itself under the step protocol's constraint.
 """
 
@@ -15,8 +15,8 @@ from typing import Any
 
 import yaml
 
-from agents.model import RouteQuery
-from agents.routing import content_words
+from agents.embedding_router import content_words
+from agents.model_io import RouteQuery
 from tools.packs import DEFAULT_PACK, load_pack
 
 REPLY_ROUTE_TOOL = "reply"  # a route that answers without a tool: the pack's text `say`, or (no `say`) model text

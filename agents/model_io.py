@@ -74,7 +74,7 @@ class RouteQuery:
     text: str
     examples: tuple[tuple[str, str], ...]
     k: int = 3
-    lexical_weight: float = 0.0  # added similarity of shared content words (agents.routing.lexical_similarity)
+    lexical_weight: float = 0.0  # added similarity of shared content words (agents.embedding_router.lexical_similarity)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "examples", tuple((str(a), str(b)) for a, b in self.examples))

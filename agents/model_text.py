@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
-from agents.model import ModelResponse
+from agents.model_io import ModelResponse
 from agents.prompting import PROMPT_VERSION
 from contract.messages import AgentReply, ReplyKind, TurnTimings
 from contract.turn import EnrichedTurn

@@ -8,7 +8,7 @@ route here: the backend embeds the request and the examples (``embed``), and
 ``rank`` votes among the ``k`` examples nearest to the request.
 
 The examples are versioned data beside the prompts
-(a pack's ``routes/<version>.yaml``, loaded by ``agents.routes``); a backend
+(a pack's ``routes/<version>.yaml``, loaded by ``agents.route_table``); a backend
 caches their vectors (``EmbeddingCache``), so a turn embeds only its own text.
 """
 
@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from agents.model import RouteQuery
+from agents.model_io import RouteQuery
 
 Embed = Callable[[Sequence[str]], Sequence[Sequence[float]]]
 
