@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from tools.actions import ActionSpec
+from tools.packs import Pack, load_pack
 
 
 class Consent(StrEnum):
@@ -45,12 +46,13 @@ _MARKERS = re.compile(
     r"i'd love|can you|could you|would you|will you|can u|could u|go ahead|let's|let us|i'm asking|i am asking|"
     r"i demand|i request|i'm requesting)\b"
 )
-# A clause that starts with one of these verbs (after a filler) is an imperative.
-_IMPERATIVE = re.compile(
-    r"^(?:(?:ok|okay|so|yes|yeah|right|now|just|then|and|please|pls|hi|hello)\s+)*"
-    r"(?:refund|return|cancel|start|process|open|raise|file|log|change|update|send|arrange|ship|deliver|issue|make|"
-    r"put|report|correct|set|book|submit|create|initiate|begin|reimburse|give|get|add|replace|close|swap|"
-    r"switch|order|activate|top|buy|renew|upgrade|downgrade|block|freeze|terminate|sort)\b"
+# A clause that starts with one of these verbs (after a filler) is an imperative; a pack adds its own
+# (``Phrasing.request_verbs``).
+_FILLERS = r"^(?:(?:ok|okay|so|yes|yeah|right|now|just|then|and|please|pls|hi|hello)\s+)*"
+_VERBS = (
+    "cancel|start|process|open|raise|file|log|change|update|send|arrange|issue|make|"
+    "put|report|correct|set|book|submit|create|initiate|begin|reimburse|give|get|add|replace|close|swap|"
+    "switch|activate|top|buy|renew|upgrade|downgrade|block|freeze|terminate|sort"
 )
 _NEGATION = re.compile(
     r"\b(?:don't|dont|do not|didn't|did not|not|no|never|without|won't|wouldn't|shouldn't|rather not|no need to|"
@@ -62,9 +64,11 @@ _INQUIRY = re.compile(
     r"allowed|able to|how do|how does|how can|how long|what is|what's|what are|when will|when can|policy|"
     r"check if|check whether|find out|tell me if|is there|are there|do you|does it|did you|did anyone)\b"
 )
-_THIRD_PARTY = re.compile(
+# Someone else's things; a pack adds the records its customers own (``Pack.record_nouns``: "their orders").
+_THINGS = "account|subscription|line|plan|address|card"
+_THIRD_PARTY = (
     r"\b(?:on behalf of|in the name of|in (?:his|her|their) name|for someone else|someone else's|"
-    r"(?:his|her|their) (?:account|order|orders|subscription|line|plan|address|card)|"
+    r"(?:his|her|their) (?:{things})|"
     r"another (?:customer|person|person's|customer's)|other person's|"
     r"my (?:friend|wife|husband|partner|son|daughter|mother|father|mum|mom|dad|brother|sister|colleague|"
     r"neighbour|neighbor|boss|flatmate|roommate|girlfriend|boyfriend|cousin|aunt|uncle|grandmother|grandfather|"
@@ -91,6 +95,28 @@ def term_pattern(term: str) -> re.Pattern[str]:
 
 
 @dataclass(frozen=True)
+class _Rules:
+    """The request rules with one pack's words in them (compiled once per pack)."""
+
+    imperative: re.Pattern[str]
+    third_party: re.Pattern[str]
+
+
+@functools.lru_cache(maxsize=16)
+def _rules(verbs: tuple[str, ...], records: tuple[str, ...]) -> _Rules:
+    own_verbs = "".join(f"|{re.escape(v)}" for v in verbs)
+    things = _THINGS + "".join(f"|{re.escape(r)}|{re.escape(r)}s" for r in records)
+    return _Rules(
+        re.compile(rf"{_FILLERS}(?:{_VERBS}{own_verbs})\b"),
+        re.compile(_THIRD_PARTY.replace("{things}", things)),
+    )
+
+
+def _rules_of(pack: Pack) -> _Rules:
+    return _rules(pack.phrasing.request_verbs, pack.record_nouns)
+
+
+@dataclass(frozen=True)
 class _Hit:
     clause: str
     start: int  # where the action's words begin in the clause
@@ -107,11 +133,11 @@ def _hits(text: str, action: ActionSpec) -> list[_Hit]:
     return out
 
 
-def _asks(hit: _Hit) -> bool:
+def _asks(hit: _Hit, rules: _Rules) -> bool:
     before = hit.clause[: hit.start]
     if _NEGATION.search(before) or _INQUIRY.search(hit.clause):
         return False
-    return bool(_MARKERS.search(hit.clause) or _IMPERATIVE.match(hit.clause))
+    return bool(_MARKERS.search(hit.clause) or rules.imperative.match(hit.clause))
 
 
 def _confirms_offer(text: str, action: ActionSpec, previous_agent_text: str) -> bool:
@@ -124,13 +150,17 @@ def _confirms_offer(text: str, action: ActionSpec, previous_agent_text: str) -> 
     return bool(_OFFER.search(offer)) and any(term_pattern(t).search(offer) for t in action.terms)
 
 
-def judge(text: str, action: ActionSpec, previous_agent_text: str = "") -> Consent:
-    """Whether ``text`` (this turn's customer words) asks for ``action`` on the customer's own account."""
+def judge(text: str, action: ActionSpec, previous_agent_text: str = "", pack: Pack | None = None) -> Consent:
+    """Whether ``text`` (this turn's customer words) asks for ``action`` on the customer's own account.
+
+    ``pack``: the business whose action it is (its request verbs and record nouns); default: the default pack.
+    """
     if not action.consent:
         return Consent.REQUESTED
-    requested = any(_asks(h) for h in _hits(text, action)) or _confirms_offer(text, action, previous_agent_text)
-    if not requested:
+    rules = _rules_of(pack or load_pack())
+    requested = any(_asks(h, rules) for h in _hits(text, action))
+    if not (requested or _confirms_offer(text, action, previous_agent_text)):
         return Consent.NOT_REQUESTED
-    if _THIRD_PARTY.search(_normal(text)):
+    if rules.third_party.search(_normal(text)):
         return Consent.THIRD_PARTY
     return Consent.REQUESTED

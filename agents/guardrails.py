@@ -46,6 +46,7 @@ from typing import Any, Literal
 
 from agents.consent import term_pattern
 from tools.packs import DEFAULT_PACK, load_pack
+from tools.phrasing import participle
 
 # ---------------------------------------------------------------------------
 # Identifiers and facts
@@ -54,17 +55,21 @@ from tools.packs import DEFAULT_PACK, load_pack
 
 @dataclass(frozen=True)
 class IdSpace:
-    """The business's id formats and action words, compiled once per pack (``id_space``)."""
+    """The business's id formats and words in the checks' patterns, compiled once per pack (``id_space``)."""
 
     customer: re.Pattern[str]
     owned: tuple[tuple[re.Pattern[str], int], ...]  # ids that embed their owner's customer id (in that group)
     minted: tuple[re.Pattern[str], ...]  # references the tools mint: no owner inside, must come from this session
     action_words: Mapping[str, re.Pattern[str]]  # action -> the words that name it (promises are read by them)
+    other_customer: tuple[re.Pattern[str], ...]  # asks for a third party's data (the pack's records in them)
+    policy_exception: tuple[re.Pattern[str], ...]  # asks to bend the policy (the core's and the pack's own)
+    commitment: re.Pattern[str]  # a sentence that says something is, or will be, done
 
 
 @functools.lru_cache(maxsize=16)
 def id_space(pack_name: str = DEFAULT_PACK) -> IdSpace:
     pack = load_pack(pack_name)
+    said = pack.phrasing
     return IdSpace(
         customer=pack.customer_id.regex,
         owned=tuple((f.regex, f.owner_group) for f in pack.id_formats if f.owner_group),
@@ -74,6 +79,9 @@ def id_space(pack_name: str = DEFAULT_PACK) -> IdSpace:
             for a in pack.actions.values()
             if a.claim_words
         },
+        other_customer=_other_customer(pack.record_nouns) + tuple(re.compile(p) for p in said.third_party),
+        policy_exception=POLICY_EXCEPTION + tuple(re.compile(p) for p in said.exceptions),
+        commitment=_commitment(said.done_verbs, said.promised),
     )
 
 
@@ -199,25 +207,35 @@ _THIRD_PARTY = (
     r"father|dad|son|daughter|brother|sister|room-?mate|flat-?mate|landlord|tenant)'?s?"
     r"|(?:mr|mrs|ms|miss|dr)\.?\s+[a-z]+'?s?|customer\s+(?:named|called)\s+\w+"
 )
-_PRIVATE_DATA = (
-    r"(?:home |delivery |shipping |billing |e-?mail |postal )?address(?:es)?|e-?mails?|phone(?: numbers?)?|"
-    r"(?:mobile|cell|telephone) numbers?|account(?: details| info(?:rmation)?)?|card(?: details| numbers?)?|"
-    r"passwords?|purchase history|order history|orders|details|personal (?:data|info(?:rmation)?)|info(?:rmation)?"
-)
-OTHER_CUSTOMER = tuple(
-    re.compile(p)
-    for p in (
-        rf"\b(?:{_THIRD_PARTY})\s+(?:[\w'-]+\s+){{0,2}}(?:{_PRIVATE_DATA})\b",
-        rf"\b(?:{_PRIVATE_DATA})\b{_C}{{0,25}}\b(?:of|for|belonging to|from|on)\s+(?:{_THIRD_PARTY})\b",
-        r"\b(?:his|her|their)\s+(?:home |delivery |e-?mail )?(?:address|e-?mail|phone(?: number)?|card details|"
-        r"password|purchase history|order history|personal details)\b",
-        r"\b(?:list|show|give|export|dump|send|print)\b[^.?!\n]{0,15}\b(?:all|every|the whole)\s+(?:the\s+)?"
-        r"(?:customers?|users?|accounts?|clients?|database|customer (?:list|data|records))\b",
-        r"\bwho (?:else )?(?:lives at|ordered|bought|purchased|owns)\b",
-        r"\b(?:look ?up|find|search|check|access|open|pull up|read)\b[^.?!\n]{0,20}\b(?:account|orders?|details)\s+"
-        r"(?:of|for|belonging to)\s+(?:customer|user|client|someone|somebody|another|a different|mr|mrs|ms|dr)\b",
+
+
+def _other_customer(records: tuple[str, ...]) -> tuple[re.Pattern[str], ...]:
+    """Asking for a third party's data, the pack's records ("their order history", "orders of another customer")."""
+    history = "".join(f"|{re.escape(r)} history" for r in records)
+    many = "".join(f"|{re.escape(r)}s" for r in records)
+    some = "".join(f"|{re.escape(r)}s?" for r in records)
+    private = (
+        r"(?:home |delivery |billing |e-?mail |postal )?address(?:es)?|e-?mails?|phone(?: numbers?)?|"
+        r"(?:mobile|cell|telephone) numbers?|account(?: details| info(?:rmation)?)?|card(?: details| numbers?)?|"
+        rf"passwords?|purchase history{history}{many}|details|personal (?:data|info(?:rmation)?)|info(?:rmation)?"
     )
-)
+    return tuple(
+        re.compile(p)
+        for p in (
+            rf"\b(?:{_THIRD_PARTY})\s+(?:[\w'-]+\s+){{0,2}}(?:{private})\b",
+            rf"\b(?:{private})\b{_C}{{0,25}}\b(?:of|for|belonging to|from|on)\s+(?:{_THIRD_PARTY})\b",
+            r"\b(?:his|her|their)\s+(?:home |delivery |e-?mail )?(?:address|e-?mail|phone(?: number)?|card details|"
+            rf"password|purchase history{history}|personal details)\b",
+            r"\b(?:list|show|give|export|dump|send|print)\b[^.?!\n]{0,15}\b(?:all|every|the whole)\s+(?:the\s+)?"
+            r"(?:customers?|users?|accounts?|clients?|database|customer (?:list|data|records))\b",
+            r"\bwho (?:else )?(?:lives at|bought|purchased|owns)\b",
+            rf"\b(?:look ?up|find|search|check|access|open|pull up|read)\b[^.?!\n]{{0,20}}\b(?:account{some}|details)"
+            r"\s+(?:of|for|belonging to)\s+"
+            r"(?:customer|user|client|someone|somebody|another|a different|mr|mrs|ms|dr)\b",
+        )
+    )
+
+
 SYSTEM_PROMPT = tuple(
     re.compile(p)
     for p in (
@@ -268,22 +286,16 @@ POLICY_EXCEPTION = tuple(
         rf"{_C}{{0,25}}\b(?:polic(?:y|ies)|rules?|window|limits?|fees?|deadlines?|requirements?|30[- ]day)\b",
         rf"\beven (?:though|if|after|when|tho)\b{_C}{{0,60}}\b(?:window|policy|expired|closed|past|over|days? ago|"
         rf"weeks? ago|months? ago|used|opened|worn|broke it|not eligible|ineligible|outside)\b",
-        rf"\b(?:refund|return|money back|approve|process|reimburse)\w*\b{_C}{{0,50}}"
+        rf"\b(?:money back|approve|process|reimburse)\w*\b{_C}{{0,50}}"
         rf"\b(?:anyway|anyways|regardless|no matter what|all the same|whatever the policy|policy or not)\b",
         rf"\bi(?:'m| am)\s+(?:a|an|the|your)\s+(?:store |support |customer service )?(?:manager|admin|administrator|"
         rf"employee|staff(?: member)?|supervisor|developer|engineer|ceo|owner|founder|agent)\b{_C}{{0,60}}"
-        rf"\b(?:approve|authori[sz]e|override|access|grant|unlock|bypass|process|refund|exception|allowed|"
+        rf"\b(?:approve|authori[sz]e|override|access|grant|unlock|bypass|process|exception|allowed|"
         rf"permission|instruct|let me|need you to|give me)",
         r"\b(?:authori[sz]ed|approved|cleared|signed off)\s+by\s+(?:your|the|a|an|my)\s+(?:\w+\s+)?(?:manager|"
         r"supervisor|ceo|boss|team|agent|colleague|staff)\b",
         r"\b(?:manager|supervisor|agent|colleague|someone from support)\s+(?:already\s+)?(?:said|told me|promised|"
         r"approved|authori[sz]ed|agreed)\b",
-        rf"\b(?:refund|money back)\b{_C}{{0,40}}\bwithout (?:returning|sending (?:it|them|anything) back|"
-        rf"a return|the return)\b",
-        rf"\bkeep (?:the |my )?(?:item|items|product|it|them)\b{_C}{{0,30}}\b(?:refund|money back)\b",
-        rf"\b(?:refund|money back)\b{_C}{{0,30}}\b(?:and|but|while|&) (?:still )?keep(?:ing)? (?:the |my )?"
-        rf"(?:item|items|product|it|them)\b",
-        r"\b(?:double|extra|additional|bonus|second|partial extra) refund\b|\brefund (?:me )?(?:twice|double)\b",
         r"\bmore than (?:i|what i) paid\b",
     )
 )
@@ -349,13 +361,13 @@ def input_categories(text: str, facts: SessionFacts) -> tuple[str, ...]:
     """Every category the user's text falls in (order: most serious first)."""
     norm = normalize(text)
     out: list[str] = []
-    if foreign_ids(text, facts) or foreign_ids(norm.upper(), facts) or _any(OTHER_CUSTOMER, norm):
+    if foreign_ids(text, facts) or foreign_ids(norm.upper(), facts) or _any(facts.ids.other_customer, norm):
         out.append("other_customer")
     if _any(SYSTEM_PROMPT, norm):
         out.append("system_prompt")
     if _any(PROMPT_INJECTION, norm):
         out.append("prompt_injection")
-    if _any(POLICY_EXCEPTION, norm):
+    if _any(facts.ids.policy_exception, norm):
         out.append("policy_exception")
     if _any(HUMAN_REQUEST, norm):
         out.append("human_request")
@@ -401,18 +413,27 @@ _NON_COMMITTAL = re.compile(
     r"\b(?:not|never|cannot|can't|cant|unable|won't|no longer|if|once|when|after|unless|would|could|can|may|might|"
     r"should|whether)\b|n't\b"
 )
-_COMMITMENT = re.compile(
-    r"\b(?:i|we)\s*(?:'ve|'ll|have|has|will|am|are|just|already|now|gone ahead and|went ahead and)?\s*"
-    r"(?:\w+\s+)?(?:issued|processed|approved|initiated|started|arranged|credited|refunded|sent|submitted|"
-    r"requested|put through|set up|cancell?ed|changed|updated|opened|created|raised|logged|emailed|booked|"
-    r"refund|issue|process|cancel|change|update)\b"
-    r"|\b(?:has|have|had) been\s+(?:\w+\s+)?(?:issued|processed|approved|initiated|started|sent|credited|submitted|"
-    r"requested|cancell?ed|changed|updated|opened|created|raised|logged|emailed|arranged|refunded)\b"
-    r"|\b(?:is|are) (?:being processed|on (?:its|the) way|approved|confirmed|now (?:cancell?ed|changed|updated|"
-    r"open))\b"
-    r"|\bwill (?:be )?(?:refunded|issued|processed|credited|cancell?ed|changed|updated)\b"
-    r"|\byou(?:'ll| will) (?:receive|get|see) (?:a |your |the )?(?:full )?(?:refund|money|label)\b"
+_DONE = (
+    "issued|processed|approved|initiated|started|arranged|credited|sent|submitted|requested|put through|set up|"
+    "cancell?ed|changed|updated|opened|created|raised|logged|emailed|booked"
 )
+
+
+def _commitment(verbs: tuple[str, ...], promised: tuple[str, ...]) -> re.Pattern[str]:
+    """A sentence that says something is, or will be, done; the pack adds its own verbs and what it promises."""
+    done = "".join(f"|{re.escape(participle(v))}" for v in verbs)
+    base = "".join(f"|{re.escape(v)}" for v in verbs)
+    things = "".join(f"|{re.escape(t)}" for t in promised)
+    return re.compile(
+        rf"\b(?:i|we)\s*(?:'ve|'ll|have|has|will|am|are|just|already|now|gone ahead and|went ahead and)?\s*"
+        rf"(?:\w+\s+)?(?:{_DONE}{done}{base}|issue|process|cancel|change|update)\b"
+        r"|\b(?:has|have|had) been\s+(?:\w+\s+)?(?:issued|processed|approved|initiated|started|sent|credited|"
+        rf"submitted|requested|cancell?ed|changed|updated|opened|created|raised|logged|emailed|arranged{done})\b"
+        r"|\b(?:is|are) (?:being processed|on (?:its|the) way|approved|confirmed|now (?:cancell?ed|changed|updated|"
+        r"open))\b"
+        rf"|\bwill (?:be )?(?:issued|processed|credited|cancell?ed|changed|updated{done})\b"
+        rf"|\byou(?:'ll| will) (?:receive|get|see) (?:a |your |the )?(?:full )?(?:money{things})\b"
+    )
 
 
 @dataclass(frozen=True)
@@ -447,12 +468,13 @@ def leaks_instructions(text: str, instructions: str, n: int = SHINGLE_WORDS) -> 
 
 def unbacked_promises(text: str, done_actions: Iterable[str], ids: IdSpace | None = None) -> list[str]:
     """Action kinds the reply claims (done or committed) that no tool carried out in this turn."""
-    words = (ids or id_space()).action_words
+    ids = ids or id_space()
+    words = ids.action_words
     done = set(done_actions)
     out: list[str] = []
     for sentence in _SENTENCE.findall(normalize(text)):
         s = sentence.strip()
-        if not s or s.endswith("?") or _NON_COMMITTAL.search(s) or not _COMMITMENT.search(s):
+        if not s or s.endswith("?") or _NON_COMMITTAL.search(s) or not ids.commitment.search(s):
             continue
         kinds = [k for k, p in words.items() if p.search(s)]
         if kinds and not done.intersection(kinds):

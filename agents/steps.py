@@ -752,7 +752,7 @@ def _consent(state: AgentState, tool: str, arguments: Mapping[str, Any]) -> cons
     if action is None:
         return consent.Consent.REQUESTED
     agent_said = next((e.text for e in reversed(state.enriched.turn.history) if e.role == Role.AGENT), "")
-    return consent.judge(user_text(state.enriched), action, agent_said)
+    return consent.judge(user_text(state.enriched), action, agent_said, state.pack)
 
 
 def _stop_flag(stopped: ToolResult) -> str:

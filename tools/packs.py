@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from tools.actions import ActionSpec
+from tools.phrasing import Phrasing
 from tools.spec import IdFormat, ToolSpec
 
 DEFAULT_PACK = "shop"
@@ -43,7 +44,7 @@ class Pack:
     title: str
     tools: tuple[ToolSpec, ...]
     id_formats: tuple[IdFormat, ...]
-    root: Path  # the pack's folder: routes, prompts, scenarios
+    root: Path  # the pack's folder: routes, prompts (prompts/<version>.txt), scenarios
     policy: Any = None  # the pack's policy object (for prompts' digests and the tools' verdicts)
     # Writes the first N customers' seed data to Firestore for the local stack: seed(client, N) -> count seeded.
     seed: Callable[..., Any] | None = None
@@ -62,6 +63,11 @@ class Pack:
     # greeting, closing, clarify, language) and of the input guardrails' refusals (``refusal_<key>``, keys of
     # ``agents.guardrails.REFUSALS``); a key it leaves out reads as the core's neutral default.
     texts: Mapping[str, str] = field(default_factory=dict)
+    # The pack's own phrasings the consent gate and the guardrails add to their English rules (tools/phrasing.py).
+    phrasing: Phrasing = Phrasing()
+    # The customer's records in the turn's context as the prompt template's placeholders (placeholder -> text,
+    # e.g. "orders" -> one line per order); the pack picks the fields (an allow-list) and bounds them. None: none.
+    prompt_context: Callable[[Mapping[str, Any]], Mapping[str, str]] | None = None
     # The offline evals' hooks for a pack whose data lives outside Firestore (evals/packworld.py, PackEvals):
     # a fresh store per trial, its rows as documents, its scenarios. None: the Firestore world of the harness.
     evals: Any = None
@@ -110,6 +116,11 @@ class Pack:
     @property
     def customer_id(self) -> IdFormat:
         return self.ids[CUSTOMER_KIND]
+
+    @functools.cached_property
+    def record_nouns(self) -> tuple[str, ...]:
+        """The kinds of record a customer owns, as words ("order", "invoice"): every id kind but customer and minted."""
+        return tuple(f.kind.replace("_", " ") for f in self.id_formats if f.kind != CUSTOMER_KIND and not f.minted)
 
     @functools.cached_property
     def any_id(self) -> re.Pattern[str]:

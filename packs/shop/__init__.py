@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from packs.shop.phrasing import PHRASING
 from packs.shop.tools import TOOL_SPECS
 from tools import policy as rules
 from tools.packs import Pack
@@ -101,4 +102,5 @@ PACK = Pack(
         "refusal_policy": "I'm not able to make exceptions to our policies. I can check what your order is eligible "
         "for, or connect you with a human agent who can review your case.",
     },
+    phrasing=PHRASING,
 )

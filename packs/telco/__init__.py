@@ -16,6 +16,7 @@ from typing import Any
 
 from packs.telco import replies
 from packs.telco.evals import TelcoEvals
+from packs.telco.phrasing import PHRASING
 from tools.actions import ActionSpec
 from tools.mcp import McpServer
 from tools.packs import Pack
@@ -167,6 +168,7 @@ PACK = Pack(
         "greeting": "Hello! I'm the support assistant for your broadband and mobile services.",
         "closing": "You're welcome! If anything else comes up with your services, just write here.",
     },
+    phrasing=PHRASING,
     mcp_servers={SERVER: _server()},
     seed=_seed,
     demo_customer="ACC-100001",
