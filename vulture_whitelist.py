@@ -1,6 +1,6 @@
 """Names vulture (`make lint`) reports as unused that are not dead, each group with its reason.
 
-Regenerate candidates with `vulture contract tools packs agents pipeline stack evals web deploy bench prompts
+Regenerate candidates with `vulture contract tools packs agents pipeline stack evals web deploy bench
 --make-whitelist`; add a name here only with the reason it is alive.
 """
 

@@ -270,9 +270,9 @@ def policy_digests(
 
 
 @functools.lru_cache(maxsize=8)
-def instructions(version: str) -> str:
+def instructions(version: str, pack: str = DEFAULT_PACK) -> str:
     """The static instruction lines of the prompt version (what the output guardrail must never see echoed)."""
-    return guardrails.instructions_of(load_template(version).template)
+    return guardrails.instructions_of(load_template(version, pack).template)
 
 
 def session_facts(state: AgentState) -> guardrails.SessionFacts:
@@ -283,7 +283,7 @@ def session_facts(state: AgentState) -> guardrails.SessionFacts:
     return guardrails.facts_from_context(
         enriched.turn.customer_id,
         enriched.context,
-        instructions=instructions(state.version),
+        instructions=instructions(state.version, state.config.pack),
         extra_values=state.tool_values,
         done_actions=done,
         pack=state.config.pack,
@@ -307,7 +307,7 @@ def start(enriched: EnrichedTurn, version: str = PROMPT_VERSION, config: StepCon
     if verdict.action == "handoff":
         return _handoff(state, "user_request", summary="The customer asked for a human agent.")
     try:
-        base = build_request(enriched, state.config.max_tokens, version)
+        base = build_request(enriched, state.config.max_tokens, version, state.config.pack)
     except ContextMismatchError as exc:
         return _error(state, f"context mismatch: {exc}", FLAG_CONTEXT_MISMATCH)
     system = base.messages[0].content

@@ -191,7 +191,7 @@ class OptionTable(BaseModel):
     )
     prompt_version: str | None = option(
         None,
-        "Pin a released prompt version (prompts/, and the pack's routes of that version) instead of the "
+        "Pin a released prompt version (the pack's prompts/ and routes/ of that version) instead of the "
         "backend's own (agents/backends/registry.py); e.g. support_tools_v1, whose chat route lets SmolLM2 write "
         "its own small talk. Unset: the backend's version.",
         pattern=PROMPT_VERSION_PATTERN,

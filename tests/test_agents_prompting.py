@@ -20,7 +20,6 @@ from agents.model_text import (
 )
 from agents.prompting import (
     MAX_HISTORY_CHARS,
-    MAX_ORDERS,
     MAX_USER_CHARS,
     PROMPT_VERSION,
     ContextMismatchError,
@@ -29,6 +28,7 @@ from agents.prompting import (
 )
 from contract.messages import ReplyKind
 from contract.turn import EnrichedTurn, HistoryEntry, Role, Turn, UserMessage
+from packs.shop.prompting import MAX_ORDERS
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 EMAIL = "ada.lovelace@example.com"
@@ -164,6 +164,23 @@ def test_profile_fields_cannot_inject_lines() -> None:
 def test_template_is_versioned_data() -> None:
     assert PROMPT_VERSION == "support_system_v1"
     assert set(load_template().get_identifiers()) == {"name", "plan", "orders", "tickets", "notes"}
+
+
+@pytest.mark.parametrize("pack", ["shop", "telco"])
+def test_every_pack_prompts_every_version_its_backends_use(pack: str) -> None:
+    from agents.backends.registry import REGISTRY
+
+    for version in {b.prompt_version for b in REGISTRY.values()} | {"support_tools_v1"}:
+        system = build_request(_enriched(flags=("customer_unknown",)), 16, version, pack).messages[0].content
+        assert "${" not in system and "Customer: Ada Lovelace" in system and "Plan: gold" in system, (pack, version)
+        assert "Note: We could not find this customer's account." in system, (pack, version)
+
+
+def test_the_telcos_prompt_is_its_own_and_shows_no_shop_records() -> None:
+    system = build_request(_enriched(), 16, "support_system_v2", "telco").messages[0].content
+    assert "a broadband and mobile provider" in system and "online shop" not in system
+    assert "O-1000" not in system and "T-7" not in system  # the shop renders orders and tickets; the telco does not
+    assert set(load_template("support_system_v2", "telco").get_identifiers()) == {"name", "plan", "notes"}
 
 
 def test_requests_and_calls_pickle() -> None:

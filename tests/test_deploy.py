@@ -162,7 +162,7 @@ def worker_packages() -> set[str]:
 def test_images_copy_the_worker_packages_only() -> None:
     packages = {p.rstrip("*") for p in pyproject()["tool"]["setuptools"]["packages"]["find"]["include"]}
     needed = worker_packages()
-    assert needed == {"contract", "prompts", "tools", "agents", "packs", "pipeline"}
+    assert needed == {"contract", "tools", "agents", "packs", "pipeline"}
     for dockerfile in WORKER_DOCKERFILES:
         copied = set(re.findall(r"^COPY (\w+)/ \1/$", dockerfile.read_text(), re.M))
         assert copied == needed, (dockerfile.name, copied ^ needed)

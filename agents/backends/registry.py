@@ -10,7 +10,7 @@ A backend's entry says:
   ``constrained`` (the agent's step protocol, with decoding constrained to
   "one reply, one declared tool call or a hand-off"), or ``none`` (no tools:
   not an agent; only the ``instant`` stub);
-- ``prompt_version``: the versioned system prompt under ``prompts/`` it is given;
+- ``prompt_version``: the versioned system prompt (each pack's ``prompts/<version>.txt``) it is given;
 - ``factory``: the thin ``make_<x>_handler`` below that builds its RunInference
   ``ModelHandler``; it imports the backend module only when called, so building a
   pipeline never needs a backend's native library;

@@ -2,7 +2,8 @@
 
 The first pack, and the default. Its tools are Python functions over the customer's documents in
 Firestore (``packs.shop.tools``), its policy is ``tools/policies.yaml``, and its routes and prompts
-are the ``support_*`` versions under ``prompts/``.
+are the ``support_*`` versions under ``routes/`` and ``prompts/`` here (its orders and tickets rendered
+into the prompt by ``packs.shop.prompting``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from packs.shop.phrasing import PHRASING
+from packs.shop.prompting import prompt_context
 from packs.shop.tools import TOOL_SPECS
 from tools import policy as rules
 from tools.packs import Pack
@@ -103,4 +105,5 @@ PACK = Pack(
         "for, or connect you with a human agent who can review your case.",
     },
     phrasing=PHRASING,
+    prompt_context=prompt_context,
 )

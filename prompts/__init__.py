@@ -1,1 +1,0 @@
-"""Prompt templates as versioned data files (read by agents.prompting); a package so they ship in the wheel."""
