@@ -2,25 +2,26 @@
 
 A model (or a router) may pick a data-changing tool for a message that only
 *mentions* the action: "my email changed, can you read me back my phone number"
-near a refund offer, "I need an invoice for the jacket" near a return. Words that
-occur in a message are not a request. An action runs only when this turn asks for
-it, in one of two ways:
+near an offer to change the address, "I need a copy of my invoice" near a ticket.
+Words that occur in a message are not a request. An action runs only when this
+turn asks for it, in one of two ways:
 
 - a clause that names the action (``ActionSpec.terms``) in request form: an
-  imperative ("refund it", "open a ticket"), or a request marker before the
+  imperative ("open a ticket", "add a data pack"), or a request marker before the
   action's words ("please ...", "I want ...", "can you ..."); not negated before
-  them ("I don't want a refund"), and not a question of whether it is possible
-  ("can you check if I can get a refund" asks for a check, not the refund);
+  them ("I don't want a ticket"), and not a question of whether it is possible
+  ("can you check if I can get a new SIM" asks for a check, not the SIM);
 - a short affirmative ("yes please", "go ahead") right after the agent offered
-  exactly this action ("Would you like me to start the refund?").
+  exactly this action ("Would you like me to open a ticket?").
 
 A request made for someone else ("in the name of ...", "on behalf of ...",
 "their account") is refused: tools act only on the session customer's own
 account, and an action on it that another person asked for is not the customer's.
 
 The rules are about how requests are phrased, in English; which words name an
-action is the action's own declaration. Fails closed: anything it cannot read as
-a request is not one.
+action is the action's own declaration, and the pack adds its own request verbs
+and the records its customers own (``Pack.phrasing``, ``Pack.record_nouns``).
+Fails closed: anything it cannot read as a request is not one.
 """
 
 from __future__ import annotations
@@ -144,7 +145,7 @@ def _confirms_offer(text: str, action: ActionSpec, previous_agent_text: str) -> 
     said = _normal(text)
     if not _AFFIRMATIVE.match(said) or len(said.split()) > _MAX_AFFIRMATIVE_WORDS or _NEGATION.search(said):
         return False
-    # The offer is the agent's last question: "... Would you like me to start the refund?"
+    # The offer is the agent's last question: "... Would you like me to open a ticket?"
     sentences = [s for s in re.split(r"(?<=[.!?])\s+", _normal(previous_agent_text)) if s]
     offer = sentences[-1] if sentences else ""
     return bool(_OFFER.search(offer)) and any(term_pattern(t).search(offer) for t in action.terms)

@@ -7,16 +7,18 @@ really carried out). They are general mechanisms, not lists of known attacks:
 
 Input (``check_input``), on the text normalised (NFKC, zero-width and bidi
 controls removed, case-folded, whitespace collapsed):
-- ``other_customer``: an identifier of the shop's formats (customer, order,
-  ticket id) owned by another customer than the session's, or a request to
+- ``other_customer``: an identifier of the pack's formats (a customer id, or a
+  record's id that embeds one) owned by another customer than the session's, or a request to
   look up / disclose data of a third party ("another customer's address",
   "all users' emails", "my neighbour's phone number").
 - ``system_prompt``: asks to see or repeat the instructions / system prompt.
 - ``prompt_injection``: instruction overrides ("ignore previous instructions"),
   role or chat-template markers (``<|im_start|>``, ``[INST]``, "system:" lines),
   mode switches ("developer mode"), tool-call or ``customer_id`` syntax.
-- ``policy_exception``: asks to bend the policy ("make an exception", "refund
-  it anyway", "even though the window closed"), or claims staff authority.
+- ``policy_exception``: asks to bend the policy ("make an exception", "waive
+  the fee", "even though the window closed"), or claims staff authority.
+The pack adds its own phrasings of the last two (``Pack.phrasing``) and names
+its records (``Pack.record_nouns``: "their invoices").
 - ``human_request``: asks for a person (not an attack: the turn hands off).
 The first three refuse the turn, a policy exception gets a refusal that offers
 a human, a human request hands off. Every category becomes a flag
@@ -27,12 +29,12 @@ Output (``check_output``):
   (``guard_out_foreign_id``), a chunk of the system prompt's instructions
   (``guard_out_system_prompt``), secrets such as API keys, private keys or card
   numbers (``guard_out_secret``), and promises of an action no tool carried out
-  in this turn: "your refund has been issued" without a refund done
+  in this turn: "your ticket has been opened" without a ticket opened
   (``guard_out_unbacked_promise``);
 - redacts (and flags ``guard_out_redacted``): e-mail addresses and phone
   numbers that are not the customer's own;
-- flags only: ids of the shop's formats that appear nowhere in the session
-  (``guard_out_unknown_id``, a made-up order number).
+- flags only: ids of the pack's formats that appear nowhere in the session
+  (``guard_out_unknown_id``, a made-up reference).
 """
 
 from __future__ import annotations
