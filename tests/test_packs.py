@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import shutil
 import textwrap
 import uuid
 from collections.abc import Iterator
@@ -180,6 +181,7 @@ def subs_pack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     table = yaml.safe_load((shop.root / "routes" / f"{VERSION}.yaml").read_text())
     table["routes"].append(SUBSCRIPTION_ROUTE)
     (folder / "routes" / f"{VERSION}.yaml").write_text(yaml.safe_dump(table))
+    shutil.copytree(shop.root / "prompts", folder / "prompts")  # a pack brings its prompts (the shop's, here)
     monkeypatch.setenv(PACK_PATH_ENV, str(tmp_path))
     load_pack.cache_clear()
     load_routes.cache_clear()
