@@ -1,8 +1,10 @@
 """The customer-context layout: what enrichment promises downstream, and how the stores lay it out.
 
 On the ground floor because three layers share it: ``pipeline.enrichment`` builds
-the context, ``tools.store`` reads the same documents with the same bounds, and the
-stack's Bigtable seeder writes the rows. It never imports Beam.
+the context, ``tools.store`` reads the same documents, and the stack's Bigtable seeder
+writes the rows. It never imports Beam. What the context holds beside the profile, and
+how much of it, the pack declares (``tools.context_collection.ContextCollection``,
+``Pack.context``): the layout is given its collections' names, it never spells them.
 
 Flags (``EnrichedTurn.context_flags``; the prompt and the eval row read them). The turn always goes on:
 
@@ -13,14 +15,15 @@ Flags (``EnrichedTurn.context_flags``; the prompt and the eval row read them). T
 
 Bigtable layout (one row per customer, row key = customer id, every cell a JSON value)::
 
-    family "profile":  one column per profile field  (name, email, plan, tier, address, ...)
-    family "orders":   one column per order id       (the order document as JSON)
-    family "tickets":  one column per ticket id      (the ticket document as JSON)
+    family "profile":      one column per profile field  (name, email, plan, tier, address, ...)
+    family <collection>:   one column per record id      (the record's document as JSON), one family
+                           per collection the pack declares (e.g. "tickets")
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from datetime import date, datetime
 from typing import Any
 
@@ -29,16 +32,16 @@ CONTEXT_UNAVAILABLE = "context_unavailable"
 CONTEXT_MALFORMED = "context_malformed"
 FLAGS = (CUSTOMER_UNKNOWN, CONTEXT_UNAVAILABLE, CONTEXT_MALFORMED)
 
-# Bound what one turn pulls in: the prompt is small and the store is on the hot path.
-MAX_ORDERS = 8
-MAX_TICKETS = 5
-
 STORES = ("firestore", "bigtable")
 DEFAULT_BIGTABLE_INSTANCE = "supportflow"
 DEFAULT_BIGTABLE_TABLE = "customer_context"
-PROFILE_FAMILY, ORDERS_FAMILY, TICKETS_FAMILY = "profile", "orders", "tickets"
-FAMILIES = (PROFILE_FAMILY, ORDERS_FAMILY, TICKETS_FAMILY)
+PROFILE_FAMILY = "profile"
 ENCODING = "utf-8"
+
+
+def table_families(collections: Iterable[str]) -> tuple[str, ...]:
+    """The table's column families: the profile's, then one per context collection (by its name)."""
+    return (PROFILE_FAMILY, *collections)
 
 
 def _json_default(value: Any) -> Any:

@@ -47,7 +47,7 @@ from evals.users import ModelUser, SimUser, make_user
 from evals.world import World, diff
 from pipeline.enrichment.context import UNAVAILABLE, UNKNOWN, ContextResult, build_context
 from stack.seed import REFERENCE_TIME
-from tools.packs import DEFAULT_PACK
+from tools.packs import DEFAULT_PACK, load_pack
 from tools.registry import ToolExecutor
 from tools.store import CustomerStore
 
@@ -116,7 +116,7 @@ def load_context(store: CustomerStore, customer_id: str) -> tuple[ContextResult,
         if profile is None:
             result = UNKNOWN
         else:
-            result = build_context(customer_id, profile, store.orders(customer_id), store.tickets(customer_id))
+            result = build_context(customer_id, profile, store.context_documents(customer_id), store.collections)
     except Exception:  # noqa: BLE001 - as the handler: a failed read flags the turn, it does not fail it
         result = UNAVAILABLE
     return result, (time.perf_counter() - t0) * 1000.0
@@ -179,7 +179,7 @@ def run_trial(
         if scenario.pack != agent.config.pack:
             raise ValueError(f"scenario of pack {scenario.pack!r}, agent of pack {agent.config.pack!r} (--pack)")
         executor = world.executor(agent.clock)
-        store = CustomerStore(world.client, timeout_s=5.0)
+        store = CustomerStore(world.client, timeout_s=5.0, collections=load_pack(scenario.pack).context)
         user = user or make_user(scenario)
         _converse(scenario, trial, agent, user, store, executor, trace)
         trace.after = world.snapshot()

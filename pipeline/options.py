@@ -201,7 +201,7 @@ class OptionTable(BaseModel):
     )
     policy_now: str | None = option(
         None,
-        "ISO time the tools judge return/refund windows against; unset: the wall clock. "
+        "ISO time the tools judge the policy's time windows against; unset: the wall clock. "
         "The local stack pins it to its seed data's reference time.",
     )
     # The Gemini defaults are the backend's own (agents/backends/gemini.py), so they are written once.

@@ -43,7 +43,7 @@ class SessionSimulator:
         self.cells: dict[str, SessionCells] = {}
         self.timers: dict[str, _SessionTimers] = {}
         self._queue: list[tuple[float, int, str, Purpose]] = []
-        self._order = itertools.count()
+        self._sequence = itertools.count()  # ties in time fire in the order scheduled
         self.turns: list[Turn] = []
         self.dead_letters: list[DeadLetter] = []
         self.closed: list[SessionClosed] = []
@@ -102,7 +102,7 @@ class SessionSimulator:
         return self.cells[session_id], self.timers[session_id]
 
     def _schedule(self, session_id: str, purpose: Purpose, at: float) -> None:
-        heapq.heappush(self._queue, (at, next(self._order), session_id, purpose))
+        heapq.heappush(self._queue, (at, next(self._sequence), session_id, purpose))
 
     def _collect(self, outputs: list[Output]) -> list[Output]:
         for o in outputs:

@@ -1,13 +1,14 @@
 """The customer-context table in the Bigtable emulator: create it and seed it with the Firestore seed data.
 
 Same customers as ``stack.seed`` (``build_customers``: the same (seed, index) gives the same customer),
-one row per customer, laid out as ``contract.context_layout`` says::
+one row per customer, laid out as ``contract.context_layout`` says: a family per collection the pack
+declares (``Pack.context``), one column per record::
 
-    row key C0001
-      profile:name     "Amelia Smith"          one column per profile field, JSON
-      profile:address  {"line1": ..., ...}
-      orders:O-C0001-01  {"status": "delivered", "items": [...], "placed_at": "2026-...+00:00", ...}
-      tickets:T-C0001-01 {"subject": ..., "status": ..., "created_at": ...}
+    row key <customer id>
+      profile:name        "Amelia Smith"          one column per profile field, JSON
+      profile:address     {"line1": ..., ...}
+      tickets:<ticket id> {"subject": ..., "status": ..., "created_at": ...}
+      ...                                          (every declared collection alike)
 
 Help articles stay in Firestore only: they are not per-customer context.
 
@@ -24,7 +25,7 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from google.cloud import bigtable
@@ -33,14 +34,14 @@ from google.cloud.bigtable import column_family
 from contract.context_layout import (
     DEFAULT_BIGTABLE_INSTANCE,
     DEFAULT_BIGTABLE_TABLE,
-    FAMILIES,
-    ORDERS_FAMILY,
     PROFILE_FAMILY,
-    TICKETS_FAMILY,
     encode_cell,
+    table_families,
 )
 from stack.emulators import DEFAULT_PROJECT, StackError
 from stack.seed import DEFAULT_CUSTOMERS, DEFAULT_SEED, SeedCustomer, build_customers
+from tools.context_collection import ContextCollection
+from tools.packs import DEFAULT_PACK, load_pack
 
 ADMIN_TIMEOUT_S = 10.0
 
@@ -61,23 +62,35 @@ def admin_client(project: str) -> bigtable.Client:
         return bigtable.Client(project=project, admin=True)
 
 
+def _default_collections() -> tuple[ContextCollection, ...]:
+    return load_pack(DEFAULT_PACK).context  # the seed data below is the default pack's
+
+
 def ensure_table(
-    client: bigtable.Client, instance: str = DEFAULT_BIGTABLE_INSTANCE, table: str = DEFAULT_BIGTABLE_TABLE
+    client: bigtable.Client,
+    instance: str = DEFAULT_BIGTABLE_INSTANCE,
+    table: str = DEFAULT_BIGTABLE_TABLE,
+    collections: Sequence[ContextCollection] | None = None,
 ) -> bigtable.table.Table:
     """The customer-context table with its column families (one version kept), created if missing."""
     t = client.instance(instance).table(table)
     if not t.exists():
-        t.create(column_families={f: column_family.MaxVersionsGCRule(1) for f in FAMILIES})
+        names = (c.name for c in (_default_collections() if collections is None else collections))
+        t.create(column_families={f: column_family.MaxVersionsGCRule(1) for f in table_families(names)})
     return t
 
 
-def customer_cells(c: SeedCustomer) -> dict[str, dict[str, bytes]]:
-    """family -> column -> JSON cell of one customer's row."""
-    return {
-        PROFILE_FAMILY: {k: encode_cell(v) for k, v in c.profile.items()},
-        ORDERS_FAMILY: {oid: encode_cell(doc) for oid, doc in c.orders.items()},
-        TICKETS_FAMILY: {tid: encode_cell(doc) for tid, doc in c.tickets.items()},
-    }
+def customer_cells(
+    c: SeedCustomer, collections: Sequence[ContextCollection] | None = None
+) -> dict[str, dict[str, bytes]]:
+    """family -> column -> JSON cell of one customer's row.
+
+    The seed keeps each collection's documents (id -> document) under the collection's name."""
+    cells = {PROFILE_FAMILY: {k: encode_cell(v) for k, v in c.profile.items()}}
+    for collection in _default_collections() if collections is None else collections:
+        docs = getattr(c, collection.name, None) or {}
+        cells[collection.name] = {doc_id: encode_cell(doc) for doc_id, doc in docs.items()}
+    return cells
 
 
 def write_rows(table: bigtable.table.Table, rows: Iterable[tuple[str, dict[str, dict[str, bytes]]]]) -> int:

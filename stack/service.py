@@ -255,7 +255,7 @@ def _run(
         if pack != DEFAULT_PACK:
             pipeline_args = [*(pipeline_args or []), f"--pack={pack}"]
         log = stack.log_dir / "pipeline.log"
-        web_cmd = [sys.executable, "-m", "web", "--port", str(port)]
+        web_cmd = [sys.executable, "-m", "web", "--port", str(port), "--pack", pack]
         say(f"starting the pipeline ({backend} model) and the chat page...")
         # No .start() here: entering the block starts each process (start() + __enter__ would start two).
         with (

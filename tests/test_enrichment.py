@@ -24,14 +24,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing import test_stream
 
-from contract.context_layout import (
-    CONTEXT_MALFORMED,
-    CONTEXT_UNAVAILABLE,
-    CUSTOMER_UNKNOWN,
-    MAX_ORDERS,
-    MAX_TICKETS,
-    encode_cell,
-)
+from contract.context_layout import CONTEXT_MALFORMED, CONTEXT_UNAVAILABLE, CUSTOMER_UNKNOWN, encode_cell
 from contract.turn import EnrichedTurn, Turn, UserMessage
 from pipeline.enrichment.bigtable import BigtableContextHandler, context_from_cells
 from pipeline.enrichment.context import NO_CACHE, CachePolicy, ContextResult, TTLCache, build_context, clear_caches
@@ -42,12 +35,16 @@ from stack.bigtable import admin_client, customer_cells, ensure_table, seed_bigt
 from stack.clients import firestore_client
 from stack.emulators import Emulator, LocalStack, StackError, bigtable_emulator, firestore_emulator, free_port
 from stack.seed import DEFAULT_CUSTOMERS, build_customer, customer_id, seed_firestore
+from tools.context_collection import ContextCollection
+from tools.packs import load_pack
 
 # -- helpers ---------------------------------------------------------------------------------------------------------
 
 _SINKS: dict[str, list[EnrichedTurn]] = {}
 _EMULATORS: dict[str, Emulator] = {}
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
+SHOP = load_pack("shop").context  # the seed data's pack: what its contexts hold
+ORDERS, TICKETS = SHOP
 
 
 def turn(cid: str, n: int = 0) -> Turn:
@@ -127,8 +124,8 @@ def expected_context(index: int) -> dict[str, Any]:
     return {
         "customer_id": c.customer_id,
         "profile": plain(c.profile),
-        "orders": sorted(orders, key=lambda o: (o["placed_at"], o["order_id"]), reverse=True)[:MAX_ORDERS],
-        "tickets": sorted(tickets, key=lambda t: (t["created_at"], t["ticket_id"]), reverse=True)[:MAX_TICKETS],
+        "orders": sorted(orders, key=lambda o: (o["placed_at"], o["order_id"]), reverse=True)[: ORDERS.max_kept],
+        "tickets": sorted(tickets, key=lambda t: (t["created_at"], t["ticket_id"]), reverse=True)[: TICKETS.max_kept],
     }
 
 
@@ -410,9 +407,36 @@ def test_build_context_orders_and_bounds() -> None:
         (f"O-{n:02d}", expected_context(5)["orders"][0] | {"placed_at": (NOW - timedelta(days=n)).isoformat()})
         for n in range(12)
     ]
-    result = build_context("C0005", {"name": "A", "plan": "free"}, orders, [])
+    result = build_context("C0005", {"name": "A", "plan": "free"}, {"orders": orders}, SHOP)
     assert result.flags == ()
-    assert [o["order_id"] for o in result.context["orders"]] == [f"O-{n:02d}" for n in range(MAX_ORDERS)]
+    assert [o["order_id"] for o in result.context["orders"]] == [f"O-{n:02d}" for n in range(ORDERS.max_kept)]
+    assert result.context["tickets"] == []  # a declared collection with no documents is there, empty
+
+
+VISITS = ContextCollection(
+    "visits", id_field="visit_id", newest_first="at", max_kept=2, fields={"at": "timestamp", "room": "str?"}
+)
+
+
+def test_build_context_holds_what_the_pack_declares() -> None:
+    """Any pack's collections, not the shop's: keys, ids, order, bound and checks all come from the declaration."""
+    docs = [(f"V{n}", {"at": (NOW - timedelta(days=n)).isoformat(), "room": f"r{n}"}) for n in range(4)]
+    result = build_context("X1", {"name": "A", "plan": "p"}, {"visits": docs, "orders": docs}, (VISITS,))
+    assert result.flags == ()
+    assert set(result.context) == {"customer_id", "profile", "visits"}  # undeclared documents are not read
+    assert result.context["visits"] == [{"at": docs[n][1]["at"], "room": f"r{n}", "visit_id": f"V{n}"} for n in (0, 1)]
+    bad = build_context("X1", {"name": "A", "plan": "p"}, {"visits": [*docs, ("V9", {"at": "yesterday"})]}, (VISITS,))
+    assert bad.flags == (CONTEXT_MALFORMED,) and [v["visit_id"] for v in bad.context["visits"]] == ["V0", "V1"]
+    assert build_context("X1", {"name": "A", "plan": "p"}, {}, ()).context == {
+        "customer_id": "X1",
+        "profile": {"name": "A", "plan": "p"},
+    }
+
+
+def test_bigtable_cells_of_a_declared_collection() -> None:
+    cells = {"profile": {"name": '"A"', "plan": '"p"'}, "visits": {"V1": '{"at": "2026-11-19T00:00:00+00:00"}'}}
+    result = context_from_cells("X1", cells, (VISITS,))
+    assert result.flags == () and result.context["visits"] == [{"at": "2026-11-19T00:00:00+00:00", "visit_id": "V1"}]
 
 
 def test_ttl_cache_expires_and_evicts() -> None:
@@ -435,7 +459,7 @@ def test_failures_are_never_cached() -> None:
 
 
 def test_context_from_an_empty_row_is_unknown() -> None:
-    assert context_from_cells("C1", {}).flags == (CUSTOMER_UNKNOWN,)
+    assert context_from_cells("C1", {}, SHOP).flags == (CUSTOMER_UNKNOWN,)
 
 
 def test_pipeline_option_selects_the_store() -> None:
@@ -443,6 +467,9 @@ def test_pipeline_option_selects_the_store() -> None:
     bt = context_handler(Settings.local("--context_store=bigtable", "--bigtable_instance=inst-1", "--bigtable_table=t"))
     assert isinstance(fs, FirestoreContextHandler)
     assert isinstance(bt, BigtableContextHandler) and (bt._instance_id, bt._table_id) == ("inst-1", "t")
+    # --pack says what a context holds: the shop's records, the telco's profile alone (its records are its MCP's).
+    assert fs.collections == bt.collections == SHOP
+    assert context_handler(Settings.local("--pack=telco")).collections == ()
 
 
 def test_missing_bigtable_emulator_is_named(tmp_path: Path) -> None:

@@ -34,6 +34,7 @@ from pipeline.options import INBOUND_TOPIC, REPLY_TOPIC
 from stack.clients import publisher_client, subscriber_client
 from stack.emulators import LocalStack, free_port
 from stack.service import REPO, PipelineProcess, pipeline_command
+from tools.packs import load_pack
 
 pytestmark = pytest.mark.e2e
 
@@ -424,6 +425,13 @@ def test_demo_login_finds_any_seeded_customer(browser: Browser, web: str, seeded
     chat = new_chat(browser, web)
     chat.page.goto(web)
     assert "DEMO login" in chat.page.inner_text("#demo-label")
+    # The page names the running pack's business in its own words (GET /api/pack), none of its own.
+    shop = load_pack("shop")
+    chat.page.wait_for_function("() => document.getElementById('business').textContent !== ''")
+    assert chat.page.inner_text("#business") == f"· {shop.title}"
+    assert chat.page.get_attribute("#customer-search", "placeholder") == f"id or name, e.g. {shop.customer_id.example}"
+    listed = ["account", *(c.name for c in shop.context)]
+    assert chat.page.inner_text("#sees").endswith(f"own {', '.join(listed[:-1])} and {listed[-1]}.")
     chat.page.fill("#customer-search", name.split()[-1])  # by (part of) the name
     chat.page.wait_for_selector("#customer option[value=C0042]", state="attached")
     chat.page.fill("#customer-search", "C0042")  # by id

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from tools.actions import ActionSpec
+from tools.context_collection import ContextCollection
 from tools.phrasing import Phrasing
 from tools.spec import IdFormat, ToolSpec
 
@@ -52,6 +53,9 @@ class Pack:
     default_customers: int = 0  # how many customers the local stack seeds
     mcp_servers: Mapping[str, Any] = field(default_factory=dict)  # name -> tools.mcp.McpServer
     validate: Callable[[Pack], list[str]] | None = None  # the pack's own consistency checks (problems, or [])
+    # The lists of the customer's records each turn's context carries, beside the profile (enrichment reads
+    # them from Firestore or Bigtable, bounds and checks them as declared). (): the context is the profile.
+    context: tuple[ContextCollection, ...] = ()
     # Actions the customer's context shows as already carried out (a reply may speak of them as done).
     context_actions: Callable[[Mapping[str, Any]], set[str]] | None = None
     # The pack's help articles, slug -> {"title", "body", ...} (``agents.retrieval`` indexes them once per
@@ -141,6 +145,12 @@ def _problems(pack: Pack) -> list[str]:
     actions = [a.name for t in pack.tools for a in t.actions]
     if len(set(actions)) != len(actions):
         out.append(f"two tools declare the same action: {actions}")
+    collections = [c.name for c in pack.context]
+    if len(set(collections)) != len(collections):
+        out.append(f"context collections repeat: {collections}")
+    for f in pack.id_formats:
+        if f.context and f.context not in collections:
+            out.append(f"id kind {f.kind!r} is found in context {f.context!r}, which the pack does not declare")
     if sum(t.handoff for t in pack.tools) > 1:
         out.append("more than one hand-off tool")
     for t in pack.tools:

@@ -2,7 +2,9 @@
 
 Every read starts from ``customers/{customer_id}``, and the customer id comes
 from the session (never from the model), so a turn can only ever see its own
-customer's documents. A batched read (``profiles``) fetches several customers'
+customer's documents. What is read beside the customer's root document is
+what the pack declares (``Pack.context``: one subcollection per ``ContextCollection``,
+newest first, bounded). A batched read (``profiles``) fetches several customers'
 root documents in one ``BatchGetDocuments`` call, but each result is still
 keyed by the id it was asked for. Seed data and layout: ``stack/seed.py``.
 
@@ -16,7 +18,7 @@ is the one retry policy and the bound holds.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 from google.api_core import exceptions as gexc
@@ -29,9 +31,11 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from contract.context_layout import MAX_ORDERS, MAX_TICKETS
+from tools.context_collection import ContextCollection
+from tools.packs import DEFAULT_PACK, load_pack
 
-CUSTOMERS, ORDERS, TICKETS = "customers", "orders", "tickets"
+CUSTOMERS = "customers"
+Documents = list[tuple[str, Any]]  # (document id, plain document), newest first
 
 TRANSIENT = (
     gexc.ServiceUnavailable,
@@ -69,8 +73,11 @@ class CustomerStore:
         *,
         attempts: int = 3,
         max_retry_s: float | None = None,
+        collections: Sequence[ContextCollection] | None = None,
     ) -> None:
         self._db = client
+        # What ``context_documents`` reads: the pack's ``Pack.context`` (None: the default pack's).
+        self.collections = tuple(load_pack(DEFAULT_PACK).context if collections is None else collections)
         self._timeout = timeout_s
         self._retrying = Retrying(
             retry=retry_if_exception_type(TRANSIENT),
@@ -113,40 +120,30 @@ class CustomerStore:
         found = self._call(read)
         return {cid: found.get(cid) for cid in ids}
 
-    def orders(self, customer_id: str, limit: int = MAX_ORDERS) -> list[tuple[str, Any]]:
-        """The newest ``limit`` orders as (order id, plain document)."""
+    def documents(self, customer_id: str, collection: ContextCollection) -> Documents:
+        """The newest ``collection.max_kept`` documents of one of the customer's collections."""
         query = (
             self.customer(customer_id)
-            .collection(ORDERS)
-            .order_by("placed_at", direction=firestore.Query.DESCENDING)
-            .limit(limit)
+            .collection(collection.source)
+            .order_by(collection.newest_first, direction=firestore.Query.DESCENDING)
+            .limit(collection.max_kept)
         )
         return self._call(
-            lambda: [(o.id, _plain(o.to_dict())) for o in query.stream(retry=None, timeout=self._timeout)]
+            lambda: [(d.id, _plain(d.to_dict())) for d in query.stream(retry=None, timeout=self._timeout)]
         )
 
-    def tickets(self, customer_id: str, limit: int = MAX_TICKETS) -> list[tuple[str, Any]]:
-        """The newest ``limit`` tickets as (ticket id, plain document)."""
-        query = (
-            self.customer(customer_id)
-            .collection(TICKETS)
-            .order_by("created_at", direction=firestore.Query.DESCENDING)
-            .limit(limit)
-        )
-        return self._call(
-            lambda: [(t.id, _plain(t.to_dict())) for t in query.stream(retry=None, timeout=self._timeout)]
-        )
+    def context_documents(self, customer_id: str) -> dict[str, Documents]:
+        """Every declared collection's documents (one query each, in turn), by collection name."""
+        return {c.name: self.documents(customer_id, c) for c in self.collections}
 
     # -- one customer, one call (tools and the one-at-a-time baseline) ------------------------------------------
 
     def load_context(self, customer_id: str) -> dict[str, Any]:
-        """The customer's profile, recent orders and tickets (three sequential reads), or CustomerNotFound."""
+        """The customer's profile and recent records (sequential reads, unchecked), or CustomerNotFound."""
         profile = self.profiles([customer_id])[customer_id]
         if profile is None:
             raise CustomerNotFound(customer_id)
-        return {
-            "customer_id": customer_id,
-            "profile": profile,
-            "orders": [{**doc, "order_id": oid} for oid, doc in self.orders(customer_id)],
-            "tickets": [{**doc, "ticket_id": tid} for tid, doc in self.tickets(customer_id)],
-        }
+        context: dict[str, Any] = {"customer_id": customer_id, "profile": profile}
+        for c in self.collections:
+            context[c.name] = [c.record(doc_id, doc) for doc_id, doc in self.documents(customer_id, c)]
+        return context

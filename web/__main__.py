@@ -19,6 +19,7 @@ from fastapi import FastAPI
 
 from stack.clients import emulator_host
 from stack.emulators import DEFAULT_PROJECT, StackError
+from tools.packs import DEFAULT_PACK
 
 
 class _Server(uvicorn.Server):
@@ -66,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
         "(web/identity.py). --no-demo-login: tokens only from the identity provider configured by the "
         "SUPPORTFLOW_IDENTITY_* variables (docs/security.md).",
     )
+    parser.add_argument(
+        "--pack", default=DEFAULT_PACK, help="The business served (tools.packs): the page names it in its words."
+    )
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
     try:
@@ -83,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = create_app(WebConfig(project=args.project, identity=identity))
+    app = create_app(WebConfig(project=args.project, identity=identity, pack=args.pack))
     config = uvicorn.Config(
         app,
         host=args.host,

@@ -4,6 +4,8 @@ Routes:
 
 - ``GET /``: the chat page; ``GET /ops``: the operator view (static HTML + JS in ``web/static``).
 - ``GET /api/config``: ``{"demo_login": bool}``, what the page needs to know before it logs in.
+- ``GET /api/pack``: ``{"name", "title", "customer_example", "context": [collection, ...]}``, the running
+  pack's words (``--pack``), so the page names the business it serves.
 - DEMO login only: ``GET /api/customers?q=..``: seeded customers whose id starts with / name contains ``q``;
   ``POST /api/demo/login`` ``{"customer_id": "C0042"}``: an identity token for that seeded customer.
 - ``POST /api/sessions`` (``Authorization: Bearer <identity token>``): a new session id, bound to the
@@ -55,6 +57,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from contract.binding import BindingRefused, mint_session_id, verify_session_binding
 from contract.messages import ContractError, Id, parse_inbound, utc_now
+from tools.packs import DEFAULT_PACK, load_pack
 from web.accounts import FirestoreAccounts
 from web.customers import DEFAULT_LIMIT, CustomerDirectory
 from web.hub import Listener, PubSubHub
@@ -78,6 +81,7 @@ class WebConfig:
     max_sessions: int = DEFAULT_MAX_SESSIONS
     max_events: int = DEFAULT_MAX_EVENTS
     read_names: bool = True  # read the customers' names from Firestore at startup
+    pack: str = DEFAULT_PACK  # the business served: the page's words come from its declaration
 
 
 class DemoLogin(BaseModel):
@@ -181,6 +185,17 @@ def create_app(config: WebConfig) -> FastAPI:
     @app.get("/api/config")
     async def page_config() -> dict[str, Any]:
         return {"demo_login": identity.demo_login}
+
+    business = load_pack(config.pack)  # a missing or inconsistent pack fails the start, naming why
+
+    @app.get("/api/pack")
+    async def page_pack() -> dict[str, Any]:
+        return {
+            "name": business.name,
+            "title": business.title,
+            "customer_example": business.customer_id.example,
+            "context": [c.name for c in business.context],
+        }
 
     # -- DEMO login: seeded customers and tokens minted here (off unless --demo-login) ------------
 

@@ -31,9 +31,9 @@ def percentile(values: list[float], q: float) -> float | None:
     """Nearest-rank percentile (q in 0..100); None for no values."""
     if not values:
         return None
-    ordered = sorted(values)
-    rank = max(1, math.ceil(q / 100 * len(ordered)))
-    return ordered[min(rank, len(ordered)) - 1]
+    ascending = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ascending)))
+    return ascending[min(rank, len(ascending)) - 1]
 
 
 @dataclass

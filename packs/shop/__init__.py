@@ -17,6 +17,7 @@ from packs.shop.phrasing import PHRASING
 from packs.shop.prompting import prompt_context
 from packs.shop.tools import TOOL_SPECS
 from tools import policy as rules
+from tools.context_collection import ContextCollection
 from tools.packs import Pack
 from tools.policies import default_policy
 from tools.spec import IdFormat
@@ -61,6 +62,34 @@ def _verdicts_agree_with_the_article(pack: Pack) -> list[str]:
 
 _POLICY = default_policy()
 
+# The customer's recent orders and tickets (customers/{id}/orders, .../tickets): the fields the prompt, the
+# guardrails and the policy digests read, with their types.
+CONTEXT = (
+    ContextCollection(
+        "orders",
+        id_field="order_id",
+        newest_first="placed_at",
+        max_kept=8,
+        fields={
+            "status": "str",
+            "items": "records:name",
+            "total": "number",
+            "currency": "str",
+            "placed_at": "timestamp",
+            "delivered_at": "timestamp?",
+            "shipping": "mapping?",
+            "refundable": "bool?",
+        },
+    ),
+    ContextCollection(
+        "tickets",
+        id_field="ticket_id",
+        newest_first="created_at",
+        max_kept=5,
+        fields={"subject": "str", "status": "str", "created_at": "timestamp", "order_id": "str?"},
+    ),
+)
+
 PACK = Pack(
     name="shop",
     title="Outdoor-gear web shop (demo)",
@@ -81,6 +110,7 @@ PACK = Pack(
         IdFormat("reference", r"(?:RMA|R|H|T)-[0-9A-F]{10,16}", "R-0123456789AB", minted=True),
     ),
     root=Path(__file__).parent,
+    context=CONTEXT,
     policy=_POLICY,
     context_actions=_done_in_context,
     validate=_verdicts_agree_with_the_article,

@@ -155,6 +155,8 @@ PACK = Pack(
         IdFormat("reference", r"(?:DP|SIM|TKT)-[0-9A-F]{10}|H-[0-9A-F]{12}", "DP-0123456789", minted=True),
     ),
     root=ROOT,
+    # context=(): its records live in the MCP server's store, which the tools read; Firestore holds only the
+    # profiles (packs/telco/seed.py), so a turn's context is the customer's profile.
     help_topics=(
         "your plan and the data you have left",
         "your invoices and why a bill changed",

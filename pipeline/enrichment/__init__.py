@@ -6,7 +6,8 @@
 - ``bigtable``: ``BigtableContextHandler``, Beam's ``BigTableEnrichmentHandler`` with the same rules
 - ``transform``: ``EnrichCustomerContext``, Turn -> Row -> Enrichment -> EnrichedTurn
 
-Flags, bounds and the Bigtable row layout are ``contract.context_layout``: tools and the stack share them.
+Flags and the Bigtable row layout are ``contract.context_layout``: tools and the stack share them. What a
+context holds beside the profile, and how much of it, is the pack's (``Pack.context``, ``--pack``).
 
 Rule for a missing context (documented in docs/context.md): the turn always goes on.
 An unknown customer gets ``customer_unknown``; a store that stays down or slow after the retries gets

@@ -14,13 +14,13 @@ and the built-in lacks:
 - the per-worker TTL cache, and optionally batching: a batch of requests is one ``read_rows`` over a
   ``RowSet`` of the batch's keys instead of one ``read_row`` each.
 
-Row layout: ``contract.context_layout``; seeding: ``stack.bigtable``.
+Row layout: ``contract.context_layout`` (a family per collection the pack declares); seeding: ``stack.bigtable``.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import apache_beam as beam
@@ -29,23 +29,18 @@ from apache_beam.transforms.enrichment_handlers.utils import ExceptionLevel
 from google.cloud.bigtable.row_set import RowSet
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, stop_after_delay, wait_exponential_jitter
 
-from contract.context_layout import (
-    CONTEXT_MALFORMED,
-    ENCODING,
-    ORDERS_FAMILY,
-    PROFILE_FAMILY,
-    TICKETS_FAMILY,
-    decode_cell,
-)
+from contract.context_layout import CONTEXT_MALFORMED, ENCODING, PROFILE_FAMILY, decode_cell
 from pipeline.enrichment.context import UNKNOWN, CachePolicy, ContextResult, build_context
 from pipeline.enrichment.lookup import ContextLookup, Request, Response, batching_kwargs
+from tools.context_collection import ContextCollection
+from tools.packs import DEFAULT_PACK, load_pack
 from tools.store import TRANSIENT
 
 Cells = Mapping[str, Mapping[str, str]]  # family -> column -> cell text, as the built-in handler returns it
 
 
-def context_from_cells(customer_id: str, cells: Cells) -> ContextResult:
-    """One Bigtable row (decoded like the built-in handler does) -> the customer context."""
+def context_from_cells(customer_id: str, cells: Cells, collections: Sequence[ContextCollection]) -> ContextResult:
+    """One Bigtable row (decoded like the built-in handler does) -> the customer context (a family per collection)."""
     if not cells:
         return UNKNOWN
     undecodable = False
@@ -65,7 +60,7 @@ def context_from_cells(customer_id: str, cells: Cells) -> ContextResult:
                 out.append((column, None))  # an invalid document: build_context drops and flags it
         return out
 
-    result = build_context(customer_id, profile, docs(ORDERS_FAMILY), docs(TICKETS_FAMILY))
+    result = build_context(customer_id, profile, {c.name: docs(c.name) for c in collections}, collections)
     if undecodable and CONTEXT_MALFORMED not in result.flags:
         return ContextResult(result.context, (*result.flags, CONTEXT_MALFORMED))
     return result
@@ -82,8 +77,11 @@ class BigtableContextHandler(BigTableEnrichmentHandler, ContextLookup):
         attempts: int = 3,
         max_batch_size: int = 50,
         cache: CachePolicy | None = None,
+        collections: Sequence[ContextCollection] | None = None,
     ) -> None:
         super().__init__(project, instance, table, row_key="customer_id", exception_level=ExceptionLevel.QUIET)
+        # What each context holds beside the profile: the pack's ``Pack.context`` (None: the default pack's).
+        self.collections = tuple(load_pack(DEFAULT_PACK).context if collections is None else collections)
         self.timeout_s = timeout_s
         self.attempts = attempts
         self.max_batch_size = max_batch_size
@@ -131,7 +129,8 @@ class BigtableContextHandler(BigTableEnrichmentHandler, ContextLookup):
             cells: dict[str, Cells] = {ids[0]: row._asdict()}
         else:
             cells = self._attempt(lambda: self._read_many(ids))
-        return {cid: context_from_cells(cid, cells.get(cid, {})) for cid in ids}, self._rpcs - before
+        results = {cid: context_from_cells(cid, cells.get(cid, {}), self.collections) for cid in ids}
+        return results, self._rpcs - before
 
     def _read_many(self, ids: list[str]) -> dict[str, Cells]:
         row_set = RowSet()

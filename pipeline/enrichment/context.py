@@ -2,15 +2,17 @@
 
 ``build_context`` takes the plain values read from either store (Firestore documents through
 ``tools.store``, Bigtable JSON cells) and returns the same dict, so the agent and the evals never
-see which store answered::
+see which store answered. Beside the profile it holds one list per collection the pack declares
+(``tools.context_collection.ContextCollection``, e.g. the demo shop's tickets)::
 
-    {"customer_id": "C0001",
+    {"customer_id": "<id>",
      "profile": {name, email, phone, plan, tier, address, locale, created_at},
-     "orders":  [{"order_id", status, items, total, currency, placed_at, ...}]   newest first, <= MAX_ORDERS
-     "tickets": [{"ticket_id", subject, status, created_at, order_id}]          newest first, <= MAX_TICKETS
+     "<collection>": [{<id_field>, <declared fields>, ...}]   newest first (newest_first), <= max_kept
+     ...}
 
-Timestamps are ISO-8601 strings. Invalid documents are dropped and invalid profile fields removed;
-either way the result carries ``context_malformed`` and the turn goes on with what was valid.
+Timestamps are ISO-8601 strings. Invalid documents (a declared field missing or of another type) are
+dropped and invalid profile fields removed; either way the result carries ``context_malformed`` and the
+turn goes on with what was valid.
 """
 
 from __future__ import annotations
@@ -24,13 +26,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from contract.context_layout import (
-    CONTEXT_MALFORMED,
-    CONTEXT_UNAVAILABLE,
-    CUSTOMER_UNKNOWN,
-    MAX_ORDERS,
-    MAX_TICKETS,
-)
+from contract.context_layout import CONTEXT_MALFORMED, CONTEXT_UNAVAILABLE, CUSTOMER_UNKNOWN
+from tools.context_collection import ContextCollection, field_check
 
 log = logging.getLogger(__name__)
 
@@ -54,115 +51,60 @@ UNAVAILABLE = ContextResult({}, (CONTEXT_UNAVAILABLE,))
 
 # -- document checks -------------------------------------------------------------------------------------------------
 
-
-def _is_timestamp(v: Any) -> bool:
-    if not isinstance(v, str):
-        return False
-    try:
-        datetime.fromisoformat(v)
-    except ValueError:
-        return False
-    return True
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)
-
-
-def _is_str(v: Any) -> bool:
-    return isinstance(v, str)
-
-
-def _is_items(v: Any) -> bool:
-    return isinstance(v, list) and all(isinstance(i, Mapping) and _is_str(i.get("name")) for i in v)
-
-
-def _optional(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
-    return lambda v: v is None or check(v)
-
-
-Check = Callable[[Any], bool]
-
-# field -> check; fields not listed pass through untouched (forward compatible).
-PROFILE_FIELDS: dict[str, Check] = {
-    "name": _is_str,
-    "plan": _is_str,
-    "email": _optional(_is_str),
-    "phone": _optional(_is_str),
-    "tier": _optional(_is_str),
-    "locale": _optional(_is_str),
-    "created_at": _optional(_is_timestamp),
-    "address": _optional(lambda v: isinstance(v, Mapping)),
+# The profile is every pack's (who the customer is): field -> type (``tools.context_collection``);
+# fields not listed pass through untouched (forward compatible).
+PROFILE_FIELDS: dict[str, str] = {
+    "name": "str",
+    "plan": "str",
+    "email": "str?",
+    "phone": "str?",
+    "tier": "str?",
+    "locale": "str?",
+    "created_at": "timestamp?",
+    "address": "mapping?",
 }
 PROFILE_REQUIRED = ("name", "plan")
-ORDER_FIELDS: dict[str, Check] = {
-    "status": _is_str,
-    "items": _is_items,
-    "total": _is_number,
-    "currency": _is_str,
-    "placed_at": _is_timestamp,
-    "delivered_at": _optional(_is_timestamp),
-    "shipping": _optional(lambda v: isinstance(v, Mapping)),
-    "refundable": _optional(lambda v: isinstance(v, bool)),
-}
-TICKET_FIELDS: dict[str, Check] = {
-    "subject": _is_str,
-    "status": _is_str,
-    "created_at": _is_timestamp,
-    "order_id": _optional(_is_str),
-}
-
-
-def _valid_document(doc: Any, fields: Mapping[str, Check]) -> bool:
-    """Every listed field present (None allowed only where optional) and of the expected type."""
-    return isinstance(doc, Mapping) and all(check(doc.get(name)) for name, check in fields.items())
 
 
 def _clean_profile(raw: Any) -> tuple[dict[str, Any], bool]:
     """(profile with the invalid fields removed, whether anything was wrong)."""
     if not isinstance(raw, Mapping):
         return {}, True
-    profile = {k: v for k, v in raw.items() if k not in PROFILE_FIELDS or PROFILE_FIELDS[k](v)}
+    profile = {k: v for k, v in raw.items() if k not in PROFILE_FIELDS or field_check(PROFILE_FIELDS[k])(v)}
     malformed = len(profile) != len(raw) or any(k not in profile for k in PROFILE_REQUIRED)
     return profile, malformed
 
 
-def _newest_first(docs: list[dict[str, Any]], at: str, id_key: str, limit: int) -> list[dict[str, Any]]:
-    def key(d: dict[str, Any]) -> tuple[datetime, str]:
-        ts = datetime.fromisoformat(d[at])
-        return (ts if ts.tzinfo else ts.replace(tzinfo=UTC)), str(d[id_key])
+def _newest_first(records: list[dict[str, Any]], collection: ContextCollection) -> list[dict[str, Any]]:
+    def key(r: dict[str, Any]) -> tuple[datetime, str]:
+        ts = datetime.fromisoformat(r[collection.newest_first])
+        return (ts if ts.tzinfo else ts.replace(tzinfo=UTC)), str(r[collection.id_field])
 
-    return sorted(docs, key=key, reverse=True)[:limit]
+    return sorted(records, key=key, reverse=True)[: collection.max_kept]
+
+
+Documents = Sequence[tuple[str, Any]]  # (document id, document) as a store read them
 
 
 def build_context(
     customer_id: str,
     profile: Any,
-    orders: Sequence[tuple[str, Any]],
-    tickets: Sequence[tuple[str, Any]],
+    documents: Mapping[str, Documents],
+    collections: Sequence[ContextCollection],
 ) -> ContextResult:
-    """The context of a customer that exists, from plain values; ``orders``/``tickets`` are (id, document)."""
+    """The context of a customer that exists, from plain values; ``documents``: collection name -> its documents."""
     clean_profile, malformed = _clean_profile(profile)
-    kept_orders: list[dict[str, Any]] = []
-    for oid, doc in orders:
-        if _valid_document(doc, ORDER_FIELDS):
-            kept_orders.append({**doc, "order_id": oid})
-        else:
-            malformed = True
-    kept_tickets: list[dict[str, Any]] = []
-    for tid, doc in tickets:
-        if _valid_document(doc, TICKET_FIELDS):
-            kept_tickets.append({**doc, "ticket_id": tid})
-        else:
-            malformed = True
+    context: dict[str, Any] = {"customer_id": customer_id, "profile": clean_profile}
+    for collection in collections:
+        kept: list[dict[str, Any]] = []
+        for doc_id, doc in documents.get(collection.name, ()):
+            if collection.valid(doc):
+                kept.append(collection.record(doc_id, doc))
+            else:
+                malformed = True
+        context[collection.name] = _newest_first(kept, collection)
     if malformed:
         log.warning("malformed customer context documents dropped for %s", customer_id)
-    context = {
-        "customer_id": customer_id,
-        "profile": clean_profile,
-        "orders": _newest_first(kept_orders, "placed_at", "order_id", MAX_ORDERS),
-        "tickets": _newest_first(kept_tickets, "created_at", "ticket_id", MAX_TICKETS),
-    }
     return ContextResult(context, (CONTEXT_MALFORMED,) if malformed else ())
 
 
@@ -229,7 +171,7 @@ def shared_cache(namespace: str, max_entries: int = 10_000) -> TTLCache:
 class CachePolicy:
     """How long results live in the per-worker cache; 0 disables caching of that kind."""
 
-    ttl_s: float = 30.0  # a found customer: order states move, but not within a chat's few turns
+    ttl_s: float = 30.0  # a found customer: records change, but not within a chat's few turns
     unknown_ttl_s: float = 10.0  # a customer created a moment ago must show up soon
     max_entries: int = 10_000
 

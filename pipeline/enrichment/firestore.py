@@ -4,9 +4,10 @@ One call of the handler answers a batch of turns (``BatchElements`` in front of 
 
 1. the per-worker TTL cache answers the customers it knows;
 2. one ``get_all`` (BatchGetDocuments) reads the root documents ``customers/{id}`` of all the others;
-3. for the customers that exist, the ``orders`` and ``tickets`` subcollection queries run concurrently
-   on a small pool: Firestore has no multi-query RPC, and a collection-group ``in`` query over all
-   customers' orders would lose the per-customer "newest N" bound and need a collection-group index.
+3. for the customers that exist, the queries of the subcollections the pack declares (``Pack.context``,
+   one per ``ContextCollection``) run concurrently on a small pool: Firestore has no multi-query RPC, and
+   a collection-group ``in`` query over all customers' records would lose the per-customer "newest N"
+   bound and need a collection-group index.
 
 Each RPC has a deadline and tenacity retries on transient errors (``tools.store.CustomerStore``).
 A customer whose reads fail after the retries gets ``context_unavailable``; the rest of the batch
@@ -18,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -25,7 +27,9 @@ from apache_beam.transforms.enrichment import EnrichmentSourceHandler
 
 from pipeline.enrichment.context import UNAVAILABLE, UNKNOWN, CachePolicy, ContextResult, build_context
 from pipeline.enrichment.lookup import ContextLookup, Request, Response, batching_kwargs
-from tools.store import CustomerStore
+from tools.context_collection import ContextCollection
+from tools.packs import DEFAULT_PACK, load_pack
+from tools.store import CustomerStore, Documents
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +47,11 @@ class FirestoreContextHandler(
         max_batch_size: int = 50,
         fanout: int = 8,
         cache: CachePolicy | None = None,
+        collections: Sequence[ContextCollection] | None = None,
     ) -> None:
         self.project = project
+        # What each context holds beside the profile: the pack's ``Pack.context`` (None: the default pack's).
+        self.collections = tuple(load_pack(DEFAULT_PACK).context if collections is None else collections)
         self.database = database
         self.timeout_s = timeout_s
         self.attempts = attempts
@@ -72,7 +79,7 @@ class FirestoreContextHandler(
         from google.cloud import firestore
 
         self._client = firestore.Client(project=self.project, database=self.database)
-        self._store = CustomerStore(self._client, self.timeout_s, attempts=self.attempts)
+        self._store = CustomerStore(self._client, self.timeout_s, attempts=self.attempts, collections=self.collections)
         self._pool = ThreadPoolExecutor(max_workers=self.fanout, thread_name_prefix="firestore-context")
         endpoint = os.environ.get("FIRESTORE_EMULATOR_HOST", "firestore.googleapis.com")
         self.open_cache(f"firestore|{endpoint}|{self.project}|{self.database or '(default)'}")
@@ -103,20 +110,21 @@ class FirestoreContextHandler(
         before = store.rpcs
         profiles = store.profiles(ids)  # raises after retries: the caller flags the whole batch unavailable
         found = [cid for cid in ids if profiles[cid] is not None]
-        subs: dict[str, tuple[Future[list[tuple[str, Any]]], Future[list[tuple[str, Any]]]]] = {
-            cid: (pool.submit(store.orders, cid), pool.submit(store.tickets, cid)) for cid in found
+        subs: dict[str, dict[str, Future[Documents]]] = {
+            cid: {c.name: pool.submit(store.documents, cid, c) for c in self.collections} for cid in found
         }
         results: dict[str, ContextResult] = {cid: UNKNOWN for cid in ids if profiles[cid] is None}
         failed = 0
-        for cid, (orders, tickets) in subs.items():
+        for cid, queries in subs.items():
             try:
                 left = max(0.0, deadline - time.monotonic())
-                results[cid] = build_context(cid, profiles[cid], orders.result(left), tickets.result(left))
+                documents = {name: query.result(left) for name, query in queries.items()}
+                results[cid] = build_context(cid, profiles[cid], documents, self.collections)
             except Exception:  # noqa: BLE001 - failed after retries or past the deadline; the batch goes on
-                orders.cancel()
-                tickets.cancel()
+                for query in queries.values():
+                    query.cancel()
                 results[cid] = UNAVAILABLE
                 failed += 1
         if failed:
-            log.warning("customer context unavailable for %d of %d customers (orders/tickets)", failed, len(ids))
+            log.warning("customer context unavailable for %d of %d customers (their records)", failed, len(ids))
         return results, store.rpcs - before

@@ -28,6 +28,7 @@ from contract.context_layout import FLAGS
 from contract.turn import EnrichedTurn, Turn
 from pipeline.enrichment.bigtable import BigtableContextHandler
 from pipeline.enrichment.firestore import FirestoreContextHandler
+from tools.packs import load_pack
 
 if TYPE_CHECKING:
     from pipeline.settings import Settings
@@ -112,7 +113,10 @@ class EnrichCustomerContext(beam.PTransform):
 
 
 def context_handler(settings: Settings) -> ContextHandler:
-    """The handler ``--context_store`` names, configured from the run's settings."""
+    """The handler ``--context_store`` names, configured from the run's settings (``--pack``: what a context holds)."""
+    collections = load_pack(settings.pack).context
     if settings.context_store == "bigtable":
-        return BigtableContextHandler(settings.project, settings.bigtable_instance, settings.bigtable_table)
-    return FirestoreContextHandler(settings.project)
+        return BigtableContextHandler(
+            settings.project, settings.bigtable_instance, settings.bigtable_table, collections=collections
+        )
+    return FirestoreContextHandler(settings.project, collections=collections)

@@ -463,6 +463,22 @@
     showStart(notice);
   }
 
+  // The running pack's words (GET /api/pack): the page names its business, never one of its own.
+  async function loadPack() {
+    try {
+      const r = await fetch("/api/pack");
+      if (!r.ok) return;
+      const pack = await r.json();
+      $("business").textContent = `· ${pack.title}`;
+      $("customer-search").placeholder = `id or name, e.g. ${pack.customer_example}`;
+      const seen = ["account", ...pack.context];
+      const listed = seen.length > 1 ? `${seen.slice(0, -1).join(", ")} and ${seen.at(-1)}` : seen[0];
+      $("sees").textContent = `The agent sees only the signed-in customer's own ${listed}.`;
+    } catch {
+      // the generic wording stays
+    }
+  }
+
   async function loadConfig() {
     try {
       const r = await fetch("/api/config");
@@ -578,6 +594,7 @@
 
   const saved = load();
   const sid = new URL(location.href).searchParams.get("session") || (saved && saved.session_id);
+  loadPack();
   loadConfig().then(() => {
     // A session is only reopened with the token it was opened with (same tab): a bare link is no sign-in.
     if (sid && saved && saved.session_id === sid && saved.token) {
