@@ -76,7 +76,7 @@ class ConstrainedProtocol:
         if state.awaiting == Awaiting.ROUTE and response.route:
             router = router_for(state.version, state.config.pack)
             assert router is not None  # only a turn with a router awaits a ranking
-            return self._routed(state, response, router, executor)
+            return _routed(state, response, router, executor)
         if state.awaiting != Awaiting.DECISION or state.asked is None or state.asked.response_schema is None:
             # A plain reply step (a chat route), or a routing step answered without a ranking: the model's text.
             return finish_with_text(state, response)
@@ -91,45 +91,44 @@ class ConstrainedProtocol:
             if results:
                 return finish_rendered(state, response, replies.render(state.pack, results))
             return finish_with_text(state, replace(response, text=decision.text))
-        return self._act(_Run(state, decision.call, response.text), response, executor)
+        return _act(_Run(state, decision.call, response.text), response, executor)
 
-    # -- routing --------------------------------------------------------------------------------
 
-    def _routed(self, state: AgentState, response: ModelResponse, router: Router, executor: ToolExecutor) -> AgentState:
-        try:
-            decision = router.decide(response.route)
-        except UnknownRoute as exc:
-            return error(state, f"the backend routed to unknown route {exc.args[0]!r}", FLAG_PROTOCOL_INVALID)
-        route = decision.route
-        state = replace(state, route=route.name, flags=merge(state.flags, [f"route_{route.name}"]))
-        if not decision.confident:
-            # No example is near enough to act on: ask, naming what the agent can help with.
-            return say(replace(state, flags=merge(state.flags, [FLAG_LOW_CONFIDENCE])), response, "clarify")
-        if route.tool == REPLY_ROUTE_TOOL:
-            if route.say:
-                return say(state, response, route.say)
-            cap = min(state.config.max_tokens, CHAT_MAX_TOKENS)
-            return replace(state, awaiting=Awaiting.TEXT, asked=ModelRequest(messages=state.messages, max_tokens=cap))
-        if route.tool == ANSWER_ROUTE_TOOL:
-            if state.passages:  # the passage that answers, quoted from the article it names
-                return finish_rendered(state, response, retrieval.answer_text(state.passages), "article")
-            return say(replace(state, flags=merge(state.flags, [FLAG_LOW_CONFIDENCE])), response, "clarify")
-        return self._act(_plan(state, response, route.tool, dict(route.args)), response, executor)
+def _routed(state: AgentState, response: ModelResponse, router: Router, executor: ToolExecutor) -> AgentState:
+    """After the routing step: the route's tool (its call planned and run), its text, an article, or a question."""
+    try:
+        decision = router.decide(response.route)
+    except UnknownRoute as exc:
+        return error(state, f"the backend routed to unknown route {exc.args[0]!r}", FLAG_PROTOCOL_INVALID)
+    route = decision.route
+    state = replace(state, route=route.name, flags=merge(state.flags, [f"route_{route.name}"]))
+    if not decision.confident:
+        # No example is near enough to act on: ask, naming what the agent can help with.
+        return say(replace(state, flags=merge(state.flags, [FLAG_LOW_CONFIDENCE])), response, "clarify")
+    if route.tool == REPLY_ROUTE_TOOL:
+        if route.say:
+            return say(state, response, route.say)
+        cap = min(state.config.max_tokens, CHAT_MAX_TOKENS)
+        return replace(state, awaiting=Awaiting.TEXT, asked=ModelRequest(messages=state.messages, max_tokens=cap))
+    if route.tool == ANSWER_ROUTE_TOOL:
+        if state.passages:  # the passage that answers, quoted from the article it names
+            return finish_rendered(state, response, retrieval.answer_text(state.passages), "article")
+        return say(replace(state, flags=merge(state.flags, [FLAG_LOW_CONFIDENCE])), response, "clarify")
+    return _act(_plan(state, response, route.tool, dict(route.args)), response, executor)
 
-    # -- the tool chain of one step ----------------------------------------------------------------
 
-    def _act(self, planned: AgentState | _Run, response: ModelResponse, executor: ToolExecutor) -> AgentState:
-        """Run the planned call, then the next one while the route's follow-up asks for it: one step's tool chain.
+def _act(planned: AgentState | _Run, response: ModelResponse, executor: ToolExecutor) -> AgentState:
+    """Run the planned call, then the next one while the route's follow-up asks for it: one step's tool chain.
 
-        Each call goes through ``run_tools`` (the consent gate, the step limit); a follow-up runs at most once.
-        """
-        while isinstance(planned, _Run):
-            ran = replace(planned.state, asked=None)
-            state = run_tools(ran, replace(response, text=planned.said, tool_calls=(planned.call,)), executor)
-            if state.done:
-                return state
-            planned = _after_tools(state, response)
-        return planned
+    Each call goes through ``run_tools`` (the consent gate, the step limit); a follow-up runs at most once.
+    """
+    while isinstance(planned, _Run):
+        ran = replace(planned.state, asked=None)
+        state = run_tools(ran, replace(response, text=planned.said, tool_calls=(planned.call,)), executor)
+        if state.done:
+            return state
+        planned = _after_tools(state, response)
+    return planned
 
 
 def _after_tools(state: AgentState, response: ModelResponse) -> AgentState | _Run:
