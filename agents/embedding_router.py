@@ -104,21 +104,21 @@ def rank(query: RouteQuery, embed: Callable[[Sequence[str]], np.ndarray]) -> tup
     """
     labels = [label for label, _ in query.examples]
     vectors = embed([query.text, *(text for _, text in query.examples)])
-    sims = vectors[1:] @ vectors[0]
+    scores = vectors[1:] @ vectors[0]
     if query.lexical_weight:
         words = content_words(query.text)
         bags = [content_words(text) for _, text in query.examples]
         weights = _idf(labels, bags)
-        sims = sims + query.lexical_weight * np.array(
+        scores = scores + query.lexical_weight * np.array(
             [lexical_similarity(words, bag, weights) for bag in bags], dtype=np.float32
         )
-    nearest = np.argsort(-sims)[: query.k]
+    nearest = np.argsort(-scores)[: query.k]
     votes: dict[str, tuple[int, float]] = {}
     for i in nearest:
         n, total = votes.get(labels[i], (0, 0.0))
-        votes[labels[i]] = (n + 1, total + float(sims[i]))
+        votes[labels[i]] = (n + 1, total + float(scores[i]))
     best: dict[str, float] = {}
-    for label, sim in zip(labels, sims, strict=True):
-        best[label] = max(best.get(label, -1.0), float(sim))
-    order = sorted(best, key=lambda lb: (-votes.get(lb, (0, 0.0))[0], -votes.get(lb, (0, 0.0))[1], -best[lb]))
-    return tuple((label, round(votes[label][1] if label in votes else best[label], 4)) for label in order)
+    for label, score in zip(labels, scores, strict=True):
+        best[label] = max(best.get(label, -1.0), float(score))
+    ranked = sorted(best, key=lambda lb: (-votes.get(lb, (0, 0.0))[0], -votes.get(lb, (0, 0.0))[1], -best[lb]))
+    return tuple((label, round(votes[label][1] if label in votes else best[label], 4)) for label in ranked)

@@ -104,8 +104,8 @@ class Index:
                 if f:
                     s += self._idf[w] * f * (_K1 + 1) / (f + _K1 * (1 - _B + _B * length / self._avg))
             scores.append(s)
-        order = sorted(range(len(scores)), key=lambda i: -scores[i])
-        return [Hit(self.passages[i], round(scores[i], 3), i) for i in order[:k] if scores[i] >= MIN_SCORE]
+        ranked = sorted(range(len(scores)), key=lambda i: -scores[i])
+        return [Hit(self.passages[i], round(scores[i], 3), i) for i in ranked[:k] if scores[i] >= MIN_SCORE]
 
 
 def _terms(text: str) -> list[str]:

@@ -18,10 +18,11 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from agents import grounding, guardrails, protocol, steps
+from agents import grounding, guardrails, protocol
+from agents.finish import grounding_sources
 from agents.model_io import ModelResponse
 from agents.model_text import reply_text
-from agents.steps import AgentState
+from agents.state import TOOL_MODE_NATIVE, AgentState, Awaiting, session_facts
 from agents.streaming import GuardedReleaser, TextSink
 
 
@@ -29,14 +30,12 @@ def streams(state: object) -> bool:
     """True if the next model step of ``state`` (a RunInference element) writes reply text."""
     if not isinstance(state, AgentState) or state.done:
         return False
-    mode = state.config.tool_mode
-    if mode == steps.TOOL_MODE_NATIVE:
+    if state.config.tool_mode == TOOL_MODE_NATIVE:
         return True
-    if mode == steps.TOOL_MODE_CONSTRAINED:
-        request = state.next_request
-        if request is None or request.route is not None:
-            return False
-        return request.response_schema is None or replies_in_words(request.response_schema)
+    if state.awaiting == Awaiting.TEXT:
+        return True
+    if state.awaiting == Awaiting.DECISION and state.asked is not None and state.asked.response_schema is not None:
+        return replies_in_words(state.asked.response_schema)
     return False
 
 
@@ -55,8 +54,8 @@ def output_check(state: AgentState) -> Callable[[str], bool]:
     """``check(prefix)``: the prefix passes the output guardrails with the turn's facts, unchanged, and every
     sentence of it is grounded in what the turn had (``agents.grounding``, as the final reply is checked):
     a sentence the final check would replace is never shown."""
-    facts = steps.session_facts(state)
-    sources = steps.grounding_sources(state)
+    facts = session_facts(state)
+    sources = grounding_sources(state)
 
     def check(prefix: str) -> bool:
         verdict = guardrails.check_output(prefix, facts)
@@ -156,7 +155,6 @@ def _could_open(raw: str) -> bool:
 
 def sink_for_step(state: AgentState, releaser: GuardedReleaser) -> TextSink:
     """The sink a step's backend feeds: the releaser itself for plain text, the JSON adapter for a decision."""
-    request = state.next_request
-    if request is not None and request.response_schema is not None:
+    if state.awaiting == Awaiting.DECISION:
         return ReplyJsonSink(releaser)
     return releaser

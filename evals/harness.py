@@ -37,8 +37,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from agents import steps
-from agents.steps import AgentState, Outcome, StepConfig
+from agents import steps, tool_calls
+from agents.state import AgentState, Outcome, StepConfig
 from contract.messages import AgentReply, InboundMessage
 from contract.turn import EnrichedTurn, HistoryEntry, Role, Turn, UserMessage
 from evals.scenario import MESSAGE_ID_PREFIX, Scenario
@@ -145,7 +145,7 @@ def run_turn(
         state = steps.advance(state, response, executor)
         records = state.tool_calls[before:]
         # The calls as made: the model's own, and those the constrained protocol made for it (agents.steps).
-        for call, record in zip(steps.calls_made(state)[before:], records, strict=False):
+        for call, record in zip(tool_calls.calls_made(state)[before:], records, strict=False):
             calls.append((record.step, call, record.status))
     return state, calls
 

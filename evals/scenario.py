@@ -34,7 +34,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from agents.steps import HANDOFF_TEXTS
+from agents.finish import HANDOFF_TEXTS
 from evals.packworld import tool_arguments
 from tools.packs import DEFAULT_PACK, load_pack
 from tools.policies import PolicyError, ShopPolicy, default_policy

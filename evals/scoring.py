@@ -40,7 +40,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from agents.steps import FLAG_DEGENERATE, REPLY_KINDS
+from agents.finish import FLAG_DEGENERATE, REPLY_KINDS
 from evals.scenario import (
     Checks,
     CountRange,

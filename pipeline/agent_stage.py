@@ -30,7 +30,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInference
 
 from agents import steps
-from agents.steps import AgentState, StepConfig
+from agents.state import AgentState, Outcome, StepConfig
 from contract.dead_letters import DEAD_LETTER_TAG
 from contract.eval_rows import turn_row
 from contract.handoff import Handoff
@@ -115,7 +115,7 @@ class FinishTurn(beam.DoFn):
     def __init__(self) -> None:
         self.latency = Metrics.distribution("agent", "turn_total_ms")
         self.first_text = Metrics.distribution("agent", "turn_first_text_ms")
-        self.outcomes = {k: Metrics.counter("agent", f"outcome_{k.value}") for k in steps.Outcome}
+        self.outcomes = {k: Metrics.counter("agent", f"outcome_{k.value}") for k in Outcome}
 
     def process(self, state: AgentState) -> Iterator:
         turn = state.enriched.turn

@@ -39,7 +39,7 @@ from apache_beam.metrics import Metrics
 
 from agents import stream_turn, streaming
 from agents.model_io import ModelResponse
-from agents.steps import AgentState
+from agents.state import AgentState
 from agents.streaming import GuardedReleaser, StreamProgress
 from contract.deltas import DeltaKind, ReplyDelta
 

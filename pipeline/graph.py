@@ -22,7 +22,7 @@ from apache_beam.ml.inference.base import ModelHandler
 
 from agents.backends import registry
 from agents.backends.base import AgentModelHandler
-from agents.steps import StepConfig
+from agents.state import StepConfig
 from contract.eval_rows import SESSIONS_TABLE, TURNS_TABLE, session_row
 from contract.messages import AgentReply
 from pipeline.agent_stage import AgentTurn, to_pubsub_handoff

@@ -27,7 +27,9 @@ from agents import protocol
 from agents.backends import registry
 from agents.backends.hf_gemma import GemmaConfig, GemmaHandler
 from agents.backends.llamacpp import LlamaCppHandler
-from agents.steps import TOOL_MODE_CONSTRAINED, AgentState, StepConfig, advance, calls_made, start
+from agents.state import TOOL_MODE_CONSTRAINED, AgentState, StepConfig
+from agents.steps import advance, start
+from agents.tool_calls import calls_made
 from stack.emulators import LocalStack
 from stack.seed import REFERENCE_TIME
 from tests.test_agents_vllm import StandInServerHandler, server_port  # noqa: F401 - the module's server fixture

@@ -18,14 +18,9 @@ from google.cloud import firestore
 
 from agents.consent import Consent, judge
 from agents.model_io import ModelRequest, ModelResponse, ToolCall
-from agents.steps import (
-    FLAG_ACTION_NOT_REQUESTED,
-    FLAG_ACTION_THIRD_PARTY,
-    AgentState,
-    StepConfig,
-    advance,
-    start,
-)
+from agents.state import AgentState, StepConfig
+from agents.steps import advance, start
+from agents.tool_calls import FLAG_ACTION_NOT_REQUESTED, FLAG_ACTION_THIRD_PARTY
 from contract.turn import EnrichedTurn, HistoryEntry, Role, Turn, UserMessage
 from stack.emulators import LocalStack
 from stack.seed import REFERENCE_TIME

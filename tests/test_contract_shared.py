@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from agents.steps import HANDOFF_TEXTS
+from agents.finish import HANDOFF_TEXTS
 from contract.eval_rows import SESSIONS_SCHEMA, TURNS_SCHEMA, customer_hash, session_row, turn_row
 from contract.handoff import HANDOFF_REASONS, Handoff
 from contract.messages import AgentReply, ReplyKind, TurnTimings

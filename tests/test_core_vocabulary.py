@@ -44,7 +44,6 @@ LIBRARY_NAMES = frozenset({"return_when", "order_by"})
 PENDING: frozenset[str] = frozenset(
     {
         "tools",
-        "agents",
         "evals",
         "stack",
     }

@@ -26,7 +26,8 @@ from agents import embedding_router, guardrails
 from agents.backends import registry
 from agents.model_io import ModelRequest, ModelResponse
 from agents.route_table import load_routes
-from agents.steps import StepConfig, advance, start
+from agents.state import StepConfig
+from agents.steps import advance, start
 from contract.turn import EnrichedTurn, Turn, UserMessage
 from stack.emulators import LocalStack
 from stack.seed import REFERENCE_TIME

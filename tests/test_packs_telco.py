@@ -21,7 +21,8 @@ import pytest
 
 from agents.backends import registry
 from agents.backends.llamacpp import LlamaCppHandler
-from agents.steps import AgentState, StepConfig, advance, start
+from agents.state import AgentState, StepConfig
+from agents.steps import advance, start
 from contract.turn import EnrichedTurn, Turn, UserMessage
 from packs.telco import DB_ENV
 from tools.packs import load_pack

@@ -17,7 +17,8 @@ from datetime import timedelta
 import pytest
 from google.cloud import firestore
 
-from agents.steps import PROMPT_VERSION, StepConfig, start
+from agents.state import StepConfig
+from agents.steps import PROMPT_VERSION, start
 from stack.emulators import LocalStack
 from stack.seed import DEFAULT_CUSTOMERS, REFERENCE_TIME, build_customer, help_articles, seed_firestore
 from tests.test_steps import enriched_for

@@ -21,7 +21,7 @@ from apache_beam.testing.util import assert_that
 from google.cloud import pubsub_v1
 
 from agents.backends.instant import InstantHandler
-from agents.steps import StepConfig
+from agents.state import StepConfig
 from contract.eval_rows import FLAG_CLIENT_CLOCK_SKEW, TURNS_TABLE
 from contract.messages import MAX_CLOCK_SKEW_S, AgentReply, InboundMessage, parse_inbound
 from contract.turn import EnrichedTurn, Turn, UserMessage

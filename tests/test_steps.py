@@ -21,12 +21,10 @@ from google.cloud import firestore
 
 from agents import guardrails
 from agents.model_io import ChatMessage, ModelRequest, ModelResponse, ToolCall
+from agents.state import AgentState, Outcome, StepConfig
 from agents.steps import (
     NO_MODEL,
     PROMPT_VERSION,
-    AgentState,
-    Outcome,
-    StepConfig,
     advance,
     eval_details,
     eval_flags,

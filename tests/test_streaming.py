@@ -22,7 +22,7 @@ from agents.backends.gemini import GeminiHandler
 from agents.backends.llamacpp import LlamaCppHandler
 from agents.backends.registry import get as backend
 from agents.model_io import ModelResponse, ToolCall
-from agents.steps import AgentState, StepConfig
+from agents.state import AgentState, StepConfig
 from agents.streaming import GuardedReleaser
 from contract.deltas import DeltaKind, ReplyDelta, parse_delta
 from contract.messages import ContractError

@@ -141,7 +141,7 @@ def to_model_response(response: Any, *, model: str, model_ms: float) -> ModelRes
             model_ms=model_ms,
             model=model,
             finish_reason="content_filter",
-            error=f"gemini returned no answer: prompt blocked ({reason})",
+            error=f"gemini gave no answer: prompt blocked ({reason})",
         )
     candidate = response.candidates[0]
     parts = (candidate.content.parts if candidate.content else None) or []

@@ -1,0 +1,263 @@
+"""The constrained step protocol: models without native tool calls, one JSON decision per step.
+
+Every model step's output is one decision (``agents.protocol``): a call of one declared tool with
+arguments valid against its narrowed schema (``agents.narrowing``), a hand-off (a call of the pack's
+hand-off tool), or a reply. A prompt version with a routes file has a router (``agents.router``): the
+turn's first step is routing, by nearest neighbour over the model's own embeddings, and then only the
+routed tool's arguments are decoded (nothing is, when the narrowed schema leaves one value). Other
+versions let the model choose among all tools under the constraint. After tool results the reply is
+rendered from them (``agents.replies``), so it states only what the tools gave.
+
+Each step says what it waits for (``AgentState.awaiting``) and keeps the request it built
+(``AgentState.asked``); ``advance`` reads that instead of guessing from the response's shape. A route
+may declare a follow-up after its tool (act after a check): ``_act`` runs that chain as one explicit
+loop, so one routing step can carry out a check and the action it allows.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from agents import narrowing, protocol, replies, retrieval
+from agents.consent import Consent
+from agents.finish import error, finish_rendered, finish_with_text, say
+from agents.model_io import ChatMessage, ModelRequest, ModelResponse, ToolCall
+from agents.model_text import FALLBACK_TEXT
+from agents.prompting import user_text
+from agents.route_table import ANSWER_ROUTE_TOOL, REPLY_ROUTE_TOOL
+from agents.router import Router, UnknownRoute, router_for
+from agents.state import AgentState, Awaiting, merge, passage_index, tool_results
+from agents.tool_calls import arguments_of, consent_to, last_call, run_tools, stop_flag, unrequested
+from tools.registry import ToolExecutor
+from tools.spec import ToolSpec
+from tools.toolbox import tool_declarations
+
+FLAG_PROTOCOL_INVALID = "protocol_invalid"  # a constrained step's output was not one of the protocol's shapes
+FLAG_NO_VALID_ARGUMENTS = "tool_no_valid_arguments"  # the routed tool has no valid value for a required argument
+FLAG_LOW_CONFIDENCE = "route_low_confidence"  # no route was near enough: a clarifying question
+FLAG_OTHER_LANGUAGE = "other_language"  # the message reads as another language: a clarifying question
+FLAG_WHICH_RECORD = "asked_which_record"  # several records could be meant by an action: asked which
+FLAG_ONLY_RECORD = "picked_only_record"  # the action applies to one record only: picked it and said so
+CHAT_MAX_TOKENS = 64  # a model-written chat reply (a reply route without a text): two or three sentences
+
+
+@dataclass(frozen=True)
+class _Run:
+    """A call settled without another model step: run it now (``said``: the decision as the assistant's message)."""
+
+    state: AgentState
+    call: ToolCall
+    said: str
+
+
+class ConstrainedProtocol:
+    """Decisions under a JSON schema, routed when the prompt version has a router."""
+
+    def writes_from_passages(self, state: AgentState) -> bool:
+        """A model that chooses and replies itself answers from the passages; a routed turn quotes them instead."""
+        return router_for(state.version, state.config.pack) is None
+
+    def begin(self, state: AgentState) -> AgentState:
+        router = router_for(state.version, state.config.pack)
+        if router is None:
+            return _decide(state, _narrowed_tools(state, state.config.tools), reply_text=True)
+        text = user_text(state.enriched)
+        index = passage_index(state)
+        if not router.reads(text, index.vocabulary if index is not None else ()):
+            # Routing by an English model's embeddings cannot read it: say so, and what it can help with.
+            state = replace(state, flags=merge(state.flags, [FLAG_OTHER_LANGUAGE]))
+            return say(state, ModelResponse(text=""), "language")
+        return replace(state, awaiting=Awaiting.ROUTE, asked=router.request(text))
+
+    def advance(self, state: AgentState, response: ModelResponse, executor: ToolExecutor) -> AgentState:
+        if state.awaiting == Awaiting.ROUTE and response.route:
+            router = router_for(state.version, state.config.pack)
+            assert router is not None  # only a turn with a router awaits a ranking
+            return _routed(state, response, router, executor)
+        if state.awaiting != Awaiting.DECISION or state.asked is None or state.asked.response_schema is None:
+            # A plain reply step (a chat route), or a routing step answered without a ranking: the model's text.
+            return finish_with_text(state, response)
+        try:
+            decision = protocol.parse_decision(response.text, state.asked.response_schema, f"call_{state.step}")
+        except protocol.ProtocolError:
+            state = replace(state, flags=merge(state.flags, [FLAG_PROTOCOL_INVALID]))
+            results = tool_results(state)
+            return finish_rendered(state, response, replies.render(state.pack, results) if results else FALLBACK_TEXT)
+        if decision.call is None:
+            results = tool_results(state)
+            if results:
+                return finish_rendered(state, response, replies.render(state.pack, results))
+            return finish_with_text(state, replace(response, text=decision.text))
+        return _act(_Run(state, decision.call, response.text), response, executor)
+
+
+def _routed(state: AgentState, response: ModelResponse, router: Router, executor: ToolExecutor) -> AgentState:
+    """After the routing step: the route's tool (its call planned and run), its text, an article, or a question."""
+    try:
+        decision = router.decide(response.route)
+    except UnknownRoute as exc:
+        return error(state, f"the backend routed to unknown route {exc.args[0]!r}", FLAG_PROTOCOL_INVALID)
+    route = decision.route
+    state = replace(state, route=route.name, flags=merge(state.flags, [f"route_{route.name}"]))
+    if not decision.confident:
+        # No example is near enough to act on: ask, naming what the agent can help with.
+        return say(replace(state, flags=merge(state.flags, [FLAG_LOW_CONFIDENCE])), response, "clarify")
+    if route.tool == REPLY_ROUTE_TOOL:
+        if route.say:
+            return say(state, response, route.say)
+        cap = min(state.config.max_tokens, CHAT_MAX_TOKENS)
+        return replace(state, awaiting=Awaiting.TEXT, asked=ModelRequest(messages=state.messages, max_tokens=cap))
+    if route.tool == ANSWER_ROUTE_TOOL:
+        if state.passages:  # the passage that answers, quoted from the article it names
+            return finish_rendered(state, response, retrieval.answer_text(state.passages), "article")
+        return say(replace(state, flags=merge(state.flags, [FLAG_LOW_CONFIDENCE])), response, "clarify")
+    return _act(_plan(state, response, route.tool, dict(route.args)), response, executor)
+
+
+def _act(planned: AgentState | _Run, response: ModelResponse, executor: ToolExecutor) -> AgentState:
+    """Run the planned call, then the next one while the route's follow-up asks for it: one step's tool chain.
+
+    Each call goes through ``run_tools`` (the consent gate, the step limit); a follow-up runs at most once.
+    """
+    while isinstance(planned, _Run):
+        ran = replace(planned.state, asked=None)
+        state = run_tools(ran, replace(response, text=planned.said, tool_calls=(planned.call,)), executor)
+        if state.done:
+            return state
+        planned = _after_tools(state, response)
+    return planned
+
+
+def _after_tools(state: AgentState, response: ModelResponse) -> AgentState | _Run:
+    """After a tool result: the route's follow-up, or (model-chosen tools) the model's next decision, or the reply."""
+    router = router_for(state.version, state.config.pack)
+    if router is None:
+        return _decide(state, _narrowed_tools(state, state.config.tools), reply_text=False)
+    results = tool_results(state)
+    call = last_call(state)
+    assert call is not None  # a tool has just run
+    follow = router.follow_up(state.route, call, results[-1][1])
+    if follow is not None and follow.tool not in {c.name for c in state.tool_calls}:
+        route_args = dict(router.table.routes[state.route].args)
+        args = arguments_of(call)
+        if consent_to(state, follow.tool, {**route_args, **args}) == Consent.REQUESTED:
+            presets = {k: args[k] for k in follow.args_from if k in args}
+            return _plan(state, response, follow.tool, presets)
+    return finish_rendered(state, response, replies.render(state.pack, results))
+
+
+def _plan(state: AgentState, response: ModelResponse, tool: str, presets: dict[str, Any]) -> AgentState | _Run:
+    """The call a route (or its follow-up) lands on, with ``presets`` fixed.
+
+    Returns the call to run when narrowing leaves one value per argument; a pending state when the model
+    must decode what is left; a finished one for an action not asked for (offered instead), an argument
+    with no valid value, or a question of which record is meant.
+    """
+    [decl] = tool_declarations([tool], state.config.pack)
+    stopped = unrequested(state, ToolCall(f"call_{state.step}_{len(state.tool_calls)}", tool, json.dumps(presets)))
+    if stopped is not None:
+        # A route that lands on an action the customer did not ask for offers it instead of acting:
+        # nothing is decoded or run (the same gate stands in front of every executed call).
+        state = replace(state, flags=merge(state.flags, [stop_flag(stopped)]))
+        offer = replies.render(state.pack, [(tool, stopped.content)])
+        if stopped.content["reason"] != "third_party" and state.passages:
+            # The policy behind the offer, quoted from the article it comes from.
+            offer = f"{retrieval.answer_text(state.passages)}\n{offer}"
+        return finish_rendered(state, response, offer)
+    spec = state.pack.tools_by_name[tool]
+    params = narrowing.narrow(decl, _turn_facts(state), spec, presets)
+    if params is None:
+        state = replace(state, flags=merge(state.flags, [FLAG_NO_VALID_ARGUMENTS]))
+        # What is missing, in the customer's terms: an action says what it needs.
+        action = state.pack.action_of(tool, presets)
+        return finish_rendered(state, response, f"I can {action.offer}." if action else FALLBACK_TEXT, "clarify")
+    if spec.applies:
+        params, state, question = _which_record(state, spec, params)
+        if question:
+            return finish_rendered(replace(state, notes=()), response, question, "clarify")
+    args = narrowing.fixed_arguments(params)
+    if args is None:  # something left to choose: the model decodes it under the narrowed schema
+        return _decide(state, [{**decl, "parameters": params}], reply_text=False, allow_reply=False)
+    said = json.dumps({"name": tool, "parameters": args}, ensure_ascii=False)
+    call = ToolCall(id=f"call_{state.step}_{len(state.tool_calls)}", name=tool, arguments=json.dumps(args))
+    return _Run(state, call, said)
+
+
+def _which_record(state: AgentState, spec: ToolSpec, params: dict[str, Any]) -> tuple[dict[str, Any], AgentState, str]:
+    """Several of the customer's records could be meant by an action: keep the only one it applies to, or ask.
+
+    Ids the customer typed in this turn stand (the tool says if the action cannot apply to them). Otherwise,
+    of the candidates (named by an item, earlier in the conversation, or all of the customer's), those the
+    action applies to (``ToolSpec.applies``): one is picked and the reply says so; several get a question.
+    Returns the parameters, the state (with the note to say) and the question ('' when none is needed).
+    """
+    props = dict(params.get("properties") or {})
+    facts = _turn_facts(state)
+    this_turn = replace(facts, history=())
+    for arg, rule in spec.applies.items():
+        kind = spec.id_args[arg]
+        fmt = state.pack.ids[kind]
+        prop = props.get(arg) or {}
+        candidates = [prop["const"]] if "const" in prop else list(prop.get("enum") or ())
+        if this_turn.referenced_ids(kind) or not candidates:
+            continue  # named in this turn, by id or by an item: that stands
+        records = {str(r[fmt.field]): r for r in facts.records.get(kind, ())}
+        fits = [c for c in records if rule.holds(records[c])]
+        if len(fits) == 1:
+            props[arg] = {"const": fits[0]}
+            note = f"{fits[0]} is the only {kind} of yours that {rule.says}, so I've used that one."
+            if candidates != fits:
+                state = replace(state, notes=(*state.notes, note), flags=merge(state.flags, [FLAG_ONLY_RECORD]))
+        elif len(fits) > 1 and len(set(candidates) & set(fits)) != 1:
+            named = [f"{c} ({', '.join(fmt.naming_words(records[c])[:2])})" for c in fits[:4]]
+            state = replace(state, flags=merge(state.flags, [FLAG_WHICH_RECORD]))
+            return params, state, f"Which {kind} do you mean: {' or '.join(named)}?"
+        elif len(fits) > 1:
+            props[arg] = {"const": next(c for c in candidates if c in fits)}
+    return {**params, "properties": props}, state, ""
+
+
+# ---------------------------------------------------------------------------
+# Decision requests
+# ---------------------------------------------------------------------------
+
+
+def _turn_facts(state: AgentState) -> narrowing.TurnFacts:
+    enriched, pack = state.enriched, state.pack
+    history = tuple(e.text for e in reversed(enriched.turn.history))
+    return narrowing.TurnFacts(
+        text=user_text(enriched),
+        history=history,
+        records={f.kind: f.records(enriched.context) for f in pack.id_formats if f.context},
+        formats=pack.ids,
+        from_text=router_for(state.version, state.config.pack) is not None,
+        any_id=pack.any_id,
+    )
+
+
+def _decide(state: AgentState, tools: list[dict[str, Any]], reply_text: bool, allow_reply: bool = True) -> AgentState:
+    """The state waiting for one decision among ``tools`` (narrowed declarations), or a reply if allowed."""
+    variants = [protocol.call_variant(t["name"], t["parameters"]) for t in tools]
+    if allow_reply:
+        variants.append(protocol.reply_variant(reply_text))
+    instruction = protocol.FUNCTION_CALLING_PREAMBLE + "\n" + protocol.function_list(tools, reply_text, allow_reply)
+    system = ChatMessage("system", f"{state.messages[0].content}\n\n{instruction}")
+    request = ModelRequest(
+        messages=(system, *state.messages[1:]),
+        max_tokens=state.config.max_tokens,
+        response_schema=protocol.decision_schema(variants),
+    )
+    return replace(state, awaiting=Awaiting.DECISION, asked=request)
+
+
+def _narrowed_tools(state: AgentState, names: Iterable[str]) -> list[dict[str, Any]]:
+    facts = _turn_facts(state)
+    out = []
+    for decl in tool_declarations(names, state.config.pack):
+        params = narrowing.narrow(decl, facts, state.pack.tools_by_name[decl["name"]])
+        if params is not None:
+            out.append({**decl, "parameters": params})
+    return out
