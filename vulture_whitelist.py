@@ -71,7 +71,7 @@ resource_hints_by_transform  # unused function (deploy/transforms.py:102)
 job_environment  # unused function (deploy/transforms.py:66)
 METRICS  # unused variable (pipeline/metrics.py:66)
 dumps_v0  # unused function (pipeline/session_legacy.py:98)
-_.open_sessions  # unused method (pipeline/session_sim.py:93)
+_.open_sessions  # unused method (pipeline/session_simulator.py:93)
 _.running  # unused property (stack/emulators/processes.py:174)
 
 # The retry metric (pipeline.metrics.RETRIES) is declared but no store calls its hook yet: wire it or drop both.

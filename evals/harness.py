@@ -23,7 +23,7 @@ in a hand-off (a human takes over) or an error.
 
 Scripted ``turns`` and simulated users say one message per turn, a minute apart. Timed
 ``messages`` (offsets in seconds) go through the session stage's own rules instead
-(``pipeline.session_sim.SessionSimulator`` on ``pipeline.session_core``, with the pipeline's
+(``pipeline.session_simulator.SessionSimulator`` on ``pipeline.session_core``, with the pipeline's
 option defaults): the quiet window and max hold decide which messages make a turn, a message id
 seen before is dropped, messages that arrive while a turn is in flight wait for the next one.
 """
@@ -298,11 +298,11 @@ def _converse_timed(
     executor: ToolExecutor,
     trace: TrialTrace,
 ) -> None:
-    """Timed messages through the session stage's own rules (``pipeline.session_sim``): its quiet window,
+    """Timed messages through the session stage's own rules (``pipeline.session_simulator``): its quiet window,
     max hold and de-duplication make the turns, its history goes into them, and each reply comes back
     ``user.reply_after_s`` (simulated) after its turn was released. Ends when every message is answered,
     or at a hand-off or an error (a human takes over; what is still waiting is what the record misses)."""
-    from pipeline.session_sim import SessionSimulator  # the Beam-free core the SessionDoFn runs
+    from pipeline.session_simulator import SessionSimulator  # the Beam-free core the SessionDoFn runs
 
     session_id = f"eval-{scenario.id}-t{trial}"[:120]
     origin = CONVERSATION_START.timestamp()  # the session clock: seconds, with the conversation at offset 0
