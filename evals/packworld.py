@@ -13,6 +13,7 @@ them (the default) gets the harness's Firestore world (``evals/world.py``). With
   so the end-state checks, the diff and strict state score them as they score Firestore documents;
 - knows what of another customer's data must never reach a reply (``customer_strings``).
 
+A pack's scenarios are in its folder (``Pack.root``): ``scenarios/`` (the default split) and ``heldout/``.
 The core finds the hooks through the pack's declaration (``tools.packs.load_pack``), never by importing it.
 """
 
@@ -32,11 +33,10 @@ from tools.registry import ToolExecutor
 from tools.toolbox import Toolbox, toolbox
 
 Snapshot = dict[str, dict[str, Any]]  # absolute document path -> plain document
+SPLITS: tuple[str, ...] = ("scenarios", "heldout")  # a pack's scenario folders: the dev split, the held-out one
 
 
 class PackEvals(Protocol):
-    scenarios: Path  # the pack's own scenarios (the default of ``python -m evals.run --pack NAME``)
-
     def prepare(self, folder: Path) -> Mapping[str, Any]:
         """A fresh seeded store in ``folder``; the pack's MCP servers over it (name -> tools.mcp.McpServer)."""
         ...
@@ -63,11 +63,9 @@ def pack_evals(pack: str) -> PackEvals | None:
     return load_pack(pack).evals
 
 
-def scenarios_folder(pack: str) -> Path | None:
-    """Where the pack keeps its scenarios (None: the pack does not say; the harness's own folder)."""
-    hooks = pack_evals(pack)
-    folder = getattr(hooks, "scenarios", None) if hooks is not None else None
-    return Path(folder) if folder is not None else None
+def scenarios_folder(pack: str, split: str = SPLITS[0]) -> Path:
+    """Where the pack keeps the scenarios of ``split`` (``scenarios``, or ``heldout``)."""
+    return load_pack(pack).root / split
 
 
 class PackStore:

@@ -15,14 +15,17 @@ from typing import Any
 
 import pytest
 
+from evals.packworld import scenarios_folder
 from evals.report import RunResult, compare, markdown, summarize_scores
-from evals.run import DEFAULT_SCENARIOS, Progress, main
+from evals.run import Progress, main
 from evals.scenario import CATEGORIES, Scenario, ScenarioError, load_scenarios, parse_scenarios
 from evals.scoring import mean_pass_hat_k, pass_hat_k, score
 from evals.trace import CallTrace, TrialTrace, TurnTrace
 from evals.users import RuleUser, ScriptedUser
 from evals.world import resolve_time
 from stack.seed import REFERENCE_TIME, build_customer, order_id
+
+DEFAULT_SCENARIOS = scenarios_folder("shop")  # the default pack's dev split
 
 # ---------------------------------------------------------------------------
 # The shipped scenarios

@@ -61,8 +61,6 @@ def _decode(row: sqlite3.Row) -> dict[str, Any]:
 class TelcoEvals:
     """``PackEvals`` for the telco pack: a store per trial, its rows as documents, what must not leak."""
 
-    scenarios = Path(__file__).resolve().parent / "scenarios"
-
     def __init__(self, server_for: Callable[[str], Any]) -> None:
         self._server_for = server_for  # the store's path -> the pack's MCP server over it
         self._lock = threading.Lock()
