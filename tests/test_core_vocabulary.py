@@ -45,7 +45,6 @@ PENDING: frozenset[str] = frozenset(
         "agents",
         "pipeline",
         "web",
-        "evals",
         "stack",
         "contract",
     }

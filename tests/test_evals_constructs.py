@@ -360,7 +360,7 @@ MISUSES: list[tuple[dict[str, Any], str]] = [
     ),
     (
         _misuse("timed-order", user={"turns": None, "messages": [{"at": 3, "text": "a"}, {"at": 1, "text": "b"}]}),
-        "user: messages must be in order of their times (at)",
+        "user: messages must be sorted by their times (at)",
     ),
     (
         _misuse(

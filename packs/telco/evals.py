@@ -80,8 +80,9 @@ class TelcoEvals:
         server = self._server_for(str(store))
         return {server.name: server}
 
-    def seed_customers(self, client: Any, customers: Sequence[str]) -> None:
-        """The customers' profiles in the trial's Firestore (what enrichment reads), as the stack seeds them."""
+    def seed_customers(self, client: Any, customers: Sequence[str], policy: Any = None) -> None:
+        """The customers' profiles in the trial's Firestore (what enrichment reads), as the stack seeds them
+        (the pack has no policy of its own: ``policy`` is None)."""
         if not customers:
             return
         accounts = {a["account_id"]: a for a in data.build_seed(max(map(_account_index, customers))).accounts}
