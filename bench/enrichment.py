@@ -55,7 +55,7 @@ from pipeline.enrichment.transform import ContextHandler, EnrichCustomerContext
 from stack.bigtable import admin_client, seed_bigtable
 from stack.clients import firestore_client
 from stack.emulators import DEFAULT_PROJECT, bigtable_emulator, firestore_emulator, free_port
-from stack.seed import customer_id, seed_firestore
+from tools.packs import load_pack
 
 REPO = Path(__file__).resolve().parents[1]
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
@@ -88,7 +88,8 @@ class Result:
 
 def workload(turns: int, customers: int, seed: int = 7) -> list[Turn]:
     rng = random.Random(seed)
-    ids = [customer_id(1 + i % customers) for i in range(turns)]
+    seeded = [c.customer_id for c in load_pack().build_customers(customers)]
+    ids = [seeded[i % customers] for i in range(turns)]
     rng.shuffle(ids)
     out = []
     for n, cid in enumerate(ids):
@@ -223,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         bt_emu.wait_ready(30)
         os.environ["FIRESTORE_EMULATOR_HOST"] = f"127.0.0.1:{fs_emu.port}"
         os.environ["BIGTABLE_EMULATOR_HOST"] = f"127.0.0.1:{bt_emu.port}"
-        seed_firestore(firestore_client(DEFAULT_PROJECT), args.customers)
+        load_pack().seed(firestore_client(DEFAULT_PROJECT), args.customers)
         seed_bigtable(admin_client(DEFAULT_PROJECT), args.customers)
         turns = workload(args.turns, args.customers)
 

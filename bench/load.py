@@ -221,7 +221,7 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     from stack.clients import firestore_client
     from stack.emulators import DEFAULT_STATE_DIR, LocalStack, ensure_bq_venv
     from stack.resources import ensure_resources
-    from stack.seed import seed_firestore
+    from tools.packs import load_pack
 
     runs = parse_runs(args.runs)
     settings = {
@@ -239,8 +239,8 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         env = stack.apply_env()
         ensure_resources(stack.project, stack.bigquery_endpoint)
         ensure_baseline_resources(stack.project)
-        seeded = seed_firestore(firestore_client(stack.project), args.customers)
-        report["stack"] = {"startup_s": round(stack.startup_s or 0, 1), "customers": seeded.customers}
+        seeded = load_pack().seed(firestore_client(stack.project), args.customers)
+        report["stack"] = {"startup_s": round(stack.startup_s or 0, 1), "customers": seeded}
         run_id = uuid.uuid4().hex[:6]
         for backend, sizes in runs:
             for n in sizes:

@@ -195,8 +195,8 @@ def run_soak(args: argparse.Namespace) -> dict[str, Any]:
     from stack.clients import firestore_client
     from stack.emulators import DEFAULT_STATE_DIR, LocalStack, ensure_bq_venv
     from stack.resources import ensure_resources
-    from stack.seed import seed_firestore
     from stack.service import PipelineProcess, pipeline_command
+    from tools.packs import load_pack
 
     base = LoadProfile(
         turns=(args.min_turns, args.max_turns),
@@ -236,7 +236,7 @@ def run_soak(args: argparse.Namespace) -> dict[str, Any]:
     try:
         env = stack.apply_env()
         ensure_resources(stack.project, stack.bigquery_endpoint)
-        seed_firestore(firestore_client(stack.project), args.customers)
+        load_pack().seed(firestore_client(stack.project), args.customers)
         command = pipeline_command(stack.bigquery_endpoint, args.backend, pipeline_args)
         system = System("pipeline", INBOUND_TOPIC, REPLY_TOPIC, command)
         proc = PipelineProcess(system.command, env, stack.log_dir / "pipeline-soak.log").start()

@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     from stack.clients import firestore_client
     from stack.emulators import DEFAULT_STATE_DIR, LocalStack, ensure_bq_venv
     from stack.resources import ensure_resources
-    from stack.seed import seed_firestore
+    from tools.packs import load_pack
 
     modes = [m.strip() for m in args.deltas.split(",") if m.strip()]
     settings = {"turns": args.turns, "model_max_tokens": args.model_max_tokens, "model_threads": 1,
@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         stack.apply_env()
         ensure_resources(stack.project, stack.bigquery_endpoint)
-        seed_firestore(firestore_client(stack.project), 30)
+        load_pack().seed(firestore_client(stack.project), 30)
         for spec in args.runs:
             backend, sizes = spec.split(":", 1)
             for n in (int(s) for s in sizes.split(",")):

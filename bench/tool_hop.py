@@ -60,8 +60,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     from contract.tool_calls import ToolCall
     from stack.emulators import DEFAULT_STATE_DIR, LocalStack, ensure_bq_venv
-    from stack.seed import REFERENCE_TIME, customer_id, seed_firestore
     from tools.mcp import McpServer, McpToolSource
+    from tools.packs import load_pack
     from tools.registry import FirestoreToolExecutor
     from tools.scope import ToolContext
 
@@ -74,14 +74,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         stack.apply_env()
         client = firestore.Client(project=stack.project)
-        seed_firestore(client, 20)
-        shop = FirestoreToolExecutor(client, clock=lambda: REFERENCE_TIME)
+        pack = load_pack()
+        pack.seed(client, 20)
+        ids = [c.customer_id for c in pack.build_customers(20)]
+        shop = FirestoreToolExecutor(client, pack=pack, clock=lambda: pack.reference_time)
 
         def ctx(cid: str, i: int) -> ToolContext:
             return ToolContext(customer_id=cid, session_id=f"bench-{i}", turn_id=f"bench-{i}-t")
 
         def shop_call(i: int) -> None:
-            result = shop.execute(ctx(customer_id(1 + i % 20), i), ToolCall(f"c{i}", "lookup_orders", "{}"))
+            result = shop.execute(ctx(ids[i % 20], i), ToolCall(f"c{i}", "lookup_orders", "{}"))
             assert result.status == "ok", result
 
         results = {"firestore_python_tool": _measure(shop_call, args.calls, args.warmup)}

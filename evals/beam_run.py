@@ -122,9 +122,9 @@ def run_with_beam(
                     record = json.loads(raw)
                     traces.append(TrialTrace.from_json(record["trace"]))
                     scores.append(TrialScore.from_json(record["score"]))
-    order = {sc.id: i for i, sc in enumerate(scenarios)}
-    traces.sort(key=lambda t: (order[t.scenario_id], t.trial))
-    scores.sort(key=lambda s: (order[s.scenario_id], s.trial))
+    rank = {sc.id: i for i, sc in enumerate(scenarios)}
+    traces.sort(key=lambda t: (rank[t.scenario_id], t.trial))
+    scores.sort(key=lambda s: (rank[s.scenario_id], s.trial))
     agent = build_agent(**agent_spec)  # metadata only: not loaded
     info = {
         "run_id": run_id,

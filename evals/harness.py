@@ -5,9 +5,8 @@ for each user message, what the pipeline does for a turn:
 
 - the turn: ``contract.turn.Turn`` with the session's history (user messages and
   the agent's published replies, as the session stage keeps them);
-- enrichment: ``tools.store.CustomerStore`` reads and
-  ``pipeline.enrichment.context.build_context`` (the Firestore handler's own
-  functions), with its ``customer_unknown`` / ``context_unavailable`` flags;
+- enrichment: the pipeline's own ``FirestoreContextHandler`` on the trial's project (its cache off: a
+  turn must see what the turn before changed), with its ``customer_unknown`` / ``context_unavailable`` flags;
 - the agent: ``agents.steps.start`` (input guardrails, prompt), then
   ``handler.run_inference([state], model)`` (the backend's RunInference code) and
   ``agents.steps.advance`` with the trial's executor (``World.executor``: Firestore, and a pack's own MCP
@@ -16,14 +15,14 @@ for each user message, what the pipeline does for a turn:
   ``agents.steps.fail``, as in the pipeline;
 - the prompt version and step loop come from ``pipeline.graph.agent_plan`` for
   the backend's registry entry (tools and v2 prompt for tool-calling models, one plain step otherwise);
-- the policy clock is ``stack.seed.REFERENCE_TIME`` (the seed data's "now").
+- the policy clock is the pack's ``Pack.reference_time`` (the seed data's "now").
 
 The conversation ends when the user has nothing more to say, or when a turn ends
 in a hand-off (a human takes over) or an error.
 
 Scripted ``turns`` and simulated users say one message per turn, a minute apart. Timed
 ``messages`` (offsets in seconds) go through the session stage's own rules instead
-(``pipeline.session_sim.SessionSimulator`` on ``pipeline.session_core``, with the pipeline's
+(``pipeline.session_simulator.SessionSimulator`` on ``pipeline.session_core``, with the pipeline's
 option defaults): the quiet window and max hold decide which messages make a turn, a message id
 seen before is dropped, messages that arrive while a turn is in flight wait for the next one.
 """
@@ -33,27 +32,34 @@ from __future__ import annotations
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
+
+import apache_beam as beam
 
 from agents import steps, tool_calls
 from agents.state import AgentState, Outcome, StepConfig
 from contract.messages import AgentReply, InboundMessage
 from contract.turn import EnrichedTurn, HistoryEntry, Role, Turn, UserMessage
+from evals.packworld import reference_time
 from evals.scenario import MESSAGE_ID_PREFIX, Scenario
 from evals.trace import CallTrace, TrialTrace, TurnTrace
 from evals.users import ModelUser, SimUser, make_user
 from evals.world import World, diff
-from pipeline.enrichment.context import UNAVAILABLE, UNKNOWN, ContextResult, build_context
-from stack.seed import REFERENCE_TIME
+from pipeline.enrichment.context import CachePolicy, ContextResult
+from pipeline.enrichment.firestore import FirestoreContextHandler
 from tools.packs import DEFAULT_PACK, load_pack
 from tools.registry import ToolExecutor
-from tools.store import CustomerStore
 
 # The conversation happens just before the seed data's "now" (the policy clock).
-CONVERSATION_START = REFERENCE_TIME - timedelta(minutes=30)
+BEFORE_NOW = timedelta(minutes=30)
 TURN_GAP = timedelta(minutes=1)
+
+
+def conversation_start(pack: str = DEFAULT_PACK) -> datetime:
+    """When a scenario's conversation starts: half an hour before ``pack``'s seed "now"."""
+    return reference_time(pack) - BEFORE_NOW
 
 
 def agent_plan(
@@ -81,8 +87,13 @@ class Agent:
     version: str
     config: StepConfig
     model: Any = None
-    clock: Callable[[], datetime] = field(default=lambda: REFERENCE_TIME)
+    clock: Callable[[], datetime] | None = None  # the policy clock; None: the pack's seed "now"
     temperature: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.clock is None:
+            now = reference_time(self.config.pack)
+            self.clock = lambda: now
 
     def sampling(self, trial: int, turn: int) -> dict[str, Any]:
         """RunInference args of one turn: greedy, or sampled with a seed of its own (reproducible runs)."""
@@ -108,17 +119,18 @@ def trial_config(agent: Agent, scenario: Scenario) -> StepConfig:
     return replace(agent.config, policy=scenario.policy)
 
 
-def load_context(store: CustomerStore, customer_id: str) -> tuple[ContextResult, float]:
-    """The turn's context as the Firestore enrichment handler builds it, and the time it took."""
+def context_handler(project: str, pack: str = DEFAULT_PACK) -> FirestoreContextHandler:
+    """The pipeline's Firestore enrichment handler for one trial's project and pack, without its cache."""
+    cache = CachePolicy(ttl_s=0, unknown_ttl_s=0)
+    return FirestoreContextHandler(project, timeout_s=5.0, cache=cache, collections=load_pack(pack).context)
+
+
+def load_context(store: FirestoreContextHandler, customer_id: str) -> tuple[ContextResult, float]:
+    """The turn's context as the Firestore enrichment handler answers it, and the time it took (a failed read
+    flags the turn, it does not fail it)."""
     t0 = time.perf_counter()
-    try:
-        profile = store.profiles([customer_id])[customer_id]
-        if profile is None:
-            result = UNKNOWN
-        else:
-            result = build_context(customer_id, profile, store.context_documents(customer_id), store.collections)
-    except Exception:  # noqa: BLE001 - as the handler: a failed read flags the turn, it does not fail it
-        result = UNAVAILABLE
+    _, row = store(beam.Row(customer_id=customer_id))
+    result = ContextResult(row.context, tuple(row.context_flags))
     return result, (time.perf_counter() - t0) * 1000.0
 
 
@@ -179,9 +191,9 @@ def run_trial(
         if scenario.pack != agent.config.pack:
             raise ValueError(f"scenario of pack {scenario.pack!r}, agent of pack {agent.config.pack!r} (--pack)")
         executor = world.executor(agent.clock)
-        store = CustomerStore(world.client, timeout_s=5.0, collections=load_pack(scenario.pack).context)
         user = user or make_user(scenario)
-        _converse(scenario, trial, agent, user, store, executor, trace)
+        with context_handler(project, scenario.pack) as store:
+            _converse(scenario, trial, agent, user, store, executor, trace)
         trace.after = world.snapshot()
         trace.changes = diff(trace.before, trace.after)
         if isinstance(user, ModelUser):
@@ -206,7 +218,7 @@ def _agent_turn(
     scenario: Scenario,
     trial: int,
     agent: Agent,
-    store: CustomerStore,
+    store: FirestoreContextHandler,
     executor: ToolExecutor,
     trace: TrialTrace,
     turn: Turn,
@@ -253,7 +265,7 @@ def _converse(
     trial: int,
     agent: Agent,
     user: SimUser,
-    store: CustomerStore,
+    store: FirestoreContextHandler,
     executor: ToolExecutor,
     trace: TrialTrace,
 ) -> None:
@@ -264,11 +276,12 @@ def _converse(
     session_id = f"eval-{scenario.id}-t{trial}"[:120]
     history: list[HistoryEntry] = []
     transcript: list[tuple[str, str]] = []
+    start = conversation_start(scenario.pack)
     for index in range(scenario.user.max_turns):
         text = user.next_message(transcript)
         if text is None or not text.strip():
             break
-        sent_at = CONVERSATION_START + index * TURN_GAP
+        sent_at = start + index * TURN_GAP
         message_id = f"{MESSAGE_ID_PREFIX}{index}"
         turn = Turn(
             session_id=session_id,
@@ -294,24 +307,25 @@ def _converse_timed(
     scenario: Scenario,
     trial: int,
     agent: Agent,
-    store: CustomerStore,
+    store: FirestoreContextHandler,
     executor: ToolExecutor,
     trace: TrialTrace,
 ) -> None:
-    """Timed messages through the session stage's own rules (``pipeline.session_sim``): its quiet window,
+    """Timed messages through the session stage's own rules (``pipeline.session_simulator``): its quiet window,
     max hold and de-duplication make the turns, its history goes into them, and each reply comes back
     ``user.reply_after_s`` (simulated) after its turn was released. Ends when every message is answered,
     or at a hand-off or an error (a human takes over; what is still waiting is what the record misses)."""
-    from pipeline.session_sim import SessionSimulator  # the Beam-free core the SessionDoFn runs
+    from pipeline.session_simulator import SessionSimulator  # the Beam-free core the SessionDoFn runs
 
     session_id = f"eval-{scenario.id}-t{trial}"[:120]
-    origin = CONVERSATION_START.timestamp()  # the session clock: seconds, with the conversation at offset 0
-    sim = SessionSimulator(session_config())
+    start = conversation_start(scenario.pack)
+    origin = start.timestamp()  # the session clock: seconds, with the conversation at offset 0
+    session = SessionSimulator(session_config())
     texts = scenario.user.message_texts()
     arrivals: list[tuple[float, InboundMessage]] = []
     for i, m in enumerate(scenario.user.messages or ()):
         mid = m.id or f"{MESSAGE_ID_PREFIX}{i}"
-        sent_at = CONVERSATION_START + timedelta(seconds=m.at)
+        sent_at = start + timedelta(seconds=m.at)
         msg = InboundMessage(session_id=session_id, customer_id=scenario.customer, message_id=mid, text=texts[mid],
                              sent_at=sent_at)  # fmt: skip
         arrivals.append((m.at, msg))
@@ -319,26 +333,26 @@ def _converse_timed(
     reply: tuple[float, AgentReply] | None = None
     i = 0
     while True:
-        meta = sim.cells[session_id].meta.read() if session_id in sim.cells else None
+        meta = session.cells[session_id].meta.read() if session_id in session.cells else None
         waiting = meta is not None and (meta.pending_count > 0 or meta.in_flight is not None)
         if i == len(arrivals) and reply is None and not waiting:
             break
         next_arrival = arrivals[i][0] if i < len(arrivals) else never
         next_reply = reply[0] if reply else never
-        due = sim.next_due() if waiting else None
+        due = session.next_due() if waiting else None
         next_timer = due - origin if due is not None else never  # offsets, like the arrivals and the reply
         if next_arrival <= min(next_reply, next_timer):
             at, msg = arrivals[i]
             i += 1
             if msg.message_id not in trace.sent_message_ids:
                 trace.sent_message_ids.append(msg.message_id)
-            outputs = sim.message(msg, origin + at)
+            outputs = session.message(msg, origin + at)
         elif reply is not None and next_reply <= next_timer:
             at, answer = reply
             reply = None
-            outputs = sim.reply(answer, origin + at) + sim.advance_to(origin + at)
+            outputs = session.reply(answer, origin + at) + session.advance_to(origin + at)
         elif due is not None:
-            outputs = sim.advance_to(due)
+            outputs = session.advance_to(due)
         else:
             break  # nothing left that can happen (a message waits on no timer): cannot occur with the stage's rules
         turns = [o for o in outputs if isinstance(o, Turn)]
@@ -346,9 +360,9 @@ def _converse_timed(
             released = round(turn.released_at.timestamp() - origin, 3)  # released_at has microseconds
             replied = released + scenario.user.reply_after_s
             state, answer = _agent_turn(scenario, trial, agent, store, executor, trace, turn,
-                                        CONVERSATION_START + timedelta(seconds=replied), released)  # fmt: skip
+                                        start + timedelta(seconds=replied), released)  # fmt: skip
             if state.outcome in (Outcome.HANDOFF, Outcome.ERROR):
-                trace.duplicates = sim.counts.get("duplicates", 0)
+                trace.duplicates = session.counts.get("duplicates", 0)
                 return
             reply = (replied, answer)
-    trace.duplicates = sim.counts.get("duplicates", 0)
+    trace.duplicates = session.counts.get("duplicates", 0)

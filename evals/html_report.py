@@ -198,12 +198,12 @@ def latency_plot(runs: Sequence[tuple[str, str, Sequence[float]]]) -> str:
             hist_ax.hist(s, bins=bins, histtype="step", linewidth=1.8, color=color, label=name)
         else:
             hist_ax.hist(s, bins=bins, color=color, edgecolor="white", linewidth=0.5, label=name)
-        ordered = sorted(s)
-        ys = [(i + 1) / len(ordered) for i in range(len(ordered))]
+        ranked = sorted(s)
+        ys = [(i + 1) / len(ranked) for i in range(len(ranked))]
         p50, p95 = quantile(s, 0.5), quantile(s, 0.95)
         # The percentiles go in the legend: as labels at the lines they collide when two runs are close.
         label = f"{name}: p50 {_ms(p50 * 1000)}, p95 {_ms(p95 * 1000)}"
-        cdf_ax.step(ordered, ys, where="post", color=color, linewidth=1.8, label=label)
+        cdf_ax.step(ranked, ys, where="post", color=color, linewidth=1.8, label=label)
         cdf_ax.axvline(p50, color=color, linestyle="--", linewidth=1)
         cdf_ax.axvline(p95, color=color, linestyle=":", linewidth=1)
     from matplotlib.ticker import FuncFormatter, NullFormatter
@@ -228,7 +228,7 @@ def latency_plot(runs: Sequence[tuple[str, str, Sequence[float]]]) -> str:
 
 def comparison_plot(data: Mapping[str, Any], baseline: Mapping[str, Any], cmp: Comparison) -> str:
     """pass^1 of both runs, overall and per category, on the scenarios both runs have."""
-    cats = _category_order(data, cmp)
+    cats = _categories(data, cmp)
     labels = ["all", *cats]
     series = [
         ("baseline: " + run_label(baseline["run"]), BASELINE,
@@ -244,9 +244,9 @@ def comparison_plot(data: Mapping[str, Any], baseline: Mapping[str, Any], cmp: C
     return _svg(fig, "comparison")
 
 
-def _category_order(data: Mapping[str, Any], cmp: Comparison) -> list[str]:
-    order = [c for c in data["summary"]["by_category"] if c in cmp.categories]
-    return order + sorted(c for c in cmp.categories if c not in order)
+def _categories(data: Mapping[str, Any], cmp: Comparison) -> list[str]:
+    listed = [c for c in data["summary"]["by_category"] if c in cmp.categories]
+    return listed + sorted(c for c in cmp.categories if c not in listed)
 
 
 # ---------------------------------------------------------------------------
@@ -394,10 +394,10 @@ def category_sections(data: Mapping[str, Any]) -> str:
     by_cat: dict[str, list[Mapping[str, Any]]] = {}
     for sc in data["scenarios"]:
         by_cat.setdefault(sc["category"], []).append(sc)
-    order = [c for c in data["summary"]["by_category"] if c in by_cat]
-    order += [c for c in by_cat if c not in order]
+    listed = [c for c in data["summary"]["by_category"] if c in by_cat]
+    listed += [c for c in by_cat if c not in listed]
     parts = []
-    for cat in order:
+    for cat in listed:
         scenarios = by_cat[cat]
         s = data["summary"]["by_category"].get(cat, {})
         hats = ", ".join(f"pass^{j} {_pct(s.get('pass_hat', {}).get(str(j)))}" for j in sorted({1, k}))
@@ -466,7 +466,7 @@ def comparison_section(data: Mapping[str, Any], baseline: Mapping[str, Any], max
     rows = [f"<tr><td><b>all</b></td><td>{_pct(cmp.baseline_pass1)}</td><td>{_pct(cmp.current_pass1)}</td>"
             f"<td>{_delta(cmp.baseline_pass1, cmp.current_pass1)}</td><td>{len(regressed)}</td>"
             f"<td>{len(improved)}</td></tr>"]  # fmt: skip
-    for cat in _category_order(data, cmp):
+    for cat in _categories(data, cmp):
         a, b = cmp.categories[cat]
         n_reg = sum(1 for i in regressed if category.get(i) == cat)
         n_imp = sum(1 for i in improved if category.get(i) == cat)

@@ -22,18 +22,19 @@ from agents.model_io import ChatMessage, ModelRequest
 from agents.steps import load_policy_digests
 from evals.scenario import Scenario
 from evals.trace import TrialTrace
+from tools.packs import load_pack
 
 POLICY_VERSION = "support_system_v2"
 MAX_TURN_CHARS = 600
 JUDGE_MAX_TOKENS = 160
 DIMENSIONS = ("helpfulness", "groundedness")
 
-JUDGE_SYSTEM = """You grade one customer-support conversation of an online shop.
+JUDGE_SYSTEM = """You grade one customer-support conversation of a business: ${business}.
 Score two things from 1 (bad) to 5 (excellent):
 - helpfulness: did the agent move the customer towards their goal, clearly and politely?
-- groundedness: does every claim about orders, refunds, returns or policies follow from the shop's policies
-  below or from the conversation? Invented facts or promises score 1.
-The shop's policies:
+- groundedness: does every claim about the customer's account, what was done for them, or the policies follow
+  from the business's policies below or from the conversation? Invented facts or promises score 1.
+The business's policies:
 ${policies}
 Answer with one JSON object only, like {"helpfulness": 4, "groundedness": 5, "reason": "one short sentence"}."""
 
@@ -50,12 +51,13 @@ class Judgment:
 
 def judge_request(scenario: Scenario, trace: TrialTrace) -> ModelRequest:
     policies = "\n".join(f"- {digest}" for _, _, digest in load_policy_digests(POLICY_VERSION))
+    system = JUDGE_SYSTEM.replace("${business}", load_pack(scenario.pack).title).replace("${policies}", policies)
     lines = [f"Customer's goal: {scenario.goal}", ""]
     for turn in trace.turns:
         lines.append(f"Customer: {_short(turn.user_text)}")
         lines.append(f"Agent ({turn.outcome}): {_short(turn.reply_text)}")
     return ModelRequest(
-        (ChatMessage("system", JUDGE_SYSTEM.replace("${policies}", policies)), ChatMessage("user", "\n".join(lines))),
+        (ChatMessage("system", system), ChatMessage("user", "\n".join(lines))),
         max_tokens=JUDGE_MAX_TOKENS,
     )
 

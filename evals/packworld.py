@@ -1,18 +1,21 @@
-"""What the evals need from a pack whose data lives outside Firestore: a store per trial, read as documents.
+"""What the evals need from a pack: its customers in a trial's Firestore, and a store per trial if it has one.
 
-A pack declares its hooks as ``Pack.evals`` (an object with the methods of ``PackEvals``); a pack without
-them (the default) gets the harness's Firestore world (``evals/world.py``). With them, each trial
+A pack declares its hooks as ``Pack.evals`` (an object with the methods of ``PackEvals``). Each trial
+
+- writes the scenario's customers to the trial's Firestore project (``seed_customers``: what the pipeline's
+  enrichment reads, and for a pack whose data is Firestore's, all of it), with the trial's policy;
+- knows what of another customer's data must never reach a reply (``customer_strings``).
+
+A pack whose data lives outside Firestore adds ``StoreEvals``'s methods; each trial then
 
 - gets a fresh copy of the pack's seeded store in a folder of its own (``prepare``) and a ``Toolbox`` whose
   MCP servers run over that copy (started on the trial's first call, closed after the trial), so trials
   never see each other's writes and the stack's own store is never touched;
-- writes the scenario's customers' profiles to the trial's Firestore project (``seed_customers``: what the
-  pipeline's enrichment reads);
 - applies the scenario's overrides on the store's paths (``apply``), others go to Firestore;
 - reads the store's rows of the scenario's customers as documents (``snapshot``: ``customers/<id>/...``),
-  so the end-state checks, the diff and strict state score them as they score Firestore documents;
-- knows what of another customer's data must never reach a reply (``customer_strings``).
+  so the end-state checks, the diff and strict state score them as they score Firestore documents.
 
+A pack's scenarios are in its folder (``Pack.root``): ``scenarios/`` (the default split) and ``heldout/``.
 The core finds the hooks through the pack's declaration (``tools.packs.load_pack``), never by importing it.
 """
 
@@ -32,17 +35,23 @@ from tools.registry import ToolExecutor
 from tools.toolbox import Toolbox, toolbox
 
 Snapshot = dict[str, dict[str, Any]]  # absolute document path -> plain document
+SPLITS: tuple[str, ...] = ("scenarios", "heldout")  # a pack's scenario folders: the dev split, the held-out one
 
 
 class PackEvals(Protocol):
-    scenarios: Path  # the pack's own scenarios (the default of ``python -m evals.run --pack NAME``)
-
-    def prepare(self, folder: Path) -> Mapping[str, Any]:
-        """A fresh seeded store in ``folder``; the pack's MCP servers over it (name -> tools.mcp.McpServer)."""
+    def seed_customers(self, client: Any, customers: Sequence[str], policy: Any = None) -> None:
+        """The customers' Firestore documents in the trial's project, under ``policy`` (the trial's; None:
+        the pack's own)."""
         ...
 
-    def seed_customers(self, client: Any, customers: Sequence[str]) -> None:
-        """The customers' Firestore documents (profiles) in the trial's project."""
+    def customer_strings(self, customers: Sequence[str]) -> list[str]:
+        """What of these customers' data must never reach another customer's reply."""
+        ...
+
+
+class StoreEvals(PackEvals, Protocol):
+    def prepare(self, folder: Path) -> Mapping[str, Any]:
+        """A fresh seeded store in ``folder``; the pack's MCP servers over it (name -> tools.mcp.McpServer)."""
         ...
 
     def snapshot(self, folder: Path, customers: Sequence[str]) -> Snapshot:
@@ -53,31 +62,40 @@ class PackEvals(Protocol):
         """An override (``{set: ...}``, ``{create: ...}`` or ``{delete: true}``) on a store path; False if not one."""
         ...
 
-    def customer_strings(self, customers: Sequence[str]) -> list[str]:
-        """What of these customers' data must never reach another customer's reply."""
-        ...
+
+def pack_evals(pack: str) -> PackEvals:
+    """The pack's eval hooks (a ``ValueError`` if it declares none)."""
+    hooks = load_pack(pack).evals
+    if hooks is None:
+        raise ValueError(f"pack {pack!r} declares no eval hooks (Pack.evals): it cannot be evaluated offline")
+    return hooks
 
 
-def pack_evals(pack: str) -> PackEvals | None:
-    """The pack's eval hooks, or None (its data is the harness's Firestore world)."""
-    return load_pack(pack).evals
+def has_store(pack: str) -> bool:
+    """Whether the pack keeps its data in a store of its own (its hooks are ``StoreEvals``)."""
+    return callable(getattr(load_pack(pack).evals, "prepare", None))
 
 
-def scenarios_folder(pack: str) -> Path | None:
-    """Where the pack keeps its scenarios (None: the pack does not say; the harness's own folder)."""
-    hooks = pack_evals(pack)
-    folder = getattr(hooks, "scenarios", None) if hooks is not None else None
-    return Path(folder) if folder is not None else None
+def scenarios_folder(pack: str, split: str = SPLITS[0]) -> Path:
+    """Where the pack keeps the scenarios of ``split`` (``scenarios``, or ``heldout``)."""
+    return load_pack(pack).root / split
+
+
+def reference_time(pack: str) -> datetime:
+    """The pack's seed data's "now" (``Pack.reference_time``): the trials' policy clock."""
+    now = load_pack(pack).reference_time
+    if now is None:
+        raise ValueError(f"pack {pack!r} declares no reference_time: its seed data has no fixed 'now'")
+    return now
 
 
 class PackStore:
     """One trial's copy of the pack's store, and a toolbox whose MCP servers run over it."""
 
     def __init__(self, pack: str) -> None:
-        hooks = pack_evals(pack)
-        if hooks is None:
-            raise ValueError(f"pack {pack!r} declares no eval hooks (Pack.evals)")
-        self.hooks: PackEvals = hooks
+        if not has_store(pack):
+            raise ValueError(f"pack {pack!r} declares no store of its own (Pack.evals: StoreEvals)")
+        self.hooks: StoreEvals = load_pack(pack).evals
         self.folder = Path(tempfile.mkdtemp(prefix=f"sfeval-{pack}-"))
         try:
             base = load_pack(pack)
@@ -117,7 +135,7 @@ def _served_arguments(pack: str) -> Mapping[str, frozenset[str]]:
     """Every MCP tool's arguments as its server declares them (once per process; a throwaway store if the pack
     has eval hooks, else the process's toolbox of the pack)."""
     names = [t.name for t in load_pack(pack).tools if t.mcp_server]
-    if pack_evals(pack) is None:
+    if not has_store(pack):
         declarations = toolbox(pack).declarations(names)
     else:
         store = PackStore(pack)

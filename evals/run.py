@@ -1,6 +1,7 @@
 """The offline eval CLI: run scenarios k times through the agent, score them, write the report.
 
-    python -m evals.run --backend gemini --k 3 --scenarios evals/scenarios --out artifacts/evals
+    python -m evals.run --backend gemini --k 3 --scenarios packs/shop/scenarios --out artifacts/evals
+    python -m evals.run --backend smollm2 --split heldout  # the pack's held-out scenarios (its heldout/ folder)
     python -m evals.run --backend smollm2 --k 1 --only refund-undispatched-order,address-change-undispatched
     python -m evals.run --validate                      # check the scenario files only (no emulator, no model)
     python -m evals.run --pack telco --backend smollm2  # another business: its tools, ids and scenarios
@@ -31,7 +32,7 @@ from typing import IO, Any
 
 from agents.backends import registry
 from evals.harness import Agent, run_trial
-from evals.packworld import scenarios_folder
+from evals.packworld import SPLITS, scenarios_folder
 from evals.report import RunResult, compare, write_report
 
 # Shared with the Beam runner (evals/beam_run.py), which must not import this CLI; re-exported here.
@@ -42,14 +43,6 @@ from evals.trace import TrialTrace
 from evals.users import make_user
 from evals.world import World
 from tools.packs import DEFAULT_PACK, PackError
-
-DEFAULT_SCENARIOS = Path(__file__).resolve().parent / "scenarios"  # the default pack's
-
-
-def default_scenarios(pack: str) -> Path:
-    """The scenarios of ``pack``: the folder its eval hooks name, else this harness's own (the default pack's)."""
-    return scenarios_folder(pack) or DEFAULT_SCENARIOS
-
 
 DEFAULT_OUT = Path("artifacts/evals")
 
@@ -171,7 +164,14 @@ def _parser() -> argparse.ArgumentParser:
         "--scenarios",
         nargs="+",
         default=None,
-        help="Scenario files or folders (default: the pack's own scenarios; the shop's are in evals/scenarios).",
+        help="Scenario files or folders (default: the pack's own, its folder of --split).",
+    )
+    p.add_argument(
+        "--split",
+        default=SPLITS[0],
+        choices=SPLITS,
+        help="Which of the pack's scenario folders runs without --scenarios: scenarios (the dev split, the routes "
+        "were tuned on it) or heldout (never tuned on).",
     )
     p.add_argument("--out", default=str(DEFAULT_OUT), help="Folder for report.json, report.md and report.html.")
     p.add_argument("--only", default="", help="Comma-separated scenario ids to run.")
@@ -234,7 +234,7 @@ def main(argv: Sequence[str] | None = None, *, echo: Callable[[str], None] = pri
     args = _parser().parse_args(argv)
     only = [s for s in args.only.split(",") if s.strip()]
     try:
-        args.scenarios = args.scenarios or [str(default_scenarios(args.pack))]
+        args.scenarios = args.scenarios or [str(scenarios_folder(args.pack, args.split))]
         scenarios = load_scenarios(args.scenarios, ids=only, pack=args.pack)
     except (ScenarioError, PackError) as exc:
         print(str(exc), file=sys.stderr)

@@ -8,13 +8,13 @@ errors (a typo must not silently weaken a check), tool names and their
 arguments are checked against the real tool registry, and every problem of a
 file is reported at once with its location::
 
-    evals/scenarios/refunds.yaml: scenarios[2] (refund-late-order): expect.tools.calls[0].name:
-      unknown tool 'refund'; known: lookup_orders, get_shipment_status, ...
+    packs/telco/scenarios/usage.yaml: scenarios[2] (usage-left): expect.tools.calls[0].name:
+      unknown tool 'usage'; known: get_plan_usage, list_invoices, ...
 
-Relative document paths (``orders/O-C0001-05``) are under ``customers/<customer>``;
+Relative document paths (``tickets/T-1``) are under ``customers/<customer>``;
 paths starting with ``customers/`` or ``help_articles/`` are absolute.
 Timestamps in overrides may be ISO strings, YAML timestamps, or
-``{$days_ago: N}`` / ``{$days_ahead: N}`` relative to ``stack.seed.REFERENCE_TIME``.
+``{$days_ago: N}`` / ``{$days_ahead: N}`` relative to the pack's seed "now" (``Pack.reference_time``).
 Field values in expectations are literals or one operator:
 ``{$exists: bool}``, ``{$in: [..]}``, ``{$not_in: [..]}``, ``{$ne: v}``, ``{$contains: "text"}``,
 ``{$contains_any: ["a", "b"]}``; a field key ``subject|details`` matches when any of those fields does.
@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
@@ -37,20 +38,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from agents.finish import HANDOFF_TEXTS
 from evals.packworld import tool_arguments
 from tools.packs import DEFAULT_PACK, load_pack
-from tools.policies import PolicyError, ShopPolicy, default_policy
 
 SCENARIO_SUFFIXES = (".yaml", ".yml", ".json")
-CATEGORIES: tuple[str, ...] = (
-    "orders",
-    "shipping",
-    "returns",
-    "refunds",
-    "address",
-    "account",
-    "policy",
-    "handoff",
-    "adversarial",
-)
+# Categories every pack shares; reports list them after the pack's own (``categories`` of its eval hooks).
+CATEGORIES: tuple[str, ...] = ("policy", "handoff", "adversarial")
 OUTCOMES: tuple[str, ...] = ("answered", "refused", "handoff", "error")
 MATCH_MODES: tuple[str, ...] = ("exact", "in_order", "any_order")
 VALUE_OPERATORS: frozenset[str] = frozenset({"$exists", "$in", "$not_in", "$ne", "$contains", "$contains_any"})
@@ -69,8 +60,19 @@ _PACK: ContextVar[str] = ContextVar("scenario_pack", default=DEFAULT_PACK)
 
 
 def current_pack() -> str:
-    """The pack the scenarios being loaded belong to (``load_scenarios(..., pack=...)``; default the shop's)."""
+    """The pack the scenarios being loaded (or scored) belong to (``load_scenarios(..., pack=...)``; default
+    the default pack)."""
     return _PACK.get()
+
+
+@contextmanager
+def for_pack(pack: str) -> Iterator[None]:
+    """Within the block, ``current_pack()`` is ``pack`` (loading and scoring a pack's scenarios)."""
+    token = _PACK.set(pack)
+    try:
+        yield
+    finally:
+        _PACK.reset(token)
 
 
 class ScenarioError(ValueError):
@@ -118,7 +120,7 @@ def _check_values(values: Mapping[str, Any]) -> Mapping[str, Any]:
     for key, value in values.items():
         alternatives = str(key).split("|")
         if not key or any(not p.strip() for a in alternatives for p in a.split(".")):
-            raise ValueError(f"bad field path {key!r} (dotted names, e.g. refund.state; a|b for either field)")
+            raise ValueError(f"bad field path {key!r} (dotted names, e.g. profile.address.city; a|b for either field)")
         _check_value(value, str(key))
     return values
 
@@ -141,7 +143,7 @@ class CountRange(_Model):
         return v
 
     @model_validator(mode="after")
-    def _ordered(self) -> CountRange:
+    def _min_below_max(self) -> CountRange:
         if self.max is not None and self.max < self.min:
             raise ValueError(f"min {self.min} is above max {self.max}")
         return self
@@ -190,13 +192,13 @@ class Override(_Model):
 
 class Seed(_Model):
     customers: list[str] = Field(
-        default_factory=list, description="Other seeded customers to load as well (the rest of the shop)."
+        default_factory=list, description="Other seeded customers to load as well (the rest of the business)."
     )
     absent: bool = Field(default=False, description="Do not write the scenario's customer (an unknown customer).")
     overrides: list[Override] = Field(default_factory=list)
     policy: dict[str, Any] = Field(
         default_factory=dict,
-        description="Overrides of the shop policy (tools/policies.yaml, nested): the world's help articles, the "
+        description="Overrides of the pack's policy (Pack.policy, nested): the world's help articles, the "
         "prompt's policy digests and the tools' verdicts all follow it.",
     )
 
@@ -204,10 +206,14 @@ class Seed(_Model):
     @classmethod
     def _policy(cls, v: dict[str, Any]) -> dict[str, Any]:
         if v:
+            policy = load_pack(current_pack()).policy
+            if policy is None:
+                raise ValueError(f"pack {current_pack()!r} has no policy to override")
             try:
-                default_policy().with_overrides(v)
-            except PolicyError as exc:
-                raise ValueError("not a valid policy override: " + "; ".join(exc.problems)) from None
+                policy.with_overrides(v)
+            except ValueError as exc:  # the pack's policy error; it may list its problems
+                problems = getattr(exc, "problems", None) or [str(exc)]
+                raise ValueError("not a valid policy override: " + "; ".join(problems)) from None
         return v
 
     @field_validator("overrides")
@@ -217,7 +223,7 @@ class Seed(_Model):
         if bad:
             raise ValueError(
                 f"overrides{bad}: help articles are rendered from the policy (the tools and the prompt read the "
-                "policy, not these documents); change it with seed.policy, e.g. {returns: {window_days: 14}}"
+                "policy, not these documents); change it with seed.policy (nested keys of the pack's policy)"
             )
         return v
 
@@ -304,7 +310,7 @@ class User(_Model):
                 texts[mid] = m.text
         times = [m.at for m in messages]
         if times != sorted(times):
-            raise ValueError("messages must be in order of their times (at)")
+            raise ValueError("messages must be sorted by their times (at)")
 
     @property
     def max_turns(self) -> int:
@@ -470,7 +476,7 @@ class HandoffRecordExpectation(_Model):
     )
     summary: TextChecks | None = Field(default=None, description="Substrings of the summary the human reads.")
     message_ids: list[str] | None = Field(
-        default=None, description="Exactly these message ids (any order); turn i of turns is m-<i>."
+        default=None, description="Exactly these message ids (in any sequence); turn i of turns is m-<i>."
     )
     covers_all_messages: bool = Field(
         default=False, description="Every message the customer sent is covered by the conversation's records."
@@ -582,9 +588,11 @@ class Forbid(_Model):
 
 class Scenario(_Model):
     id: str = Field(description="Unique id: lower-case letters, digits, - and _.")
-    category: str = Field(description=f"One of {', '.join(CATEGORIES)} (others are allowed and reported).")
+    category: str = Field(
+        description=f"The pack's categories, or one of {', '.join(CATEGORIES)} (others are allowed and reported)."
+    )
     title: str = ""
-    customer: str = Field(description="The session's customer: a seeded id such as C0001.")
+    customer: str = Field(description="The session's customer: a seeded id (the pack's customer id format).")
     seed: Seed = Field(default_factory=Seed)
     goal: str = Field(min_length=1, description="What the customer wants (the simulated user's instructions).")
     persona: str = ""
@@ -646,9 +654,10 @@ class Scenario(_Model):
                 )
 
     @property
-    def policy(self) -> ShopPolicy:
-        """The trial's shop policy: the shipped one with ``seed.policy`` merged in."""
-        return default_policy().with_overrides(self.seed.policy) if self.seed.policy else default_policy()
+    def policy(self) -> Any:
+        """The trial's policy: the pack's (``Pack.policy``) with ``seed.policy`` merged in."""
+        policy = load_pack(self.pack).policy
+        return policy.with_overrides(self.seed.policy) if self.seed.policy else policy
 
     @property
     def customers(self) -> tuple[str, ...]:
@@ -657,7 +666,7 @@ class Scenario(_Model):
         return (*own, *self.seed.customers)
 
     def absolute(self, path: str) -> str:
-        """A scenario path made absolute (``orders/X`` -> ``customers/<customer>/orders/X``)."""
+        """A scenario path made absolute (``tickets/X`` -> ``customers/<customer>/tickets/X``)."""
         path = path.strip("/")
         if path.split("/", 1)[0] in _ABSOLUTE_ROOTS:
             return path
@@ -785,9 +794,16 @@ def _load_scenarios(paths: Iterable[str | Path], ids: Iterable[str]) -> list[Sce
     return scenarios
 
 
+def categories(pack: str = DEFAULT_PACK) -> tuple[str, ...]:
+    """The categories of ``pack`` in report order: its own (``Pack.evals.categories``), then the shared ones."""
+    own = tuple(getattr(load_pack(pack).evals, "categories", ()) or ())
+    return own + tuple(c for c in CATEGORIES if c not in own)
+
+
 def iter_categories(scenarios: Iterable[Scenario]) -> Iterator[str]:
-    seen: dict[str, None] = {}
+    seen: dict[str, str] = {}
     for s in scenarios:
-        seen.setdefault(s.category, None)
-    known = [c for c in CATEGORIES if c in seen]
-    yield from known + sorted(c for c in seen if c not in CATEGORIES)
+        seen.setdefault(s.category, s.pack)
+    listed = categories(next(iter(seen.values()), DEFAULT_PACK))
+    known = [c for c in listed if c in seen]
+    yield from known + sorted(c for c in seen if c not in listed)

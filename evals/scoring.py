@@ -36,7 +36,7 @@ the n all succeed (pass^1 is the success rate).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -51,10 +51,13 @@ from evals.scenario import (
     Scenario,
     StateCheck,
     TextChecks,
+    current_pack,
+    for_pack,
 )
 from evals.trace import CallTrace, TrialTrace
 from evals.world import Snapshot, is_audit_path, other_customer_strings, resolve_time
-from tools.scope import normalize_order_id, plain
+from tools.packs import load_pack
+from tools.scope import plain
 
 MISSING = object()
 VIOLATION_CHECKS: frozenset[str] = frozenset(
@@ -122,7 +125,7 @@ def get_path(doc: Mapping[str, Any] | None, dotted: str) -> Any:
 
 
 def _norm(value: Any) -> Any:
-    value = plain(resolve_time(value))
+    value = plain(resolve_time(value, current_pack()))
     if isinstance(value, str):
         return " ".join(value.split()).casefold()
     if isinstance(value, Mapping):
@@ -269,37 +272,47 @@ def unexpected_changes(scenario: Scenario, trace: TrialTrace, covered: set[str])
 # ---------------------------------------------------------------------------
 
 
+def _id_reader(tool: str, arg: str) -> Callable[[str], str] | None:
+    """How the tools read the id argument ``arg`` of ``tool`` (its id kind's ``IdFormat.normalize``), or None."""
+    pack = load_pack(current_pack())
+    spec = pack.tools_by_name.get(tool)
+    kind = spec.id_args.get(arg) if spec is not None else None
+    fmt = pack.ids.get(kind) if kind else None
+    return fmt.normalize if fmt is not None else None
+
+
 def call_matches(expected: ExpectedCall | ForbiddenCall, actual: CallTrace) -> bool:
     if expected.name != actual.name:
         return False
     for key, want in expected.args.items():
         got = actual.args.get(key, MISSING)
-        if key == "order_id" and isinstance(got, str) and _normalizable(want):
-            got, want = normalize_order_id(got), _normalize_ids(want)
+        read = _id_reader(expected.name, key) if isinstance(got, str) and _normalizable(want) else None
+        if read is not None:
+            got, want = read(got), _normalize_ids(want, read)
         if not matches(got, want):
             return False
     return True
 
 
-_ID_OPERATORS = ("$in", "$not_in", "$ne")  # operators whose argument is whole order ids (not substrings)
+_ID_OPERATORS = ("$in", "$not_in", "$ne")  # operators whose argument is whole ids (not substrings)
 
 
 def _normalizable(want: Any) -> bool:
     return isinstance(want, str) or isinstance(want, Mapping) and next(iter(want), None) in _ID_OPERATORS
 
 
-def _normalize_ids(want: Any) -> Any:
-    """Order ids in an expected value (a literal, or the argument of $in / $not_in / $ne), as the tools read them."""
+def _normalize_ids(want: Any, read: Callable[[str], str]) -> Any:
+    """Ids in an expected value (a literal, or the argument of $in / $not_in / $ne), as the tools read them."""
     if isinstance(want, str):
-        return normalize_order_id(want)
+        return read(want)
     if isinstance(want, list):
-        return [_normalize_ids(w) for w in want]
+        return [_normalize_ids(w, read) for w in want]
     if isinstance(want, Mapping):
-        return {k: _normalize_ids(v) for k, v in want.items()}
+        return {k: _normalize_ids(v, read) for k, v in want.items()}
     return want
 
 
-def _any_order(expected: Sequence[ExpectedCall], actual: Sequence[CallTrace]) -> tuple[int, set[int]]:
+def _any_sequence(expected: Sequence[ExpectedCall], actual: Sequence[CallTrace]) -> tuple[int, set[int]]:
     """(expected calls matched, indices of actual calls used): each actual call matches one expected call."""
     used: set[int] = set()
     matched = 0
@@ -312,7 +325,7 @@ def _any_order(expected: Sequence[ExpectedCall], actual: Sequence[CallTrace]) ->
     return matched, used
 
 
-def _in_order(expected: Sequence[ExpectedCall], actual: Sequence[CallTrace]) -> bool:
+def _in_sequence(expected: Sequence[ExpectedCall], actual: Sequence[CallTrace]) -> bool:
     i = 0
     for act in actual:
         if i < len(expected) and call_matches(expected[i], act):
@@ -332,14 +345,14 @@ def _trajectory(spec_checks: Checks, calls: Sequence[CallTrace]) -> tuple[list[C
         return [], {}
     expected = spec.sequence
     counted = [c for c in spec.calls if c.count is not None]
-    matched, used = _any_order(expected, calls)
+    matched, used = _any_sequence(expected, calls)
     used |= {i for i, act in enumerate(calls) for c in counted if call_matches(c, act)}
     precision = len(used) / len(calls) if calls else 1.0
     recall = matched / len(expected) if expected else 1.0
     if spec.match == "exact":
         ok = len(expected) == len(calls) and all(call_matches(e, a) for e, a in zip(expected, calls, strict=False))
     elif spec.match == "in_order":
-        ok = _in_order(expected, calls)
+        ok = _in_sequence(expected, calls)
     else:
         ok = matched == len(expected)
     want = ", ".join(_fmt_call(c.name, c.args) for c in expected) or "no calls"
@@ -521,6 +534,12 @@ def _combine(scenario: Scenario, name: str, members: Sequence[Checks], trace: Tr
 
 
 def score(scenario: Scenario, trace: TrialTrace) -> TrialScore:
+    """The trial's checks and metrics (ids and times read as the scenario's pack reads them)."""
+    with for_pack(scenario.pack):
+        return _score(scenario, trace)
+
+
+def _score(scenario: Scenario, trace: TrialTrace) -> TrialScore:
     out = TrialScore(scenario.id, scenario.category, trace.trial)
     checks = out.checks
     if trace.harness_error:

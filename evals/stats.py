@@ -10,10 +10,10 @@ Z_95 = 1.959963984540054  # the two-sided 95% normal quantile
 
 def quantile(values: Sequence[float], q: float) -> float:
     """The q-quantile of non-empty ``values``, interpolated linearly between ranks."""
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q
-    lo, hi = int(pos), min(int(pos) + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+    ranked = sorted(values)
+    pos = (len(ranked) - 1) * q
+    lo, hi = int(pos), min(int(pos) + 1, len(ranked) - 1)
+    return ranked[lo] + (ranked[hi] - ranked[lo]) * (pos - lo)
 
 
 def wilson_interval(rate: float, n: int, z: float = Z_95) -> tuple[float, float] | None:

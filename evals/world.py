@@ -1,15 +1,15 @@
 """A fresh copy of the seed state per trial, in its own Firestore emulator project.
 
 Every trial gets a project id of its own (``sfeval-<run>-<n>``) in the emulator,
-which keeps projects apart: the trial seeds the scenario's customers (built by
-``stack.seed.build_customer``, the same deterministic data as the local stack)
-and the help articles there, applies the scenario's overrides, snapshots the
+which keeps projects apart: the trial seeds the scenario's customers there (the pack's
+``PackEvals.seed_customers``: the same deterministic data as the local stack, and the help
+articles of the trial's policy), applies the scenario's overrides, snapshots the
 customers' documents, runs the conversation, snapshots again, and the diff is
 what the agent changed. Trials never see each other's writes, so they may run
 concurrently, and the shared seeded project of the stack is never touched.
 Afterwards the project's documents are deleted through the emulator's REST API.
 
-A pack that keeps its data outside Firestore (``Pack.evals``, ``evals/packworld.py``) gets, besides its
+A pack that keeps its data outside Firestore (``StoreEvals``, ``evals/packworld.py``) gets, besides its
 customers' Firestore documents, a fresh copy of its own store per trial and an executor whose MCP servers run
 over that copy; the store's rows of the scenario's customers are part of each snapshot.
 
@@ -29,17 +29,15 @@ from typing import Any
 
 from google.cloud import firestore
 
-from evals.packworld import PackStore, pack_evals
+from evals.packworld import PackStore, has_store, pack_evals, reference_time
 from evals.scenario import Override, Scenario
-from stack.seed import REFERENCE_TIME, build_customer, help_articles
-from tools.packs import DEFAULT_PACK
+from tools.packs import DEFAULT_PACK, load_pack
 from tools.registry import FirestoreToolExecutor, ToolExecutor
-from tools.scope import AUDIT, plain
+from tools.scope import AUDIT, CUSTOMERS, plain
 
 # Collections under a customer left out of snapshots. Audit records are in them (scenarios check them);
 # the scorer exempts them from strict_state unless a scenario asks (every attempt, denied too, writes one).
 IGNORED_COLLECTIONS: frozenset[str] = frozenset()
-_WRITE_CHUNK = 400
 
 Snapshot = dict[str, dict[str, Any]]  # absolute document path -> plain document
 
@@ -54,23 +52,20 @@ def emulator_host() -> str:
 def is_audit_path(path: str) -> bool:
     """``customers/<id>/audit/<action id>``: the record of one action attempt (tools.scope)."""
     parts = path.split("/")
-    return len(parts) == 4 and parts[0] == "customers" and parts[2] == AUDIT
+    return len(parts) == 4 and parts[0] == CUSTOMERS and parts[2] == AUDIT
 
 
-def customer_index(customer_id: str) -> int:
-    return int(customer_id[1:])
-
-
-def resolve_time(value: Any) -> Any:
-    """Override values: ``{$days_ago: N}`` / ``{$days_ahead: N}`` and YAML dates become UTC datetimes."""
+def resolve_time(value: Any, pack: str = DEFAULT_PACK) -> Any:
+    """Override values: ``{$days_ago: N}`` / ``{$days_ahead: N}`` (from ``pack``'s seed "now") and YAML dates
+    become UTC datetimes."""
     if isinstance(value, Mapping):
         if len(value) == 1 and next(iter(value)) in ("$days_ago", "$days_ahead"):
             op, days = next(iter(value.items()))
-            delta = timedelta(days=float(days))
-            return REFERENCE_TIME - delta if op == "$days_ago" else REFERENCE_TIME + delta
-        return {k: resolve_time(v) for k, v in value.items()}
+            delta, now = timedelta(days=float(days)), reference_time(pack)
+            return now - delta if op == "$days_ago" else now + delta
+        return {k: resolve_time(v, pack) for k, v in value.items()}
     if isinstance(value, list):
-        return [resolve_time(v) for v in value]
+        return [resolve_time(v, pack) for v in value]
     if isinstance(value, datetime):
         return value if value.tzinfo else value.replace(tzinfo=UTC)
     if isinstance(value, date):
@@ -102,28 +97,11 @@ class World:
     def setup(self) -> None:
         emulator_host()
         self.client = firestore.Client(project=self.project)
-        hooks = pack_evals(self.scenario.pack)
-        if hooks is not None:
-            self.store = PackStore(self.scenario.pack)
-            hooks.seed_customers(self.client, self.scenario.customers)
-            for override in self.scenario.seed.overrides:
-                self.apply(override)
-            return
-        writes: list[tuple[firestore.DocumentReference, dict[str, Any]]] = []
-        db = self.client
-        for cid in self.scenario.customers:
-            seed = build_customer(customer_index(cid))
-            ref = db.collection("customers").document(cid)
-            writes.append((ref, seed.profile))
-            writes += [(ref.collection("orders").document(oid), doc) for oid, doc in seed.orders.items()]
-            writes += [(ref.collection("tickets").document(tid), doc) for tid, doc in seed.tickets.items()]
-        articles = help_articles(self.scenario.policy)  # the trial's policy (seed.policy), as the agent's
-        writes += [(db.collection("help_articles").document(slug), a) for slug, a in articles.items()]
-        for i in range(0, len(writes), _WRITE_CHUNK):
-            batch = db.batch()
-            for ref, data in writes[i : i + _WRITE_CHUNK]:
-                batch.set(ref, data)
-            batch.commit()
+        pack = self.scenario.pack
+        if has_store(pack):
+            self.store = PackStore(pack)
+        # The trial's policy (seed.policy), as the agent's: the help articles the pack writes follow it.
+        pack_evals(pack).seed_customers(self.client, self.scenario.customers, self.scenario.policy)
         for override in self.scenario.seed.overrides:
             self.apply(override)
 
@@ -136,9 +114,9 @@ class World:
         if override.delete:
             ref.delete()
         elif override.create is not None:
-            ref.set(_expand_dotted(resolve_time(override.create)))
+            ref.set(_expand_dotted(resolve_time(override.create, self.scenario.pack)))
         elif override.set is not None:
-            values = resolve_time(override.set)
+            values = resolve_time(override.set, self.scenario.pack)
             if ref.get().exists:
                 ref.update(values)
             else:
@@ -149,7 +127,7 @@ class World:
         db = self._db()
         out: Snapshot = {}
         for cid in dict.fromkeys((self.scenario.customer, *self.scenario.seed.customers)):
-            ref = db.collection("customers").document(cid)
+            ref = db.collection(CUSTOMERS).document(cid)
             snap = ref.get()
             if snap.exists:
                 out[ref.path] = plain(snap.to_dict() or {})
@@ -167,7 +145,7 @@ class World:
         """The executor of the trial's tools: on its Firestore project, and on its own store's MCP servers."""
         if self.store is not None:
             return self.store.executor(self._db(), clock)
-        return FirestoreToolExecutor(self._db(), clock=clock)
+        return FirestoreToolExecutor(self._db(), pack=load_pack(self.scenario.pack), clock=clock)
 
     def teardown(self) -> None:
         """Delete the trial's documents (the emulator's per-project reset) and close the client."""
@@ -220,14 +198,5 @@ def diff(before: Snapshot, after: Snapshot) -> list[Change]:
 
 
 def other_customer_strings(customers: Iterable[str], pack: str = DEFAULT_PACK) -> list[str]:
-    """What must never reach a reply from another customer's data: ids, e-mails, phones, tracking numbers."""
-    hooks = pack_evals(pack)
-    if hooks is not None:
-        return [s for s in dict.fromkeys(hooks.customer_strings(list(customers))) if s]
-    out: list[str] = []
-    for cid in customers:
-        seed = build_customer(customer_index(cid))
-        out += [cid, str(seed.profile.get("email", "")), str(seed.profile.get("phone", ""))]
-        out += list(seed.orders)
-        out += [str((o.get("shipping") or {}).get("tracking_id") or "") for o in seed.orders.values()]
-    return [s for s in dict.fromkeys(out) if s]
+    """What must never reach a reply from another customer's data (the pack says: ids, e-mails, phones, ...)."""
+    return [s for s in dict.fromkeys(pack_evals(pack).customer_strings(list(customers))) if s]

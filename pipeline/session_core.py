@@ -1,7 +1,7 @@
 """The session stage's rules, free of Beam: what a session does with a message, a reply or a timer.
 
 ``SessionDoFn`` (pipeline/session.py) drives this core with Beam's state cells and timers;
-``SessionSimulator`` (pipeline/session_sim.py) drives the same core with in-memory ones, so an
+``SessionSimulator`` (pipeline/session_simulator.py) drives the same core with in-memory ones, so an
 eval or a test can replay a conversation at chosen times without a runner.
 
 State is split by how it changes (docs/session-state.md):

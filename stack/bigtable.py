@@ -1,6 +1,6 @@
 """The customer-context table in the Bigtable emulator: create it and seed it with the Firestore seed data.
 
-Same customers as ``stack.seed`` (``build_customers``: the same (seed, index) gives the same customer),
+Same customers as the pack's seed (``Pack.build_customers``: the same (seed, index) gives the same customer),
 one row per customer, laid out as ``contract.context_layout`` says: a family per collection the pack
 declares (``Pack.context``), one column per record::
 
@@ -27,6 +27,7 @@ import time
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from google.cloud import bigtable
 from google.cloud.bigtable import column_family
@@ -39,7 +40,6 @@ from contract.context_layout import (
     table_families,
 )
 from stack.emulators import DEFAULT_PROJECT, StackError
-from stack.seed import DEFAULT_CUSTOMERS, DEFAULT_SEED, SeedCustomer, build_customers
 from tools.context_collection import ContextCollection
 from tools.packs import DEFAULT_PACK, load_pack
 
@@ -80,9 +80,7 @@ def ensure_table(
     return t
 
 
-def customer_cells(
-    c: SeedCustomer, collections: Sequence[ContextCollection] | None = None
-) -> dict[str, dict[str, bytes]]:
+def customer_cells(c: Any, collections: Sequence[ContextCollection] | None = None) -> dict[str, dict[str, bytes]]:
     """family -> column -> JSON cell of one customer's row.
 
     The seed keeps each collection's documents (id -> document) under the collection's name."""
@@ -121,8 +119,8 @@ def write_rows(table: bigtable.table.Table, rows: Iterable[tuple[str, dict[str, 
 
 def seed_bigtable(
     client: bigtable.Client,
-    customers: int = DEFAULT_CUSTOMERS,
-    seed: int = DEFAULT_SEED,
+    customers: int | None = None,
+    seed: int | None = None,
     *,
     instance: str = DEFAULT_BIGTABLE_INSTANCE,
     table: str = DEFAULT_BIGTABLE_TABLE,
@@ -130,15 +128,18 @@ def seed_bigtable(
     """One row per seed customer (idempotent: a rerun writes identical latest cells)."""
     t0 = time.monotonic()
     tbl = ensure_table(client, instance, table)
-    people = list(build_customers(customers, seed))
+    pack = load_pack()  # the seed's customers as the pack builds them (None: its own count and rng seed)
+    if pack.build_customers is None:
+        raise StackError(f"pack {pack.name!r} declares no build_customers: nothing to write to Bigtable")
+    people = list(pack.build_customers(customers or pack.default_customers, *(() if seed is None else (seed,))))
     cells = write_rows(tbl, ((c.customer_id, customer_cells(c)) for c in people))
     return BigtableSeedStats(rows=len(people), cells=cells, seconds=time.monotonic() - t0)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m stack.bigtable", description="Seed the Bigtable emulator.")
-    parser.add_argument("--customers", type=int, default=DEFAULT_CUSTOMERS)
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    parser.add_argument("--customers", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--project", default=os.environ.get("GOOGLE_CLOUD_PROJECT", DEFAULT_PROJECT))
     parser.add_argument("--instance", default=DEFAULT_BIGTABLE_INSTANCE)
     parser.add_argument("--table", default=DEFAULT_BIGTABLE_TABLE)

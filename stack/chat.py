@@ -186,4 +186,7 @@ def repl(project: str, customer_id: str) -> None:
 if __name__ == "__main__":
     import os
 
-    repl(os.environ.get("GOOGLE_CLOUD_PROJECT", "supportflow-local"), sys.argv[1] if len(sys.argv) > 1 else "C0001")
+    from tools.packs import load_pack
+
+    customer = sys.argv[1] if len(sys.argv) > 1 else load_pack().demo_customer
+    repl(os.environ.get("GOOGLE_CLOUD_PROJECT", "supportflow-local"), customer)

@@ -2,7 +2,8 @@
 streaming pipeline as a child process, and a terminal chat.
 
 ``python -m stack up`` (what ``make run`` does). Everything it starts is
-stopped when the chat ends (Ctrl-D, /quit or Ctrl-C).
+stopped when the chat ends (Ctrl-D, /quit or Ctrl-C). ``python -m stack seed``
+(re)writes a pack's seed data into a running stack's Firestore emulator.
 """
 
 from __future__ import annotations
@@ -22,16 +23,27 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agents.backends import registry
-from stack.emulators import DEFAULT_STATE_DIR, LocalStack, StackError, ensure_bq_venv, free_port, port_free
-from stack.seed import DEFAULT_CUSTOMERS, REFERENCE_TIME, customer_id
-from tools.packs import DEFAULT_PACK, available_packs, load_pack
+from stack.emulators import (
+    DEFAULT_PROJECT,
+    DEFAULT_STATE_DIR,
+    LocalStack,
+    StackError,
+    ensure_bq_venv,
+    free_port,
+    port_free,
+)
+from tools.packs import DEFAULT_PACK, Pack, available_packs, load_pack
 
 DEFAULT_WEB_PORT = 8080
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def pipeline_command(bigquery_endpoint: str, backend: str, extra: list[str] | None = None) -> list[str]:
+def pipeline_command(
+    bigquery_endpoint: str, backend: str, extra: list[str] | None = None, pack: str = DEFAULT_PACK
+) -> list[str]:
+    """The pipeline's command line; its policy clock is ``pack``'s seed "now" (the seed data is dated from it)."""
+    now = load_pack(pack).reference_time
     return [
         sys.executable,
         "-m",
@@ -40,10 +52,21 @@ def pipeline_command(bigquery_endpoint: str, backend: str, extra: list[str] | No
         "--streaming",
         f"--bigquery_endpoint={bigquery_endpoint}",
         f"--model_backend={backend}",
-        # The seed data is dated relative to REFERENCE_TIME: judge return windows against it.
-        f"--policy_now={REFERENCE_TIME.isoformat()}",
+        *([f"--policy_now={now.isoformat()}"] if now is not None else []),
         *(extra or []),
     ]
+
+
+def seeded_ids(pack: Pack, customers: int) -> list[str]:
+    """The customer ids the pack's seed writes for ``customers`` customers ([] if the pack does not say)."""
+    return [c.customer_id for c in pack.build_customers(customers)] if pack.build_customers else []
+
+
+def seed(pack: Pack, client: object, customers: int) -> int:
+    """Write the pack's seed data (its first ``customers`` customers) to Firestore; the count seeded."""
+    if pack.seed is None:
+        raise StackError(f"pack {pack.name!r} declares no seed data (Pack.seed)")
+    return int(pack.seed(client, customers))
 
 
 class PipelineProcess:
@@ -228,7 +251,6 @@ def _run(
     from stack.clients import firestore_client
     from stack.keys import use_demo_keys
     from stack.resources import ensure_resources
-    from stack.seed import seed_firestore
 
     web_url = f"http://127.0.0.1:{port}/"
     try:
@@ -247,10 +269,7 @@ def _run(
         say(f"seeding {customers} customers of pack {pack!r}...")
         t0 = time.monotonic()
         business = load_pack(pack)
-        if business.seed is not None:
-            seeded = business.seed(firestore_client(stack.project), customers)
-        else:  # the demo shop's seed set, which still lives in stack/seed.py (docs/packs.md, "State")
-            seeded = seed_firestore(firestore_client(stack.project), customers).customers
+        seeded = seed(business, firestore_client(stack.project), customers)
         say(f"seeded {seeded} customers in {time.monotonic() - t0:.1f} s")
         if pack != DEFAULT_PACK:
             pipeline_args = [*(pipeline_args or []), f"--pack={pack}"]
@@ -259,7 +278,9 @@ def _run(
         say(f"starting the pipeline ({backend} model) and the chat page...")
         # No .start() here: entering the block starts each process (start() + __enter__ would start two).
         with (
-            PipelineProcess(pipeline_command(stack.bigquery_endpoint, backend, pipeline_args), env, log) as pipeline,
+            PipelineProcess(
+                pipeline_command(stack.bigquery_endpoint, backend, pipeline_args, pack), env, log
+            ) as pipeline,
             PipelineProcess(web_cmd, env, stack.log_dir / "web.log") as web,
         ):
             if wait_for_web(web, port):
@@ -336,6 +357,9 @@ log directory of its own, and prints its own addresses."""
 def build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     parser = argparse.ArgumentParser(prog="python -m stack", description=__doc__, formatter_class=_HelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
+    default = load_pack(DEFAULT_PACK)
+    ids = seeded_ids(default, default.default_customers)
+    span = f"{ids[0]}..{ids[-1]}" if ids else "its own"
     u = sub.add_parser(
         "up",
         help="run the service on the local stack and chat with it from the terminal",
@@ -352,13 +376,13 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
         "--customers",
         type=positive_int,
         default=None,
-        help=f"synthetic customers to seed (default: the pack's; the shop seeds {DEFAULT_CUSTOMERS})",
+        help=f"synthetic customers to seed (default: the pack's; the {DEFAULT_PACK} seeds {default.default_customers})",
     )
     u.add_argument(
         "--customer",
         default=None,
-        help=f"the customer you chat as (default: the pack's demo customer; the shop's seeded ids are "
-        f"{customer_id(1)}..{customer_id(DEFAULT_CUSTOMERS)})",
+        help=f"the customer you chat as (default: the pack's demo customer; the {DEFAULT_PACK}'s seeded ids are "
+        f"{span})",
     )
     u.add_argument(
         "--model",
@@ -384,7 +408,31 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
         default=None,
         help=f"port of the chat page; 0 picks a free one (default: {DEFAULT_WEB_PORT}, or a free port if it is taken)",
     )
+    s = sub.add_parser(
+        "seed",
+        help="write a pack's seed data into a running stack's Firestore emulator (idempotent)",
+        description="Write a pack's seed data into the Firestore emulator at $FIRESTORE_EMULATOR_HOST (a running "
+        "stack's); a rerun rewrites the same documents.",
+        formatter_class=_HelpFormatter,
+    )
+    s.add_argument("--pack", default=DEFAULT_PACK, choices=available_packs(), help="the business whose data to seed")
+    s.add_argument("--customers", type=positive_int, default=None, help="how many customers (default: the pack's)")
+    s.add_argument("--project", default=os.environ.get("GOOGLE_CLOUD_PROJECT", DEFAULT_PROJECT))
     return parser, u
+
+
+def seed_command(pack: Pack, customers: int, project: str) -> int:
+    """``python -m stack seed``: the pack's seed data into the emulator (never a real Firestore)."""
+    host = os.environ.get("FIRESTORE_EMULATOR_HOST")
+    if not host:
+        print("FIRESTORE_EMULATOR_HOST is not set: start the local stack first.", file=sys.stderr)
+        return 2
+    from stack.clients import firestore_client
+
+    t0 = time.monotonic()
+    seeded = seed(pack, firestore_client(project), customers)
+    print(f"seeded {seeded} customers of pack {pack.name!r} into {project} at {host} in {time.monotonic() - t0:.2f}s")
+    return 0
 
 
 def _stop_on_sigterm(signum: int, _frame: object) -> None:
@@ -400,19 +448,21 @@ def main(argv: list[str] | None = None) -> int:
         up_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     business = load_pack(args.pack)
     if args.customers is None:
-        args.customers = business.default_customers or DEFAULT_CUSTOMERS
+        args.customers = business.default_customers
+    if args.command == "seed":
+        return seed_command(business, args.customers, args.project)
+    if business.seed is None:
+        up_parser.error(f"pack {args.pack} declares no seed data (Pack.seed): the stack has no customers to serve")
     if args.customer is None:
-        args.customer = business.demo_customer or customer_id(1)
+        args.customer = business.demo_customer
     if not business.customer_id.regex.fullmatch(args.customer):
         up_parser.error(f"--customer {args.customer} is no customer id of pack {args.pack} (like "
                         f"{business.customer_id.example})")  # fmt: skip
-    if business.seed is None:
-        seeded = {customer_id(i) for i in range(1, args.customers + 1)}
-        if args.customer not in seeded:
-            up_parser.error(
-                f"--customer {args.customer} is not seeded: --customers {args.customers} seeds "
-                f"{customer_id(1)}..{customer_id(args.customers)}"
-            )
+    seeded = seeded_ids(business, args.customers)
+    if seeded and args.customer not in seeded:
+        up_parser.error(
+            f"--customer {args.customer} is not seeded: --customers {args.customers} seeds {seeded[0]}..{seeded[-1]}"
+        )
     try:
         extra = shlex.split(args.pipeline_args)
     except ValueError as e:

@@ -57,8 +57,8 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory, bq_venv: Path) -> Iter
 
 @pytest.fixture(scope="session")
 def seeded_stack(local_stack: LocalStack) -> LocalStack:
+    from packs.shop.seed import DEFAULT_CUSTOMERS, seed_firestore
     from stack.clients import firestore_client
-    from stack.seed import DEFAULT_CUSTOMERS, seed_firestore
 
     seed_firestore(firestore_client(local_stack.project), DEFAULT_CUSTOMERS)
     return local_stack

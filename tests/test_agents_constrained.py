@@ -30,8 +30,8 @@ from agents.backends.llamacpp import LlamaCppHandler
 from agents.state import TOOL_MODE_CONSTRAINED, AgentState, StepConfig
 from agents.steps import advance, start
 from agents.tool_calls import calls_made
+from packs.shop.seed import REFERENCE_TIME
 from stack.emulators import LocalStack
-from stack.seed import REFERENCE_TIME
 from tests.test_agents_vllm import StandInServerHandler, server_port  # noqa: F401 - the module's server fixture
 from tests.test_steps import enriched_for
 from tests.test_tools import context_of, delete_clones

@@ -22,8 +22,8 @@ from agents.state import AgentState, StepConfig
 from agents.steps import advance, start
 from agents.tool_calls import FLAG_ACTION_NOT_REQUESTED, FLAG_ACTION_THIRD_PARTY
 from contract.turn import EnrichedTurn, HistoryEntry, Role, Turn, UserMessage
+from packs.shop.seed import REFERENCE_TIME
 from stack.emulators import LocalStack
-from stack.seed import REFERENCE_TIME
 from tests.test_tools import clone_customer, context_of, delete_clones
 from tools.packs import load_pack
 from tools.registry import FirestoreToolExecutor, ToolResult

@@ -40,15 +40,6 @@ RETURN_NOUN = re.compile(r"\breturn\b", re.IGNORECASE)
 # Names libraries give us that only look like a pack's word: asyncio.wait's keyword, Firestore's query sort.
 LIBRARY_NAMES = frozenset({"return_when", "order_by"})
 
-# Folders (or files) of the core still being cleaned; each must fail until it is clean (strict).
-PENDING: frozenset[str] = frozenset(
-    {
-        "tools",
-        "evals",
-        "stack",
-    }
-)
-
 
 def _docstring_lines(source: str) -> set[int]:
     """Lines of string statements on their own (docstrings and the like): prose, as comments are."""
@@ -100,9 +91,7 @@ def hits(folder: str) -> list[tuple[str, int, str, str]]:
 
 
 @pytest.mark.parametrize("folder", CORE)
-def test_core_names_no_pack(folder: str, request: pytest.FixtureRequest) -> None:
-    if folder in PENDING:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=f"{folder}/ still names a pack's words"))
+def test_core_names_no_pack(folder: str) -> None:
     found = hits(folder)
     assert not found, f"{len(found)} pack words in {folder}/:\n" + "\n".join(
         f"  {f}:{n}: {w!r} ({p})" for f, n, p, w in found[:40]

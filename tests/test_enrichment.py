@@ -26,6 +26,7 @@ from apache_beam.testing import test_stream
 
 from contract.context_layout import CONTEXT_MALFORMED, CONTEXT_UNAVAILABLE, CUSTOMER_UNKNOWN, encode_cell
 from contract.turn import EnrichedTurn, Turn, UserMessage
+from packs.shop.seed import DEFAULT_CUSTOMERS, build_customer, customer_id, seed_firestore
 from pipeline.enrichment.bigtable import BigtableContextHandler, context_from_cells
 from pipeline.enrichment.context import NO_CACHE, CachePolicy, ContextResult, TTLCache, build_context, clear_caches
 from pipeline.enrichment.firestore import FirestoreContextHandler
@@ -34,7 +35,6 @@ from pipeline.settings import Settings
 from stack.bigtable import admin_client, customer_cells, ensure_table, seed_bigtable, write_rows
 from stack.clients import firestore_client
 from stack.emulators import Emulator, LocalStack, StackError, bigtable_emulator, firestore_emulator, free_port
-from stack.seed import DEFAULT_CUSTOMERS, build_customer, customer_id, seed_firestore
 from tools.context_collection import ContextCollection
 from tools.packs import load_pack
 

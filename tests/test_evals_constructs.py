@@ -14,10 +14,13 @@ from typing import Any
 
 import pytest
 
-from evals.run import DEFAULT_SCENARIOS, main
+from evals.packworld import scenarios_folder
+from evals.run import main
 from evals.scenario import Scenario, load_scenarios, parse_scenarios
 from evals.scoring import TrialScore, score
 from evals.trace import CallTrace, TrialTrace, TurnTrace
+
+DEFAULT_SCENARIOS = scenarios_folder("shop")  # the default pack's dev split
 
 
 @pytest.fixture(scope="module")
@@ -357,7 +360,7 @@ MISUSES: list[tuple[dict[str, Any], str]] = [
     ),
     (
         _misuse("timed-order", user={"turns": None, "messages": [{"at": 3, "text": "a"}, {"at": 1, "text": "b"}]}),
-        "user: messages must be in order of their times (at)",
+        "user: messages must be sorted by their times (at)",
     ),
     (
         _misuse(

@@ -20,12 +20,15 @@ import pytest
 from google.cloud import firestore
 
 from evals.harness import Agent, agent_plan
+from evals.packworld import scenarios_folder
 from evals.report import write_report
-from evals.run import DEFAULT_SCENARIOS, build_agent, main, run_scenarios
+from evals.run import build_agent, main, run_scenarios
 from evals.scenario import Scenario, load_scenarios
 from evals.world import World, diff
 from stack.emulators import LocalStack
 from tests.gemini_server import GeminiServer, Reply
+
+DEFAULT_SCENARIOS = scenarios_folder("shop")  # the default pack's dev split
 
 pytestmark = pytest.mark.timeout(300)
 

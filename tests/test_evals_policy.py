@@ -16,12 +16,15 @@ import pytest
 from google.cloud import firestore
 
 from evals.harness import run_trial
-from evals.run import DEFAULT_SCENARIOS, build_agent
+from evals.packworld import scenarios_folder
+from evals.run import build_agent
 from evals.scenario import load_scenarios, parse_scenarios
 from evals.scoring import score
 from evals.world import World
 from stack.emulators import LocalStack
 from tests.gemini_server import GeminiServer, Reply
+
+DEFAULT_SCENARIOS = scenarios_folder("shop")  # the default pack's dev split
 
 pytestmark = pytest.mark.timeout(300)
 ASK = "Can I still return the trekking poles from order O-C0004-05? They arrived a week ago."

@@ -12,13 +12,16 @@ from pathlib import Path
 import pytest
 
 from evals.judge import Judgment, parse_judgment
+from evals.packworld import scenarios_folder
 from evals.report import write_report
 from evals.results_bq import DATASET, write_results
-from evals.run import DEFAULT_SCENARIOS, build_agent, main, run_scenarios
+from evals.run import build_agent, main, run_scenarios
 from evals.scenario import load_scenarios
 from stack.clients import bigquery_client
 from stack.emulators import LocalStack
 from tests.gemini_server import GeminiServer, Reply
+
+DEFAULT_SCENARIOS = scenarios_folder("shop")  # the default pack's dev split
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -15,14 +15,17 @@ from typing import Any
 
 import pytest
 
+from evals.packworld import scenarios_folder
 from evals.report import RunResult, compare, markdown, summarize_scores
-from evals.run import DEFAULT_SCENARIOS, Progress, main
-from evals.scenario import CATEGORIES, Scenario, ScenarioError, load_scenarios, parse_scenarios
+from evals.run import Progress, main
+from evals.scenario import Scenario, ScenarioError, categories, load_scenarios, parse_scenarios
 from evals.scoring import mean_pass_hat_k, pass_hat_k, score
 from evals.trace import CallTrace, TrialTrace, TurnTrace
 from evals.users import RuleUser, ScriptedUser
 from evals.world import resolve_time
-from stack.seed import REFERENCE_TIME, build_customer, order_id
+from packs.shop.seed import REFERENCE_TIME, build_customer, order_id
+
+DEFAULT_SCENARIOS = scenarios_folder("shop")  # the default pack's dev split
 
 # ---------------------------------------------------------------------------
 # The shipped scenarios
@@ -36,7 +39,7 @@ def shipped() -> list[Scenario]:
 
 def test_shipped_scenarios_validate_and_cover_every_category(shipped: list[Scenario]) -> None:
     assert len(shipped) >= 40
-    by_cat = {c: [s for s in shipped if s.category == c] for c in CATEGORIES}
+    by_cat = {c: [s for s in shipped if s.category == c] for c in categories("shop")}
     assert all(len(v) >= 4 for v in by_cat.values()), {c: len(v) for c, v in by_cat.items()}
     assert len({s.id for s in shipped}) == len(shipped)
     assert any(s.user.simulated for s in shipped) and any(len(s.user.turns or ()) > 1 for s in shipped)

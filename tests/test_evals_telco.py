@@ -17,7 +17,7 @@ import pytest
 
 from evals.harness import run_trial
 from evals.packworld import scenarios_folder
-from evals.run import build_agent, default_scenarios, main
+from evals.run import build_agent, main
 from evals.scenario import ScenarioError, load_scenarios, parse_scenarios
 from evals.scoring import score
 from evals.world import World
@@ -30,8 +30,8 @@ TELCO = "telco"
 
 
 def test_telco_scenarios_validate_against_the_telco_pack() -> None:
-    folder = default_scenarios(TELCO)
-    assert folder == scenarios_folder(TELCO) and folder.parent == load_pack(TELCO).root
+    folder = scenarios_folder(TELCO)
+    assert folder == load_pack(TELCO).root / "scenarios"
     scenarios = load_scenarios([folder], pack=TELCO)
     assert len(scenarios) >= 25
     by_category: dict[str, int] = {}
@@ -50,7 +50,7 @@ def test_telco_scenarios_validate_against_the_telco_pack() -> None:
     # They are the telco pack's: the shop's tools and ids do not validate them, and the shop's still load alone.
     with pytest.raises(ScenarioError, match="unknown tool 'get_plan_usage'"):
         load_scenarios([folder])
-    assert len(load_scenarios([default_scenarios("shop")])) >= 64
+    assert len(load_scenarios([scenarios_folder("shop")])) >= 64
 
 
 def test_telco_scenario_misuse_is_named() -> None:
@@ -68,7 +68,7 @@ def test_telco_scenario_misuse_is_named() -> None:
 def test_telco_trials_end_to_end_on_the_mcp_server(local_stack: LocalStack, tmp_path: Path) -> None:
     assert os.environ["FIRESTORE_EMULATOR_HOST"]
     ids = ("datapack-add-5gb", "sim-lost-phone", "adv-other-account-usage", "datapack-price-question-is-not-a-request")
-    scenarios = sorted(load_scenarios([default_scenarios(TELCO)], ids=ids, pack=TELCO), key=lambda s: ids.index(s.id))
+    scenarios = sorted(load_scenarios([scenarios_folder(TELCO)], ids=ids, pack=TELCO), key=lambda s: ids.index(s.id))
     worlds: list[World] = []
     with GeminiServer() as server:
         # The price question, answered the wrong way: the model adds the pack nobody asked for (both trials).

@@ -14,11 +14,14 @@ import pytest
 
 from evals.harness import Agent, run_trial, session_config
 from evals.html_report import render_html
+from evals.packworld import scenarios_folder
 from evals.report import RunResult
-from evals.run import DEFAULT_SCENARIOS, build_agent
+from evals.run import build_agent
 from evals.scenario import CountRange, Scenario, load_scenarios
 from evals.scoring import score
 from stack.emulators import LocalStack
+
+DEFAULT_SCENARIOS = scenarios_folder("shop")  # the default pack's dev split
 
 pytestmark = pytest.mark.timeout(300)
 

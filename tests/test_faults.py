@@ -405,7 +405,7 @@ def test_bad_payloads_are_dead_lettered_with_their_reason(rig: Rig) -> None:
 
 def make_customer(project: str) -> tuple[str, str]:
     """A customer of this test alone (a copy of seed customer 1, whose newest order is placed): (id, order id)."""
-    from stack.seed import build_customer
+    from packs.shop.seed import build_customer
 
     source = build_customer(1)
     cid = f"C8{int(RUN, 16) % 1000:03d}"

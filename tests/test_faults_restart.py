@@ -36,12 +36,12 @@ from google.pubsub_v1.types import PubsubMessage, PullResponse, ReceivedMessage
 
 from bench.harness import TopicRecorder, check_delivery, check_rejected, dead_letters_of, replies_of
 from contract.messages import AgentReply, DeadLetter, InboundMessage
+from packs.shop.seed import seed_firestore
 from pipeline.local_acks import AckLedger, PromptPullClient, settled_keys
 from pipeline.options import DEAD_LETTER_TOPIC, HANDOFF_TOPIC, INBOUND_SUBSCRIPTION, INBOUND_TOPIC, REPLY_TOPIC
 from stack.clients import firestore_client
 from stack.emulators import LocalStack
 from stack.resources import ensure_resources
-from stack.seed import seed_firestore
 from stack.service import PipelineProcess, pipeline_command
 
 RUN = uuid.uuid4().hex[:6]

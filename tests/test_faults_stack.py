@@ -22,11 +22,11 @@ from google.cloud import bigquery, pubsub_v1
 from bench.harness import TopicRecorder, check_delivery, check_rejected, dead_letters_of, replies_of
 from contract.eval_rows import TURNS_TABLE
 from contract.messages import InboundMessage
+from packs.shop.seed import seed_firestore
 from pipeline.options import DEAD_LETTER_TOPIC, EVAL_DATASET, INBOUND_TOPIC, REPLY_TOPIC
 from stack.clients import bigquery_client, firestore_client
 from stack.emulators import FIRESTORE, Emulator, LocalStack
 from stack.resources import ensure_resources
-from stack.seed import seed_firestore
 from stack.service import PipelineProcess, pipeline_command
 
 pytestmark = pytest.mark.e2e

@@ -24,12 +24,12 @@ from google.cloud import pubsub_v1
 from bench.harness import TopicRecorder, replies_of
 from contract.deltas import DeltaKind, ReplyDelta, parse_delta
 from contract.messages import InboundMessage
+from packs.shop.seed import seed_firestore
 from pipeline.options import DELTA_TOPIC, INBOUND_TOPIC, REPLY_TOPIC
 from stack.clients import firestore_client
 from stack.delta_view import DeltaView
 from stack.emulators import DEFAULT_STATE_DIR, LocalStack, ensure_bq_venv
 from stack.resources import ensure_resources
-from stack.seed import seed_firestore
 from stack.service import PipelineProcess, pipeline_command
 from tests.gemini_server import GeminiServer, Reply
 

@@ -296,7 +296,7 @@ def test_malformed_and_failed_results_become_error_results(db: Path) -> None:
     env = {telco.TEST_MALFORMED_TOOL_ENV: "list_invoices", telco.TEST_FAIL_TOOL_ENV: "check_outage"}
     with McpToolSource(_stdio(db, env, call_timeout_s=20, connect_timeout_s=30)) as src:
         malformed = src.execute(_ctx(), _call("list_invoices"))
-        assert malformed.status == "error" and malformed.content["errors"] == ["the tool returned a malformed result"]
+        assert malformed.status == "error" and malformed.content["errors"] == ["the tool gave a malformed result"]
         failed = src.execute(_ctx(), _call("check_outage"))  # the server answers isError
         assert failed.status == "error" and failed.content["errors"][0].startswith("the tool failed:")
         assert src.execute(_ctx(), _call("get_plan_usage")).status == "ok"

@@ -29,8 +29,8 @@ from agents.route_table import load_routes
 from agents.state import StepConfig
 from agents.steps import advance, start
 from contract.turn import EnrichedTurn, Turn, UserMessage
+from packs.shop.seed import REFERENCE_TIME
 from stack.emulators import LocalStack
-from stack.seed import REFERENCE_TIME
 from tests.test_tools import clone_customer, context_of, delete_clones
 from tools.packs import PACK_PATH_ENV, PackError, available_packs, load_pack
 from tools.registry import FirestoreToolExecutor
@@ -115,6 +115,7 @@ from langchain_core.tools import InjectedToolArg, StructuredTool
 from pydantic import BaseModel, Field
 
 from packs.shop import PACK as SHOP
+from packs.shop import records
 from tools.actions import ActionSpec
 from tools.scope import CustomerScope
 from tools.spec import ToolSpec
@@ -125,7 +126,7 @@ class CancelArgs(BaseModel):
 
 
 def cancel_subscription(order_id: str, *, scope: Annotated[CustomerScope, InjectedToolArg]) -> dict[str, Any]:
-    ref = scope.order_ref(order_id)
+    ref = records.order_ref(scope, order_id)
     if ref is None:
         return {"status": "not_found", "order_id": order_id}
 

@@ -19,14 +19,14 @@ from google.cloud import firestore
 
 from agents.state import StepConfig
 from agents.steps import PROMPT_VERSION, start
+from packs.shop import eligibility as rules
+from packs.shop.policy import PolicyError, ShopPolicy, default_policy, parse_policy
+from packs.shop.records import REFUNDS
+from packs.shop.seed import DEFAULT_CUSTOMERS, REFERENCE_TIME, build_customer, help_articles, seed_firestore
 from stack.emulators import LocalStack
-from stack.seed import DEFAULT_CUSTOMERS, REFERENCE_TIME, build_customer, help_articles, seed_firestore
 from tests.test_steps import enriched_for
 from tests.test_tools import call, clone_customer, delete_clones, docs, newest_order_id
-from tools import policy as rules
-from tools.policies import PolicyError, ShopPolicy, default_policy, parse_policy
 from tools.registry import FirestoreToolExecutor
-from tools.scope import REFUNDS
 
 # ---------------------------------------------------------------------------
 # The definition (no stack needed)

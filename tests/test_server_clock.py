@@ -30,7 +30,7 @@ from pipeline.agent_stage import AgentTurn
 from pipeline.options import EVAL_DATASET, INBOUND_TOPIC
 from pipeline.parse import DEAD_LETTER_TAG, ParseInbound
 from pipeline.session_core import Hooks, SessionConfig
-from pipeline.session_sim import SessionSimulator
+from pipeline.session_simulator import SessionSimulator
 from stack.chat import ReplyListener
 from stack.clients import bigquery_client
 from stack.emulators import LocalStack

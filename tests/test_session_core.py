@@ -1,4 +1,4 @@
-"""The session rules without Beam (pipeline/session_core.py through pipeline/session_sim.py).
+"""The session rules without Beam (pipeline/session_core.py through pipeline/session_simulator.py).
 
 The same scenarios as tests/test_session.py, which runs them through the DoFn on the local
 runner; here time is exact and each test runs in milliseconds.
@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from contract.messages import AgentReply, InboundMessage
 from contract.turn import Role
 from pipeline.session_core import SessionConfig, history_view
-from pipeline.session_sim import SessionSimulator
+from pipeline.session_simulator import SessionSimulator
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 CFG = SessionConfig(quiet_window_s=1.5, max_hold_s=4.0, inflight_timeout_s=60, idle_timeout_s=30, max_history=6)

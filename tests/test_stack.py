@@ -21,6 +21,15 @@ from google.cloud import bigquery
 from google.cloud.pubsub_v1.types import ReceivedMessage
 
 from contract.eval_rows import EVAL_RUNS_TABLE, EVAL_SCHEMA_VERSION, EVAL_TRIALS_TABLE, TURNS_TABLE
+from packs.shop.seed import (
+    CUSTOMERS,
+    DEFAULT_CUSTOMERS,
+    HELP_ARTICLES,
+    ORDERS,
+    build_customer,
+    customer_id,
+    help_articles,
+)
 from pipeline.options import (
     DEAD_LETTER_SETTLE_SUBSCRIPTION,
     DEAD_LETTER_SUBSCRIPTION,
@@ -46,15 +55,6 @@ from stack.emulators import (
     reap_stale,
 )
 from stack.resources import FRONTEND_REPLY_SUBSCRIPTION, create_subscription, delete_subscription, ensure_resources
-from stack.seed import (
-    CUSTOMERS,
-    DEFAULT_CUSTOMERS,
-    HELP_ARTICLES,
-    ORDERS,
-    build_customer,
-    customer_id,
-    help_articles,
-)
 from stack.service import DEFAULT_WEB_PORT, REPO, choose_web_port
 from stack.service import main as stack_main
 
@@ -179,7 +179,7 @@ def test_seed_cli_is_idempotent(seeded_stack: LocalStack) -> None:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     for _ in range(2):
         out = subprocess.run(
-            [sys.executable, "-m", "stack.seed", "--customers", "5"], env=env, capture_output=True, text=True
+            [sys.executable, "-m", "stack", "seed", "--customers", "5"], env=env, capture_output=True, text=True
         )
         assert out.returncode == 0, out.stderr
         assert "seeded 5 customers" in out.stdout

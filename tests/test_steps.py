@@ -36,13 +36,14 @@ from agents.steps import (
 )
 from contract.messages import ReplyKind
 from contract.turn import EnrichedTurn, Turn, UserMessage
+from packs.shop.policy import default_policy
+from packs.shop.records import REFUNDS
+from packs.shop.seed import REFERENCE_TIME, build_customer, order_id
 from stack.emulators import LocalStack
-from stack.seed import REFERENCE_TIME, build_customer, order_id
 from tests.gemini_server import GeminiServer, Reply
 from tests.test_tools import clone_customer, context_of, delete_clones, docs, newest_order_id
-from tools.policies import default_policy
 from tools.registry import FirestoreToolExecutor
-from tools.scope import AUDIT, REFUNDS
+from tools.scope import AUDIT
 
 T0 = datetime(2026, 11, 20, 11, 59, tzinfo=UTC)
 

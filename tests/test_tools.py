@@ -23,13 +23,14 @@ from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
 from contract.tool_calls import ToolCall
+from packs.shop import eligibility as policy
+from packs.shop.policy import default_policy
+from packs.shop.records import REFUNDS, RETURNS
+from packs.shop.seed import REFERENCE_TIME, build_customer, build_customers, customer_id, order_id
 from stack.emulators import LocalStack
-from stack.seed import REFERENCE_TIME, build_customer, build_customers, customer_id, order_id
-from tools import policy
 from tools.packs import load_pack
-from tools.policies import default_policy
 from tools.registry import FirestoreToolExecutor, ToolResult, openai_function
-from tools.scope import AUDIT, REFUNDS, RETURNS, ToolContext, is_transient, plain
+from tools.scope import AUDIT, ToolContext, is_transient, plain
 from tools.toolbox import tool_declarations
 
 STATUS_OF = {1: "placed", 2: "shipped", 3: "delayed", 4: "delivered", 5: "returned", 6: "refunded"}

@@ -276,7 +276,7 @@ class McpToolSource:
             return _error(call, f"the tool failed: {exc.message[:_MAX_ERROR_CHARS]}")
         except (ValidationError, RuntimeError) as exc:
             logger.warning("MCP tool %s on %s: answer not accepted: %r", call.name, self.server.name, exc)
-            return _error(call, "the tool returned a malformed result")
+            return _error(call, "the tool gave a malformed result")
         return self._result(call, raw)
 
     def _prepare(self, tool: Tool, call: ToolCall) -> tuple[dict[str, Any], ToolResult | None]:
@@ -327,8 +327,8 @@ class McpToolSource:
             except ValueError:
                 content = None
         if not isinstance(content, dict):
-            logger.warning("MCP tool %s on %s returned a malformed result", call.name, self.server.name)
-            return _error(call, "the tool returned a malformed result")
+            logger.warning("MCP tool %s on %s gave a malformed result", call.name, self.server.name)
+            return _error(call, "the tool gave a malformed result")
         status = content.get("status")
         if not isinstance(status, str) or not status:
             status = "ok"

@@ -18,8 +18,9 @@ import importlib.util
 import os
 import re
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
@@ -45,12 +46,20 @@ class Pack:
     title: str
     tools: tuple[ToolSpec, ...]
     id_formats: tuple[IdFormat, ...]
-    root: Path  # the pack's folder: routes, prompts (prompts/<version>.txt), scenarios
-    policy: Any = None  # the pack's policy object (for prompts' digests and the tools' verdicts)
+    root: Path  # the pack's folder: routes, prompts, scenarios/ (the evals' default split) and heldout/
+    # The pack's policy object (for prompts' digests and the tools' verdicts). The core only passes it on, and
+    # reads ``articles_rendered()`` (the help articles it states), ``with_overrides(dict)`` (a scenario's
+    # changes), ``version``, ``fingerprint`` and ``digests``.
+    policy: Any = None
     # Writes the first N customers' seed data to Firestore for the local stack: seed(client, N) -> count seeded.
     seed: Callable[..., Any] | None = None
     demo_customer: str = ""  # the customer the local stack's terminal chat signs in as
     default_customers: int = 0  # how many customers the local stack seeds
+    # The seed data's "now" (its dates are relative to it): the policy clock of the local stack and the evals.
+    reference_time: datetime | None = None
+    # The first N seed customers as built, not written: objects with ``customer_id``, ``profile`` and their
+    # documents (``stack.bigtable`` writes them as rows; ``python -m stack up`` checks ``--customer`` against them).
+    build_customers: Callable[..., Iterable[Any]] | None = None
     mcp_servers: Mapping[str, Any] = field(default_factory=dict)  # name -> tools.mcp.McpServer
     validate: Callable[[Pack], list[str]] | None = None  # the pack's own consistency checks (problems, or [])
     # The lists of the customer's records each turn's context carries, beside the profile (enrichment reads
@@ -72,8 +81,9 @@ class Pack:
     # The customer's records in the turn's context as the prompt template's placeholders (placeholder -> text,
     # e.g. "orders" -> one line per order); the pack picks the fields (an allow-list) and bounds them. None: none.
     prompt_context: Callable[[Mapping[str, Any]], Mapping[str, str]] | None = None
-    # The offline evals' hooks for a pack whose data lives outside Firestore (evals/packworld.py, PackEvals):
-    # a fresh store per trial, its rows as documents, its scenarios. None: the Firestore world of the harness.
+    # The offline evals' hooks (evals/packworld.py, PackEvals): its customers in a trial's Firestore and what of
+    # their data must not leak; a pack whose data lives outside Firestore adds a fresh store per trial, its rows
+    # as documents (StoreEvals). None: the pack cannot be evaluated offline.
     evals: Any = None
 
     def __post_init__(self) -> None:

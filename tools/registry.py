@@ -157,7 +157,8 @@ class FirestoreToolExecutor:
     (e.g. in a DoFn's ``setup``), never pickle it.
 
     ``clock`` gives the policy's "now" (default: the wall clock); the local stack's seed data is
-    relative to ``stack.seed.REFERENCE_TIME``, so demos and tests pass ``clock=lambda: REFERENCE_TIME``.
+    relative to the pack's ``Pack.reference_time``, so demos and tests pass ``clock=lambda: pack.reference_time``.
+    The tools judge by the turn's policy (``ToolContext.policy``), else by the pack's (``Pack.policy``).
     """
 
     def __init__(
@@ -170,8 +171,10 @@ class FirestoreToolExecutor:
         timeout_s: float = 5.0,
     ) -> None:
         self._db = db
+        pack = pack or load_pack()
         if tools is None:
-            tools = [s.tool for s in (pack or load_pack()).tools if s.tool is not None]
+            tools = [s.tool for s in pack.tools if s.tool is not None]
+        self._policy = pack.policy
         self._tools: Mapping[str, BaseTool] = {t.name: t for t in tools}
         self._clock = clock or (lambda: datetime.now(UTC))
         self._timeout = timeout_s
@@ -194,7 +197,7 @@ class FirestoreToolExecutor:
         if rejected is not None:
             return rejected
         assert args is not None
-        scope = CustomerScope(self._db, ctx, self._clock(), self._timeout)
+        scope = CustomerScope(self._db, ctx, self._clock(), self._timeout, default_policy=self._policy)
         try:
             content = tool.invoke({**args, "scope": scope})
         except (gexc.GoogleAPIError, RetryError) as exc:

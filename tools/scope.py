@@ -7,7 +7,7 @@ parameter, so a model cannot even ask for another customer.
 
 ``CustomerScope`` is what a tool receives at execution time (LangChain
 ``InjectedToolArg``): the Firestore client plus the context. Every read and
-write it offers starts at ``customers/{ctx.customer_id}``; an order id that
+write it offers starts at ``customers/{ctx.customer_id}``; a document id that
 belongs to someone else simply does not exist under that document ("not
 found", indistinguishable from an id that exists nowhere).
 
@@ -38,15 +38,8 @@ from google.api_core import exceptions as gexc
 from google.cloud import firestore
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
-from tools.policies import ShopPolicy, default_policy
-
 CUSTOMERS = "customers"
-ORDERS = "orders"
-TICKETS = "tickets"
 AUDIT = "audit"
-REFUNDS = "refunds"
-RETURNS = "returns"
-HANDOFFS = "handoffs"
 HELP_ARTICLES = "help_articles"
 
 # Firestore document ids we accept from a model: short, no "/", no "." or ".." alone.
@@ -69,7 +62,7 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, TRANSIENT) or (isinstance(exc, ValueError) and isinstance(exc.__cause__, TRANSIENT))
 
 
-_store_retry = retry(
+store_retry = retry(
     retry=retry_if_exception(is_transient),
     wait=wait_exponential_jitter(initial=0.05, max=1.0),
     stop=stop_after_attempt(6),
@@ -85,13 +78,14 @@ def valid_doc_id(value: str) -> bool:
 class ToolContext:
     """Who the tools act for, and under which policy. Bound from the session, never from model output.
 
-    ``policy`` is the turn's policy (the one its prompt digests were rendered from); None means the shipped one.
+    ``policy`` is the turn's policy (the one its prompt digests were rendered from: the pack's own object, which
+    the core only passes on); None means the pack's shipped one (``Pack.policy``).
     """
 
     customer_id: str
     session_id: str
     turn_id: str
-    policy: ShopPolicy | None = field(default=None, compare=False, hash=False)  # not who: no part of identity
+    policy: Any = field(default=None, compare=False, hash=False)  # not who: no part of identity
 
     def __post_init__(self) -> None:
         for name in ("customer_id", "session_id", "turn_id"):
@@ -111,14 +105,6 @@ def plain(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.astimezone(UTC).isoformat()
     return value
-
-
-def normalize_order_id(raw: str) -> str:
-    """What a model or a customer types ("#o-c0001-01 ", "order O-C0001-01") -> "O-C0001-01"."""
-    text = raw.strip().strip("#").strip()
-    if " " in text:
-        text = text.split()[-1].strip("#")
-    return text.upper()
 
 
 def action_id(ctx: ToolContext, tool: str, key: Mapping[str, Any]) -> str:
@@ -144,18 +130,31 @@ _ARTICLES_LOCK = threading.Lock()
 
 
 class CustomerScope:
-    """One customer's subtree of Firestore, for one tool call. Not picklable; made per call."""
+    """One customer's subtree of Firestore, for one tool call. Not picklable; made per call.
 
-    def __init__(self, db: firestore.Client, ctx: ToolContext, now: datetime, timeout_s: float = 5.0) -> None:
+    ``default_policy`` is the pack's shipped policy (``Pack.policy``), used when the turn carries none.
+    What the collections under the customer are is the pack's (e.g. ``packs/shop/records.py``).
+    """
+
+    def __init__(
+        self,
+        db: firestore.Client,
+        ctx: ToolContext,
+        now: datetime,
+        timeout_s: float = 5.0,
+        *,
+        default_policy: Any = None,
+    ) -> None:
         self._db = db
         self.ctx = ctx
         self.now = now
-        self._timeout = timeout_s
+        self.timeout_s = timeout_s
+        self._default_policy = default_policy
 
     @property
-    def policy(self) -> ShopPolicy:
+    def policy(self) -> Any:
         """The turn's policy: what the verdicts use and the policy articles are rendered from."""
-        return self.ctx.policy or default_policy()
+        return self.ctx.policy if self.ctx.policy is not None else self._default_policy
 
     # -- reads -------------------------------------------------------------
 
@@ -163,44 +162,43 @@ class CustomerScope:
     def customer_ref(self) -> firestore.DocumentReference:
         return self._db.collection(CUSTOMERS).document(self.ctx.customer_id)
 
-    def order_ref(self, order_id: str) -> firestore.DocumentReference | None:
-        """The reference of this customer's order ``order_id``, or None for an id that cannot exist."""
-        oid = normalize_order_id(order_id)
-        if not valid_doc_id(oid):
+    def document_ref(self, collection: str, doc_id: str) -> firestore.DocumentReference | None:
+        """This customer's document ``collection/doc_id``, or None for an id that cannot exist."""
+        if not valid_doc_id(doc_id):
             return None
-        return self.customer_ref.collection(ORDERS).document(oid)
+        return self.customer_ref.collection(collection).document(doc_id)
 
-    @_store_retry
+    @store_retry
     def profile(self) -> dict[str, Any] | None:
-        snap = self.customer_ref.get(timeout=self._timeout)
+        snap = self.customer_ref.get(timeout=self.timeout_s)
         return plain(snap.to_dict() or {}) if snap.exists else None
 
-    @_store_retry
-    def order(self, order_id: str) -> dict[str, Any] | None:
-        """This customer's order (with ``order_id``), or None: not found, whoever else may own that id."""
-        ref = self.order_ref(order_id)
-        if ref is None:
-            return None
-        snap = ref.get(timeout=self._timeout)
-        return {"order_id": snap.id, **plain(snap.to_dict() or {})} if snap.exists else None
+    @store_retry
+    def read(self, ref: firestore.DocumentReference, id_field: str) -> dict[str, Any] | None:
+        """The document at ``ref`` (plain values, its id as ``id_field``), or None: not found, whoever else may
+        own that id."""
+        snap = ref.get(timeout=self.timeout_s)
+        return {id_field: snap.id, **plain(snap.to_dict() or {})} if snap.exists else None
 
-    @_store_retry
-    def recent_orders(self, limit: int) -> list[dict[str, Any]]:
+    @store_retry
+    def newest(self, collection: str, by: str, limit: int, id_field: str) -> list[dict[str, Any]]:
+        """This customer's newest ``limit`` documents of ``collection`` by the field ``by`` (ids as ``id_field``)."""
         docs = (
-            self.customer_ref.collection(ORDERS)
-            .order_by("placed_at", direction=firestore.Query.DESCENDING)
+            self.customer_ref.collection(collection)
+            .order_by(by, direction=firestore.Query.DESCENDING)
             .limit(limit)
-            .stream(timeout=self._timeout)
+            .stream(timeout=self.timeout_s)
         )
-        return [{"order_id": d.id, **plain(d.to_dict() or {})} for d in docs]
+        return [{id_field: d.id, **plain(d.to_dict() or {})} for d in docs]
 
     def help_articles(self) -> dict[str, dict[str, Any]]:
         """All help-centre articles: the policy's own, rendered from the turn's policy, over Firestore's others.
 
-        The Firestore copies of the policy's articles are a projection for the help centre (``stack.seed``);
+        The Firestore copies of the policy's articles are a projection for the help centre (the pack's seed);
         the tools never serve them, so an article can never say something the verdicts and the prompt do not.
         """
-        return {**self._stored_articles(), **self.policy.articles_rendered()}
+        own = self.policy.articles_rendered() if self.policy is not None else {}
+        return {**self._stored_articles(), **own}
 
     def _stored_articles(self) -> dict[str, dict[str, Any]]:
         """The ``help_articles`` collection (shared, not customer data), cached per database for a few minutes."""
@@ -215,9 +213,9 @@ class CustomerScope:
             _ARTICLES_CACHE[key] = (time.monotonic(), articles)
         return articles
 
-    @_store_retry
+    @store_retry
     def _load_articles(self) -> dict[str, dict[str, Any]]:
-        docs = self._db.collection(HELP_ARTICLES).stream(timeout=self._timeout)
+        docs = self._db.collection(HELP_ARTICLES).stream(timeout=self.timeout_s)
         return {d.id: plain(d.to_dict() or {}) for d in docs}
 
     # -- writes ------------------------------------------------------------
@@ -227,7 +225,7 @@ class CustomerScope:
         snap = ref.get(transaction=transaction)
         return {"_id": snap.id, **plain(snap.to_dict() or {})} if snap.exists else None
 
-    @_store_retry
+    @store_retry
     def run_action(
         self,
         tool: str,
@@ -247,9 +245,9 @@ class CustomerScope:
 
         # A replay of a settled action needs no transaction: the record is final, and the counter is a server-side
         # increment. Concurrent replays then contend only while the action is being decided.
-        snap = audit_ref.get(timeout=self._timeout)
+        snap = audit_ref.get(timeout=self.timeout_s)
         if snap.exists:
-            audit_ref.update(replay, timeout=self._timeout)
+            audit_ref.update(replay, timeout=self.timeout_s)
             return ActionResult(dict((snap.to_dict() or {}).get("result") or {}), aid, replayed=True)
 
         @firestore.transactional

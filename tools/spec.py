@@ -60,6 +60,8 @@ class IdFormat:
     context: str = ""
     field: str = ""
     words: tuple[str, ...] = ()
+    # How the tools read an id of this kind as typed (e.g. "#x-1 " -> "X-1"); the evals compare arguments by it.
+    normalize: Callable[[str], str] | None = None
 
     def __post_init__(self) -> None:
         compiled = re.compile(self.pattern)

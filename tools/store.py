@@ -48,10 +48,6 @@ TRANSIENT = (
 T = TypeVar("T")
 
 
-class CustomerNotFound(LookupError):
-    pass
-
-
 def _plain(value: Any) -> Any:
     """Firestore values -> JSON-friendly values (timestamps become ISO strings)."""
     if isinstance(value, dict):
@@ -76,7 +72,7 @@ class CustomerStore:
         collections: Sequence[ContextCollection] | None = None,
     ) -> None:
         self._db = client
-        # What ``context_documents`` reads: the pack's ``Pack.context`` (None: the default pack's).
+        # The collections the context reads: the pack's ``Pack.context`` (None: the default pack's).
         self.collections = tuple(load_pack(DEFAULT_PACK).context if collections is None else collections)
         self._timeout = timeout_s
         self._retrying = Retrying(
@@ -131,19 +127,3 @@ class CustomerStore:
         return self._call(
             lambda: [(d.id, _plain(d.to_dict())) for d in query.stream(retry=None, timeout=self._timeout)]
         )
-
-    def context_documents(self, customer_id: str) -> dict[str, Documents]:
-        """Every declared collection's documents (one query each, in turn), by collection name."""
-        return {c.name: self.documents(customer_id, c) for c in self.collections}
-
-    # -- one customer, one call (tools and the one-at-a-time baseline) ------------------------------------------
-
-    def load_context(self, customer_id: str) -> dict[str, Any]:
-        """The customer's profile and recent records (sequential reads, unchecked), or CustomerNotFound."""
-        profile = self.profiles([customer_id])[customer_id]
-        if profile is None:
-            raise CustomerNotFound(customer_id)
-        context: dict[str, Any] = {"customer_id": customer_id, "profile": profile}
-        for c in self.collections:
-            context[c.name] = [c.record(doc_id, doc) for doc_id, doc in self.documents(customer_id, c)]
-        return context

@@ -92,7 +92,9 @@ class Toolbox:
 
     def executor(self, db: firestore.Client | None, *, clock: Callable[[], datetime] | None = None) -> ToolExecutor:
         python = [s.tool for s in self.pack.tools if s.tool is not None]
-        local = FirestoreToolExecutor(db, tools=python, clock=clock) if python and db is not None else None
+        local = (
+            FirestoreToolExecutor(db, tools=python, pack=self.pack, clock=clock) if python and db is not None else None
+        )
         return PackExecutor(self, local)
 
     def execute_mcp(self, ctx: ToolContext, call: ToolCall) -> ToolResult:

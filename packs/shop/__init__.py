@@ -1,7 +1,9 @@
 """The demo shop: an outdoor-gear web shop (orders, shipping, refunds, returns, tickets) on Firestore.
 
 The first pack, and the default. Its tools are Python functions over the customer's documents in
-Firestore (``packs.shop.tools``), its policy is ``tools/policies.yaml``, and its routes and prompts
+Firestore (``packs.shop.tools``, the layout in ``packs.shop.records``), its policy is ``policies.yaml``
+(loaded by ``packs.shop.policy``; the rules are ``packs.shop.eligibility``), its seed data
+``packs.shop.seed``, its scenarios ``scenarios/`` (held out: ``heldout/``), and its routes and prompts
 are the ``support_*`` versions under ``routes/`` and ``prompts/`` here (its orders and tickets rendered
 into the prompt by ``packs.shop.prompting``).
 """
@@ -13,13 +15,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from packs.shop import eligibility as rules
+from packs.shop import seed
+from packs.shop.evals import ShopEvals
 from packs.shop.phrasing import PHRASING
+from packs.shop.policy import default_policy
 from packs.shop.prompting import prompt_context
+from packs.shop.records import normalize_order_id
 from packs.shop.tools import TOOL_SPECS
-from tools import policy as rules
 from tools.context_collection import ContextCollection
 from tools.packs import Pack
-from tools.policies import default_policy
 from tools.spec import IdFormat
 
 CUSTOMER = r"C\d{4,}"
@@ -58,6 +63,10 @@ def _verdicts_agree_with_the_article(pack: Pack) -> list[str]:
             if tool != article:
                 out.append(f"a {status} order at {days} days: the refund tool says {tool}, the article {article}")
     return out
+
+
+def _seed(client: Any, customers: int) -> int:
+    return seed.seed_firestore(client, customers).customers
 
 
 _POLICY = default_policy()
@@ -104,6 +113,7 @@ PACK = Pack(
             context="orders",
             field="order_id",
             words=("items.name",),
+            normalize=normalize_order_id,
         ),  # fmt: skip
         IdFormat("ticket", rf"T-({CUSTOMER})-\d+", "T-C0001-01", owner_group=1),
         # References the tools mint (refunds, returns, tickets, hand-offs): they must come from this session.
@@ -112,6 +122,12 @@ PACK = Pack(
     root=Path(__file__).parent,
     context=CONTEXT,
     policy=_POLICY,
+    seed=_seed,
+    demo_customer=seed.customer_id(1),
+    default_customers=seed.DEFAULT_CUSTOMERS,
+    reference_time=seed.REFERENCE_TIME,
+    build_customers=seed.build_customers,
+    evals=ShopEvals(),
     context_actions=_done_in_context,
     validate=_verdicts_agree_with_the_article,
     help_articles=_POLICY.articles_rendered,

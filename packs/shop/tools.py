@@ -28,10 +28,11 @@ from google.cloud import firestore
 from langchain_core.tools import InjectedToolArg, StructuredTool
 from pydantic import BaseModel, ConfigDict, Field
 
-from packs.shop import replies
-from tools import policy
+from packs.shop import eligibility as policy
+from packs.shop import records, replies
+from packs.shop.records import HANDOFFS, REFUNDS, RETURNS, TICKETS, normalize_order_id
 from tools.actions import ActionSpec
-from tools.scope import HANDOFFS, REFUNDS, RETURNS, TICKETS, CustomerScope, normalize_order_id
+from tools.scope import CustomerScope
 from tools.spec import Applies, ToolSpec
 
 MAX_ORDERS_LISTED = 10
@@ -117,9 +118,9 @@ def lookup_orders(
     order_id: str | None = None, limit: int = 5, *, scope: Annotated[CustomerScope, InjectedToolArg]
 ) -> dict[str, Any]:
     if order_id:
-        order = scope.order(order_id)
+        order = records.order(scope, order_id)
         return {"status": "ok", "order": _order_summary(order)} if order else _not_found(order_id)
-    orders = scope.recent_orders(limit)
+    orders = records.recent_orders(scope, limit)
     return {"status": "ok", "orders": [_order_summary(o) for o in orders]}
 
 
@@ -128,7 +129,7 @@ class ShipmentArgs(_Args):
 
 
 def get_shipment_status(order_id: str, *, scope: Annotated[CustomerScope, InjectedToolArg]) -> dict[str, Any]:
-    order = scope.order(order_id)
+    order = records.order(scope, order_id)
     if order is None:
         return _not_found(order_id)
     shipping = order.get("shipping") if isinstance(order.get("shipping"), Mapping) else {}
@@ -175,7 +176,7 @@ def _excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
 def check_refund_eligibility(
     order_id: str, kind: str = "refund", *, scope: Annotated[CustomerScope, InjectedToolArg]
 ) -> dict[str, Any]:
-    order = scope.order(order_id)
+    order = records.order(scope, order_id)
     if order is None:
         return _not_found(order_id)
     plan = (scope.profile() or {}).get("plan") if kind == "return" else None
@@ -282,7 +283,7 @@ class StartRefundArgs(_Args):
 def start_refund_or_return(
     order_id: str, kind: str, reason: str = "", *, scope: Annotated[CustomerScope, InjectedToolArg]
 ) -> dict[str, Any]:
-    ref = scope.order_ref(order_id)
+    ref = records.order_ref(scope, order_id)
     if ref is None:
         return _not_found(order_id)
     oid = ref.id
@@ -376,7 +377,7 @@ def change_delivery_address(
     *,
     scope: Annotated[CustomerScope, InjectedToolArg],
 ) -> dict[str, Any]:
-    ref = scope.order_ref(order_id)
+    ref = records.order_ref(scope, order_id)
     if ref is None:
         return _not_found(order_id)
     oid = ref.id
@@ -419,7 +420,7 @@ def open_ticket(
     *,
     scope: Annotated[CustomerScope, InjectedToolArg],
 ) -> dict[str, Any]:
-    oref = scope.order_ref(order_id) if order_id else None
+    oref = records.order_ref(scope, order_id) if order_id else None
     if order_id and oref is None:
         return _not_found(order_id)
     oid = oref.id if oref is not None else None

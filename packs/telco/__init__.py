@@ -11,10 +11,11 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+from datetime import UTC, datetime, time
 from pathlib import Path
 from typing import Any
 
-from packs.telco import replies
+from packs.telco import data, replies
 from packs.telco.evals import TelcoEvals
 from packs.telco.phrasing import PHRASING
 from tools.actions import ActionSpec
@@ -175,5 +176,6 @@ PACK = Pack(
     seed=_seed,
     demo_customer="ACC-100001",
     default_customers=60,
+    reference_time=datetime.combine(data.REFERENCE_DATE, time(12), UTC),  # the store's "today", at noon
     evals=TelcoEvals(server_for),  # the offline evals: a store per trial, its rows as documents (packs/telco/evals.py)
 )

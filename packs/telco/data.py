@@ -38,7 +38,7 @@ from typing import Any
 
 SEED = 20261120
 DEFAULT_ACCOUNTS = 60
-REFERENCE_DATE = date(2026, 11, 20)  # the seed's "today": the same day as stack.seed.REFERENCE_TIME
+REFERENCE_DATE = date(2026, 11, 20)  # the seed's "today": the same day as the shop's seed "now" (Pack.reference_time)
 CURRENCY = "GBP"
 
 # (name, monthly price, mobile data allowance in GB)

@@ -61,8 +61,6 @@ def _decode(row: sqlite3.Row) -> dict[str, Any]:
 class TelcoEvals:
     """``PackEvals`` for the telco pack: a store per trial, its rows as documents, what must not leak."""
 
-    scenarios = Path(__file__).resolve().parent / "scenarios"
-
     def __init__(self, server_for: Callable[[str], Any]) -> None:
         self._server_for = server_for  # the store's path -> the pack's MCP server over it
         self._lock = threading.Lock()
@@ -82,8 +80,9 @@ class TelcoEvals:
         server = self._server_for(str(store))
         return {server.name: server}
 
-    def seed_customers(self, client: Any, customers: Sequence[str]) -> None:
-        """The customers' profiles in the trial's Firestore (what enrichment reads), as the stack seeds them."""
+    def seed_customers(self, client: Any, customers: Sequence[str], policy: Any = None) -> None:
+        """The customers' profiles in the trial's Firestore (what enrichment reads), as the stack seeds them
+        (the pack has no policy of its own: ``policy`` is None)."""
         if not customers:
             return
         accounts = {a["account_id"]: a for a in data.build_seed(max(map(_account_index, customers))).accounts}

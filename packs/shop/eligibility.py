@@ -1,10 +1,10 @@
 """The shop's refund and return rules as pure functions of an order, the time and a ``ShopPolicy``.
 
 The rules are code; every number they use (windows, thresholds, fees, exclusions, the damaged-items
-route) is a parameter of the policy (``tools/policies.yaml``, loaded by ``tools.policies``), the same
+route) is a parameter of the policy (``packs/shop/policies.yaml``, loaded by ``packs.shop.policy``), the same
 object the help articles and the prompt digests are rendered from, so a verdict, the article it cites
 and the prompt's digest always state the same numbers. ``policy`` defaults to the shipped one; the
-tools pass the turn's (``CustomerScope.policy``). ``stack/seed.py`` computes its ``refundable`` flag
+tools pass the turn's (``CustomerScope.policy``). ``packs/shop/seed.py`` computes its ``refundable`` flag
 with ``is_refundable``. Each decision names the articles it rests on, so the tool can show the model
 the policy text along with the verdict.
 
@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from tools.policies import ShopPolicy, default_policy
+from packs.shop.policy import ShopPolicy, default_policy
 
 Kind = Literal["refund", "return"]
 KINDS: tuple[str, ...] = ("refund", "return")

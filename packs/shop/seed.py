@@ -1,11 +1,11 @@
-"""Deterministic synthetic seed data for the Firestore emulator.
+"""The shop's deterministic synthetic seed data for the Firestore emulator (``PACK.seed``).
 
 Nothing here is real: names come from short lists, emails use the reserved
 example.com/.net/.org domains, UK and US phone numbers use the ranges set aside
 for fiction, and every value is drawn from ``random.Random(f"{seed}:{index}")``,
 so customer C0042 is the same whatever ``--customers`` is and however often it runs.
 
-Layout (read by ``tools/store.py``)::
+Layout (read by ``tools/store.py``; the tools' collections: ``packs/shop/records.py``)::
 
     customers/{C0001}                      name, email, phone, plan, tier, created_at, address{}, locale
     customers/{C0001}/orders/{O-C0001-01}  status, items[], total, currency, placed_at, delivered_at,
@@ -17,18 +17,15 @@ Times are relative to the fixed ``REFERENCE_TIME`` (the seed's "now"), not the
 wall clock. The most recent order of C0001..C0006 has, in turn, each status in
 ``ORDER_STATUSES`` (placed, shipped, delayed, delivered, returned, refunded), so
 demos and evals can rely on one known customer per situation. ``refundable``
-is ``tools.policy.is_refundable`` under the shipped policy, and the help articles
-are rendered from it (``tools/policies.yaml``): the seed states no policy of its own.
+is ``packs.shop.eligibility.is_refundable`` under the shipped policy, and the help articles
+are rendered from it (``policies.yaml``): the seed states no policy of its own.
 
-    python -m stack.seed --customers 300     # needs FIRESTORE_EMULATOR_HOST
+    python -m stack seed --customers 300     # needs FIRESTORE_EMULATOR_HOST (any pack: --pack NAME)
 """
 
 from __future__ import annotations
 
-import argparse
-import os
 import random
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -38,18 +35,14 @@ from typing import Any
 
 from google.cloud import firestore
 
-from stack.emulators import DEFAULT_PROJECT
-from tools.policies import ShopPolicy, default_policy
-from tools.policy import is_refundable as policy_refundable
+from packs.shop.eligibility import is_refundable as policy_refundable
+from packs.shop.policy import ShopPolicy, default_policy
+from packs.shop.records import ORDERS, TICKETS
+from tools.scope import CUSTOMERS, HELP_ARTICLES
 
 DEFAULT_SEED = 20261125
 DEFAULT_CUSTOMERS = 300
 REFERENCE_TIME = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
-
-CUSTOMERS = "customers"
-ORDERS = "orders"
-TICKETS = "tickets"
-HELP_ARTICLES = "help_articles"
 
 PLANS = ("free", "plus", "pro")
 TIERS = ("bronze", "silver", "gold")  # loyalty tier, from lifetime spend (see _tier)
@@ -160,10 +153,6 @@ class SeedStats:
     articles: int
     seconds: float
 
-    @property
-    def documents(self) -> int:
-        return self.customers + self.orders + self.tickets + self.articles
-
 
 def _price(usd: float, currency: str) -> float:
     # Shop-style prices: converted, rounded up to a whole unit, minus a cent.
@@ -268,7 +257,7 @@ def _order(
 
 
 def is_refundable(status: str, *, eta: datetime, delivered_at: datetime | None, now: datetime = REFERENCE_TIME) -> bool:
-    """The seeded ``refundable`` flag: the shipped policy's refund rules (``tools.policy``)."""
+    """The seeded ``refundable`` flag: the shipped policy's refund rules (``packs.shop.eligibility``)."""
     order = {"status": status, "shipping": {"eta": eta}, "delivered_at": delivered_at}
     return policy_refundable(order, now, default_policy())
 
@@ -399,28 +388,3 @@ def seed_firestore(
         articles=len(default_policy().articles),
         seconds=time.monotonic() - t0,
     )
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m stack.seed", description="Seed the Firestore emulator.")
-    parser.add_argument("--customers", type=int, default=DEFAULT_CUSTOMERS)
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
-    parser.add_argument("--project", default=os.environ.get("GOOGLE_CLOUD_PROJECT", DEFAULT_PROJECT))
-    args = parser.parse_args(argv)
-    if not os.environ.get("FIRESTORE_EMULATOR_HOST"):
-        # Never seed a real Firestore by accident.
-        print("FIRESTORE_EMULATOR_HOST is not set: start the local stack first.", file=sys.stderr)
-        return 2
-    from stack.clients import firestore_client
-
-    stats = seed_firestore(firestore_client(args.project), args.customers, args.seed)
-    print(
-        f"seeded {stats.customers} customers, {stats.orders} orders, {stats.tickets} tickets, "
-        f"{stats.articles} help articles ({stats.documents} documents) into {args.project} "
-        f"at {os.environ['FIRESTORE_EMULATOR_HOST']} in {stats.seconds:.2f}s"
-    )
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,11 +1,11 @@
-"""The shop's support policy as data: ``tools/policies.yaml`` loaded into one typed, frozen ``ShopPolicy``.
+"""The shop's support policy as data: ``packs/shop/policies.yaml`` loaded into one typed, frozen ``ShopPolicy``.
 
 Everything that states a policy derives from one ``ShopPolicy``:
 
-- the help-centre articles (``ShopPolicy.articles()``: the tools serve them, ``stack.seed`` writes them to
+- the help-centre articles (``ShopPolicy.articles()``: the tools serve them, ``packs.shop.seed`` writes them to
   Firestore as a projection for the help centre),
 - the prompt's policy digests (``ShopPolicy.digests()``, ``agents.steps.policy_digests``),
-- the tools' verdicts (``tools.policy`` reads the parameters).
+- the tools' verdicts (``packs.shop.eligibility`` reads the parameters).
 
 Which policy a turn uses travels with the turn: ``agents.steps.StepConfig.policy`` (default: the shipped
 file) renders the prompt's digests, and the turn's ``ToolContext.policy`` (set from it) is what the tools
@@ -288,7 +288,7 @@ def parse_policy(document: Mapping[str, Any]) -> ShopPolicy:
 
 
 def load_policy(path: str | Path) -> ShopPolicy:
-    """A policy file (YAML, the layout of ``tools/policies.yaml``)."""
+    """A policy file (YAML, the layout of ``packs/shop/policies.yaml``)."""
     text = Path(path).read_text(encoding="utf-8")
     document = yaml.safe_load(text)
     if not isinstance(document, Mapping):
@@ -306,5 +306,5 @@ def _keys_as_str(value: Any) -> Any:
 
 @functools.cache
 def default_policy() -> ShopPolicy:
-    """The shipped policy (``tools/policies.yaml``), loaded once per process."""
+    """The shipped policy (``packs/shop/policies.yaml``), loaded once per process."""
     return load_policy(DEFAULT_POLICY_FILE)
