@@ -6,7 +6,8 @@ retrieved help-article passage, a clarifying question, or a hand-off. Free text 
 allowed through only when it is grounded: each sentence that states something (a policy, a piece of
 advice, a fact) must be carried by a source the turn really had — a tool result, a retrieved passage,
 the customer's own account data, the prompt's policy lines, the pack's texts. A sentence carries no
-statement when its content words are all conversational ("I'm sorry to hear that", "How can I help?").
+statement when its content words are all conversational ("I'm sorry to hear that", "How can I help?"),
+once its stock phrases of thanks and offers of help are set aside ("need further assistance", "don't hesitate").
 
 ``check`` is lexical and deliberately strict: a sentence whose numbers do not all occur in the
 sources, or two or more of whose content words (and over 1 - ``SUPPORT`` of them) do not, is
@@ -39,6 +40,15 @@ _CONVERSATIONAL_TEXT = (
     "person connect"
 )
 _CONVERSATIONAL = frozenset(w for word in _CONVERSATIONAL_TEXT.split() for w in content_words(word))
+# Stock phrases of thanks and offers of help, removed whole before the words are counted: their words alone
+# can carry a claim or advice ("you need a receipt", "no other way to return it", "kind of"), so they are not
+# conversational words; only the phrase states nothing.
+_STOCK_PHRASES = re.compile(
+    r"\b(?:need|want|require)s? (?:any )?(?:further |more |additional |other )?(?:help|assistance|support)\b"
+    r"|\b(?:do not|don't|don\u2019t) hesitate\b|\bin any way(?: possible| I can)?\b|\bon your mind\b"
+    r"|\bquestions? or (?:concerns?|issues?)\b|\bkind words\b|\bget started\b|\bthanks? (?:you )?(?:so|very) much\b",
+    re.IGNORECASE,
+)
 
 
 @dataclass(frozen=True)
@@ -62,7 +72,7 @@ def check(text: str, sources: Iterable[str]) -> Verdict:
     numbers = _numbers(pool)
     unsupported = []
     for sentence in sentences(text):
-        words = content_words(sentence) - _CONVERSATIONAL
+        words = content_words(_STOCK_PHRASES.sub(" ", sentence)) - _CONVERSATIONAL
         missing_numbers = _numbers(sentence) - numbers
         if not words and not missing_numbers:
             continue

@@ -127,15 +127,41 @@ def test_a_refused_prefix_stops_for_good() -> None:
     assert out == ["One,"] and r.stop_reason == "guardrails"
 
 
+# SmolLM2-135M's greedy reply to "that's all, thanks" (support_tools_v1's chat route, customer C0001, 64 tokens,
+# the first generation of a freshly loaded model: llama.cpp reusing a cached prompt decodes slightly differently):
+# three conversational sentences, then one that states what the turn never had.
+SMOL_CLOSING = (
+    "You're welcome! I'm glad to help. If you have any more questions or need further assistance with your order "
+    "please don't hesitate to ask. Good luck on the next delivery of a new shipment from Jonas Jones. Enjoy exploring "
+    "your favorite destination and enjoying some fun in-flight entertainment at the latest Disney+ movie"
+)
+
+
+def smol_chat_state(db: firestore.Client, text: str) -> AgentState:
+    """A SmolLM2 turn of support_tools_v1 routed to its chat route: the text step, before the model writes."""
+    routed = steps.start(enriched_for(db, "C0001", text), "support_tools_v1",
+                         StepConfig(tool_mode=backend("smollm2").tool_mode))  # fmt: skip
+    return steps.advance(routed, ModelResponse(text="", route=(("chat", 0.9),), finish_reason="route"), None)  # type: ignore[arg-type]
+
+
+def test_a_smollm2_closing_releases_its_conversational_sentences_and_stops_at_a_claim(db: firestore.Client) -> None:
+    state = smol_chat_state(db, "that's all, thanks")
+    out = releases(state, words(SMOL_CLOSING), SMOL_CLOSING)
+    assert out == ["You're welcome!", " I'm glad to help.",
+                   " If you have any more questions or need further assistance with your order please don't hesitate"
+                   " to ask."]  # fmt: skip
+    # The whole reply fails the same check, so the final replaces it (and a retraction will precede it).
+    final = steps.advance(state, ModelResponse(text=SMOL_CLOSING, finish_reason="length"), None)  # type: ignore[arg-type]
+    assert "ungrounded" in final.flags and final.reply_text != "".join(out)
+
+
 def test_which_steps_stream(db: firestore.Client) -> None:
     gem = gemini_state(db, "hi there")
     assert stream_turn.streams(gem)
-    smol = backend("smollm2")
     routed = steps.start(enriched_for(db, "C0001", "hi, how are you?"), "support_tools_v1",
-                         StepConfig(tool_mode=smol.tool_mode))  # fmt: skip
+                         StepConfig(tool_mode=backend("smollm2").tool_mode))  # fmt: skip
     assert not stream_turn.streams(routed), "the routing step is no text step"
-    chat = steps.advance(routed, ModelResponse(text="", route=(("chat", 0.9),), finish_reason="route"), None)  # type: ignore[arg-type]
-    assert stream_turn.streams(chat), "the chat route's reply is a text step"
+    assert stream_turn.streams(smol_chat_state(db, "hi, how are you?")), "the chat route's reply is a text step"
     assert not stream_turn.streams(steps.start(enriched_for(db, "C0001", "hi"), "support_system_v1",
                                                StepConfig(max_steps=1, tools=(), tool_mode="none")))  # fmt: skip
 
@@ -196,15 +222,17 @@ def test_smollm2_chat_reply_streams_in_increments(db: firestore.Client, delta_to
     assert handler.stream_deltas(PubSubDeltaStreamer(topic))
     model = handler.load_model()
     smol = backend("smollm2")
-    state = steps.start(enriched_for(db, "C0001", "hi, how are you?"), "support_tools_v1",
+    # "that's all, thanks": SmolLM2's greedy reply opens with three conversational sentences (SMOL_CLOSING);
+    # most of its small talk states an unsourced fact by the second sentence, where the release stops.
+    state = steps.start(enriched_for(db, "C0001", "that's all, thanks"), "support_tools_v1",
                         StepConfig(tool_mode=smol.tool_mode))  # fmt: skip
     [routed] = handler.run_inference([state], model)
     state = steps.advance(routed.example, routed.inference, None)  # type: ignore[arg-type]
     assert state.route == "chat" and stream_turn.streams(state)
     [result] = handler.run_inference([state], model)
     done = steps.advance(result.example, result.inference, None)  # type: ignore[arg-type]
-    # At least the first clause shows before the final (the releaser stops at the first ungrounded sentence).
-    assert done.done and done.stream.deltas >= 1, (done.reply_text, done.stream)
+    # Three sentences show before the final (the releaser stops at the first ungrounded sentence).
+    assert done.done and done.stream.deltas >= 3, (result.inference.text, done.stream)
     deltas = pull_all(sub)
     assert [d.seq for d in deltas] == list(range(1, done.stream.deltas + 1))
     assert {d.turn_id for d in deltas} == {done.turn_id} and all(d.kind == DeltaKind.DELTA for d in deltas)

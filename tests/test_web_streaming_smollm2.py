@@ -1,9 +1,9 @@
 """A SmolLM2 free-text reply streams onto the chat page: the real stack, pipeline, web server and Chromium.
 
 The pipeline runs the ``smollm2`` backend (llama.cpp in the worker) on prompt version support_tools_v1;
-"hi, how are you?" routes to the chat route, whose reply is a text step: its deltas reach the page,
-released by clause, before the final reply replaces them. Every state the page goes through is recorded
-(``web_streaming_page``).
+"that's all, thanks" routes to the chat route, whose reply is a text step: its deltas reach the page,
+released by sentence and clause, before the final reply replaces them. Every state the page goes through is
+recorded (``web_streaming_page``).
 """
 
 from __future__ import annotations
@@ -63,17 +63,23 @@ def test_smollm2_free_text_reply_appears_in_increments(
     chat = new_chat(browser, smol_web)
     install_recorder(chat.page)
     chat.start("C0001")
-    chat.send("hi, how are you?")
+    # Why this message: SmolLM2-135M's greedy reply to it opens with three sentences that state nothing ("You're
+    # welcome! I'm glad to help. If you have any more questions or need further assistance ... don't hesitate to
+    # ask."), then writes "Good luck on the next delivery of a new shipment ...", which no source gave. Its other
+    # small talk ("hi, how are you?" and 47 more measured) states an unsourced fact by its second or third sentence:
+    # the release stops after 0-2 (tests/test_streaming.py pins these three with the recorded text). The
+    # pipeline is fresh, so this is its model's first generation (a cached prompt decodes slightly differently).
+    chat.send("that's all, thanks")
     ids = chat.wait_sent(1)
     chat.wait_answered(ids, FIRST_REPLY_S)
     [reply] = chat.replies()
     seen = frames(chat.page)
     texts = stream_texts(seen, reply["turn_id"])
     shown = [t for t in texts if t != "…"]
-    # SmolLM2's small talk shows clause by clause while it stays grounded; the releaser stops at the first
-    # sentence that states what nothing in the turn gave (agents.grounding), so how many increments show
-    # depends on what the model writes: at least the first.
-    assert len(shown) >= 1, f"expected increments before the final, saw {texts!r}"
+    # The reply shows sentence by sentence while it stays grounded (agents.grounding); the release stops at the
+    # first sentence that states what nothing in the turn gave, and the final (the whole reply fails the same
+    # check, so a clarifying question) replaces what was shown.
+    assert len(shown) >= 3, f"expected at least 3 increments before the final, saw {texts!r}"
     assert all(b.startswith(a) for a, b in zip(shown, shown[1:], strict=False)), shown  # each one grows the text
     done = final_index(seen, reply["turn_id"])
     assert done is not None and not both_at_once(seen, reply["turn_id"])
