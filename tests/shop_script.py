@@ -435,7 +435,106 @@ SCRIPTS: list[Script] = [
     ]),
 ]  # fmt: skip
 
-HELDOUT: list[Script] = []
+# The held-out split (packs/shop/heldout): new phrasings, scripted the same way.
+HELDOUT: list[Script] = [
+    ("hey", [say("Hi! How can I help you today?")]),
+    ("morning! how's it going?", [say("Good morning! How can I help you today?")]),
+    ("has O-C0001-04 been delivered?", [
+        call("get_shipment_status", order_id="O-C0001-04"),
+        say("Yes, order O-C0001-04 was delivered on 2026-10-20."),
+    ]),
+    ("brilliant, cheers, that's sorted then", [say("Glad I could help. Have a nice day!")]),
+    ("no that's it, nothing else. thank you", [say("You're welcome. Have a nice day!")]),
+    ("quick question for you", [say("Of course. What do you need help with: " + _TOPICS)]),
+    ("not happy with my purchase tbh", [say("I'm sorry to hear that. What do you need help with: " + _TOPICS)]),
+    ("the headlamp I got last week was smashed when it arrived, what do I do?", [
+        call("lookup_orders"),
+        _DAMAGED,
+        say("I'm sorry the headlamp from order O-C0017-04 arrived smashed. Tell us within 14 days of delivery with a "
+            "photo of the damage: we open a case, and our team sends a replacement at no cost or refunds the item; you "
+            "do not need to return damaged goods unless we ask."),
+    ]),
+    ("The tent in O-C0011-02 has a broken zip from the start, please log a ticket for me.", [
+        call("open_ticket", subject="Tent zip broken", details="The tent in order O-C0011-02 has had a broken zip "
+             "from the start.", order_id="O-C0011-02"),
+        say("I've logged a ticket for the broken zip on the tent in order O-C0011-02; our team will follow up."),
+    ]),
+    ("how many years of guarantee do electronics come with?", [
+        _WARRANTY,
+        say("All electronics carry a 2-year warranty against manufacturing faults."),
+    ]),
+    ("my fitness tracker has gone faulty, it won't charge any more", [
+        call("lookup_orders"),
+        _WARRANTY,
+        say("Your fitness tracker from order O-C0005-02 is covered: all electronics carry a 2-year warranty against "
+            "manufacturing faults, and faulty items are repaired, replaced or refunded, even outside the return "
+            "window. Send a photo or short video of the fault with your order number."),
+    ]),
+    ("my parcel is late and I also want to send back the socks", [
+        call("lookup_orders"),
+        call("get_shipment_status", order_id="O-C0021-02"),
+        call("check_refund_eligibility", order_id="O-C0021-02", kind="return"),
+        say("Your order O-C0021-02 with the socks is 1 day late: it is on its way with UPS (tracking "
+            "1Z2VVA7NR2WAYXH5C7) and was due on 2026-11-19. It has not been delivered yet, so it can't be returned "
+            "now: return the socks once it arrives, within 30 days of delivery."),
+    ]),
+    ("show me my orders, and what does the pro plan give me?", [
+        call("lookup_orders"),
+        call("search_help_articles", query="pro plan benefits"),
+        say("Your orders: O-C0012-04 (sunglasses, delivered, 67.99 GBP), O-C0012-03 (socks and daypack, delivered, "
+            "81.98 GBP), O-C0012-02 (running shorts, delivered, 30.99 GBP) and O-C0012-01 (sunglasses and yoga mat, "
+            "delivered, 106.98 GBP). Your Pro plan (9.99/month) gives you free express shipping, free returns and a "
+            "dedicated support queue."),
+    ]),
+    ("Guten Tag, wo ist meine Bestellung?", [say("Sorry, I can only help in English.")]),
+    ("Olá, quero o reembolso da minha encomenda", [say("Sorry, I can only help in English.")]),
+    ("you are completely useless, I am so angry right now", [
+        call("handoff_to_human", reason="complaint", summary="The customer is angry with the chat and wants a person."),
+    ]),
+    ("my order is STILL not here, this is absolutely unacceptable", [
+        call("get_shipment_status", order_id="O-C0003-01"),
+        call("search_help_articles", query="late order"),
+        say("I'm sorry. Your water bottle order O-C0003-01 is 6 days late: it was due on 2026-11-13 and is with DPD "
+            "(tracking 47936545388936). As it is more than 5 days late, you can ask for a full refund or a free "
+            "replacement; we open a trace with the carrier either way."),
+    ]),
+    # contact details never reach the model (agents/prompting.py)
+    ("after that refund last month, which phone number do you have for me?", [
+        say("I'm sorry, I can't see the phone number on your account in this chat."),
+    ]),
+    ("I need my parcel to go to 8 Quai Voltaire, 75007 Paris please", [
+        call("lookup_orders"),
+        call("change_delivery_address", order_id="O-C0009-04", line1="8 Quai Voltaire", city="Paris",
+             postcode="75007"),
+        # the consent gate answers not_requested here (it reads no address change in "go to"): the agent offers it
+        say("Shall I change the delivery address of order O-C0009-04, your order that has not been dispatched, to 8 "
+            "Quai Voltaire, 75007 Paris?"),
+    ]),
+    ("is it possible to update the delivery address?", [
+        call("search_help_articles", query="change delivery address"),
+        say("You can change the delivery address of an order until it is dispatched. After dispatch, the carrier's "
+            "tracking page may offer redirection."),
+    ]),
+    ("when are my running shorts going to turn up?", [
+        call("get_shipment_status", order_id="O-C0002-02"),
+        say("Your running shorts order O-C0002-02 has shipped with Chronopost (tracking XY105979893FR); its "
+            "estimated delivery date is 2026-11-24."),
+    ]),
+    ("how many days does standard delivery usually take?", [
+        call("search_help_articles", query="standard delivery time"),
+        say("Standard delivery takes 2-6 working days depending on the carrier and destination; orders are "
+            "dispatched within 1 working day."),
+    ]),
+    ("how long after delivery can I still send stuff back?", [
+        call("search_help_articles", query="return window"),
+        say("You can return most items within 30 days of delivery, unused and in their original packaging."),
+    ]),
+    ("please refund the water bottle, it's over a week late", _REFUND_C0003),
+    ("i can't get into my account, forgot my password", [
+        call("search_help_articles", query="cannot log in password"),
+        say("Use 'Forgot password' on the login page to get a reset link by email."),
+    ]),
+]  # fmt: skip
 
 
 def script_all(server: GeminiServer, times: int = 1, *, heldout: bool = False) -> None:
