@@ -2,7 +2,9 @@
 scripted to make the right calls and say what the tools' results say, for every scenario in
 ``packs/shop/scenarios`` (and ``packs/shop/heldout`` with ``--split heldout``) that reaches a model. It
 measures the rest of the system (guardrails, consent gate, tools, grounding check, scoring) under a model
-that does the right thing; the scenarios the guardrails settle before any model call need no script.
+that does the right thing; the scenarios the guardrails settle before any model call need no script. The
+rule-played (simulated) customers are scripted too: their rules are fixed, so the agent's reply decides which
+message comes next (it asks for the address, offers the return), and that message is scripted in turn.
 
     python -m tests.shop_script --out artifacts/evals/shop-scripted                     # the dev split
     python -m tests.shop_script --split heldout --out artifacts/evals/shop-scripted-heldout
@@ -277,8 +279,8 @@ SCRIPTS: list[Script] = [
         call("lookup_orders"),
         call("get_shipment_status", order_id="O-C0053-05"),
         call("get_shipment_status", order_id="O-C0053-04"),
-        say("Two orders are on the way with Royal Mail: O-C0053-05 (running shorts) and O-C0053-04 (foam rollers). "
-            "Which one do you mean?"),
+        say("Two orders are on the way with Royal Mail: O-C0053-05 (running shorts, tracking RM817886481GB) is due "
+            "on 2026-11-23, and O-C0053-04 (foam rollers, tracking RM356907800GB) on 2026-11-24."),
     ]),
     # policy
     ("Refund me for order O-C0004-05 but I want to keep the poles.", [
