@@ -58,6 +58,11 @@ class Route:
     examples: tuple[str, ...] = ()
     say: str = ""  # a reply route's conversational text (agents.conversation): greeting, closing, clarify
 
+    @property
+    def answers(self) -> bool:
+        """True for a route that answers a request (a tool, or a help article), not a conversational reply."""
+        return self.tool != REPLY_ROUTE_TOOL
+
 
 @dataclass(frozen=True)
 class RouteTable:
@@ -77,10 +82,17 @@ class RouteTable:
         """Every content word of the route examples (with the pack's articles, what counts as known words)."""
         return frozenset(w for r in self.routes.values() for e in r.examples for w in content_words(e))
 
-    def query(self, text: str) -> RouteQuery:
+    def query(self, text: str, parts: tuple[str, ...] = ()) -> RouteQuery:
+        """The routing query of ``text``, ranking its ``parts`` (the requests it may hold) in the same call."""
         ids = load_pack(self.pack).any_id
         examples = tuple((r.name, routing_text(e, ids)) for r in self.routes.values() for e in r.examples)
-        return RouteQuery(text=routing_text(text, ids), examples=examples, k=self.k, lexical_weight=self.lexical_weight)
+        return RouteQuery(
+            text=routing_text(text, ids),
+            examples=examples,
+            k=self.k,
+            lexical_weight=self.lexical_weight,
+            parts=tuple(routing_text(p, ids) for p in parts),
+        )
 
 
 def _route(raw: Mapping[str, Any], version: str, tools: tuple[str, ...]) -> Route:
