@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 from agents import conversation, narrowing, protocol, replies, requests, retrieval
@@ -117,12 +118,13 @@ def _routed(state: AgentState, response: ModelResponse, router: Router, executor
     """
     try:
         decision = router.decide(response.route)
-        several = router.several(requests.split(user_text(state.enriched)), response.part_routes, _most_requests(state))
+        parts = requests.split(user_text(state.enriched))
+        several = router.several(parts, response.part_routes, _most_requests(state), partial(_can_answer, state))
     except UnknownRoute as exc:
         return error(state, f"the backend routed to unknown route {exc.args[0]!r}", FLAG_PROTOCOL_INVALID)
     if several:
-        parts = requests.Requests(tuple(p for p, _ in several), tuple(r.name for _, r in several))
-        state = replace(state, requests=parts, flags=merge(state.flags, [FLAG_SEVERAL_REQUESTS]))
+        chosen = requests.Requests(tuple(p for p, _ in several), tuple(r.name for _, r in several))
+        state = replace(state, requests=chosen, flags=merge(state.flags, [FLAG_SEVERAL_REQUESTS]))
         return _answer_part(state, response, router, executor)
     route = decision.route
     state = replace(state, route=route.name, flags=merge(state.flags, [f"route_{route.name}"]))
@@ -149,6 +151,20 @@ def _take(state: AgentState, route: Route, response: ModelResponse, executor: To
 # ---------------------------------------------------------------------------
 # Several requests in one message
 # ---------------------------------------------------------------------------
+
+
+def _can_answer(state: AgentState, part: str, route: Route) -> bool:
+    """Whether ``route`` answers ``part`` beside another request: an article route only when a passage matches it.
+
+    A hand-off is no answer beside another: a fragment the router misreads ("what's going on with it?")
+    would end the turn with a person. A message that asks for one is routed whole, as before.
+    """
+    if route.tool == state.pack.handoff_tool:
+        return False
+    if route.tool != ANSWER_ROUTE_TOOL:
+        return True
+    index = passage_index(state)
+    return index is not None and bool(index.search(part))
 
 
 def _most_requests(state: AgentState) -> int:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
+from agents.embedding_router import content_words
 from contract.turn import EnrichedTurn
 
 MAX_PARTS = 3  # a message cut into more pieces is a story, not a list of requests: routed whole
@@ -38,16 +39,26 @@ _BOUNDARY = re.compile(
 _LEAD = re.compile(r"^(?:(?:and|also|plus)\b[\s,]*)+", re.IGNORECASE)  # the joining words a part starts with
 # A clause these open ("if it's late, ...") is a condition of the next one, not a request of its own.
 _CONDITION = re.compile(r"^(?:if|once|since|because|unless|although|though|in case|as soon as)\b", re.IGNORECASE)
+# Words that name nothing to act on: with the stop words, a piece of only these ("what should I do?",
+# "what now?", "did that go through?") asks about the piece before it.
+_VAGUE = frozenset({"should", "shall", "must", "might", "may", "now", "go", "goes", "happen", "next", "did", "through"})
+# A clause that opens by pointing back ("They arrived a week ago.") says more about the one before it.
+_BACK = re.compile(r"^(?:it|it's|its|they|they're|them|that|that's|this|these|those|he|she)\b", re.IGNORECASE)
 
 
 def _words(text: str) -> int:
     return len(re.findall(r"[^\W_]+", text))
 
 
+def _vague(piece: str) -> bool:
+    return not (content_words(piece) - _VAGUE)
+
+
 def split(text: str) -> tuple[str, ...]:
     """The requests ``text`` clearly holds, in order, when there are two or more; () for one (or for a story).
 
-    A piece too short to ask anything joins its neighbour, and a condition joins the clause it conditions.
+    A piece too short to ask anything joins its neighbour, a condition joins the clause it conditions, and
+    a piece that points back ("it", "they", "that") or names nothing ("what now?") joins the one before it.
     """
     pieces: list[str] = []
     carry = ""  # a piece waiting to join the next one
@@ -59,7 +70,7 @@ def split(text: str) -> tuple[str, ...]:
         carry = ""
         if _CONDITION.match(piece) or (_words(piece) < MIN_WORDS and not pieces):
             carry = piece
-        elif _words(piece) < MIN_WORDS:
+        elif pieces and (_words(piece) < MIN_WORDS or _BACK.match(piece) or _vague(piece)):
             pieces[-1] = f"{pieces[-1]} {piece}"
         else:
             pieces.append(piece)

@@ -18,10 +18,10 @@ import pytest
 from google.cloud import firestore
 
 from agents.constrained import FLAG_SEVERAL_REQUESTS
-from agents.finish import HANDOFF_TEXTS
 from agents.model_io import ModelRequest, ModelResponse, ToolCall
 from agents.requests import Requests, focused, split
-from agents.state import AgentState, Outcome, StepConfig
+from agents.router import router_for
+from agents.state import AgentState, Outcome, StepConfig, passage_index
 from agents.steps import advance, start
 from contract.turn import EnrichedTurn, Turn, UserMessage
 from stack.emulators import LocalStack
@@ -36,6 +36,7 @@ T0 = datetime(2026, 11, 20, 11, 59, tzinfo=UTC)
 # (keyword, route): the scripted router's table; the first keyword in the text wins, none: a vague match.
 KEYWORDS = (
     ("supervisor", "escalate"),
+    ("how long", "help"),
     ("return", "return_start"),
     ("where", "shipment"),
     ("late", "shipment"),
@@ -78,12 +79,28 @@ def test_a_message_of_two_requests_splits_at_its_clause_boundary(text: str, part
         "Hi, where is my parcel?",  # a greeting is no request of its own
         "Where is O-C0001-05? Thanks!",
         "I also want a refund",  # "also" inside a clause
+        "Can I still return the poles? They arrived a week ago.",  # the second says more about the first
+        "I can't log in to my account. What should I do?",  # the second names nothing of its own
         "the tent plus the boots",
-        "I bought boots. They came late. The box was wet. Now they squeak.",  # a story is routed whole
+        "I bought boots. The box came late. The lid was wet. Now the laces squeak.",  # a story is routed whole
     ],
 )
 def test_a_message_of_one_request_does_not_split(text: str) -> None:
     assert split(text) == ()
+
+
+def test_a_part_between_two_tools_is_no_clear_request() -> None:
+    router = router_for(VERSION, "shop")
+    assert router is not None
+    clear = (("ticket", 1.05), ("human", 0.90))
+    between = (("ticket", 0.972), ("refund_start", 0.970))  # a statement near two tools' examples
+    same_tool = (("return_start", 0.99), ("return_check", 0.989))  # one tool's two routes: still clear
+    parts = ("a b", "c d")
+    assert [r.name for _, r in router.several(parts, (clear, same_tool), 2)] == ["ticket", "return_start"]
+    assert router.several(parts, (between, same_tool), 2) == ()
+    assert router.several(parts, (clear, (("ticket", 1.1),)), 2) == ()  # the same call twice: one request
+    assert router.several(parts, (clear, (("greeting", 1.1),)), 2) == ()  # a conversational reply answers nothing
+    assert router.several(parts, (clear,), 2) == ()  # the backend ranked no (or other) parts
 
 
 def test_a_focused_turn_reads_only_its_part_and_keeps_its_ids() -> None:
@@ -257,16 +274,37 @@ def test_the_same_request_twice_is_one_request(
     assert [n for n, _ in names(executor)] == ["get_shipment_status"]
 
 
-def test_a_later_request_for_a_person_hands_off_and_keeps_the_first_answer(
+def test_a_policy_question_is_answered_from_its_own_passage(
     db: firestore.Client, executor: RecordingExecutor, customer: tuple[str, str, str]
 ) -> None:
     cid, shipped, _ = customer
+    state = turn(
+        db, cid, f"Where is my order {shipped}? Also, how long do I have to return an item?", scripted(), executor
+    )
+    assert FLAG_SEVERAL_REQUESTS in state.flags and "reply_article" in state.flags
+    first, then = state.reply_text.split("\n", 1)
+    assert shipped in first and then.startswith('From our help article "Returning an item"')
+
+
+def test_an_article_request_no_article_answers_is_no_request(
+    db: firestore.Client, executor: RecordingExecutor, customer: tuple[str, str, str]
+) -> None:
+    cid, shipped, _ = customer
+    question = "how long is a zorblax quux?"
+    assert not passage_index(start(enriched(db, cid, question), VERSION)).search(question)
+    state = turn(db, cid, f"Where is my order {shipped}? Also {question}", scripted(), executor)
+    assert FLAG_SEVERAL_REQUESTS not in state.flags
+
+
+def test_a_request_for_a_person_beside_another_routes_the_message_whole(
+    db: firestore.Client, executor: RecordingExecutor, customer: tuple[str, str, str]
+) -> None:
+    """A hand-off is no answer beside another (a misread fragment would end the turn): the whole message routes."""
+    cid, shipped, _ = customer
     text = f"Where is my order {shipped}? And I'd like this escalated to a supervisor."
     state = turn(db, cid, text, scripted(), executor)
-    assert state.outcome == Outcome.HANDOFF and state.handoff is not None
-    assert [n for n, _ in names(executor)] == ["get_shipment_status", "handoff_to_human"]
-    assert state.reply_text.startswith(next(t for t in state.reply_text.split("\n") if shipped in t))
-    assert state.reply_text.endswith(HANDOFF_TEXTS["agent_request"])
+    assert FLAG_SEVERAL_REQUESTS not in state.flags
+    assert state.outcome == Outcome.HANDOFF and [n for n, _ in names(executor)] == ["handoff_to_human"]
 
 
 def test_a_budget_too_small_for_two_requests_routes_the_message_whole(
