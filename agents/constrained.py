@@ -12,6 +12,10 @@ Each step says what it waits for (``AgentState.awaiting``) and keeps the request
 (``AgentState.asked``); ``advance`` reads that instead of guessing from the response's shape. A route
 may declare a follow-up after its tool (act after a check): ``_act`` runs that chain as one explicit
 loop, so one routing step can carry out a check and the action it allows.
+
+A message that holds several requests (``agents.requests``) has its parts ranked in the same routing
+step; when two route confidently to different calls, each part runs its own chain in order, reading only
+its own words (its ids, its consent), and the turn's reply joins the parts' replies.
 """
 
 from __future__ import annotations
@@ -19,17 +23,18 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
-from agents import narrowing, protocol, replies, retrieval
+from agents import conversation, narrowing, protocol, replies, requests, retrieval
 from agents.consent import Consent
-from agents.finish import error, finish_rendered, finish_with_text, say
+from agents.finish import error, finish_rendered, finish_with_text, join_replies, say
 from agents.model_io import ChatMessage, ModelRequest, ModelResponse, ToolCall
 from agents.model_text import FALLBACK_TEXT
 from agents.prompting import user_text
-from agents.route_table import ANSWER_ROUTE_TOOL, REPLY_ROUTE_TOOL
+from agents.route_table import ANSWER_ROUTE_TOOL, REPLY_ROUTE_TOOL, Route
 from agents.router import Router, UnknownRoute, router_for
-from agents.state import AgentState, Awaiting, merge, passage_index, tool_results
+from agents.state import AgentState, Awaiting, Outcome, ToolCallRecord, merge, passage_index, tool_results
 from agents.tool_calls import arguments_of, consent_to, last_call, run_tools, stop_flag, unrequested
 from tools.registry import ToolExecutor
 from tools.spec import ToolSpec
@@ -41,6 +46,8 @@ FLAG_LOW_CONFIDENCE = "route_low_confidence"  # no route was near enough: a clar
 FLAG_OTHER_LANGUAGE = "other_language"  # the message reads as another language: a clarifying question
 FLAG_WHICH_RECORD = "asked_which_record"  # several records could be meant by an action: asked which
 FLAG_ONLY_RECORD = "picked_only_record"  # the action applies to one record only: picked it and said so
+FLAG_SEVERAL_REQUESTS = "several_requests"  # the message held several requests, each answered by its own route
+MAX_REQUESTS = 2  # requests of one message answered in one turn (each may take a model step to decode its call)
 CHAT_MAX_TOKENS = 64  # a model-written chat reply (a reply route without a text): two or three sentences
 
 
@@ -70,41 +77,65 @@ class ConstrainedProtocol:
             # Routing by an English model's embeddings cannot read it: say so, and what it can help with.
             state = replace(state, flags=merge(state.flags, [FLAG_OTHER_LANGUAGE]))
             return say(state, ModelResponse(text=""), "language")
-        return replace(state, awaiting=Awaiting.ROUTE, asked=router.request(text))
+        parts = requests.split(text) if _most_requests(state) >= 2 else ()
+        return replace(state, awaiting=Awaiting.ROUTE, asked=router.request(text, parts))
 
     def advance(self, state: AgentState, response: ModelResponse, executor: ToolExecutor) -> AgentState:
         if state.awaiting == Awaiting.ROUTE and response.route:
             router = router_for(state.version, state.config.pack)
             assert router is not None  # only a turn with a router awaits a ranking
-            return _routed(state, response, router, executor)
+            return _next_request(_routed(state, response, router, executor), response, router, executor)
         if state.awaiting != Awaiting.DECISION or state.asked is None or state.asked.response_schema is None:
             # A plain reply step (a chat route), or a routing step answered without a ranking: the model's text.
             return finish_with_text(state, response)
-        try:
-            decision = protocol.parse_decision(response.text, state.asked.response_schema, f"call_{state.step}")
-        except protocol.ProtocolError:
-            state = replace(state, flags=merge(state.flags, [FLAG_PROTOCOL_INVALID]))
-            results = tool_results(state)
-            return finish_rendered(state, response, replies.render(state.pack, results) if results else FALLBACK_TEXT)
-        if decision.call is None:
-            results = tool_results(state)
-            if results:
-                return finish_rendered(state, response, replies.render(state.pack, results))
-            return finish_with_text(state, replace(response, text=decision.text))
-        return _act(_Run(state, decision.call, response.text), response, executor)
+        done = _unfocused(_decided(_focused(state), response, executor), state)
+        router = router_for(state.version, state.config.pack)
+        return _next_request(done, response, router, executor) if router is not None else done
+
+
+def _decided(state: AgentState, response: ModelResponse, executor: ToolExecutor) -> AgentState:
+    """After a decision step: run the call it decoded, or reply."""
+    assert state.asked is not None and state.asked.response_schema is not None
+    try:
+        decision = protocol.parse_decision(response.text, state.asked.response_schema, f"call_{state.step}")
+    except protocol.ProtocolError:
+        state = replace(state, flags=merge(state.flags, [FLAG_PROTOCOL_INVALID]))
+        results = _results(state)
+        return finish_rendered(state, response, replies.render(state.pack, results) if results else FALLBACK_TEXT)
+    if decision.call is None:
+        results = _results(state)
+        if results:
+            return finish_rendered(state, response, replies.render(state.pack, results))
+        return finish_with_text(state, replace(response, text=decision.text))
+    return _act(_Run(state, decision.call, response.text), response, executor)
 
 
 def _routed(state: AgentState, response: ModelResponse, router: Router, executor: ToolExecutor) -> AgentState:
-    """After the routing step: the route's tool (its call planned and run), its text, an article, or a question."""
+    """After the routing step: the route's tool (its call planned and run), its text, an article, or a question.
+
+    A message whose parts route confidently to different calls starts on its first part (``_next_request``
+    runs the others).
+    """
     try:
         decision = router.decide(response.route)
+        parts = requests.split(user_text(state.enriched))
+        several = router.several(parts, response.part_routes, _most_requests(state), partial(_can_answer, state))
     except UnknownRoute as exc:
         return error(state, f"the backend routed to unknown route {exc.args[0]!r}", FLAG_PROTOCOL_INVALID)
+    if several:
+        chosen = requests.Requests(tuple(p for p, _ in several), tuple(r.name for _, r in several))
+        state = replace(state, requests=chosen, flags=merge(state.flags, [FLAG_SEVERAL_REQUESTS]))
+        return _answer_part(state, response, router, executor)
     route = decision.route
     state = replace(state, route=route.name, flags=merge(state.flags, [f"route_{route.name}"]))
     if not decision.confident:
         # No example is near enough to act on: ask, naming what the agent can help with.
         return say(replace(state, flags=merge(state.flags, [FLAG_LOW_CONFIDENCE])), response, "clarify")
+    return _take(state, route, response, executor)
+
+
+def _take(state: AgentState, route: Route, response: ModelResponse, executor: ToolExecutor) -> AgentState:
+    """Answer by ``route``: its text, a model reply, an article's passage, or its tool's call chain."""
     if route.tool == REPLY_ROUTE_TOOL:
         if route.say:
             return say(state, response, route.say)
@@ -115,6 +146,83 @@ def _routed(state: AgentState, response: ModelResponse, router: Router, executor
             return finish_rendered(state, response, retrieval.answer_text(state.passages), "article")
         return say(replace(state, flags=merge(state.flags, [FLAG_LOW_CONFIDENCE])), response, "clarify")
     return _act(_plan(state, response, route.tool, dict(route.args)), response, executor)
+
+
+# ---------------------------------------------------------------------------
+# Several requests in one message
+# ---------------------------------------------------------------------------
+
+
+def _can_answer(state: AgentState, part: str, route: Route) -> bool:
+    """Whether ``route`` answers ``part`` beside another request: an article route only when a passage matches it.
+
+    A hand-off is no answer beside another: a fragment the router misreads ("what's going on with it?")
+    would end the turn with a person. A message that asks for one is routed whole, as before.
+    """
+    if route.tool == state.pack.handoff_tool:
+        return False
+    if route.tool != ANSWER_ROUTE_TOOL:
+        return True
+    index = passage_index(state)
+    return index is not None and bool(index.search(part))
+
+
+def _most_requests(state: AgentState) -> int:
+    """How many requests a turn may answer: each may take a decision step, and the last step runs no tools."""
+    return min(MAX_REQUESTS, state.config.max_steps - 2)
+
+
+def _answer_part(state: AgentState, response: ModelResponse, router: Router, executor: ToolExecutor) -> AgentState:
+    """Run the current part's route, reading only its words."""
+    assert state.requests is not None
+    route = router.table.routes[state.requests.routes[state.requests.current]]
+    state = replace(state, route=route.name, flags=merge(state.flags, [f"route_{route.name}"]))
+    return _unfocused(_take(_focused(state), route, response, executor), state)
+
+
+def _next_request(
+    state: AgentState, response: ModelResponse, router: Router | None, executor: ToolExecutor
+) -> AgentState:
+    """After a part's chain answered: keep its reply and run the next part; at the end, join the replies.
+
+    A part that hands off or fails ends the turn (a hand-off still says what was answered before it).
+    """
+    parts = state.requests
+    while parts is not None and router is not None and state.outcome == Outcome.ANSWERED and not parts.last:
+        parts = parts.next(state.reply_text, len(tool_results(state)))
+        state = replace(state, outcome=Outcome.PENDING, reply_text="", notes=(), requests=parts)
+        state = _answer_part(state, response, router, executor)
+    if parts is not None and parts.replies and state.done:
+        return join_replies(state, parts.replies)
+    return state
+
+
+def _focused(state: AgentState) -> AgentState:
+    """The state as the current part's chain sees it: the part as the customer's words, its own passages."""
+    parts = state.requests
+    if parts is None:
+        return state
+    index = passage_index(state)
+    hits = tuple(index.search(parts.part)) if index is not None else ()
+    return replace(state, enriched=requests.focused(state.enriched, parts.part), passages=hits)
+
+
+def _unfocused(state: AgentState, before: AgentState) -> AgentState:
+    """``state`` with the whole message back (``before``'s), once a part's chain has returned."""
+    if before.requests is None:
+        return state
+    return replace(state, enriched=before.enriched, passages=before.passages)
+
+
+def _results(state: AgentState) -> list[tuple[str, dict[str, Any]]]:
+    """The tool results of the request being answered (of the turn, unless it holds several)."""
+    results = tool_results(state)
+    return results[state.requests.first_result :] if state.requests is not None else results
+
+
+def _calls(state: AgentState) -> tuple[ToolCallRecord, ...]:
+    """The tool calls of the request being answered (one record per result, so they start at the same index)."""
+    return state.tool_calls[state.requests.first_result :] if state.requests is not None else state.tool_calls
 
 
 def _act(planned: AgentState | _Run, response: ModelResponse, executor: ToolExecutor) -> AgentState:
@@ -136,11 +244,11 @@ def _after_tools(state: AgentState, response: ModelResponse) -> AgentState | _Ru
     router = router_for(state.version, state.config.pack)
     if router is None:
         return _decide(state, _narrowed_tools(state, state.config.tools), reply_text=False)
-    results = tool_results(state)
+    results = _results(state)
     call = last_call(state)
     assert call is not None  # a tool has just run
     follow = router.follow_up(state.route, call, results[-1][1])
-    if follow is not None and follow.tool not in {c.name for c in state.tool_calls}:
+    if follow is not None and follow.tool not in {c.name for c in _calls(state)}:
         route_args = dict(router.table.routes[state.route].args)
         args = arguments_of(call)
         if consent_to(state, follow.tool, {**route_args, **args}) == Consent.REQUESTED:
@@ -179,6 +287,9 @@ def _plan(state: AgentState, response: ModelResponse, tool: str, presets: dict[s
         if question:
             return finish_rendered(replace(state, notes=()), response, question, "clarify")
     args = narrowing.fixed_arguments(params)
+    if args is None and state.requests is not None and state.step + 1 >= state.config.max_steps:
+        # A request of several with no step left to decode its call and still run it: ask instead.
+        return finish_rendered(state, response, _open_question(state, spec, params), "clarify")
     if args is None:  # something left to choose: the model decodes it under the narrowed schema
         return _decide(state, [{**decl, "parameters": params}], reply_text=False, allow_reply=False)
     said = json.dumps({"name": tool, "parameters": args}, ensure_ascii=False)
@@ -212,12 +323,29 @@ def _which_record(state: AgentState, spec: ToolSpec, params: dict[str, Any]) -> 
             if candidates != fits:
                 state = replace(state, notes=(*state.notes, note), flags=merge(state.flags, [FLAG_ONLY_RECORD]))
         elif len(fits) > 1 and len(set(candidates) & set(fits)) != 1:
-            named = [f"{c} ({', '.join(fmt.naming_words(records[c])[:2])})" for c in fits[:4]]
             state = replace(state, flags=merge(state.flags, [FLAG_WHICH_RECORD]))
-            return params, state, f"Which {kind} do you mean: {' or '.join(named)}?"
+            return params, state, _which_question(state, kind, fits)
         elif len(fits) > 1:
             props[arg] = {"const": next(c for c in candidates if c in fits)}
     return {**params, "properties": props}, state, ""
+
+
+def _which_question(state: AgentState, kind: str, ids: Iterable[str]) -> str:
+    """Which of these records of the customer's is meant, each named by its own words."""
+    fmt = state.pack.ids[kind]
+    records = {str(r[fmt.field]): r for r in _turn_facts(state).records.get(kind, ())}
+    named = [f"{i} ({', '.join(fmt.naming_words(records[i])[:2])})" if i in records else i for i in list(ids)[:4]]
+    return f"Which {kind} do you mean: {' or '.join(named)}?"
+
+
+def _open_question(state: AgentState, spec: ToolSpec, params: dict[str, Any]) -> str:
+    """A question for what the narrowed ``params`` leave open: which record, or (anything else) what is needed."""
+    props = params.get("properties") or {}
+    for arg, kind in spec.id_args.items():
+        choices = (props.get(arg) or {}).get("enum")
+        if choices:
+            return _which_question(state, kind, [str(c) for c in choices])
+    return conversation.say(state.pack, "clarify")
 
 
 # ---------------------------------------------------------------------------

@@ -10,7 +10,7 @@ failing reply becomes a hand-off). Every finished state has ``asked`` cleared: i
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 from agents import conversation, grounding, guardrails, replies, retrieval
@@ -70,6 +70,25 @@ def finish_with_text(state: AgentState, response: ModelResponse, kind: str = "")
 def finish_rendered(state: AgentState, response: ModelResponse, text: str, kind: str = "rendered") -> AgentState:
     """Finish with ``text`` written by the agent's code (tool results, an article, the pack's texts), not the model."""
     return finish_with_text(state, replace(response, text=text, finish_reason="stop"), kind)
+
+
+def join_replies(state: AgentState, earlier: Sequence[str]) -> AgentState:
+    """A turn that answered several requests one by one: the earlier ones' replies, then this one's, as one reply.
+
+    Each reply passed the checks on its own; the joined text passes the output guardrails once more. A
+    hand-off keeps its record and says what was answered before it; an error is the apology alone.
+    """
+    if not earlier or state.outcome not in (Outcome.ANSWERED, Outcome.HANDOFF):
+        return state
+    text = "\n".join(dict.fromkeys((*earlier, state.reply_text)))
+    verdict = guardrails.check_output(text, session_facts(state))
+    state = replace(state, flags=merge(state.flags, verdict.flags))
+    if verdict.ok:
+        return replace(state, reply_text=verdict.text)
+    if state.outcome == Outcome.HANDOFF:
+        return state
+    return handoff(state, "guardrail", summary="The agent's reply failed the output checks: " + ", ".join(
+        verdict.categories))  # fmt: skip
 
 
 def say(state: AgentState, response: ModelResponse, key: str) -> AgentState:

@@ -69,15 +69,21 @@ class ChatMessage:
 
 @dataclass(frozen=True)
 class RouteQuery:
-    """Route ``text`` to one of the labels of ``examples`` ((label, example text) pairs) by its ``k`` nearest."""
+    """Route ``text`` to one of the labels of ``examples`` ((label, example text) pairs) by its ``k`` nearest.
+
+    ``parts``: pieces of ``text`` that may each be a request of their own (``agents.requests``), ranked in the
+    same call (``ModelResponse.part_routes``), so routing a message of two requests stays one model step.
+    """
 
     text: str
     examples: tuple[tuple[str, str], ...]
     k: int = 3
     lexical_weight: float = 0.0  # added similarity of shared content words (agents.embedding_router.lexical_similarity)
+    parts: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "examples", tuple((str(a), str(b)) for a, b in self.examples))
+        object.__setattr__(self, "parts", tuple(str(p) for p in self.parts))
         if not self.examples or self.k < 1:
             raise ValueError("a RouteQuery needs examples and k >= 1")
 
@@ -145,10 +151,12 @@ class ModelResponse:
     finish_reason: str = ""
     error: str = ""
     route: tuple[tuple[str, float], ...] = ()  # (label, score), best first, for a request with ``route``
+    part_routes: tuple[tuple[tuple[str, float], ...], ...] = ()  # the same for each of ``route.parts``, in order
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tool_calls", tuple(self.tool_calls))
         object.__setattr__(self, "route", tuple(self.route))
+        object.__setattr__(self, "part_routes", tuple(tuple(r) for r in self.part_routes))
 
     @property
     def ok(self) -> bool:

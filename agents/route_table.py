@@ -22,6 +22,7 @@ from tools.packs import DEFAULT_PACK, load_pack
 REPLY_ROUTE_TOOL = "reply"  # a route that answers without a tool: the pack's text `say`, or (no `say`) model text
 ANSWER_ROUTE_TOOL = "answer"  # a route answered by a passage of the pack's help articles (agents.retrieval)
 SAY_KEYS = frozenset({"greeting", "closing", "clarify", "language"})  # agents.conversation.TEXTS
+DEFAULT_PART_MARGIN = 0.01
 _NUMBER = re.compile(r"\b\d[\w-]*\b")
 
 
@@ -58,6 +59,11 @@ class Route:
     examples: tuple[str, ...] = ()
     say: str = ""  # a reply route's conversational text (agents.conversation): greeting, closing, clarify
 
+    @property
+    def answers(self) -> bool:
+        """True for a route that answers a request (a tool, or a help article), not a conversational reply."""
+        return self.tool != REPLY_ROUTE_TOOL
+
 
 @dataclass(frozen=True)
 class RouteTable:
@@ -71,16 +77,26 @@ class RouteTable:
     min_score: float = 0.0
     # Above this share of words unknown to the pack's data the message reads as another language. 1: never.
     max_foreign: float = 1.0
+    # A part of a message of several requests (agents.requests) counts as one only when its best route leads every
+    # route of another tool by this much: a fragment between two routes is no clear request. Set on the dev split.
+    part_margin: float = DEFAULT_PART_MARGIN
 
     @property
     def vocabulary(self) -> frozenset[str]:
         """Every content word of the route examples (with the pack's articles, what counts as known words)."""
         return frozenset(w for r in self.routes.values() for e in r.examples for w in content_words(e))
 
-    def query(self, text: str) -> RouteQuery:
+    def query(self, text: str, parts: tuple[str, ...] = ()) -> RouteQuery:
+        """The routing query of ``text``, ranking its ``parts`` (the requests it may hold) in the same call."""
         ids = load_pack(self.pack).any_id
         examples = tuple((r.name, routing_text(e, ids)) for r in self.routes.values() for e in r.examples)
-        return RouteQuery(text=routing_text(text, ids), examples=examples, k=self.k, lexical_weight=self.lexical_weight)
+        return RouteQuery(
+            text=routing_text(text, ids),
+            examples=examples,
+            k=self.k,
+            lexical_weight=self.lexical_weight,
+            parts=tuple(routing_text(p, ids) for p in parts),
+        )
 
 
 def _route(raw: Mapping[str, Any], version: str, tools: tuple[str, ...]) -> Route:
@@ -122,4 +138,5 @@ def load_routes(version: str, pack: str = DEFAULT_PACK) -> RouteTable | None:
         pack=pack,
         min_score=float(data.get("min_score", 0.0)),
         max_foreign=float(data.get("max_foreign", 1.0)),
+        part_margin=float(data.get("part_margin", DEFAULT_PART_MARGIN)),
     )

@@ -14,7 +14,8 @@ the tool itself under the step protocol's constraint.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,9 +46,10 @@ class Router:
         limit = self.table.max_foreign
         return limit >= 1 or conversation.foreign_share(text, self.table.vocabulary | frozenset(known)) < limit
 
-    def request(self, text: str) -> ModelRequest:
-        """The routing step: the backend ranks the table's routes for ``text`` instead of generating."""
-        return ModelRequest(messages=(ChatMessage("user", text),), max_tokens=1, route=self.table.query(text))
+    def request(self, text: str, parts: tuple[str, ...] = ()) -> ModelRequest:
+        """The routing step: the backend ranks the routes for ``text`` (and its ``parts``) instead of generating."""
+        query = self.table.query(text, parts)
+        return ModelRequest(messages=(ChatMessage("user", text),), max_tokens=1, route=query)
 
     def decide(self, ranked: Sequence[tuple[str, float]]) -> RouteDecision:
         """The decision of the backend's ranking (best first); raises ``UnknownRoute`` for a label not in the table."""
@@ -56,6 +58,41 @@ class Router:
         if route is None:
             raise UnknownRoute(label)
         return RouteDecision(route, score, score >= self.table.min_score)
+
+    def several(
+        self,
+        parts: Sequence[str],
+        rankings: Sequence[Sequence[tuple[str, float]]],
+        most: int,
+        can_answer: Callable[[str, Route], bool] = lambda _part, _route: True,
+    ) -> tuple[tuple[str, Route], ...]:
+        """The requests to answer one by one: (part, route) for each part routed confidently to a route that answers
+        it (``can_answer``: e.g. an article route only when an article matches the part).
+
+        A part must route clearly: confident, and ahead of every other tool's routes by the table's
+        ``part_margin`` (a statement such as "I changed my mind" sits between routes). Parts that land on the
+        same call (the same tool and preset arguments) are one request, the first part's. Returns () unless
+        two to ``most`` requests remain (or the backend ranked no parts): the message is then one request,
+        routed whole.
+        """
+        if len(rankings) != len(parts):
+            return ()
+        chosen: dict[str, tuple[str, Route]] = {}
+        for part, ranked in zip(parts, rankings, strict=True):
+            decision = self.decide(ranked)
+            if self._clear(decision, ranked) and decision.route.answers and can_answer(part, decision.route):
+                call = json.dumps([decision.route.tool, dict(decision.route.args)], sort_keys=True, default=str)
+                chosen.setdefault(call, (part, decision.route))
+        return tuple(chosen.values()) if 2 <= len(chosen) <= most else ()
+
+    def _clear(self, decision: RouteDecision, ranked: Sequence[tuple[str, float]]) -> bool:
+        """Confident, and ahead of every route of another tool by the table's ``part_margin`` (one clear request)."""
+        others = [
+            s
+            for label, s in ranked
+            if label in self.table.routes and self.table.routes[label].tool != decision.route.tool
+        ]
+        return decision.confident and decision.score - max(others, default=float("-inf")) >= self.table.part_margin
 
     def follow_up(self, route_name: str, call: ToolCall, content: Mapping[str, Any]) -> FollowUp | None:
         """The follow-up route ``route_name`` declares after its own tool's result ``content``, if that result asks."""

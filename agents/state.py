@@ -24,6 +24,7 @@ from typing import Any, Protocol
 from agents import guardrails, retrieval
 from agents.model_io import ChatMessage, ModelRequest
 from agents.prompting import load_template
+from agents.requests import Requests
 from agents.streaming import StreamProgress
 from contract.handoff import Handoff
 from contract.messages import ReplyKind
@@ -151,6 +152,7 @@ class AgentState:
     awaiting: Awaiting = Awaiting.MODEL  # what the next model response is
     asked: ModelRequest | None = field(default=None, repr=False)  # the request a constrained step built
     route: str = ""  # the route the router chose for a routed turn (agents.router), '' if none
+    requests: Requests | None = None  # a message of several requests, answered one by one (agents.requests)
     stream: StreamProgress = field(default_factory=StreamProgress, repr=False)  # reply deltas so far (agents.streaming)
 
     @property

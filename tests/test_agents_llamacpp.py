@@ -19,6 +19,7 @@ from apache_beam.testing.util import assert_that
 from agents.backends import make_handler
 from agents.backends.llamacpp import SMOLLM2_MODEL_NAME, LlamaCppHandler, LlamaCppModel, smollm2_gguf_path
 from agents.model_io import ChatMessage, ModelCall, ModelRequest, ModelResponse
+from agents.route_table import load_routes
 
 MAX_TOKENS = 24
 N = 5
@@ -133,3 +134,16 @@ def test_model_shared_across_processes_through_beams_proxy() -> None:
 
     with beam.Pipeline(runner="FnApiRunner") as p:
         assert_that(p | beam.Create(calls) | RunInference(shared) | beam.Map(_summary), check)
+
+
+def test_a_routing_request_ranks_its_parts_in_the_same_call(model: LlamaCppModel) -> None:
+    """A message of two requests: the whole and each part ranked over the same examples, in one model call."""
+    table = load_routes("support_tools_v2")
+    assert table is not None
+    parts = ("Show me my orders.", "the sunglasses arrived with a crack in them.")
+    query = table.query(" ".join(parts), parts)
+    r = model.complete(ModelRequest((ChatMessage("user", query.text),), 1, route=query), 1)
+    assert len(r.part_routes) == len(parts) and r.route
+    alone = [model.complete(ModelRequest((ChatMessage("user", p),), 1, route=table.query(p)), 1).route for p in parts]
+    assert list(r.part_routes) == alone  # each part ranks exactly as it would on its own
+    assert [ranked[0][0] for ranked in r.part_routes] == ["orders", "ticket"]

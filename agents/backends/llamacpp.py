@@ -38,6 +38,7 @@ import secrets
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from agents.backends.base import AgentModelHandler
@@ -158,9 +159,16 @@ class LlamaCppModel:
     ) -> ModelResponse:
         if request.route is not None:
             start = time.perf_counter()
-            ranked = rank(request.route, self._embeddings)
+            query = request.route
+            if query.parts:  # the message and its parts embedded in one call; ranking reads them from the cache
+                self._embeddings([query.text, *query.parts])
+            ranked = rank(query, self._embeddings)
+            parts = tuple(rank(replace(query, text=part, parts=()), self._embeddings) for part in query.parts)
             model_ms = (time.perf_counter() - start) * 1000.0
-            return ModelResponse(text="", route=ranked, model_ms=model_ms, model=self.model_name, finish_reason="route")
+            name = self.model_name
+            return ModelResponse(
+                text="", route=ranked, part_routes=parts, model_ms=model_ms, model=name, finish_reason="route"
+            )
         body: dict[str, Any] = {
             "messages": [m.to_openai() for m in request.messages],
             "max_tokens": max_tokens,
