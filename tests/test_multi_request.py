@@ -24,8 +24,8 @@ from agents.router import router_for
 from agents.state import AgentState, Outcome, StepConfig, passage_index
 from agents.steps import advance, start
 from contract.turn import EnrichedTurn, Turn, UserMessage
+from packs.shop.seed import REFERENCE_TIME
 from stack.emulators import LocalStack
-from stack.seed import REFERENCE_TIME
 from tests.test_tools import clone_customer, context_of, delete_clones
 from tools.registry import FirestoreToolExecutor, ToolResult
 from tools.scope import ToolContext
