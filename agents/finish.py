@@ -16,12 +16,16 @@ from dataclasses import replace
 from agents import conversation, grounding, guardrails, replies, retrieval
 from agents.model_io import ModelResponse
 from agents.model_text import ERROR_TEXT, FALLBACK_TEXT, FLAG_EMPTY_FALLBACK, FLAG_TRUNCATED, reply_text
-from agents.state import TOOL_MODE_NONE, AgentState, Outcome, merge, session_facts, tool_results
+from agents.state import TOOL_MODE_NONE, AgentState, Awaiting, Outcome, merge, session_facts, tool_results
 from contract.handoff import Handoff
 
 FLAG_GROUNDED = "grounded"  # model-written text passed the grounding check (agents.grounding)
 FLAG_UNGROUNDED = "ungrounded"  # model-written text stated what no source gave: replaced by a grounded reply
 FLAG_DEGENERATE = "degenerate_output"  # model-written text looped: replaced
+# Small talk (a chat route's own words: no tool, no passage) whose first sentences state nothing unsourced: those
+# sentences are the reply and the rest is dropped (better than a clarifying question after "thanks, that's all",
+# and the very text the releaser showed); flagged with ``ungrounded``.
+FLAG_GROUNDED_LEAD = "grounded_lead_kept"
 # Every reply is one of these kinds (the eval row's flag reply_<kind>): rendered from tool results or the
 # pack's texts, an answer quoted from a retrieved article passage, a clarifying question, a hand-off.
 REPLY_KINDS = ("rendered", "article", "clarify", "handoff")
@@ -119,7 +123,11 @@ def _grounded_reply(state: AgentState) -> tuple[str, str]:
 def _checked_model_text(state: AgentState, text: str) -> tuple[str, str, list[str]]:
     if grounding.degenerate(text):
         return (*_grounded_reply(state), [FLAG_DEGENERATE])
-    if not grounding.check(text, grounding_sources(state)).grounded:
+    sources = grounding_sources(state)
+    if not grounding.check(text, sources).grounded:
+        lead = grounding.grounded_lead(text, sources)
+        if lead and state.awaiting == Awaiting.TEXT and not tool_results(state) and not state.passages:
+            return lead, "rendered", [FLAG_UNGROUNDED, FLAG_GROUNDED_LEAD]
         return (*_grounded_reply(state), [FLAG_UNGROUNDED])
     return text, "article" if state.passages and not tool_results(state) else "rendered", [FLAG_GROUNDED]
 

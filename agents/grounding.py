@@ -83,6 +83,16 @@ def check(text: str, sources: Iterable[str]) -> Verdict:
     return Verdict(not unsupported, tuple(unsupported))
 
 
+def grounded_lead(text: str, sources: Iterable[str]) -> str:
+    """The sentences of ``text`` before its first unsupported one ('' if that is the first): what a reply may
+    keep when it goes on to state what no source gave (the releaser showed the same sentences, agents.streaming)."""
+    verdict = check(text, sources)
+    said = sentences(text)
+    if verdict.grounded or not verdict.unsupported:
+        return text
+    return " ".join(said[: said.index(verdict.unsupported[0])])
+
+
 def degenerate(text: str) -> bool:
     """A looping reply: a sentence three or more times, or over half its words a repeated 4-word sequence."""
     said = Counter(s.lower().strip(" .!?") for s in sentences(text))

@@ -63,3 +63,11 @@ def test_a_sourced_claim_passes_and_one_unsourced_sentence_fails_the_reply() -> 
     assert grounding.check(sourced, SOURCES).grounded
     verdict = grounding.check(f"Hello! {sourced} It ships by express courier tomorrow morning.", SOURCES)
     assert verdict.unsupported == ("It ships by express courier tomorrow morning.",)
+
+
+def test_the_grounded_lead_is_the_sentences_before_the_first_unsupported_one() -> None:
+    closing = "You're welcome! I'm glad to help. Good luck on the next delivery of a new shipment. Bye!"
+    assert grounding.grounded_lead(closing, SOURCES) == "You're welcome! I'm glad to help."
+    # A reply that opens with a claim keeps nothing; a grounded reply keeps everything.
+    assert grounding.grounded_lead("You can return it within 30 days. Thanks!", SOURCES) == ""
+    assert grounding.grounded_lead("You're welcome!", SOURCES) == "You're welcome!"
