@@ -121,6 +121,8 @@ def test_a_missing_hook_fails_at_start_with_a_clear_message(monkeypatch: pytest.
 
 
 def test_patches_are_applied_in_one_place_and_undone_completely() -> None:
+    from apache_beam.runners.direct import watermark_manager
+    from apache_beam.runners.direct.evaluation_context import DirectUnmergedState
     from apache_beam.transforms import core
 
     evaluator = transform_evaluator._PubSubReadEvaluator
@@ -130,11 +132,19 @@ def test_patches_are_applied_in_one_place_and_undone_completely() -> None:
         userstate.get_dofn_specs,
         transform_evaluator.get_dofn_specs,
         core.get_function_args_defaults,
+        watermark_manager._TransformWatermarks.extract_transform_timers,
+        DirectUnmergedState.__dict__.get("copy"),
     )
     assert local_runner.applied_patches() == [], "a patch leaked from another test"
     names = local_runner.apply_local_runner_patches("in", "mem", environ={})
     try:
-        assert names == ["prompt-pubsub-pulls", "cached-dofn-specs", "reused-dofns"]
+        assert names == [
+            "prompt-pubsub-pulls",
+            "cached-dofn-specs",
+            "reused-dofns",
+            "lean-timer-scan",
+            "shallow-state-copy",
+        ]
         acks = local_runner.ledger()
         assert userstate.get_dofn_specs is not before[2] and acks is not None and acks.inbound == "in"
     finally:
@@ -145,6 +155,8 @@ def test_patches_are_applied_in_one_place_and_undone_completely() -> None:
         userstate.get_dofn_specs,
         transform_evaluator.get_dofn_specs,
         core.get_function_args_defaults,
+        watermark_manager._TransformWatermarks.extract_transform_timers,
+        DirectUnmergedState.__dict__.get("copy"),
     )
     assert after == before and not hasattr(evaluator, "_supportflow_prompt_pull")
     assert local_runner.ledger() is None and local_runner.applied_patches() == []
@@ -190,3 +202,100 @@ def test_beam_still_pickles_each_dofn_at_every_bundle() -> None:
     default = inspect.signature(transform_evaluator._ParDoEvaluator.__init__).parameters["perform_dofn_pickle_test"]
     assert default.default is True
     assert "pickler.roundtrip(transform.dofn)" in inspect.getsource(transform_evaluator._ParDoEvaluator.start_bundle)
+
+
+def _watermarks_with_timers(now_s: float) -> object:
+    """A stateful transform's watermarks over three keys: timers due, not yet due, and event-time ones."""
+    from apache_beam.runners.direct import watermark_manager
+    from apache_beam.runners.direct.evaluation_context import DirectUnmergedState
+    from apache_beam.transforms.timeutil import TimeDomain
+    from apache_beam.transforms.window import GlobalWindow
+    from apache_beam.utils.timestamp import Timestamp
+
+    class Clock:
+        def time(self) -> Timestamp:
+            return Timestamp.of(now_s)
+
+    states = {}
+    for key, timers in {
+        b"a": [("user/turn", TimeDomain.REAL_TIME, now_s - 1), ("user/idle", TimeDomain.REAL_TIME, now_s + 600)],
+        b"b": [("user/freshness", TimeDomain.REAL_TIME, now_s)],  # due at this very microsecond
+        b"c": [("user/ev", TimeDomain.WATERMARK, 5.0), ("user/late", TimeDomain.WATERMARK, 50.0)],
+        b"d": [],
+    }.items():
+        state = DirectUnmergedState()
+        for name, domain, at in timers:
+            state.set_timer(GlobalWindow(), name, domain, Timestamp.of(at))
+        states[key] = state
+    tw = watermark_manager._TransformWatermarks(Clock(), states, "Sessions")
+    tw._input_watermark = Timestamp.of(10.0)
+    return tw
+
+
+def _firings(result: tuple) -> tuple:
+    fired, realtime = result
+    return sorted((f.encoded_key, f.name, f.time_domain, f.timestamp.micros) for f in fired), realtime
+
+
+def test_the_lean_timer_scan_finds_what_beams_scan_finds() -> None:
+    from apache_beam.runners.direct import watermark_manager
+
+    beams = watermark_manager._TransformWatermarks.extract_transform_timers
+    want = _firings(beams(_watermarks_with_timers(1_000_000.0)))
+    assert [k for k, *_ in want[0]] == [b"a", b"b", b"c"] and want[1] is True
+    assert local_runner.use_lean_timer_scan()
+    try:
+        tw = _watermarks_with_timers(1_000_000.0)
+        assert _firings(tw.extract_transform_timers()) == want
+        assert len(tw._fired_timers) == 3  # remembered as Beam does, for its watermark hold
+    finally:
+        local_runner.undo_local_runner_patches()
+    assert watermark_manager._TransformWatermarks.extract_transform_timers is beams
+
+
+def test_the_shallow_state_copy_is_an_independent_copy() -> None:
+    from apache_beam.runners.direct.evaluation_context import DirectUnmergedState
+
+    assert local_runner.use_shallow_state_copy()
+    try:
+        _check_the_copy(DirectUnmergedState)
+    finally:
+        local_runner.undo_local_runner_patches()
+    assert "copy" not in DirectUnmergedState.__dict__
+
+
+def _check_the_copy(DirectUnmergedState: type) -> None:  # noqa: N803
+    from apache_beam.transforms.timeutil import TimeDomain
+    from apache_beam.transforms.trigger import _ListStateTag
+    from apache_beam.transforms.window import GlobalWindow
+    from apache_beam.utils.timestamp import Timestamp
+
+    state, window, tag = DirectUnmergedState(), GlobalWindow(), _ListStateTag("user/pending")
+    state.set_timer(window, "user/turn", TimeDomain.REAL_TIME, Timestamp.of(5))
+    state.add_state(window, tag, b"m1")
+    clone = state.copy()
+    assert isinstance(clone, DirectUnmergedState)
+    assert clone.timers == state.timers and clone.get_state(window, tag) == [b"m1"]
+    clone.clear_timer(window, "user/turn", TimeDomain.REAL_TIME)
+    clone.set_timer(window, "user/idle", TimeDomain.REAL_TIME, Timestamp.of(9))
+    clone.add_state(window, tag, b"m2")
+    assert list(state.timers[window]) == [("user/turn", TimeDomain.REAL_TIME, "")]  # the original is untouched
+    assert state.get_state(window, tag) == [b"m1"] and clone.copy().get_state(window, tag) == [b"m1", b"m2"]
+
+
+def test_beam_still_reads_the_clock_for_every_key_in_the_timer_scan() -> None:
+    """lean-timer-scan: Beam's scan asks each key's state for its due timers with a fresh clock reading."""
+    from apache_beam.runners.direct import watermark_manager
+
+    source = inspect.getsource(watermark_manager._TransformWatermarks.extract_transform_timers)
+    assert "for encoded_key, state in self._keyed_states.items():" in source
+    assert "processing_time=self._clock.time()" in source
+
+
+def test_beam_still_deep_copies_timers_per_key() -> None:
+    """shallow-state-copy: the runner's per-bundle copy of a key's state deep-copies its timer table."""
+    from apache_beam.runners.direct.evaluation_context import DirectUnmergedState
+    from apache_beam.transforms.trigger import InMemoryUnmergedState
+
+    assert DirectUnmergedState.copy is InMemoryUnmergedState.copy
+    assert "copy.deepcopy(self.timers)" in inspect.getsource(InMemoryUnmergedState.copy)
