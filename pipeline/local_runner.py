@@ -348,6 +348,7 @@ def use_lean_timer_scan() -> bool:
     from apache_beam.runners.direct import watermark_manager as wm
     from apache_beam.runners.direct.util import TimerFiring
     from apache_beam.transforms.timeutil import TimeDomain
+    from apache_beam.utils.timestamp import Timestamp
 
     watermarks = _hook(wm, "_TransformWatermarks", "lean-timer-scan")
     _hook(watermarks, "extract_transform_timers", "lean-timer-scan")
@@ -359,7 +360,7 @@ def use_lean_timer_scan() -> bool:
         with self._lock:
             fired: list[Any] = []
             has_realtime_timer = False
-            now = self._clock.time().nanos
+            now = Timestamp.of(self._clock.time()).nanos  # seconds from the runner's clocks (RealClock, TestClock)
             watermark = self._input_watermark.nanos
             for encoded_key, state in self._keyed_states.items():
                 for window, timers in state.timers.items():

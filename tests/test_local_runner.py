@@ -212,9 +212,9 @@ def _watermarks_with_timers(now_s: float) -> object:
     from apache_beam.transforms.window import GlobalWindow
     from apache_beam.utils.timestamp import Timestamp
 
-    class Clock:
-        def time(self) -> Timestamp:
-            return Timestamp.of(now_s)
+    class Clock:  # as Beam's RealClock and TestClock: seconds, a float
+        def time(self) -> float:
+            return now_s
 
     states = {}
     for key, timers in {
@@ -299,3 +299,19 @@ def test_beam_still_deep_copies_timers_per_key() -> None:
 
     assert DirectUnmergedState.copy is InMemoryUnmergedState.copy
     assert "copy.deepcopy(self.timers)" in inspect.getsource(InMemoryUnmergedState.copy)
+
+
+def test_session_timers_fire_as_before_under_the_lean_scan_and_the_shallow_copy() -> None:
+    """The session stage on the runner with both patches in: a burst released by its timer, a reply, the next
+    turn, and a lost reply timed out by the freshness timer (tests/test_session.py's scripts)."""
+    from tests.test_session import Script, msg, reply, run, turn_summary
+
+    assert local_runner.use_lean_timer_scan() and local_runner.use_shallow_state_copy()
+    try:
+        s = Script().at(0, msg("m1", "hi", 0)).at(0.5, msg("m2", "my order", 0.5)).at(3)
+        s.at(3, reply(0, "hello")).at(4, msg("m3", "thanks", 4)).at(8)
+        s.at(9, msg("m4", "still there?", 9)).at(40).at(75).at(80)  # turn 1's reply is lost: timed out at 65.5
+        turns = (turn_summary, [("s1", 0, ("m1", "m2")), ("s1", 1, ("m3",)), ("s1", 2, ("m4",))])
+        run(s, turns=turns)
+    finally:
+        local_runner.undo_local_runner_patches()
