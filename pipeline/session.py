@@ -266,14 +266,13 @@ class SessionDoFn(beam.DoFn):
         history=beam.DoFn.StateParam(HISTORY),  # noqa: ANN001, B008
         seen=beam.DoFn.StateParam(SEEN),  # noqa: ANN001, B008
         release=beam.DoFn.TimerParam(RELEASE_TIMER),  # noqa: ANN001, B008
-        inflight=beam.DoFn.TimerParam(INFLIGHT_TIMER),  # noqa: ANN001, B008
         fresh=beam.DoFn.TimerParam(FRESHNESS_TIMER),  # noqa: ANN001, B008
         idle=beam.DoFn.TimerParam(IDLE_TIMER),  # noqa: ANN001, B008
     ) -> Iterator:
         session_id, event = element
         now = self.clock(ts)
         cells = SessionCells(meta, pending, history, seen)
-        timers = _BeamTimers(release=release, inflight=inflight, freshness=fresh, idle=idle)
+        timers = _BeamTimers(release=release, freshness=fresh, idle=idle)
         if isinstance(event, InboundMessage):
             out = self.core.on_message(session_id, event, now, cells, timers)
         else:
@@ -281,9 +280,9 @@ class SessionDoFn(beam.DoFn):
         yield from _tagged(out)
 
     def _timer(self, purpose: Purpose, key: str, ts: Timestamp, *states: Any) -> Iterator:  # noqa: ANN401
-        meta, pending, history, seen, release, inflight, fresh, idle = states
+        meta, pending, history, seen, release, fresh, idle = states
         cells = SessionCells(meta, pending, history, seen)
-        timers = _BeamTimers(release=release, inflight=inflight, freshness=fresh, idle=idle)
+        timers = _BeamTimers(release=release, freshness=fresh, idle=idle)
         yield from _tagged(self.core.on_timer(purpose, key, self.clock(ts), cells, timers))
 
     def _in_flight_timer(
@@ -306,11 +305,10 @@ class SessionDoFn(beam.DoFn):
         history=beam.DoFn.StateParam(HISTORY),  # noqa: ANN001, B008
         seen=beam.DoFn.StateParam(SEEN),  # noqa: ANN001, B008
         release=beam.DoFn.TimerParam(RELEASE_TIMER),  # noqa: ANN001, B008
-        inflight=beam.DoFn.TimerParam(INFLIGHT_TIMER),  # noqa: ANN001, B008
         fresh=beam.DoFn.TimerParam(FRESHNESS_TIMER),  # noqa: ANN001, B008
         idle=beam.DoFn.TimerParam(IDLE_TIMER),  # noqa: ANN001, B008
     ) -> Iterator:
-        states = (meta, pending, history, seen, release, inflight, fresh, idle)
+        states = (meta, pending, history, seen, release, fresh, idle)
         yield from self._timer(Purpose.RELEASE, key, ts, *states)
 
     # The in-flight and freshness timers exist only from version 1 on, so they never meet a version-0 state
@@ -356,9 +354,8 @@ class SessionDoFn(beam.DoFn):
         history=beam.DoFn.StateParam(HISTORY),  # noqa: ANN001, B008
         seen=beam.DoFn.StateParam(SEEN),  # noqa: ANN001, B008
         release=beam.DoFn.TimerParam(RELEASE_TIMER),  # noqa: ANN001, B008
-        inflight=beam.DoFn.TimerParam(INFLIGHT_TIMER),  # noqa: ANN001, B008
         fresh=beam.DoFn.TimerParam(FRESHNESS_TIMER),  # noqa: ANN001, B008
         idle=beam.DoFn.TimerParam(IDLE_TIMER),  # noqa: ANN001, B008
     ) -> Iterator:
-        states = (meta, pending, history, seen, release, inflight, fresh, idle)
+        states = (meta, pending, history, seen, release, fresh, idle)
         yield from self._timer(Purpose.IDLE, key, ts, *states)

@@ -21,8 +21,9 @@ Timers, one per purpose (``Purpose``): turn release, in-flight timeout, freshnes
 A timer that fires when its purpose has passed (a reply came back, the session closed) does nothing.
 A released turn sets the freshness timer only: while the turn is in flight it fires every ``probe_s``
 and, at ``inflight_timeout_s``, times the turn out itself, so a session holds one timer fewer in the
-runner (whose timer scan costs per timer held). The in-flight timer is still handled, for timers set
-before (and by a version-0 migration).
+runner (whose timer scan costs per timer held), and the callbacks that may meet a version-0 state (a
+message, a reply, the release and idle timers) need not declare the in-flight timer. The in-flight timer
+is still handled, for timers set by the code before.
 The idle timer is set when a session opens and re-arms itself for ``last_activity + idle_timeout_s``
 when it fires early, so events do not rewrite it.
 """
@@ -247,9 +248,9 @@ class SessionCore:
         meta = self.migrate(meta, self.cfg, cells)
         cells.meta.write(meta)
         # The old single timer did every job: arm each purpose the migrated state still needs.
-        if meta.in_flight is not None:
-            timers.set(Purpose.INFLIGHT, meta.in_flight.released + self.cfg.inflight_timeout_s)
-            timers.set(Purpose.FRESHNESS, now + self.probe_s)
+        if meta.in_flight is not None:  # the freshness timer keeps the in-flight deadline too
+            deadline = meta.in_flight.released + self.cfg.inflight_timeout_s
+            timers.set(Purpose.FRESHNESS, min(now + self.probe_s, deadline))
         elif meta.pending_count:
             timers.set(Purpose.RELEASE, max(now, meta.release_due(self.cfg)))
         timers.set(Purpose.IDLE, max(now, meta.last_activity + self.cfg.idle_timeout_s))
