@@ -24,6 +24,12 @@ if Beam fixed what it works around.
 - ``reused-dofns``: ``_ParDoEvaluator`` round-trips each DoFn through pickle at every bundle and re-reads its
   methods' signatures (~40% of the CPU once the specs were cached; the TODO "Consider storing the serialized
   form" dates from apache/beam#1346). Canary: ``test_beam_still_pickles_each_dofn_at_every_bundle``.
+- ``setup-once``: the runner calls each DoFn's ``setup`` at the start of every bundle and ``teardown`` at its end.
+  Beam's Pub/Sub writer has no ``teardown``, so every bundle of replies started a publisher client whose
+  commit thread was never stopped; the owner check and the enrichment built a Firestore client per bundle and
+  lost their caches with it. With the DoFns reused (``reused-dofns``), the patch runs ``setup`` once per DoFn
+  and its ``teardown`` when the patches are undone (or the process ends), as Dataflow does between the two.
+  Canary: ``test_beam_still_sets_up_and_tears_down_each_dofn_per_bundle``.
 - ``lean-timer-scan``: after every update the runner's monitor scans every key's timers for due ones
   (``_TransformWatermarks.extract_transform_timers``), reading the clock once per key and comparing ``Timestamp``
   objects through their Python operators: a third of the pipeline's CPU at 1,000 sessions. The patched scan reads
@@ -131,6 +137,7 @@ def apply_local_runner_patches(
         )
         use_cached_dofn_specs()
         use_reused_dofns()
+        use_setup_once()
         use_lean_timer_scan()
         use_shallow_state_copy()
     except UnsupportedBeamVersion:
@@ -153,6 +160,7 @@ def undo_local_runner_patches() -> list[str]:
             setattr(owner, attribute, original)
     while _LEDGER:
         _LEDGER.pop().close()
+    tear_down_dofns()
     return names
 
 
@@ -330,6 +338,83 @@ def _cached_args_defaults(original: Any) -> Any:
 
     cached._supportflow_original = original  # type: ignore[attr-defined]
     return cached
+
+
+# ------------------------------------------------------------------------------------------------
+# DoFn setup once, not per bundle
+# ------------------------------------------------------------------------------------------------
+
+_SET_UP: list[tuple[Any, Any]] = []  # (dofn, its own teardown), in the order set up
+_SET_UP_LOCK = threading.Lock()
+
+
+def _lifecycle_once(dofn: Any) -> None:
+    """Give ``dofn`` a ``setup`` that runs its own once, and a per-bundle ``teardown`` that does nothing.
+
+    Instance attributes: the runner's ``DoFnRunner`` looks both up on the instance at every bundle.
+    """
+    if "_supportflow_setup_once" in vars(dofn):
+        return
+    own_setup, own_teardown = dofn.setup, dofn.teardown
+    done = threading.Event()
+
+    def setup() -> None:
+        with _SET_UP_LOCK:
+            if done.is_set():
+                return
+            own_setup()
+            done.set()
+            _SET_UP.append((dofn, own_teardown))
+
+    def teardown() -> None:
+        """Nothing at a bundle's end: ``tear_down_dofns`` calls the DoFn's own."""
+
+    dofn.setup, dofn.teardown, dofn._supportflow_setup_once = setup, teardown, done
+
+
+def tear_down_dofns() -> None:
+    """Each DoFn set up once, torn down (newest first) and given back its own methods."""
+    with _SET_UP_LOCK:
+        while _SET_UP:
+            dofn, own_teardown = _SET_UP.pop()
+            for name in ("setup", "teardown", "_supportflow_setup_once"):
+                vars(dofn).pop(name, None)
+            try:
+                own_teardown()
+            except Exception:  # noqa: BLE001 - one DoFn's teardown must not keep the others'
+                log.exception("teardown of %s failed", type(dofn).__name__)
+
+
+def use_setup_once() -> bool:
+    """Make the local runner set each (reused) DoFn up once, and tear it down when the patches come out.
+
+    The BundleBasedDirectRunner calls ``setup`` in ``_ParDoEvaluator.start_bundle`` and ``teardown`` in its
+    ``finish_bundle``, for every bundle. Needs ``reused-dofns`` (one instance across bundles); the process's
+    exit tears down what is left (``atexit``).
+    """
+    import atexit
+
+    from apache_beam.runners.direct import transform_evaluator as te
+
+    evaluator = _hook(te, "_ParDoEvaluator", "setup-once")
+    original_start = _hook(evaluator, "start_bundle", "setup-once")
+    if getattr(evaluator, "_supportflow_setup_once", False):
+        return True
+
+    def start_bundle(self: Any) -> None:
+        if not getattr(self, "_perform_dofn_pickle_test", True):  # the DoFn is the transform's own, reused
+            _lifecycle_once(self._applied_ptransform.transform.dofn)
+        original_start(self)
+
+    _patch("setup-once", evaluator, "start_bundle", start_bundle)
+    _patch("setup-once", evaluator, "_supportflow_setup_once", True)
+    if not _ATEXIT:
+        atexit.register(tear_down_dofns)
+        _ATEXIT.append(True)
+    return True
+
+
+_ATEXIT: list[bool] = []
 
 
 # ------------------------------------------------------------------------------------------------

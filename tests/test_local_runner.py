@@ -129,6 +129,7 @@ def test_patches_are_applied_in_one_place_and_undone_completely() -> None:
     before = (
         evaluator.__dict__["_get_subscriber_client"],
         transform_evaluator._ParDoEvaluator.__init__,
+        transform_evaluator._ParDoEvaluator.start_bundle,
         userstate.get_dofn_specs,
         transform_evaluator.get_dofn_specs,
         core.get_function_args_defaults,
@@ -142,6 +143,7 @@ def test_patches_are_applied_in_one_place_and_undone_completely() -> None:
             "prompt-pubsub-pulls",
             "cached-dofn-specs",
             "reused-dofns",
+            "setup-once",
             "lean-timer-scan",
             "shallow-state-copy",
         ]
@@ -152,6 +154,7 @@ def test_patches_are_applied_in_one_place_and_undone_completely() -> None:
     after = (
         evaluator.__dict__["_get_subscriber_client"],
         transform_evaluator._ParDoEvaluator.__init__,
+        transform_evaluator._ParDoEvaluator.start_bundle,
         userstate.get_dofn_specs,
         transform_evaluator.get_dofn_specs,
         core.get_function_args_defaults,
@@ -315,3 +318,45 @@ def test_session_timers_fire_as_before_under_the_lean_scan_and_the_shallow_copy(
         run(s, turns=turns)
     finally:
         local_runner.undo_local_runner_patches()
+
+
+class Counted(beam.DoFn):
+    """Counts its setups and teardowns (class-level: the runner may hold the instance)."""
+
+    CALLS: list[str] = []  # noqa: RUF012 - the test's record
+
+    def setup(self) -> None:
+        Counted.CALLS.append("setup")
+
+    def teardown(self) -> None:
+        Counted.CALLS.append("teardown")
+
+    def process(self, x: int) -> object:
+        yield x
+
+
+def test_a_reused_dofn_is_set_up_once_and_torn_down_when_the_patches_come_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    from apache_beam.transforms import core
+
+    monkeypatch.setattr(transform_evaluator._ParDoEvaluator, "__init__", transform_evaluator._ParDoEvaluator.__init__)
+    monkeypatch.setattr(core, "get_function_args_defaults", core.get_function_args_defaults)
+    start = transform_evaluator._ParDoEvaluator.start_bundle
+    assert local_runner.use_reused_dofns() and local_runner.use_setup_once()
+    try:
+        fn = Counted()
+        Counted.CALLS.clear()
+        events = TestStream().add_elements([1, 2]).add_elements([3]).add_elements([4]).advance_watermark_to_infinity()
+        options = beam.options.pipeline_options.PipelineOptions(streaming=True)
+        with beam.Pipeline(runner="BundleBasedDirectRunner", options=options) as p:
+            assert_that(p | events | beam.ParDo(fn), equal_to([1, 2, 3, 4]))
+        assert Counted.CALLS == ["setup"]  # three bundles or more, one setup, no teardown yet
+    finally:
+        local_runner.undo_local_runner_patches()
+    assert Counted.CALLS == ["setup", "teardown"]
+    assert transform_evaluator._ParDoEvaluator.start_bundle is start and "setup" not in vars(fn)
+
+
+def test_beam_still_sets_up_and_tears_down_each_dofn_per_bundle() -> None:
+    """setup-once: the ParDo evaluator sets its DoFn up when a bundle starts and tears it down when it ends."""
+    assert "self.runner.setup()" in inspect.getsource(transform_evaluator._ParDoEvaluator.start_bundle)
+    assert "self.runner.teardown()" in inspect.getsource(transform_evaluator._ParDoEvaluator.finish_bundle)
