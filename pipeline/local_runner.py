@@ -33,7 +33,8 @@ if Beam fixed what it works around.
 - ``lean-timer-scan``: after every update the runner's monitor scans every key's timers for due ones
   (``_TransformWatermarks.extract_transform_timers``), reading the clock once per key and comparing ``Timestamp``
   objects through their Python operators: a third of the pipeline's CPU at 1,000 sessions. The patched scan reads
-  the clock once per scan and compares integers; it finds the same timers. Canary:
+  the clock once, looks only at the keys written since the last scan or due by now (each transform's keyed
+  states note their writes), and compares integers; it finds the same timers. Canary:
   ``test_beam_still_reads_the_clock_for_every_key_in_the_timer_scan``.
 - ``shallow-state-copy``: the first touch of a key in a bundle copies its state, and the copy deep-copies every
   timer's ``Timestamp`` (``InMemoryUnmergedState.copy``). Timestamps and windows are immutable, so the patched
@@ -422,14 +423,65 @@ _ATEXIT: list[bool] = []
 # ------------------------------------------------------------------------------------------------
 
 
+class _TrackedStates(dict):
+    """One transform's keyed states (encoded key -> state) that note which keys were written since the last scan.
+
+    The runner replaces a key's state object whenever a bundle commits it (``EvaluationContext.handle_result``,
+    ``DirectStepContext.get_keyed_state``), and never changes a committed one in place, so a key not written
+    since the last scan has the timers it had then. Every way of writing a dict marks the key.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dirty: set[Any] = set()
+        self.summaries: dict[Any, tuple[int | None, int | None]] = {}  # key -> earliest real-time, watermark (ns)
+        self.heaps: tuple[list[tuple[int, Any]], list[tuple[int, Any]]] = ([], [])  # per domain: (ns, key), lazy
+
+    def __setitem__(self, key: Any, value: Any) -> None:  # noqa: ANN401
+        super().__setitem__(key, value)
+        self.dirty.add(key)
+
+    def __delitem__(self, key: Any) -> None:  # noqa: ANN401
+        super().__delitem__(key)
+        self.dirty.add(key)
+
+    def pop(self, key: Any, *default: Any) -> Any:  # noqa: ANN401
+        self.dirty.add(key)
+        return super().pop(key, *default)
+
+    def setdefault(self, key: Any, default: Any = None) -> Any:  # noqa: ANN401
+        self.dirty.add(key)
+        return super().setdefault(key, default)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:  # noqa: ANN401
+        for key, value in dict(*args, **kwargs).items():
+            self[key] = value
+
+    def popitem(self) -> tuple[Any, Any]:
+        key, value = super().popitem()
+        self.dirty.add(key)
+        return key, value
+
+    def clear(self) -> None:
+        self.dirty.update(self)
+        super().clear()
+
+
 def use_lean_timer_scan() -> bool:
-    """Make the runner's scan for due timers read the clock once per scan and compare integers.
+    """Make the runner's scan for due timers look only at keys written since the last scan or due by now.
 
     Beam's ``extract_transform_timers`` calls ``state.get_timers(processing_time=self._clock.time())`` for
     every key of a stateful transform, after every update: a ``Timestamp`` built per key and two or three
-    Python-level comparisons per timer (``Timestamp.__le__``). This scan returns the same firings (a timer
-    due at the scan's one clock reading) and the same "any real-time timer set" flag.
+    Python-level comparisons per timer (``Timestamp.__le__``), over every session held. Here each transform's
+    keyed states are a ``_TrackedStates``; a scan re-reads the earliest timer of each key written since the
+    last one, and looks at the timers of the keys whose earliest is due (a heap per time domain), reading the
+    clock once. It returns the same firings (a due timer is reported at every scan until its firing clears it,
+    as Beam does) and the same "any real-time timer set" flag. Keyed states of another kind get the full scan,
+    with the same single clock reading and integer comparisons.
     """
+    import heapq
+
+    from apache_beam.runners.direct import evaluation_context as ec
     from apache_beam.runners.direct import watermark_manager as wm
     from apache_beam.runners.direct.util import TimerFiring
     from apache_beam.transforms.timeutil import TimeDomain
@@ -437,32 +489,91 @@ def use_lean_timer_scan() -> bool:
 
     watermarks = _hook(wm, "_TransformWatermarks", "lean-timer-scan")
     _hook(watermarks, "extract_transform_timers", "lean-timer-scan")
+    context = _hook(ec, "EvaluationContext", "lean-timer-scan")
+    original_init_states = _hook(context, "_initialize_keyed_states", "lean-timer-scan")
     if getattr(watermarks, "_supportflow_lean_scan", False):
         return True
     real_time, watermark_domain = TimeDomain.REAL_TIME, TimeDomain.WATERMARK
 
+    def due_timers(encoded_key: Any, state: Any, now: int, watermark: int, fired: list[Any]) -> bool:
+        """Appends the key's due timers to ``fired``; True if it holds a real-time timer."""
+        realtime = False
+        for window, timers in state.timers.items():
+            for (name, domain, tag), at in timers.items():
+                if domain == real_time:
+                    realtime = True
+                    due = at.nanos <= now
+                elif domain == watermark_domain:
+                    due = at.nanos <= watermark
+                else:
+                    log.error("TimeDomain error: No timers defined for time domain %s.", domain)
+                    continue
+                if due:
+                    fired.append(TimerFiring(encoded_key, window, name, domain, at, dynamic_timer_tag=tag))
+        return realtime
+
+    def summary(state: Any) -> tuple[int | None, int | None]:
+        earliest: list[int | None] = [None, None]
+        for timers in state.timers.values():
+            for (_, domain, _), at in timers.items():
+                slot = 0 if domain == real_time else 1 if domain == watermark_domain else None
+                if slot is not None and (earliest[slot] is None or at.nanos < earliest[slot]):
+                    earliest[slot] = at.nanos
+        return earliest[0], earliest[1]
+
+    def refresh(states: _TrackedStates) -> None:
+        dirty, states.dirty = states.dirty, set()
+        for key in dirty:
+            state = dict.get(states, key)
+            now = summary(state) if state is not None else (None, None)
+            if now == (None, None):
+                states.summaries.pop(key, None)
+                continue
+            states.summaries[key] = now
+            for slot, ns in enumerate(now):
+                if ns is not None:
+                    heapq.heappush(states.heaps[slot], (ns, key))
+        if sum(map(len, states.heaps)) > 4 * len(states.summaries) + 1024:  # stale entries: rebuild
+            for slot, heap in enumerate(states.heaps):
+                heap[:] = [(s[slot], k) for k, s in states.summaries.items() if s[slot] is not None]
+                heapq.heapify(heap)
+
+    def due_keys(states: _TrackedStates, now: int, watermark: int) -> set[Any]:
+        keys: set[Any] = set()
+        for slot, limit in ((0, now), (1, watermark)):
+            heap, kept = states.heaps[slot], []
+            while heap and heap[0][0] <= limit:
+                entry = heapq.heappop(heap)
+                current = states.summaries.get(entry[1])
+                if current is not None and current[slot] == entry[0]:  # else stale: the key was written since
+                    keys.add(entry[1])
+                    kept.append(entry)
+            for entry in kept:  # still due until their firing clears them
+                heapq.heappush(heap, entry)
+        return keys
+
     def extract_transform_timers(self: Any) -> tuple[list[Any], bool]:
         with self._lock:
             fired: list[Any] = []
-            has_realtime_timer = False
             now = Timestamp.of(self._clock.time()).nanos  # seconds from the runner's clocks (RealClock, TestClock)
             watermark = self._input_watermark.nanos
-            for encoded_key, state in self._keyed_states.items():
-                for window, timers in state.timers.items():
-                    for (name, domain, tag), at in timers.items():
-                        if domain == real_time:
-                            has_realtime_timer = True
-                            due = at.nanos <= now
-                        elif domain == watermark_domain:
-                            due = at.nanos <= watermark
-                        else:
-                            log.error("TimeDomain error: No timers defined for time domain %s.", domain)
-                            continue
-                        if due:
-                            fired.append(TimerFiring(encoded_key, window, name, domain, at, dynamic_timer_tag=tag))
+            states = self._keyed_states
+            if isinstance(states, _TrackedStates):
+                refresh(states)
+                for encoded_key in due_keys(states, now, watermark):
+                    due_timers(encoded_key, states[encoded_key], now, watermark, fired)
+                has_realtime_timer = any(s[0] is not None for s in states.summaries.values())
+            else:
+                has_realtime_timer = False
+                for encoded_key, state in states.items():
+                    has_realtime_timer |= due_timers(encoded_key, state, now, watermark, fired)
             self._fired_timers.update(fired)
             return fired, has_realtime_timer
 
+    def initialize_keyed_states(self: Any, root_transforms: Any, value_to_consumers: Any) -> dict[Any, Any]:
+        return {t: _TrackedStates() for t in original_init_states(self, root_transforms, value_to_consumers)}
+
+    _patch("lean-timer-scan", context, "_initialize_keyed_states", initialize_keyed_states)
     _patch("lean-timer-scan", watermarks, "extract_transform_timers", extract_transform_timers)
     _patch("lean-timer-scan", watermarks, "_supportflow_lean_scan", True)
     return True

@@ -207,8 +207,8 @@ def test_beam_still_pickles_each_dofn_at_every_bundle() -> None:
     assert "pickler.roundtrip(transform.dofn)" in inspect.getsource(transform_evaluator._ParDoEvaluator.start_bundle)
 
 
-def _watermarks_with_timers(now_s: float) -> object:
-    """A stateful transform's watermarks over three keys: timers due, not yet due, and event-time ones."""
+def _watermarks_with_timers(now_s: float, states: dict | None = None) -> object:
+    """A stateful transform's watermarks over four keys: timers due, not yet due, event-time ones, none."""
     from apache_beam.runners.direct import watermark_manager
     from apache_beam.runners.direct.evaluation_context import DirectUnmergedState
     from apache_beam.transforms.timeutil import TimeDomain
@@ -216,10 +216,13 @@ def _watermarks_with_timers(now_s: float) -> object:
     from apache_beam.utils.timestamp import Timestamp
 
     class Clock:  # as Beam's RealClock and TestClock: seconds, a float
-        def time(self) -> float:
-            return now_s
+        def __init__(self) -> None:
+            self.now = now_s
 
-    states = {}
+        def time(self) -> float:
+            return self.now
+
+    states = {} if states is None else states
     for key, timers in {
         b"a": [("user/turn", TimeDomain.REAL_TIME, now_s - 1), ("user/idle", TimeDomain.REAL_TIME, now_s + 600)],
         b"b": [("user/freshness", TimeDomain.REAL_TIME, now_s)],  # due at this very microsecond
@@ -360,3 +363,49 @@ def test_beam_still_sets_up_and_tears_down_each_dofn_per_bundle() -> None:
     """setup-once: the ParDo evaluator sets its DoFn up when a bundle starts and tears it down when it ends."""
     assert "self.runner.setup()" in inspect.getsource(transform_evaluator._ParDoEvaluator.start_bundle)
     assert "self.runner.teardown()" in inspect.getsource(transform_evaluator._ParDoEvaluator.finish_bundle)
+
+
+def test_the_tracked_scan_finds_what_beams_scan_finds_as_keys_are_written_and_time_passes() -> None:
+    """With the keyed states that note their writes (what the patched runner makes), a scan looks at the keys
+    written since the last one and those due by now; step by step it reports what Beam's full scan does."""
+    from apache_beam.runners.direct import watermark_manager
+    from apache_beam.runners.direct.evaluation_context import DirectUnmergedState
+    from apache_beam.transforms.timeutil import TimeDomain
+    from apache_beam.transforms.window import GlobalWindow
+    from apache_beam.utils.timestamp import Timestamp
+
+    beams = watermark_manager._TransformWatermarks.extract_transform_timers
+    t0 = 1_000_000.0
+    plain = _watermarks_with_timers(t0)
+    assert local_runner.use_lean_timer_scan()
+    try:
+        tracked = _watermarks_with_timers(t0, local_runner._TrackedStates())
+        steps = []
+
+        def both_agree() -> None:
+            want, got = _firings(beams(plain)), _firings(tracked.extract_transform_timers())
+            steps.append(got)
+            assert got == want
+
+        both_agree()
+        both_agree()  # a due timer is reported again until its firing clears it
+        for tw in (plain, tracked):  # a bundle commits: a's due timer cleared, e opens with one due
+            a = DirectUnmergedState()
+            a.set_timer(GlobalWindow(), "user/idle", TimeDomain.REAL_TIME, Timestamp.of(t0 + 600))
+            tw._keyed_states[b"a"] = a
+            e = DirectUnmergedState()
+            e.set_timer(GlobalWindow(), "user/turn", TimeDomain.REAL_TIME, Timestamp.of(t0 - 0.5))
+            tw._keyed_states[b"e"] = e
+            tw._keyed_states.pop(b"b")
+            tw._input_watermark = Timestamp.of(60.0)  # c's late event-time timer is due now
+        both_agree()
+        plain._clock.now = tracked._clock.now = t0 + 601  # a's idle timer is due
+        both_agree()
+        assert [k for k, *_ in steps[-1][0]] == [b"a", b"c", b"c", b"e"]
+        for tw in (plain, tracked):  # everything cleared: no real-time timer left
+            for key in list(tw._keyed_states):
+                tw._keyed_states[key] = DirectUnmergedState()
+        both_agree()
+        assert steps[-1] == ([], False)
+    finally:
+        local_runner.undo_local_runner_patches()
