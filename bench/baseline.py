@@ -82,12 +82,12 @@ class Baseline:
         self.model = self.handler.load_model()
         log.info("model %s loaded in %.1f s", args.backend, time.monotonic() - t0)
         self.version, self.config = agent_plan(
-            args.backend, max_steps=args.max_agent_steps, max_tokens=args.model_max_tokens
+            args.backend, max_steps=args.max_agent_steps, max_tokens=args.model_max_tokens, pack=args.pack
         )
         if self.config.tools:
             from tools.toolbox import make_executor
 
-            self.executor: Any = make_executor(args.project, clock=policy_clock(args.policy_now))
+            self.executor: Any = make_executor(args.project, pack=args.pack, clock=policy_clock(args.policy_now))
         else:
             self.executor = _NoTools()
         self.context = FirestoreContextHandler(args.project).__enter__()
@@ -274,6 +274,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--eval-dataset", default=default("eval_dataset"))
     # Backends this loop can serve in-process: not the GPU ones.
     p.add_argument("--backend", default="instant", choices=[n for n in registry.NAMES if not registry.get(n).needs_gpu])
+    p.add_argument("--pack", default=default("pack"), help="the business served (a pack, as the pipeline's --pack)")
     p.add_argument("--model-max-tokens", type=int, default=24)
     p.add_argument("--model-threads", type=int, default=default("model_threads"))
     p.add_argument("--max-agent-steps", type=int, default=default("max_agent_steps"))

@@ -3,6 +3,7 @@
     .venv/bin/python -m bench.load                  # instant at 10/100/1000 sessions, smollm2 at 10
     .venv/bin/python -m bench.load --quick          # a smoke run (instant, 10 and 50 sessions)
     .venv/bin/python -m bench.load --runs instant:10,100 smollm2:5 --quiet-window-s 0.5
+    .venv/bin/python -m bench.load --runs instant:10,100 --packs shop,telco   # each size for each pack
 
 By default it starts its own local stack (emulators in a throwaway state dir), seeds it, and for each
 backend starts the pipeline (``python -m pipeline.main``, as ``stack/service.py`` does), warms it up,
@@ -18,6 +19,15 @@ Figures, per (system, backend, size): turns and messages per second over the run
 answered turn; the process's CPU seconds per turn and its peak RSS. Ratios pipeline / baseline for
 throughput, latency and CPU. Written to ``artifacts/bench_load.json`` with the machine (nproc, free,
 load average) and the command.
+
+Packs (``--packs shop,telco``): every size is played for each pack, the pipeline started with
+``--pack NAME`` (the baseline with its ``--pack``), the stack seeded through each pack's own seed hook.
+Each pack's players draw that pack's customers (numbered up from its example customer id, as its seed
+numbers them) and send the example requests of its route tables, so a tool-calling backend reaches its
+tools. The CPU of the processes a system starts (the telco pack's MCP server over stdio) is counted per
+turn beside the process's own, and ``pack_differences`` gives each pack's figures less the first's at
+the same size: with a tool-calling backend, what the MCP hop costs per turn. Without ``--packs``, the
+shop's ids and random prose, as always.
 """
 
 from __future__ import annotations
@@ -37,7 +47,7 @@ from typing import Any
 from bench.load_figures import eval_rows, figures, one_line, ratios, table
 from bench.load_plan import LoadProfile, PlannedMessage, PlannedSession, plan_load
 from bench.load_player import LoadPlayer
-from bench.probes import loadavg, proc_cpu_s, proc_peak_rss_mb, report_head
+from bench.probes import children_cpu_s, loadavg, proc_cpu_s, proc_peak_rss_mb, report_head
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "artifacts"
@@ -63,7 +73,65 @@ class System:
     command: list[str]
 
 
-def systems(bq_endpoint: str, backend: str, args: argparse.Namespace) -> list[System]:
+@dataclass(frozen=True)
+class PackLoad:
+    """One pack's share of the load: who its players are and what they say (empty: the plan's defaults)."""
+
+    name: str
+    customer_ids: tuple[str, ...] = ()
+    texts: tuple[str, ...] = ()
+
+    @property
+    def warm_customer(self) -> str:
+        return self.customer_ids[0] if self.customer_ids else "C0001"
+
+
+def numbered_ids(example: str, count: int) -> list[str]:
+    """``count`` ids numbered up from ``example``'s trailing number, its width kept: C0001 -> C0001, C0002, ..."""
+    head = example.rstrip("0123456789")
+    digits = example[len(head) :]
+    if not digits:
+        raise ValueError(f"customer id example {example!r} ends in no number to count up from")
+    return [f"{head}{int(digits) + i:0{len(digits)}d}" for i in range(count)]
+
+
+def route_examples(pack: str) -> tuple[str, ...]:
+    """Every example request of the pack's route tables (requests its routes answer), in file order."""
+    from agents.route_table import load_routes
+    from tools.packs import load_pack
+
+    found = load_pack(pack)
+    texts: list[str] = []
+    for path in sorted((found.root / "routes").glob("*.yaml")):
+        table = load_routes(path.stem, pack)
+        if table is not None:
+            texts += [e for r in table.routes.values() for e in r.examples]
+    return tuple(dict.fromkeys(texts))
+
+
+def seed_pack(client: Any, pack: str, customers: int, own_load: bool) -> tuple[PackLoad, int]:
+    """Seed ``pack``'s first customers through its seed hook; returns its load and the customers seeded.
+
+    ``own_load``: the players draw the pack's customer ids and its route examples; otherwise the plan's defaults
+    (the shop's ids and prose, as before packs were compared).
+    """
+    from tools.packs import load_pack
+
+    found = load_pack(pack)
+    count = min(customers, found.default_customers) if found.default_customers else customers
+    if found.seed is None:
+        raise ValueError(f"pack {pack} declares no seed: nothing for the load's customers to be")
+    seeded = found.seed(client, count)
+    seeded_n = seeded if isinstance(seeded, int) else getattr(seeded, "customers", count)
+    if not own_load:
+        return PackLoad(pack), seeded_n
+    ids = numbered_ids(found.customer_id.example, seeded_n)
+    if not all(found.customer_id.regex.fullmatch(i) for i in ids):
+        raise ValueError(f"pack {pack}: ids numbered up from {found.customer_id.example!r} are not its customer ids")
+    return PackLoad(pack, tuple(ids), route_examples(pack)), seeded_n
+
+
+def systems(bq_endpoint: str, backend: str, args: argparse.Namespace, pack: str) -> list[System]:
     from pipeline.options import INBOUND_TOPIC, REPLY_TOPIC
     from stack.service import pipeline_command
 
@@ -72,6 +140,7 @@ def systems(bq_endpoint: str, backend: str, args: argparse.Namespace) -> list[Sy
         f"--max_hold_s={args.max_hold_s}",
         f"--model_max_tokens={args.model_max_tokens}",
         "--model_threads=1",
+        f"--pack={pack}",
     ]
     pipeline = System("pipeline", INBOUND_TOPIC, REPLY_TOPIC, pipeline_command(bq_endpoint, backend, session_args))
     baseline = System(
@@ -90,6 +159,7 @@ def systems(bq_endpoint: str, backend: str, args: argparse.Namespace) -> list[Sy
             f"--max-hold-s={args.max_hold_s}",
             f"--model-max-tokens={args.model_max_tokens}",
             "--model-threads=1",
+            f"--pack={pack}",
         ],
     )
     return [s for s in (pipeline, baseline) if s.name in args.systems]
@@ -106,13 +176,13 @@ def ensure_baseline_resources(project: str) -> None:
         ensure_subscription(subscriber, project, SubscriptionSpec(BASELINE_SUBSCRIPTION, BASELINE_INBOUND_TOPIC))
 
 
-def warm_up(project: str, system: System, proc: Any, timeout_s: float) -> float:
+def warm_up(project: str, system: System, proc: Any, timeout_s: float, customer: str = "C0001") -> float:
     """One message through the system (the model loads on the first call); returns seconds to its reply."""
     profile = LoadProfile(sessions=1, turns=(1, 1), burstiness=0.0, turn_timeout_s=timeout_s)
     plan = [
         PlannedSession(
             f"warm-{system.name}-{uuid.uuid4().hex[:6]}",
-            "C0001",
+            customer,
             0.0,
             ((PlannedMessage(f"warm-{uuid.uuid4().hex[:6]}", "hello, where is my order?", 0.0),),),
             (0.0,),
@@ -150,16 +220,24 @@ def parse_runs(items: list[str]) -> list[tuple[str, list[int]]]:
 
 
 def measure_phase(
-    stack: Any, env: dict[str, str], system: System, backend: str, n: int, run_id: str, args: argparse.Namespace
+    stack: Any,
+    env: dict[str, str],
+    system: System,
+    backend: str,
+    n: int,
+    run_id: str,
+    args: argparse.Namespace,
+    pack: PackLoad,
 ) -> dict[str, Any]:
     """Start ``system``, warm it up, measure its idle CPU, play ``n`` sessions into it, stop it."""
     from stack.service import PipelineProcess
 
-    proc = PipelineProcess(system.command, env, stack.log_dir / f"{system.name}-{backend}-{n}.log").start()
+    log_name = f"{system.name}-{pack.name}-{backend}-{n}.log"
+    proc = PipelineProcess(system.command, env, stack.log_dir / log_name).start()
     try:
         assert proc.proc is not None
         pid = proc.proc.pid
-        warm_s = warm_up(stack.project, system, proc, args.warmup_timeout_s)
+        warm_s = warm_up(stack.project, system, proc, args.warmup_timeout_s, pack.warm_customer)
         print(f"{system.name} ({backend}) answered its warm-up message in {warm_s:.1f} s", file=sys.stderr)
         # What the process burns doing nothing (polling its subscriptions, the runner's monitor loop).
         idle0, t_idle = proc_cpu_s(pid), time.monotonic()
@@ -175,9 +253,12 @@ def measure_phase(
             chars=(args.min_chars, args.max_chars),
             customers=args.customers,
             seed=args.seed,
+            customer_ids=pack.customer_ids,
+            texts=pack.texts,
         )
-        prefix = f"b{run_id}-{system.name[0]}-{backend}-{n}"
+        prefix = f"b{run_id}-{system.name[0]}-{pack.name}-{backend}-{n}"
         load_before = loadavg()
+        kids0 = children_cpu_s(pid)
         cpu0, t_play = proc_cpu_s(pid), time.monotonic()
         result = LoadPlayer(
             stack.project,
@@ -189,6 +270,7 @@ def measure_phase(
             progress=not args.no_progress,
         ).run()
         cpu1, play_s = proc_cpu_s(pid), time.monotonic() - t_play
+        kids = children_cpu_s(pid) - kids0
         load_after = loadavg()
         rss = proc_peak_rss_mb(pid)
         alive = proc.alive()
@@ -201,8 +283,14 @@ def measure_phase(
         # Take out what the process would have burnt idling for as long: the work the turns cost.
         net = max(0.0, cpu - idle_cores * play_s)
         fig["cpu_ms_per_turn_net_of_idle"] = round(net * 1000 / fig["turns_answered"], 2)
+    if fig["turns_answered"]:
+        # What the processes it started burnt (a pack's MCP server over stdio): part of what a turn costs.
+        fig["children_cpu_ms_per_turn"] = round(kids * 1000 / fig["turns_answered"], 2)
+        if fig["cpu_ms_per_turn"] is not None:
+            fig["cpu_ms_per_turn_with_children"] = round(fig["cpu_ms_per_turn"] + fig["children_cpu_ms_per_turn"], 2)
     fig.update(
         system=system.name,
+        pack=pack.name,
         backend=backend,
         quiet_window_ms=args.quiet_window_s * 1000,
         warmup_s=round(warm_s, 1),
@@ -221,7 +309,6 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     from stack.clients import firestore_client
     from stack.emulators import DEFAULT_STATE_DIR, LocalStack, ensure_bq_venv
     from stack.resources import ensure_resources
-    from tools.packs import load_pack
 
     runs = parse_runs(args.runs)
     settings = {
@@ -239,25 +326,41 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         env = stack.apply_env()
         ensure_resources(stack.project, stack.bigquery_endpoint)
         ensure_baseline_resources(stack.project)
-        seeded = load_pack().seed(firestore_client(stack.project), args.customers)
+        client = firestore_client(stack.project)
+        loads, seeded = [], {}
+        for name in args.packs:
+            load, seeded[name] = seed_pack(client, name, args.customers, own_load=args.packs_given)
+            loads.append(load)
         report["stack"] = {"startup_s": round(stack.startup_s or 0, 1), "customers": seeded}
         run_id = uuid.uuid4().hex[:6]
         for backend, sizes in runs:
             for n in sizes:
-                # One fresh process per phase, pipeline and baseline back to back at each size: a busy
-                # shared machine drifts, and neighbouring phases see the most similar conditions.
-                for system in systems(stack.bigquery_endpoint, backend, args):
-                    fig = measure_phase(stack, env, system, backend, n, run_id, args)
-                    report["results"].append(fig)
-                    print(one_line(fig), file=sys.stderr)
+                # One fresh process per phase, pipeline and baseline back to back at each size (and pack): a
+                # busy shared machine drifts, and neighbouring phases see the most similar conditions.
+                for load in loads:
+                    for system in systems(stack.bigquery_endpoint, backend, args, load.name):
+                        fig = measure_phase(stack, env, system, backend, n, run_id, args, load)
+                        report["results"].append(fig)
+                        print(one_line(fig), file=sys.stderr)
         report["ratios"] = []
         for backend, sizes in runs:
             for n in sizes:
-                pair = {r["system"]: r for r in report["results"] if r["backend"] == backend and r["sessions"] == n}
-                if "pipeline" in pair and "baseline" in pair:
-                    report["ratios"].append(
-                        {"backend": backend, "sessions": n, **ratios(pair["pipeline"], pair["baseline"])}
-                    )
+                for name in args.packs:
+                    pair = {
+                        r["system"]: r
+                        for r in report["results"]
+                        if r["backend"] == backend and r["sessions"] == n and r["pack"] == name
+                    }
+                    if "pipeline" in pair and "baseline" in pair:
+                        report["ratios"].append(
+                            {
+                                "backend": backend,
+                                "pack": name,
+                                "sessions": n,
+                                **ratios(pair["pipeline"], pair["baseline"]),
+                            }
+                        )
+        report["pack_differences"] = pack_differences(report["results"], args.packs)
         report["finished_at"] = datetime.now(UTC).isoformat()
     finally:
         stack.stop()
@@ -266,6 +369,38 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
 
             shutil.rmtree(state_dir, ignore_errors=True)
     return report
+
+
+def pack_differences(results: list[dict[str, Any]], packs: list[str]) -> list[dict[str, Any]]:
+    """Each pack's figures less the first pack's, per system, backend and size (telco less shop: the MCP hop)."""
+    out = []
+    first = packs[0]
+    by = {(r["system"], r["backend"], r["sessions"], r["pack"]): r for r in results}
+    for (system, backend, n, pack), r in by.items():
+        base = by.get((system, backend, n, first))
+        if pack == first or base is None:
+            continue
+
+        def less(key: str, a: dict[str, Any] = r, b: dict[str, Any] = base) -> float | None:
+            x, y = a.get(key), b.get(key)
+            return None if x is None or y is None else round(x - y, 2)
+
+        lat, lat0 = r["latency_ms"]["last_message_to_reply_ms"], base["latency_ms"]["last_message_to_reply_ms"]
+        out.append(
+            {
+                "system": system,
+                "backend": backend,
+                "sessions": n,
+                "pack": pack,
+                "less": first,
+                "cpu_ms_per_turn": less("cpu_ms_per_turn"),
+                "cpu_ms_per_turn_with_children": less("cpu_ms_per_turn_with_children"),
+                "latency_p50_ms": None if not lat.get("n") or not lat0.get("n") else round(lat["p50"] - lat0["p50"]),
+                "latency_p99_ms": None if not lat.get("n") or not lat0.get("n") else round(lat["p99"] - lat0["p99"]),
+                "turns_per_s_ratio": round(r["turns_per_s"] / base["turns_per_s"], 2) if base["turns_per_s"] else None,
+            }
+        )
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -286,7 +421,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-turns", type=int, default=3)
     p.add_argument("--min-chars", type=int, default=20)
     p.add_argument("--max-chars", type=int, default=200)
-    p.add_argument("--customers", type=int, default=300, help="customers seeded and drawn from")
+    p.add_argument(
+        "--customers", type=int, default=300, help="customers seeded and drawn from (at most a pack's own default)"
+    )
+    p.add_argument(
+        "--packs",
+        default=None,
+        help="comma-separated packs, each size played for each (default: shop, with the shop's ids and prose)",
+    )
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--quiet-window-s", type=float, default=0.5, help="session quiet window, both systems")
     p.add_argument("--max-hold-s", type=float, default=3.0)
@@ -301,12 +443,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.runs = ["instant:10,50"]
     args.systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+    args.packs_given = args.packs is not None
+    args.packs = [s.strip() for s in (args.packs or "shop").split(",") if s.strip()]
     args.argv = argv
     report = run_bench(args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2, default=str))
     print("\n".join(table(report)))
-    for r in report.get("ratios", []):
+    for r in report.get("ratios", []) + report.get("pack_differences", []):
         print(json.dumps(r))
     print(f"written to {args.out}")
     return 0

@@ -15,6 +15,7 @@ from typing import Any
 
 from bench.harness import check_delivery, summary
 from bench.load_player import PlayResult
+from tools.packs import DEFAULT_PACK
 
 
 def eval_rows(project: str, endpoint: str, prefix: str, want: int, timeout_s: float = 60.0) -> dict[str, dict]:
@@ -124,11 +125,17 @@ def ratios(pipeline: dict[str, Any], baseline: dict[str, Any]) -> dict[str, floa
 def one_line(fig: dict[str, Any]) -> str:
     lat = fig["latency_ms"]["last_message_to_reply_ms"]
     return (
-        f"{fig['system']:>8} {fig['backend']:>7} n={fig['sessions']:<5} turns={fig['turns_answered']:<5} "
+        f"{fig['system']:>8} {backend(fig):>7} n={fig['sessions']:<5} turns={fig['turns_answered']:<5} "
         f"{fig['turns_per_s']:>7.2f} turns/s  last msg->reply p50 {lat.get('p50', 0):>7.0f} "
         f"p99 {lat.get('p99', 0):>7.0f} max {lat.get('max', 0):>7.0f} ms  cpu/turn {fig['cpu_ms_per_turn']} ms  "
         f"lost {fig['user_turns_lost']} violations {len(fig['invariant_violations'])}"
     )
+
+
+def backend(fig: dict[str, Any]) -> str:
+    """The backend, and the pack when the run compared packs (``bench.load --packs``)."""
+    pack = fig.get("pack")
+    return f"{fig['backend']} ({pack})" if pack and pack != DEFAULT_PACK else fig["backend"]
 
 
 def table(report: dict[str, Any]) -> Iterator[str]:
@@ -143,7 +150,7 @@ def table(report: dict[str, Any]) -> Iterator[str]:
 
         e2e = "last_message_to_reply_ms"
         yield (
-            f"| {r['backend']} | {r['sessions']} | {r['system']} | {r['turns_answered']} | {r['turns_per_s']:.1f} | "
+            f"| {backend(r)} | {r['sessions']} | {r['system']} | {r['turns_answered']} | {r['turns_per_s']:.1f} | "
             f"{p(e2e)} / {p(e2e, 'p90')} / {p(e2e, 'p99')} / {p(e2e, 'max')} | {p('queue_ms')} | "
             f"{p('enrich_ms')} | {p('model_ms')} | {p('publish_ms')} | {r['cpu_ms_per_turn']} |"
         )

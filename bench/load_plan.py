@@ -37,6 +37,10 @@ class LoadProfile:
     customers: int = 300  # seeded customers the sessions are drawn from
     seed: int = 7
     turn_timeout_s: float = 300.0  # a turn not answered by then is counted lost and the session goes on
+    # A pack's own load (bench.load --packs): its customers' ids and texts its routes answer. Empty: the
+    # shop's ids C0001..C{customers} and prose from _VOCABULARY, drawn as they always were.
+    customer_ids: tuple[str, ...] = ()
+    texts: tuple[str, ...] = ()
 
     @property
     def rate(self) -> float:
@@ -59,8 +63,16 @@ class PlannedSession:
     think_s: tuple[float, ...]  # after each turn's reply
 
 
-def _text(rng: random.Random, lo: int, hi: int) -> str:
-    return (random_prose(rng, lo, hi, _WORDS) or "hello") + "?"
+def _text(rng: random.Random, profile: LoadProfile) -> str:
+    if profile.texts:
+        return rng.choice(profile.texts)
+    return (random_prose(rng, *profile.chars, _WORDS) or "hello") + "?"
+
+
+def _customer(rng: random.Random, profile: LoadProfile) -> str:
+    if profile.customer_ids:
+        return rng.choice(profile.customer_ids)
+    return f"C{rng.randint(1, profile.customers):04d}"
 
 
 def plan_load(profile: LoadProfile, prefix: str) -> list[PlannedSession]:
@@ -80,13 +92,13 @@ def plan_load(profile: LoadProfile, prefix: str) -> list[PlannedSession]:
                 tuple(
                     PlannedMessage(
                         f"{session_id}-t{k}-m{j}",
-                        _text(rng, *profile.chars),
+                        _text(rng, profile),
                         0.0 if j == 0 else rng.uniform(*profile.burst_gap_s),
                     )
                     for j in range(size)
                 )
             )
         think = tuple(rng.uniform(*profile.think_s) for _ in range(n_turns))
-        customer = f"C{rng.randint(1, profile.customers):04d}"
+        customer = _customer(rng, profile)
         out.append(PlannedSession(session_id, customer, t, tuple(turns), think))
     return out

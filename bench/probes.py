@@ -23,6 +23,23 @@ def proc_cpu_s(pid: int) -> float | None:
     return sum(int(fields[i]) for i in (11, 12, 13, 14)) / ticks  # utime stime cutime cstime
 
 
+def children_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process's live descendants (a pack's MCP server, say), from /proc."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    family, grew = {pid}, True
+    while grew:
+        kids = {child for child, parent in parents.items() if parent in family and child not in family}
+        family |= kids
+        grew = bool(kids)
+    return sum(proc_cpu_s(p) or 0.0 for p in family - {pid})
+
+
 def proc_peak_rss_mb(pid: int) -> float | None:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():

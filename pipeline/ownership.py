@@ -17,7 +17,10 @@ letter that gives the reason:
 2. **The registry** (always): ``session_owners/{session_id}`` in Firestore, created at a session's first
    message with ``create`` (fails when the document exists, so the first claim wins atomically; no
    transaction, no lock contention). Owners never change, so each worker caches what it read. A
-   message of another customer is refused. No client changes at all: why it is always on.
+   message of another customer is refused. No client changes at all: why it is always on. The
+   sessions a bundle meets for the first time are claimed together (``SessionOwners.claim_many``: one
+   read of their documents, one commit of the missing ones), not one ``create`` each: on the local
+   runner every call blocks the one thread that runs all the stages.
 
 If the registry cannot be reached (after ``ATTEMPTS`` tries of ``TIMEOUT_S``), the message goes on to
 ``Sessions``, whose state check still applies, and the registry is skipped for ``OPEN_CIRCUIT_S``:
@@ -35,6 +38,7 @@ from typing import Any
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
+from apache_beam.utils.windowed_value import WindowedValue
 from google.api_core import exceptions as gexc
 
 from contract.binding import BindingRefused, parse_keys, verify_session_binding
@@ -49,6 +53,7 @@ TIMEOUT_S = 2.0
 ATTEMPTS = 2
 OPEN_CIRCUIT_S = 5.0
 CACHE_SIZE = 50_000  # session id -> owner (~100 bytes each)
+CLAIM_BATCH = 100  # messages of unknown sessions held for one batched claim at most (a local pull brings 100)
 NOT_OWNER_REASON = "customer_id does not match the customer that owns this session (session owner registry)"
 
 
@@ -56,6 +61,7 @@ class SessionOwners:
     """The Firestore registry: ``claim`` returns the session's owner, recording ``customer_id`` if it has none."""
 
     def __init__(self, client: Any, collection: str, cache_size: int = CACHE_SIZE) -> None:
+        self._client = client
         self._collection = client.collection(collection)
         self._cache: OrderedDict[str, str] = OrderedDict()
         self._cache_size = cache_size
@@ -64,10 +70,70 @@ class SessionOwners:
         owner = self._cache.get(session_id)
         if owner is None:
             owner = self._claim(session_id, customer_id)
-            self._cache[session_id] = owner
-            while len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
+            self._remember(session_id, owner)
         return owner
+
+    def cached(self, session_id: str) -> str | None:
+        return self._cache.get(session_id)
+
+    def _remember(self, session_id: str, owner: str) -> None:
+        self._cache[session_id] = owner
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+
+    def claim_many(self, claims: Sequence[tuple[str, str]]) -> dict[str, str]:
+        """``claim`` for many (session id, customer id) pairs at once: each session's owner.
+
+        A session claimed twice here is claimed by its first pair, as one ``claim`` after another would.
+        One read of the unknown sessions' documents, then one commit that creates the missing ones; if
+        another worker created one of them in between, the commit fails as a whole and they are claimed
+        one by one.
+        """
+        owners: dict[str, str] = {}
+        wanted: dict[str, str] = {}
+        for session_id, customer_id in claims:
+            hit = self._cache.get(session_id)
+            if hit is not None:
+                owners[session_id] = hit
+            else:
+                wanted.setdefault(session_id, customer_id)
+        if len(wanted) == 1:  # one create, as ``claim`` makes
+            ((session_id, customer_id),) = wanted.items()
+            owners[session_id] = self.claim(session_id, customer_id)
+            return owners
+        if not wanted:
+            return owners
+        found = self._read(list(wanted))
+        missing = {s: c for s, c in wanted.items() if s not in found}
+        if missing:
+            batch = self._client.batch()
+            for session_id, customer_id in missing.items():
+                batch.create(
+                    self._collection.document(session_id), {"customer_id": customer_id, "claimed_at": time.time()}
+                )
+            try:
+                batch.commit(retry=None, timeout=TIMEOUT_S)
+                found.update(missing)
+            except (gexc.AlreadyExists, gexc.Conflict):
+                for session_id, customer_id in missing.items():
+                    found[session_id] = self._claim(session_id, customer_id)
+        for session_id, owner in found.items():
+            self._remember(session_id, owner)
+        owners.update(found)
+        return owners
+
+    def _read(self, session_ids: list[str]) -> dict[str, str]:
+        """The owners recorded for these sessions (absent: no document yet)."""
+        refs = [self._collection.document(s) for s in session_ids]
+        owners = {}
+        for snap in self._client.get_all(refs, retry=None, timeout=TIMEOUT_S):
+            if not snap.exists:
+                continue
+            owner = (snap.to_dict() or {}).get("customer_id")
+            if not isinstance(owner, str):  # a document without an owner field is not ours to trust
+                raise gexc.FailedPrecondition(f"session_owners/{snap.id} has no customer_id")
+            owners[snap.id] = owner
+        return owners
 
     def _claim(self, session_id: str, customer_id: str) -> str:
         doc = self._collection.document(session_id)
@@ -111,6 +177,7 @@ class CheckSessionOwner(beam.DoFn):
         self._secret, self._secret_endpoint = binding_secret, secret_endpoint
         self._binding: BindingKeys | None = None
         self._owners: SessionOwners | None = None
+        self._held: list[tuple[InboundMessage, Any, Any]] | None = None  # within a bundle: (msg, timestamp, window)
         self._client: Any = None
         self._skip_registry_until = 0.0
         self.refused_binding = Metrics.counter("ownership", "refused_binding")
@@ -135,7 +202,18 @@ class CheckSessionOwner(beam.DoFn):
             self._client.close()
             self._client = None
 
-    def process(self, msg: InboundMessage) -> Iterator:
+    def start_bundle(self) -> None:
+        self._held = []
+
+    def process(
+        self,
+        msg: InboundMessage,
+        timestamp: Any = beam.DoFn.TimestampParam,  # noqa: ANN401
+        window: Any = beam.DoFn.WindowParam,  # noqa: ANN401
+    ) -> Iterator:
+        """Decides at once when the binding refuses or the owner is known; otherwise holds the message for the
+        bundle's batched claim (``finish_bundle``, or when ``CLAIM_BATCH`` are held). Outside a bundle (called
+        directly) it claims at once."""
         if self._binding is not None:
             try:
                 verify_session_binding(self._binding.accepted(), msg.session_id, msg.customer_id)
@@ -143,12 +221,54 @@ class CheckSessionOwner(beam.DoFn):
                 self.refused_binding.inc()
                 yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, refused(msg, e.reason))
                 return
-        owner = self._owner(msg)
+        assert self._owners is not None, "setup() not called"
+        known = self._owners.cached(msg.session_id)
+        if known is None and self._held is not None:
+            self._held.append((msg, timestamp, window))
+            if len(self._held) >= CLAIM_BATCH:
+                yield from self._flush()
+            return
+        yield from self._decided(msg, known if known is not None else self._owner(msg))
+
+    def finish_bundle(self) -> Iterator:
+        yield from self._flush()
+
+    def _decided(self, msg: InboundMessage, owner: str | None) -> Iterator:
         if owner is not None and owner != msg.customer_id:
             self.refused_owner.inc()
             yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, refused(msg, NOT_OWNER_REASON))
+        else:
+            yield msg
+
+    def _flush(self) -> Iterator:
+        """Claims the held messages' sessions at once and emits each message where its element would have gone."""
+        held, self._held = self._held or [], []
+        if not held:
             return
-        yield msg
+        owners = self._owners_of([m for m, _, _ in held])
+        for msg, timestamp, window in held:
+            for out in self._decided(msg, owners.get(msg.session_id) if owners is not None else None):
+                if isinstance(out, beam.pvalue.TaggedOutput):
+                    yield beam.pvalue.TaggedOutput(out.tag, WindowedValue(out.value, timestamp, (window,)))
+                else:
+                    yield WindowedValue(out, timestamp, (window,))
+
+    def _owners_of(self, msgs: list[InboundMessage]) -> dict[str, str] | None:
+        """The registry's owners of these messages' sessions, or None when it cannot be reached."""
+        assert self._owners is not None, "setup() not called"
+        if time.monotonic() < self._skip_registry_until:
+            self.registry_unavailable.inc(len(msgs))
+            return None
+        claims = [(m.session_id, m.customer_id) for m in msgs]
+        for attempt in range(ATTEMPTS):
+            try:
+                return self._owners.claim_many(claims)
+            except (gexc.GoogleAPICallError, gexc.RetryError) as exc:
+                if attempt + 1 == ATTEMPTS:
+                    log.warning("session owner registry unavailable (%s): Sessions' state check only", exc)
+        self.registry_unavailable.inc(len(msgs))
+        self._skip_registry_until = time.monotonic() + OPEN_CIRCUIT_S
+        return None
 
     def _owner(self, msg: InboundMessage) -> str | None:
         """The registry's owner of the session, or None when it cannot be reached (Sessions' check applies)."""

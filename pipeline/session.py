@@ -34,7 +34,8 @@ State is split by how it changes, each part in explicit versioned bytes
 ``session`` (the scalars, one cell; where version 0 kept its one pickle, which the coder
 still reads, to migrate), ``pending`` (bag), ``history`` (bag, appended), ``seen``
 (bag of message-id fingerprints).
-Timers, one per purpose: ``turn`` (release), ``inflight``, ``freshness``, ``idle``.
+Timers, one per purpose: ``turn`` (release), ``inflight``, ``freshness``, ``idle``. A released turn sets
+``freshness`` alone (it keeps the in-flight deadline too); ``inflight`` still fires for timers set before.
 """
 
 from __future__ import annotations
@@ -197,18 +198,30 @@ class _BeamHooks(Hooks):
 
 
 class _BeamTimers:
+    """The timers a callback declared; setting one it did not declare is a bug, and says so."""
+
     __slots__ = ("_timers",)
 
-    def __init__(self, release: Any, inflight: Any, freshness: Any, idle: Any) -> None:
-        self._timers = {
-            Purpose.RELEASE: release,
-            Purpose.INFLIGHT: inflight,
-            Purpose.FRESHNESS: freshness,
-            Purpose.IDLE: idle,
-        }
+    def __init__(self, **timers: Any) -> None:  # noqa: ANN401 - Beam's runtime timers
+        self._timers = {Purpose[name.upper()]: t for name, t in timers.items()}
 
     def set(self, purpose: Purpose, at: float) -> None:
-        self._timers[purpose].set(Timestamp.of(at))
+        timer = self._timers.get(purpose)
+        if timer is None:
+            raise RuntimeError(f"this callback does not declare the {purpose.value!r} timer")
+        timer.set(Timestamp.of(at))
+
+
+class _Undeclared:
+    """A state cell a callback does not declare (the runner builds and commits each declared one per call)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def _refuse(self, *_: Any) -> Any:  # noqa: ANN401
+        raise RuntimeError(f"this callback does not declare the {self.name!r} state")
+
+    read = write = add = clear = _refuse
 
 
 def _tagged(outputs: list[Output]) -> Iterator:
@@ -253,14 +266,13 @@ class SessionDoFn(beam.DoFn):
         history=beam.DoFn.StateParam(HISTORY),  # noqa: ANN001, B008
         seen=beam.DoFn.StateParam(SEEN),  # noqa: ANN001, B008
         release=beam.DoFn.TimerParam(RELEASE_TIMER),  # noqa: ANN001, B008
-        inflight=beam.DoFn.TimerParam(INFLIGHT_TIMER),  # noqa: ANN001, B008
         fresh=beam.DoFn.TimerParam(FRESHNESS_TIMER),  # noqa: ANN001, B008
         idle=beam.DoFn.TimerParam(IDLE_TIMER),  # noqa: ANN001, B008
     ) -> Iterator:
         session_id, event = element
         now = self.clock(ts)
         cells = SessionCells(meta, pending, history, seen)
-        timers = _BeamTimers(release, inflight, fresh, idle)
+        timers = _BeamTimers(release=release, freshness=fresh, idle=idle)
         if isinstance(event, InboundMessage):
             out = self.core.on_message(session_id, event, now, cells, timers)
         else:
@@ -268,10 +280,20 @@ class SessionDoFn(beam.DoFn):
         yield from _tagged(out)
 
     def _timer(self, purpose: Purpose, key: str, ts: Timestamp, *states: Any) -> Iterator:  # noqa: ANN401
-        meta, pending, history, seen, release, inflight, fresh, idle = states
+        meta, pending, history, seen, release, fresh, idle = states
         cells = SessionCells(meta, pending, history, seen)
-        timers = _BeamTimers(release, inflight, fresh, idle)
+        timers = _BeamTimers(release=release, freshness=fresh, idle=idle)
         yield from _tagged(self.core.on_timer(purpose, key, self.clock(ts), cells, timers))
+
+    def _in_flight_timer(
+        self,
+        purpose: Purpose,
+        key: str,
+        ts: Timestamp,
+        cells: SessionCells,
+        **timers: Any,  # noqa: ANN401
+    ) -> Iterator:
+        yield from _tagged(self.core.on_timer(purpose, key, self.clock(ts), cells, _BeamTimers(**timers)))
 
     @on_timer(RELEASE_TIMER)
     def on_release_timer(
@@ -283,13 +305,15 @@ class SessionDoFn(beam.DoFn):
         history=beam.DoFn.StateParam(HISTORY),  # noqa: ANN001, B008
         seen=beam.DoFn.StateParam(SEEN),  # noqa: ANN001, B008
         release=beam.DoFn.TimerParam(RELEASE_TIMER),  # noqa: ANN001, B008
-        inflight=beam.DoFn.TimerParam(INFLIGHT_TIMER),  # noqa: ANN001, B008
         fresh=beam.DoFn.TimerParam(FRESHNESS_TIMER),  # noqa: ANN001, B008
         idle=beam.DoFn.TimerParam(IDLE_TIMER),  # noqa: ANN001, B008
     ) -> Iterator:
-        states = (meta, pending, history, seen, release, inflight, fresh, idle)
+        states = (meta, pending, history, seen, release, fresh, idle)
         yield from self._timer(Purpose.RELEASE, key, ts, *states)
 
+    # The in-flight and freshness timers exist only from version 1 on, so they never meet a version-0 state
+    # (which the migration spreads over every cell): they declare what a turn in flight needs, and no more
+    # (the seen ids and the idle timer are not touched there).
     @on_timer(INFLIGHT_TIMER)
     def on_inflight_timer(
         self,
@@ -298,14 +322,13 @@ class SessionDoFn(beam.DoFn):
         meta=beam.DoFn.StateParam(META),  # noqa: ANN001, B008
         pending=beam.DoFn.StateParam(PENDING),  # noqa: ANN001, B008
         history=beam.DoFn.StateParam(HISTORY),  # noqa: ANN001, B008
-        seen=beam.DoFn.StateParam(SEEN),  # noqa: ANN001, B008
         release=beam.DoFn.TimerParam(RELEASE_TIMER),  # noqa: ANN001, B008
         inflight=beam.DoFn.TimerParam(INFLIGHT_TIMER),  # noqa: ANN001, B008
         fresh=beam.DoFn.TimerParam(FRESHNESS_TIMER),  # noqa: ANN001, B008
-        idle=beam.DoFn.TimerParam(IDLE_TIMER),  # noqa: ANN001, B008
     ) -> Iterator:
-        states = (meta, pending, history, seen, release, inflight, fresh, idle)
-        yield from self._timer(Purpose.INFLIGHT, key, ts, *states)
+        cells = SessionCells(meta, pending, history, _Undeclared(self.SEEN.name))
+        timers = {"release": release, "inflight": inflight, "freshness": fresh}
+        yield from self._in_flight_timer(Purpose.INFLIGHT, key, ts, cells, **timers)
 
     @on_timer(FRESHNESS_TIMER)
     def on_freshness_timer(
@@ -315,14 +338,11 @@ class SessionDoFn(beam.DoFn):
         meta=beam.DoFn.StateParam(META),  # noqa: ANN001, B008
         pending=beam.DoFn.StateParam(PENDING),  # noqa: ANN001, B008
         history=beam.DoFn.StateParam(HISTORY),  # noqa: ANN001, B008
-        seen=beam.DoFn.StateParam(SEEN),  # noqa: ANN001, B008
         release=beam.DoFn.TimerParam(RELEASE_TIMER),  # noqa: ANN001, B008
-        inflight=beam.DoFn.TimerParam(INFLIGHT_TIMER),  # noqa: ANN001, B008
         fresh=beam.DoFn.TimerParam(FRESHNESS_TIMER),  # noqa: ANN001, B008
-        idle=beam.DoFn.TimerParam(IDLE_TIMER),  # noqa: ANN001, B008
     ) -> Iterator:
-        states = (meta, pending, history, seen, release, inflight, fresh, idle)
-        yield from self._timer(Purpose.FRESHNESS, key, ts, *states)
+        cells = SessionCells(meta, pending, history, _Undeclared(self.SEEN.name))
+        yield from self._in_flight_timer(Purpose.FRESHNESS, key, ts, cells, release=release, freshness=fresh)
 
     @on_timer(IDLE_TIMER)
     def on_idle_timer(
@@ -334,9 +354,8 @@ class SessionDoFn(beam.DoFn):
         history=beam.DoFn.StateParam(HISTORY),  # noqa: ANN001, B008
         seen=beam.DoFn.StateParam(SEEN),  # noqa: ANN001, B008
         release=beam.DoFn.TimerParam(RELEASE_TIMER),  # noqa: ANN001, B008
-        inflight=beam.DoFn.TimerParam(INFLIGHT_TIMER),  # noqa: ANN001, B008
         fresh=beam.DoFn.TimerParam(FRESHNESS_TIMER),  # noqa: ANN001, B008
         idle=beam.DoFn.TimerParam(IDLE_TIMER),  # noqa: ANN001, B008
     ) -> Iterator:
-        states = (meta, pending, history, seen, release, inflight, fresh, idle)
+        states = (meta, pending, history, seen, release, fresh, idle)
         yield from self._timer(Purpose.IDLE, key, ts, *states)

@@ -19,6 +19,11 @@ name): a version-0 value read there is migrated into the cells on first touch (`
 
 Timers, one per purpose (``Purpose``): turn release, in-flight timeout, freshness probe, idle close.
 A timer that fires when its purpose has passed (a reply came back, the session closed) does nothing.
+A released turn sets the freshness timer only: while the turn is in flight it fires every ``probe_s``
+and, at ``inflight_timeout_s``, times the turn out itself, so a session holds one timer fewer in the
+runner (whose timer scan costs per timer held), and the callbacks that may meet a version-0 state (a
+message, a reply, the release and idle timers) need not declare the in-flight timer. The in-flight timer
+is still handled, for timers set by the code before.
 The idle timer is set when a session opens and re-arms itself for ``last_activity + idle_timeout_s``
 when it fires early, so events do not rewrite it.
 """
@@ -243,9 +248,9 @@ class SessionCore:
         meta = self.migrate(meta, self.cfg, cells)
         cells.meta.write(meta)
         # The old single timer did every job: arm each purpose the migrated state still needs.
-        if meta.in_flight is not None:
-            timers.set(Purpose.INFLIGHT, meta.in_flight.released + self.cfg.inflight_timeout_s)
-            timers.set(Purpose.FRESHNESS, now + self.probe_s)
+        if meta.in_flight is not None:  # the freshness timer keeps the in-flight deadline too
+            deadline = meta.in_flight.released + self.cfg.inflight_timeout_s
+            timers.set(Purpose.FRESHNESS, min(now + self.probe_s, deadline))
         elif meta.pending_count:
             timers.set(Purpose.RELEASE, max(now, meta.release_due(self.cfg)))
         timers.set(Purpose.IDLE, max(now, meta.last_activity + self.cfg.idle_timeout_s))
@@ -353,11 +358,21 @@ class SessionCore:
         if purpose is Purpose.INFLIGHT:
             return self._on_inflight(session_id, meta, now, cells, timers)
         if purpose is Purpose.FRESHNESS:
-            if meta.in_flight is not None:
-                self.hooks.freshness(meta.oldest_unanswered(), now)
-                timers.set(Purpose.FRESHNESS, now + self.probe_s)
-            return []
+            return self._on_freshness(session_id, meta, now, cells, timers)
         return self._on_idle(session_id, meta, now, cells, timers)
+
+    def _on_freshness(
+        self, session_id: str, meta: SessionMeta, now: float, cells: SessionCells, timers: Timers
+    ) -> list[Output]:
+        """The probe while a turn is in flight; it also keeps the in-flight deadline (one timer, not two)."""
+        if meta.in_flight is None:
+            return []
+        deadline = meta.in_flight.released + self.cfg.inflight_timeout_s
+        if now + TIMER_SLACK_S >= deadline:
+            return self._on_inflight(session_id, meta, now, cells, timers)
+        self.hooks.freshness(meta.oldest_unanswered(), now)
+        timers.set(Purpose.FRESHNESS, min(now + self.probe_s, deadline))
+        return []
 
     def _on_release(
         self, session_id: str, meta: SessionMeta, now: float, cells: SessionCells, timers: Timers
@@ -418,7 +433,7 @@ class SessionCore:
             last_activity=now,
         )
         cells.meta.write(meta)
-        timers.set(Purpose.INFLIGHT, now + self.cfg.inflight_timeout_s)
+        # The freshness timer also keeps the in-flight deadline: a timer fewer per session in the runner's store.
         timers.set(Purpose.FRESHNESS, min(now + self.probe_s, now + self.cfg.inflight_timeout_s))
         self.hooks.count("turns")
         self.hooks.distribution("burst_size", len(msgs))

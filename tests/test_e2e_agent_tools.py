@@ -33,7 +33,7 @@ from tests.gemini_server import GeminiServer, RecordedRequest, Reply
 
 pytestmark = pytest.mark.e2e
 
-REFUND_ORDER = "O-C0003-01"  # C0003's newest order is delayed: refundable (stack/seed.py)
+REFUND_ORDER = "O-C0003-01"  # C0003's newest order is delayed: refundable (packs/shop/seed.py)
 FOREIGN_ORDER = "O-C0004-05"  # belongs to C0004
 
 

@@ -421,7 +421,7 @@ def make_customer(project: str) -> tuple[str, str]:
         customer.collection("orders").document(oid).set(order)
         if order["status"] == "placed":
             placed = oid
-    assert placed, "seed customer 1's newest order is no longer 'placed' (stack/seed.py changed)"
+    assert placed, "seed customer 1's newest order is no longer 'placed' (packs/shop/seed.py changed)"
     return cid, placed
 
 

@@ -121,20 +121,32 @@ def test_a_missing_hook_fails_at_start_with_a_clear_message(monkeypatch: pytest.
 
 
 def test_patches_are_applied_in_one_place_and_undone_completely() -> None:
+    from apache_beam.runners.direct import watermark_manager
+    from apache_beam.runners.direct.evaluation_context import DirectUnmergedState
     from apache_beam.transforms import core
 
     evaluator = transform_evaluator._PubSubReadEvaluator
     before = (
         evaluator.__dict__["_get_subscriber_client"],
         transform_evaluator._ParDoEvaluator.__init__,
+        transform_evaluator._ParDoEvaluator.start_bundle,
         userstate.get_dofn_specs,
         transform_evaluator.get_dofn_specs,
         core.get_function_args_defaults,
+        watermark_manager._TransformWatermarks.extract_transform_timers,
+        DirectUnmergedState.__dict__.get("copy"),
     )
     assert local_runner.applied_patches() == [], "a patch leaked from another test"
     names = local_runner.apply_local_runner_patches("in", "mem", environ={})
     try:
-        assert names == ["prompt-pubsub-pulls", "cached-dofn-specs", "reused-dofns"]
+        assert names == [
+            "prompt-pubsub-pulls",
+            "cached-dofn-specs",
+            "reused-dofns",
+            "setup-once",
+            "lean-timer-scan",
+            "shallow-state-copy",
+        ]
         acks = local_runner.ledger()
         assert userstate.get_dofn_specs is not before[2] and acks is not None and acks.inbound == "in"
     finally:
@@ -142,9 +154,12 @@ def test_patches_are_applied_in_one_place_and_undone_completely() -> None:
     after = (
         evaluator.__dict__["_get_subscriber_client"],
         transform_evaluator._ParDoEvaluator.__init__,
+        transform_evaluator._ParDoEvaluator.start_bundle,
         userstate.get_dofn_specs,
         transform_evaluator.get_dofn_specs,
         core.get_function_args_defaults,
+        watermark_manager._TransformWatermarks.extract_transform_timers,
+        DirectUnmergedState.__dict__.get("copy"),
     )
     assert after == before and not hasattr(evaluator, "_supportflow_prompt_pull")
     assert local_runner.ledger() is None and local_runner.applied_patches() == []
@@ -190,3 +205,207 @@ def test_beam_still_pickles_each_dofn_at_every_bundle() -> None:
     default = inspect.signature(transform_evaluator._ParDoEvaluator.__init__).parameters["perform_dofn_pickle_test"]
     assert default.default is True
     assert "pickler.roundtrip(transform.dofn)" in inspect.getsource(transform_evaluator._ParDoEvaluator.start_bundle)
+
+
+def _watermarks_with_timers(now_s: float, states: dict | None = None) -> object:
+    """A stateful transform's watermarks over four keys: timers due, not yet due, event-time ones, none."""
+    from apache_beam.runners.direct import watermark_manager
+    from apache_beam.runners.direct.evaluation_context import DirectUnmergedState
+    from apache_beam.transforms.timeutil import TimeDomain
+    from apache_beam.transforms.window import GlobalWindow
+    from apache_beam.utils.timestamp import Timestamp
+
+    class Clock:  # as Beam's RealClock and TestClock: seconds, a float
+        def __init__(self) -> None:
+            self.now = now_s
+
+        def time(self) -> float:
+            return self.now
+
+    states = {} if states is None else states
+    for key, timers in {
+        b"a": [("user/turn", TimeDomain.REAL_TIME, now_s - 1), ("user/idle", TimeDomain.REAL_TIME, now_s + 600)],
+        b"b": [("user/freshness", TimeDomain.REAL_TIME, now_s)],  # due at this very microsecond
+        b"c": [("user/ev", TimeDomain.WATERMARK, 5.0), ("user/late", TimeDomain.WATERMARK, 50.0)],
+        b"d": [],
+    }.items():
+        state = DirectUnmergedState()
+        for name, domain, at in timers:
+            state.set_timer(GlobalWindow(), name, domain, Timestamp.of(at))
+        states[key] = state
+    tw = watermark_manager._TransformWatermarks(Clock(), states, "Sessions")
+    tw._input_watermark = Timestamp.of(10.0)
+    return tw
+
+
+def _firings(result: tuple) -> tuple:
+    fired, realtime = result
+    return sorted((f.encoded_key, f.name, f.time_domain, f.timestamp.micros) for f in fired), realtime
+
+
+def test_the_lean_timer_scan_finds_what_beams_scan_finds() -> None:
+    from apache_beam.runners.direct import watermark_manager
+
+    beams = watermark_manager._TransformWatermarks.extract_transform_timers
+    want = _firings(beams(_watermarks_with_timers(1_000_000.0)))
+    assert [k for k, *_ in want[0]] == [b"a", b"b", b"c"] and want[1] is True
+    assert local_runner.use_lean_timer_scan()
+    try:
+        tw = _watermarks_with_timers(1_000_000.0)
+        assert _firings(tw.extract_transform_timers()) == want
+        assert len(tw._fired_timers) == 3  # remembered as Beam does, for its watermark hold
+    finally:
+        local_runner.undo_local_runner_patches()
+    assert watermark_manager._TransformWatermarks.extract_transform_timers is beams
+
+
+def test_the_shallow_state_copy_is_an_independent_copy() -> None:
+    from apache_beam.runners.direct.evaluation_context import DirectUnmergedState
+
+    assert local_runner.use_shallow_state_copy()
+    try:
+        _check_the_copy(DirectUnmergedState)
+    finally:
+        local_runner.undo_local_runner_patches()
+    assert "copy" not in DirectUnmergedState.__dict__
+
+
+def _check_the_copy(DirectUnmergedState: type) -> None:  # noqa: N803
+    from apache_beam.transforms.timeutil import TimeDomain
+    from apache_beam.transforms.trigger import _ListStateTag
+    from apache_beam.transforms.window import GlobalWindow
+    from apache_beam.utils.timestamp import Timestamp
+
+    state, window, tag = DirectUnmergedState(), GlobalWindow(), _ListStateTag("user/pending")
+    state.set_timer(window, "user/turn", TimeDomain.REAL_TIME, Timestamp.of(5))
+    state.add_state(window, tag, b"m1")
+    clone = state.copy()
+    assert isinstance(clone, DirectUnmergedState)
+    assert clone.timers == state.timers and clone.get_state(window, tag) == [b"m1"]
+    clone.clear_timer(window, "user/turn", TimeDomain.REAL_TIME)
+    clone.set_timer(window, "user/idle", TimeDomain.REAL_TIME, Timestamp.of(9))
+    clone.add_state(window, tag, b"m2")
+    assert list(state.timers[window]) == [("user/turn", TimeDomain.REAL_TIME, "")]  # the original is untouched
+    assert state.get_state(window, tag) == [b"m1"] and clone.copy().get_state(window, tag) == [b"m1", b"m2"]
+
+
+def test_beam_still_reads_the_clock_for_every_key_in_the_timer_scan() -> None:
+    """lean-timer-scan: Beam's scan asks each key's state for its due timers with a fresh clock reading."""
+    from apache_beam.runners.direct import watermark_manager
+
+    source = inspect.getsource(watermark_manager._TransformWatermarks.extract_transform_timers)
+    assert "for encoded_key, state in self._keyed_states.items():" in source
+    assert "processing_time=self._clock.time()" in source
+
+
+def test_beam_still_deep_copies_timers_per_key() -> None:
+    """shallow-state-copy: the runner's per-bundle copy of a key's state deep-copies its timer table."""
+    from apache_beam.runners.direct.evaluation_context import DirectUnmergedState
+    from apache_beam.transforms.trigger import InMemoryUnmergedState
+
+    assert DirectUnmergedState.copy is InMemoryUnmergedState.copy
+    assert "copy.deepcopy(self.timers)" in inspect.getsource(InMemoryUnmergedState.copy)
+
+
+def test_session_timers_fire_as_before_under_the_lean_scan_and_the_shallow_copy() -> None:
+    """The session stage on the runner with both patches in: a burst released by its timer, a reply, the next
+    turn, and a lost reply timed out by the freshness timer (tests/test_session.py's scripts)."""
+    from tests.test_session import Script, msg, reply, run, turn_summary
+
+    assert local_runner.use_lean_timer_scan() and local_runner.use_shallow_state_copy()
+    try:
+        s = Script().at(0, msg("m1", "hi", 0)).at(0.5, msg("m2", "my order", 0.5)).at(3)
+        s.at(3, reply(0, "hello")).at(4, msg("m3", "thanks", 4)).at(8)
+        s.at(9, msg("m4", "still there?", 9)).at(40).at(75).at(80)  # turn 1's reply is lost: timed out at 65.5
+        turns = (turn_summary, [("s1", 0, ("m1", "m2")), ("s1", 1, ("m3",)), ("s1", 2, ("m4",))])
+        run(s, turns=turns)
+    finally:
+        local_runner.undo_local_runner_patches()
+
+
+class Counted(beam.DoFn):
+    """Counts its setups and teardowns (class-level: the runner may hold the instance)."""
+
+    CALLS: list[str] = []  # noqa: RUF012 - the test's record
+
+    def setup(self) -> None:
+        Counted.CALLS.append("setup")
+
+    def teardown(self) -> None:
+        Counted.CALLS.append("teardown")
+
+    def process(self, x: int) -> object:
+        yield x
+
+
+def test_a_reused_dofn_is_set_up_once_and_torn_down_when_the_patches_come_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    from apache_beam.transforms import core
+
+    monkeypatch.setattr(transform_evaluator._ParDoEvaluator, "__init__", transform_evaluator._ParDoEvaluator.__init__)
+    monkeypatch.setattr(core, "get_function_args_defaults", core.get_function_args_defaults)
+    start = transform_evaluator._ParDoEvaluator.start_bundle
+    assert local_runner.use_reused_dofns() and local_runner.use_setup_once()
+    try:
+        fn = Counted()
+        Counted.CALLS.clear()
+        events = TestStream().add_elements([1, 2]).add_elements([3]).add_elements([4]).advance_watermark_to_infinity()
+        options = beam.options.pipeline_options.PipelineOptions(streaming=True)
+        with beam.Pipeline(runner="BundleBasedDirectRunner", options=options) as p:
+            assert_that(p | events | beam.ParDo(fn), equal_to([1, 2, 3, 4]))
+        assert Counted.CALLS == ["setup"]  # three bundles or more, one setup, no teardown yet
+    finally:
+        local_runner.undo_local_runner_patches()
+    assert Counted.CALLS == ["setup", "teardown"]
+    assert transform_evaluator._ParDoEvaluator.start_bundle is start and "setup" not in vars(fn)
+
+
+def test_beam_still_sets_up_and_tears_down_each_dofn_per_bundle() -> None:
+    """setup-once: the ParDo evaluator sets its DoFn up when a bundle starts and tears it down when it ends."""
+    assert "self.runner.setup()" in inspect.getsource(transform_evaluator._ParDoEvaluator.start_bundle)
+    assert "self.runner.teardown()" in inspect.getsource(transform_evaluator._ParDoEvaluator.finish_bundle)
+
+
+def test_the_tracked_scan_finds_what_beams_scan_finds_as_keys_are_written_and_time_passes() -> None:
+    """With the keyed states that note their writes (what the patched runner makes), a scan looks at the keys
+    written since the last one and those due by now; step by step it reports what Beam's full scan does."""
+    from apache_beam.runners.direct import watermark_manager
+    from apache_beam.runners.direct.evaluation_context import DirectUnmergedState
+    from apache_beam.transforms.timeutil import TimeDomain
+    from apache_beam.transforms.window import GlobalWindow
+    from apache_beam.utils.timestamp import Timestamp
+
+    beams = watermark_manager._TransformWatermarks.extract_transform_timers
+    t0 = 1_000_000.0
+    plain = _watermarks_with_timers(t0)
+    assert local_runner.use_lean_timer_scan()
+    try:
+        tracked = _watermarks_with_timers(t0, local_runner._TrackedStates())
+        steps = []
+
+        def both_agree() -> None:
+            want, got = _firings(beams(plain)), _firings(tracked.extract_transform_timers())
+            steps.append(got)
+            assert got == want
+
+        both_agree()
+        both_agree()  # a due timer is reported again until its firing clears it
+        for tw in (plain, tracked):  # a bundle commits: a's due timer cleared, e opens with one due
+            a = DirectUnmergedState()
+            a.set_timer(GlobalWindow(), "user/idle", TimeDomain.REAL_TIME, Timestamp.of(t0 + 600))
+            tw._keyed_states[b"a"] = a
+            e = DirectUnmergedState()
+            e.set_timer(GlobalWindow(), "user/turn", TimeDomain.REAL_TIME, Timestamp.of(t0 - 0.5))
+            tw._keyed_states[b"e"] = e
+            tw._keyed_states.pop(b"b")
+            tw._input_watermark = Timestamp.of(60.0)  # c's late event-time timer is due now
+        both_agree()
+        plain._clock.now = tracked._clock.now = t0 + 601  # a's idle timer is due
+        both_agree()
+        assert [k for k, *_ in steps[-1][0]] == [b"a", b"c", b"c", b"e"]
+        for tw in (plain, tracked):  # everything cleared: no real-time timer left
+            for key in list(tw._keyed_states):
+                tw._keyed_states[key] = DirectUnmergedState()
+        both_agree()
+        assert steps[-1] == ([], False)
+    finally:
+        local_runner.undo_local_runner_patches()

@@ -116,3 +116,43 @@ def test_with_a_key_unbound_and_forged_sessions_are_dead_lettered(local_stack: L
             assert reason in dead[0].reason and dead[0].message_ids == [msg.message_id], dead[0]
     finally:
         stage.teardown()
+
+
+@pytest.mark.e2e
+def test_a_bundles_new_sessions_are_claimed_together_with_the_same_verdicts(
+    local_stack: LocalStack, collection: str
+) -> None:
+    """Within a bundle, messages of sessions not seen before wait for one batched claim (finish_bundle): the
+    verdicts are those of claims one at a time, and each message keeps its timestamp and window."""
+    from apache_beam.transforms.window import GlobalWindow
+    from apache_beam.utils.timestamp import Timestamp
+
+    other, stage = (CheckSessionOwner(local_stack.project, collection) for _ in range(2))
+    other.setup()
+    stage.setup()
+    try:
+        s1, s2, s3 = (f"s-{uuid.uuid4().hex[:8]}" for _ in range(3))
+        assert run(other, message(s3, "C0004"))[1] == []  # another worker claimed s3 before
+        msgs = [message(s1, "C0001"), message(s1, "C0002"), message(s2, "C0003"), message(s3, "C0005")]
+        stage.start_bundle()
+        held = [o for i, m in enumerate(msgs) for o in stage.process(m, Timestamp.of(100 + i), GlobalWindow())]
+        assert held == []  # nothing known yet: all four wait for the claim
+        out = list(stage.finish_bundle())
+        passed = [o for o in out if not hasattr(o, "tag")]
+        dead = [o.value for o in out if hasattr(o, "tag")]
+        assert [(wv.value, wv.timestamp) for wv in passed] == [(msgs[0], Timestamp.of(100)), (msgs[2], 102)]
+        assert [(wv.value.message_ids, wv.value.reason, wv.timestamp) for wv in dead] == [
+            ([msgs[1].message_id], NOT_OWNER_REASON, Timestamp.of(101)),
+            ([msgs[3].message_id], NOT_OWNER_REASON, Timestamp.of(103)),
+        ]
+        assert all(wv.windows == (GlobalWindow(),) for wv in passed + dead)
+        # Known now: the next bundle decides at once, and another worker reads the same owners.
+        stage.start_bundle()
+        assert [type(o) for o in stage.process(message(s2, "C0003"), Timestamp.of(104), GlobalWindow())] == [
+            InboundMessage
+        ]
+        assert list(stage.finish_bundle()) == []
+        assert run(other, message(s1, "C0002"))[0] == [] and run(other, message(s2, "C0003"))[1] == []
+    finally:
+        other.teardown()
+        stage.teardown()

@@ -195,3 +195,12 @@ def test_timer_due_times_that_floats_cannot_hold_exactly():
     # timer fires just before the due time. The DoFn must release the turn, not re-arm forever.
     s = Script().at(2.6, msg("m1", "hi", 2.6)).at(10)
     run(s, turns=(turn_summary, [("s1", 0, ("m1",))]))
+
+
+def test_a_lost_reply_times_the_turn_out_and_the_waiting_message_goes_next():
+    """No reply for turn 0: at inflight_timeout_s the freshness timer (the only timer a released turn sets)
+    times the turn out, and the message that waited is released as turn 1."""
+    cfg = SessionConfig(quiet_window_s=1.5, max_hold_s=4.0, inflight_timeout_s=25, idle_timeout_s=300, max_history=6)
+    s = Script().at(0, msg("m1", "hi", 0)).at(2).at(3, msg("m2", "anyone there?", 3)).at(20).at(26).at(30)
+    turns = (turn_summary, [("s1", 0, ("m1",)), ("s1", 1, ("m2",))])
+    run(s, cfg, turns=turns)

@@ -1,7 +1,7 @@
 """The support tools (tools/) against the real Firestore emulator with the seed data.
 
 Read-only tools run on the seeded customers C0001..C0006, whose newest orders are
-placed, shipped, delayed, delivered, returned and refunded (stack/seed.py). Tools
+placed, shipped, delayed, delivered, returned and refunded (packs/shop/seed.py). Tools
 that change data run on clones of those customers written under fresh ids
 (C9001, ...) and deleted at the end of the module, so the shared seed set other
 suites read stays as seeded. The
