@@ -60,7 +60,7 @@ system-deps:
 	@test -x /usr/bin/chromium || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
 
 test: prerequisites $(DEV_STAMP) system-deps
-	$(BIN)/python -m pytest $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)
+	$(BIN)/python -m pytest --durations=25 $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)
 
 # The tests that need no emulator (tests/conftest.py marks the others `stack`): no Java, no browser.
 test-fast: $(DEV_STAMP)
