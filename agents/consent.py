@@ -65,7 +65,7 @@ _INQUIRY = re.compile(
     r"allowed|able to|how do|how does|how can|how long|what is|what's|what are|when will|when can|policy|"
     r"check if|check whether|find out|tell me if|is there|are there|do you|does it|did you|did anyone)\b"
 )
-# Someone else's things; a pack adds the records its customers own (``Pack.record_nouns``: "their orders").
+# Someone else's things; a pack adds the records its customers own (``Pack.record_nouns``: "their <records>").
 _THINGS = "account|subscription|line|plan|address|card"
 _THIRD_PARTY = (
     r"\b(?:on behalf of|in the name of|in (?:his|her|their) name|for someone else|someone else's|"

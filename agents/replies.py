@@ -34,7 +34,7 @@ def _not_requested(r: Result) -> str:
 
 
 def _arg_words(pack: Pack, tool: str, arg: str) -> str:
-    """An argument as a customer names it: ``order_id`` -> "order number (like O-C0001-01)"."""
+    """An argument as a customer names it: ``<kind>_id`` -> "<kind> number (like <the id format's example>)"."""
     spec = pack.tools_by_name.get(tool)
     kind = spec.id_args.get(arg) if spec else None
     if kind and kind in pack.ids:

@@ -12,7 +12,7 @@ The model's own embeddings take part one step earlier: for a small model they ro
 question, a greeting, an action; ``agents.embedding_router``), and only a turn routed to the pack's answer route,
 or an offer that needs the policy behind it, quotes a passage. Reranking passages by SmolLM2-135M's
 embeddings was not used: its cosine between any two English support sentences sits in 0.7-0.9, which
-orders 26 passages no better than shared words do. Text-writing models get the top passages in their
+ranks 26 passages no better than shared words do. Text-writing models get the top passages in their
 prompt (``prompt_block``); a small model's grounded answer quotes the best passage, naming its article
 (``answer_text``), never the whole article.
 """

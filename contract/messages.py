@@ -7,8 +7,8 @@ so a newer producer can be rolled out before or after its readers.
 
 Inbound (chat frontend -> ``inbound`` topic)::
 
-    {"schema_version": 1, "session_id": "s-1", "customer_id": "C0001",
-     "message_id": "m-1", "text": "where is my order?",
+    {"schema_version": 1, "session_id": "s-1", "customer_id": "cust-1",
+     "message_id": "m-1", "text": "hello, can you help me?",
      "sent_at": "2026-11-25T11:00:00Z"}
 
 Outbound (pipeline -> ``replies`` topic), one per agent turn::
@@ -88,7 +88,7 @@ class InboundMessage(_Wire):
     customer_id: Id
     message_id: Id
     text: Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT_CHARS)]
-    sent_at: datetime  # the client's clock: orders a turn's messages, never measures a latency
+    sent_at: datetime  # the client's clock: sorts a turn's messages, never measures a latency
     # Server side: when the pipeline got the message (its Pub/Sub publish time, else when ParseInbound read it).
     # ParseInbound overwrites whatever a client sends here; None on objects built outside the pipeline.
     received_at: datetime | None = None

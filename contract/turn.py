@@ -30,7 +30,7 @@ class HistoryEntry:
 class UserMessage:
     message_id: str
     text: str
-    sent_at: datetime  # the client's clock: orders the turn's messages only
+    sent_at: datetime  # the client's clock: sorts the turn's messages only
     received_at: datetime | None = None  # the server's clock (InboundMessage.received_at); None: not known
 
     @property

@@ -2,7 +2,7 @@
 
     python -m evals.run --backend gemini --k 3 --scenarios packs/shop/scenarios --out artifacts/evals
     python -m evals.run --backend smollm2 --split heldout  # the pack's held-out scenarios (its heldout/ folder)
-    python -m evals.run --backend smollm2 --k 1 --only refund-undispatched-order,address-change-undispatched
+    python -m evals.run --backend smollm2 --k 1 --only SCENARIO_ID,SCENARIO_ID
     python -m evals.run --validate                      # check the scenario files only (no emulator, no model)
     python -m evals.run --pack telco --backend smollm2  # another business: its tools, ids and scenarios
     python -m evals.run --backend smollm2 --baseline artifacts/evals-base/report.json --max-drop 0.05

@@ -7,7 +7,7 @@ A trial passes when every gating check passes:
 - ``state``: each ``expect.state`` entry against the end state in Firestore;
 - ``unexpected_changes`` (``strict_state``, default on): nothing else in the
   seeded customers' data changed (tau-bench compares the whole database; an
-  action on the wrong order, or on another customer, fails here);
+  action on the wrong record, or on another customer, fails here);
 - ``outcome`` and ``handoff``: how the final turn ended / whether a human was reached;
 - ``trajectory`` (ADK ``tool_trajectory``): the model's tool calls against the
   expected ones, ``exact`` (same calls, same order, nothing else), ``in_order``

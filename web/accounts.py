@@ -122,7 +122,7 @@ class FirestoreAccounts:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m web.accounts link --issuer ISS --subject SUB --customer C0042``: link by hand (operators)."""
+    """``python -m web.accounts link --issuer ISS --subject SUB --customer CUSTOMER_ID``: link by hand (operators)."""
     parser = argparse.ArgumentParser(prog="python -m web.accounts", description=main.__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     link = sub.add_parser("link", help="link a provider's user to a customer")

@@ -7,7 +7,7 @@ Routes:
 - ``GET /api/pack``: ``{"name", "title", "customer_example", "context": [collection, ...]}``, the running
   pack's words (``--pack``), so the page names the business it serves.
 - DEMO login only: ``GET /api/customers?q=..``: seeded customers whose id starts with / name contains ``q``;
-  ``POST /api/demo/login`` ``{"customer_id": "C0042"}``: an identity token for that seeded customer.
+  ``POST /api/demo/login`` ``{"customer_id": "<a seeded id>"}``: an identity token for that seeded customer.
 - ``POST /api/sessions`` (``Authorization: Bearer <identity token>``): a new session id, bound to the
   token's customer (``contract.binding`` when a session binding key is configured).
 - ``GET /api/sessions/{session_id}`` (same header): the session's history, for its own customer only.

@@ -15,10 +15,10 @@
   only).
 - Publishing: one publisher client; ``publish`` awaits the server's ack.
 - Reply deltas (``contract.deltas``): a third subscription, ``chat-reply-deltas-web-<hex>`` on the
-  delta topic, without ordering (the page orders by seq). A delta is acked at once (it is worth
+  delta topic, without ordering (the page sorts by seq). A delta is acked at once (it is worth
   seconds, never stored), checked (contract, its ``session_id`` attribute against its body, a session
   held here, a turn of that session, no final reply stored yet for it), and handed only to the
-  sockets of its own session as ``{"type": "delta", ...}``; the page de-duplicates and orders.
+  sockets of its own session as ``{"type": "delta", ...}``; the page de-duplicates and sorts them.
   No delta topic (an older stack): the page gets final replies only.
 """
 

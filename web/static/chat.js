@@ -89,7 +89,7 @@
 
   // Where a reply goes: before the higher-numbered replies that arrived earlier, never before a message
   // it answers, nor before a higher-numbered reply whose messages came first (numbers restarted after
-  // the pipeline lost the session's state). The server orders its history the same way (web/store.py).
+  // the pipeline lost the session's state). The server sorts its history the same way (web/store.py).
   function placeReply(items, reply) {
     const position = new Map();
     items.forEach((it, i) => {
