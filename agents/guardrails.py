@@ -212,7 +212,7 @@ _THIRD_PARTY = (
 
 
 def _other_customer(records: tuple[str, ...]) -> tuple[re.Pattern[str], ...]:
-    """Asking for a third party's data, the pack's records ("their <record> history", "<records> of another customer")."""
+    """Asking for a third party's data, the pack's records ("their <record> history", "<records> of others")."""
     history = "".join(f"|{re.escape(r)} history" for r in records)
     many = "".join(f"|{re.escape(r)}s" for r in records)
     some = "".join(f"|{re.escape(r)}s?" for r in records)
