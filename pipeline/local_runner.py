@@ -141,6 +141,7 @@ def apply_local_runner_patches(
         use_setup_once()
         use_lean_timer_scan()
         use_shallow_state_copy()
+        use_one_publish_per_bundle()
     except UnsupportedBeamVersion:
         undo_local_runner_patches()  # nothing half-applied
         raise
@@ -193,6 +194,47 @@ def use_prompt_pubsub_pulls(
 
     _patch("prompt-pubsub-pulls", evaluator, "_get_subscriber_client", classmethod(prompt_client))
     _patch("prompt-pubsub-pulls", evaluator, "_supportflow_prompt_pull", True)
+    return True
+
+
+PUBLISH_TIMEOUT_S = 60.0  # one bundle's publish request, retries included
+
+
+def use_one_publish_per_bundle() -> bool:
+    """Make ``WriteToPubSub`` publish a bundle's buffered messages in one Pub/Sub request.
+
+    Beam's writer hands each message to its publisher client in ``_flush`` and waits for every future. With
+    ordering keys (the replies, the hand-offs: one key per session) the client batches per key, so a bundle
+    of n replies was n requests, each on a thread of its own and each started only after the client's
+    10 ms batching latency, all while the runner's one thread waited. One request carries the same messages
+    in the same order (Pub/Sub keeps a key's order within a request), and the flush still returns only once
+    Pub/Sub has them, or raises (the bundle is retried, as when a future failed).
+    """
+    from apache_beam.io.gcp import pubsub as beam_pubsub
+
+    writer = _hook(beam_pubsub, "_PubSubWriteDoFn", "one-publish-per-bundle")
+    _hook(writer, "_flush", "one-publish-per-bundle")
+    if getattr(writer, "_supportflow_one_publish", False):
+        return True
+    from google.pubsub_v1.services.publisher.client import PublisherClient as GapicPublisher
+    from google.pubsub_v1.types import PubsubMessage as PubsubMessageProto
+
+    def flush(self: Any) -> None:
+        if not self._buffer:
+            return
+        messages = []
+        for elem in self._buffer:
+            msg = beam_pubsub.PubsubMessage._from_proto_str(elem)
+            attributes = dict(msg.attributes or {}) if self.with_attributes else {}
+            messages.append(
+                PubsubMessageProto(data=msg.data, attributes=attributes, ordering_key=msg.ordering_key or "")
+            )
+        # The client's own GAPIC publish (its default retries): one request, no per-key batching.
+        GapicPublisher.publish(self._pub_client, topic=self._topic, messages=messages, timeout=PUBLISH_TIMEOUT_S)
+        self._buffer = []
+
+    _patch("one-publish-per-bundle", writer, "_flush", flush)
+    _patch("one-publish-per-bundle", writer, "_supportflow_one_publish", True)
     return True
 
 

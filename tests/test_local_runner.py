@@ -121,12 +121,14 @@ def test_a_missing_hook_fails_at_start_with_a_clear_message(monkeypatch: pytest.
 
 
 def test_patches_are_applied_in_one_place_and_undone_completely() -> None:
+    from apache_beam.io.gcp.pubsub import _PubSubWriteDoFn
     from apache_beam.runners.direct import watermark_manager
     from apache_beam.runners.direct.evaluation_context import DirectUnmergedState
     from apache_beam.transforms import core
 
     evaluator = transform_evaluator._PubSubReadEvaluator
     before = (
+        _PubSubWriteDoFn._flush,
         evaluator.__dict__["_get_subscriber_client"],
         transform_evaluator._ParDoEvaluator.__init__,
         transform_evaluator._ParDoEvaluator.start_bundle,
@@ -146,12 +148,14 @@ def test_patches_are_applied_in_one_place_and_undone_completely() -> None:
             "setup-once",
             "lean-timer-scan",
             "shallow-state-copy",
+            "one-publish-per-bundle",
         ]
         acks = local_runner.ledger()
         assert userstate.get_dofn_specs is not before[2] and acks is not None and acks.inbound == "in"
     finally:
         assert local_runner.undo_local_runner_patches() == names
     after = (
+        _PubSubWriteDoFn._flush,
         evaluator.__dict__["_get_subscriber_client"],
         transform_evaluator._ParDoEvaluator.__init__,
         transform_evaluator._ParDoEvaluator.start_bundle,
@@ -192,6 +196,42 @@ def test_beam_still_pulls_for_30_s_and_acks_at_once() -> None:
     assert "max_messages=10, timeout=30" in source
     pull, ack = source.index(".pull("), source.index(".acknowledge(")
     assert pull < ack, "Beam no longer acks right after its pull"
+
+
+def test_beam_still_publishes_each_message_of_a_bundle_on_its_own() -> None:
+    """one-publish-per-bundle: Beam's Pub/Sub writer hands each buffered message to its client (batched per
+    ordering key) and waits for every future."""
+    from apache_beam.io.gcp.pubsub import _PubSubWriteDoFn
+
+    source = inspect.getsource(_PubSubWriteDoFn._flush)
+    assert "for elem in self._buffer:" in source and "self._pub_client.publish(" in source
+    assert "future.result(" in source
+
+
+def test_a_bundle_of_messages_is_published_in_one_request_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    from apache_beam.io.gcp.pubsub import PubsubMessage, _PubSubWriteDoFn
+    from google.pubsub_v1.services.publisher.client import PublisherClient as GapicPublisher
+
+    calls: list[dict] = []
+    monkeypatch.setattr(GapicPublisher, "publish", lambda client, **kw: calls.append({"client": client, **kw}))
+    monkeypatch.setattr(_PubSubWriteDoFn, "_flush", _PubSubWriteDoFn._flush)
+    monkeypatch.setattr(_PubSubWriteDoFn, "_supportflow_one_publish", False, raising=False)
+    assert local_runner.use_one_publish_per_bundle()
+    writer = _PubSubWriteDoFn.__new__(_PubSubWriteDoFn)
+    writer.with_attributes, writer._topic, writer._pub_client = True, "projects/p/topics/replies", object()
+    sent = [("s1", b"a", {"k": "1"}), ("s2", b"b", {}), ("s1", b"c", {"k": "3"})]
+    writer._buffer = [
+        PubsubMessage(data, attrs, ordering_key=key)._to_proto_str(for_publish=True) for key, data, attrs in sent
+    ]
+    writer._flush()
+    writer._flush()  # nothing buffered: no request
+    assert (
+        len(calls) == 1
+        and calls[0]["client"] is writer._pub_client
+        and calls[0]["topic"] == "projects/p/topics/replies"
+    )
+    got = [(m.ordering_key, m.data, dict(m.attributes)) for m in calls[0]["messages"]]
+    assert got == sent and writer._buffer == []
 
 
 def test_beam_still_computes_dofn_specs_at_every_bundle() -> None:
