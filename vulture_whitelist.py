@@ -53,9 +53,10 @@ _.last_active  # unused attribute (web/store.py:249)
 _.evicted  # unused attribute (web/store.py:259)
 last_active  # unused variable (web/store.py:120)
 
-# Hooks a library calls: Beam's PipelineOptions, pickle's Unpickler.
+# Hooks a library calls: Beam's PipelineOptions, pickle's Unpickler, atexit.
 _._add_argparse_args  # unused method (pipeline/options.py:504)
 _.find_class  # unused method (pipeline/session_legacy.py:82)
+close_all  # unused function (tools/toolbox.py:156)
 
 # Support the tests and benchmarks share on purpose: the delivery checks of bench.harness, the v0 state writer
 # behind tests/fixtures/session_state_v0, the simulator's inspection, the Dataflow job's reading helpers, the
@@ -81,23 +82,8 @@ retry_hook  # unused function (pipeline/metrics.py:190)
 # packs/shop/seed.py; identity: contract/binding.py, web/identity.py; streaming: agents/streaming.py, bench/streaming.py). Listed so `make lint` passes; each owner deletes
 # its lines or the code.
 _.with_values  # unused method (agents/guardrails.py:148)
-Category  # unused variable (agents/guardrails.py:302)
-REFUSE_CATEGORIES  # unused variable (agents/guardrails.py:303)
-_.is_reply  # unused property (agents/protocol.py:86)
 handoff_payload  # unused function (agents/steps.py:780)
-reply_flags  # unused function (agents/model_text.py:50)
 is_bound  # unused function (contract/binding.py:77)
-BAD  # unused variable (evals/html_report.py:39)
-GOOD  # unused variable (evals/html_report.py:39)
-MIXED  # unused variable (evals/html_report.py:39)
-OUTCOMES  # unused variable (evals/scenario.py:52)
-MATCH_MODES  # unused variable (evals/scenario.py:53)
-REPLY_SCOPES  # unused variable (evals/scenario.py:55)
-TIERS  # unused variable (packs/shop/seed.py)
-action_index  # unused function (tools/actions.py:37)
-Kind  # unused variable (packs/shop/eligibility.py:29)
-KINDS  # unused variable (packs/shop/eligibility.py:30)
-close_all  # unused function (tools/toolbox.py:153)
 _.fetches  # unused attribute (web/identity.py:171)
 _.fetches  # unused attribute (web/identity.py:197)
 BINDING_KEY_ENV  # unused variable (web/identity.py:89)

@@ -313,8 +313,6 @@ HUMAN_REQUEST = tuple(
     )
 )
 
-Category = Literal["other_customer", "system_prompt", "prompt_injection", "policy_exception", "human_request"]
-REFUSE_CATEGORIES: tuple[str, ...] = ("other_customer", "system_prompt", "prompt_injection")
 
 # The core's neutral wording; a pack words its own through ``Pack.texts`` (keys ``refusal_<key>``).
 REFUSAL_OTHER_CUSTOMER = (

@@ -83,10 +83,6 @@ class Decision:
     call: ToolCall | None = None
     text: str = ""
 
-    @property
-    def is_reply(self) -> bool:
-        return self.call is None
-
 
 class ProtocolError(ValueError):
     """The step's output is not one of the protocol's shapes."""

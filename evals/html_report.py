@@ -36,7 +36,6 @@ from evals.stats import ci_text, quantile
 REPORT_HTML = "report.html"
 
 CURRENT, BASELINE, PASS_K = "#2f6fb3", "#a7b0bc", "#173f6b"
-GOOD, MIXED, BAD = "#1e7b45", "#b26a00", "#b3261e"
 
 
 # ---------------------------------------------------------------------------

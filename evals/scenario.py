@@ -42,10 +42,7 @@ from tools.packs import DEFAULT_PACK, load_pack
 SCENARIO_SUFFIXES = (".yaml", ".yml", ".json")
 # Categories every pack shares; reports list them after the pack's own (``categories`` of its eval hooks).
 CATEGORIES: tuple[str, ...] = ("policy", "handoff", "adversarial")
-OUTCOMES: tuple[str, ...] = ("answered", "refused", "handoff", "error")
-MATCH_MODES: tuple[str, ...] = ("exact", "in_order", "any_order")
 VALUE_OPERATORS: frozenset[str] = frozenset({"$exists", "$in", "$not_in", "$ne", "$contains", "$contains_any"})
-REPLY_SCOPES: tuple[str, ...] = ("final", "any", "all")
 # Why a turn was handed to a human (contract.handoff.HANDOFF_REASONS); the hand-off texts are keyed by it.
 HANDOFF_REASONS: tuple[str, ...] = tuple(HANDOFF_TEXTS)
 # The harness's message ids: scripted turn i (and a timed message without an id) is message "m-<i>".

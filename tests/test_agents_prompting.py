@@ -1,4 +1,4 @@
-"""build_request (prompt rendering, PII allowlist, bounds) and answer (AgentReply assembly)."""
+"""build_request (prompt rendering, PII allowlist, bounds) and reply_text (the model's text as a reply)."""
 
 from __future__ import annotations
 
@@ -9,15 +9,7 @@ from typing import Any
 import pytest
 
 from agents.model_io import ChatMessage, ModelCall, ModelRequest, ModelResponse
-from agents.model_text import (
-    ERROR_TEXT,
-    FALLBACK_TEXT,
-    FLAG_EMPTY_FALLBACK,
-    FLAG_MODEL_ERROR,
-    FLAG_TRUNCATED,
-    answer,
-    reply_flags,
-)
+from agents.model_text import reply_text
 from agents.prompting import (
     MAX_HISTORY_CHARS,
     MAX_USER_CHARS,
@@ -26,7 +18,6 @@ from agents.prompting import (
     build_request,
     load_template,
 )
-from contract.messages import ReplyKind
 from contract.turn import EnrichedTurn, HistoryEntry, Role, Turn, UserMessage
 from packs.shop.prompting import MAX_ORDERS
 
@@ -212,34 +203,14 @@ def _response(text: str, finish: str = "stop", error: str = "") -> ModelResponse
     )
 
 
-def test_answer_builds_the_reply() -> None:
-    enriched = _enriched(texts=("a", "b"))
-    reply = answer(enriched, _response("  Your order O-1000 ships today.  \n"), queue_ms=1500.0, total_ms=2400.0)
-    assert reply.kind == ReplyKind.REPLY
-    assert reply.text == "Your order O-1000 ships today."
-    assert (reply.session_id, reply.turn_id, reply.turn_index) == ("s1", enriched.turn.turn_id, 3)
-    assert reply.turn_id.startswith("s1#") and reply.turn_id != "s1#3"  # from the first message, not the index
-    assert reply.answers == ["m0", "m1"]
-    assert reply.model == "smollm2-135m" and reply.prompt_version == PROMPT_VERSION
-    t = reply.timings
-    assert (t.queue_ms, t.enrich_ms, t.model_ms, t.tools_ms, t.total_ms) == (1500.0, 4.5, 812.5, 0.0, 2400.0)
-    assert reply_flags(_response("ok")) == ()
+def test_model_text_is_stripped() -> None:
+    assert reply_text(_response("  Your order O-1000 ships today.  \n")) == "Your order O-1000 ships today."
 
 
-def test_empty_model_text_gets_the_fallback_and_a_flag() -> None:
-    reply = answer(_enriched(), _response("  \n "))
-    assert reply.kind == ReplyKind.REPLY and reply.text == FALLBACK_TEXT
-    assert reply_flags(_response("  \n ")) == (FLAG_EMPTY_FALLBACK,)
+def test_empty_model_text_leaves_nothing_to_send() -> None:
+    assert reply_text(_response("  \n ")) == ""  # agents.finish sends FALLBACK_TEXT, flagged model_empty_fallback
 
 
 def test_truncated_text_is_cut_back_to_a_sentence() -> None:
     response = _response("Your parcel is with DHL. It should arrive on Friday. If it does not, I'm", finish="length")
-    assert answer(_enriched(), response).text == "Your parcel is with DHL. It should arrive on Friday."
-    assert reply_flags(response) == (FLAG_TRUNCATED,)
-
-
-def test_backend_error_is_an_error_reply() -> None:
-    response = ModelResponse("", model="smollm2-135m", error="request exceeds the available context size")
-    reply = answer(_enriched(), response)
-    assert reply.kind == ReplyKind.ERROR and reply.text == ERROR_TEXT
-    assert reply_flags(response) == (FLAG_MODEL_ERROR,)
+    assert reply_text(response) == "Your parcel is with DHL. It should arrive on Friday."

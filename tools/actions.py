@@ -9,7 +9,6 @@ knows an action's words.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 
@@ -32,10 +31,3 @@ class ActionSpec:
     def __post_init__(self) -> None:
         if self.consent and not self.terms:
             raise ValueError(f"action {self.name!r}: an action that needs the customer's request must name its terms")
-
-
-def action_index(specs: tuple[ActionSpec, ...]) -> Mapping[str, ActionSpec]:
-    names = [s.name for s in specs]
-    if len(set(names)) != len(names):
-        raise ValueError(f"action names repeat: {names}")
-    return {s.name: s for s in specs}

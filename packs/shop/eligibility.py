@@ -22,12 +22,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
 from packs.shop.policy import ShopPolicy, default_policy
-
-Kind = Literal["refund", "return"]
-KINDS: tuple[str, ...] = ("refund", "return")
 
 
 def as_datetime(value: Any) -> datetime | None:

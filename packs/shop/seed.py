@@ -45,7 +45,6 @@ DEFAULT_CUSTOMERS = 300
 REFERENCE_TIME = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 
 PLANS = ("free", "plus", "pro")
-TIERS = ("bronze", "silver", "gold")  # loyalty tier, from lifetime spend (see _tier)
 ORDER_STATUSES = ("placed", "shipped", "delayed", "delivered", "returned", "refunded")
 TICKET_STATUSES = ("open", "pending", "closed")
 
