@@ -18,7 +18,7 @@ import pytest
 from google.cloud import firestore
 
 from agents.constrained import FLAG_SEVERAL_REQUESTS
-from agents.model_io import ModelRequest, ModelResponse, ToolCall
+from agents.model_io import ModelRequest, ModelResponse
 from agents.requests import Requests, focused, split
 from agents.router import router_for
 from agents.state import AgentState, Outcome, StepConfig, passage_index
@@ -26,9 +26,9 @@ from agents.steps import advance, start
 from contract.turn import EnrichedTurn, Turn, UserMessage
 from packs.shop.seed import REFERENCE_TIME
 from stack.emulators import LocalStack
+from tests.test_consent import RecordingExecutor
 from tests.test_tools import clone_customer, context_of, delete_clones
-from tools.registry import FirestoreToolExecutor, ToolResult
-from tools.scope import ToolContext
+from tools.registry import FirestoreToolExecutor
 
 VERSION = "support_tools_v2"
 T0 = datetime(2026, 11, 20, 11, 59, tzinfo=UTC)
@@ -122,16 +122,6 @@ def test_requests_move_on_keeping_the_replies() -> None:
 # ---------------------------------------------------------------------------
 # Whole turns with a scripted router
 # ---------------------------------------------------------------------------
-
-
-class RecordingExecutor:
-    def __init__(self, inner: FirestoreToolExecutor) -> None:
-        self.inner = inner
-        self.calls: list[ToolCall] = []
-
-    def execute(self, ctx: ToolContext, call: ToolCall) -> ToolResult:
-        self.calls.append(call)
-        return self.inner.execute(ctx, call)
 
 
 @pytest.fixture(scope="module")
