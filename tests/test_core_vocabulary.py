@@ -37,8 +37,9 @@ VOCABULARY: dict[str, re.Pattern[str]] = {
 }
 # "return" alone is the shop's noun only in prose and strings; in Python it is also the keyword (skipped).
 RETURN_NOUN = re.compile(r"\breturn\b", re.IGNORECASE)
-# Names libraries give us that only look like a pack's word: asyncio.wait's keyword, Firestore's query sort.
-LIBRARY_NAMES = frozenset({"return_when", "order_by"})
+# Names libraries give us that only look like a pack's word: asyncio.wait's and a tokenizer's keywords,
+# Firestore's query sort.
+LIBRARY_NAMES = frozenset({"return_when", "return_tensors", "order_by"})
 
 
 def _docstring_lines(source: str) -> set[int]:

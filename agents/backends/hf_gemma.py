@@ -230,10 +230,12 @@ class GemmaModel:
         rows = [encoded[i] for i in ok]
         # Dummy rows up to a power of two: a bounded set of batch shapes to compile for.
         padded_rows = rows + [rows[-1]] * (_next_pow2(len(rows)) - len(rows)) if self.static_cache else rows
-        padded = self.tokenizer.pad(
-            {"input_ids": padded_rows}, padding=True, pad_to_multiple_of=self.config.pad_to_multiple_of
-        )
-        batch = padded.convert_to_tensors("pt").to(self.device)
+        batch = self.tokenizer.pad(
+            {"input_ids": padded_rows},
+            padding=True,
+            pad_to_multiple_of=self.config.pad_to_multiple_of,
+            return_tensors="pt",
+        ).to(self.device)
         kwargs: dict[str, Any] = {
             "max_new_tokens": new_tokens,
             "min_new_tokens": min(min_tokens, new_tokens),
