@@ -123,9 +123,9 @@ def _grounded_reply(state: AgentState) -> tuple[str, str]:
 def _checked_model_text(state: AgentState, text: str) -> tuple[str, str, list[str]]:
     if grounding.degenerate(text):
         return (*_grounded_reply(state), [FLAG_DEGENERATE])
-    sources = grounding_sources(state)
-    if not grounding.check(text, sources).grounded:
-        lead = grounding.grounded_lead(text, sources)
+    verdict = grounding.check(text, grounding_sources(state))
+    if not verdict.grounded:
+        lead = grounding.grounded_lead(text, verdict)
         if lead and state.awaiting == Awaiting.TEXT and not tool_results(state) and not state.passages:
             return lead, "rendered", [FLAG_UNGROUNDED, FLAG_GROUNDED_LEAD]
         return (*_grounded_reply(state), [FLAG_UNGROUNDED])

@@ -83,13 +83,13 @@ def check(text: str, sources: Iterable[str]) -> Verdict:
     return Verdict(not unsupported, tuple(unsupported))
 
 
-def grounded_lead(text: str, sources: Iterable[str]) -> str:
-    """The sentences of ``text`` before its first unsupported one ('' if that is the first): what a reply may
-    keep when it goes on to state what no source gave (the releaser showed the same sentences, agents.streaming)."""
-    verdict = check(text, sources)
-    said = sentences(text)
+def grounded_lead(text: str, verdict: Verdict) -> str:
+    """The sentences of ``text`` before the first one ``verdict`` (its ``check``) found unsupported ('' if that
+    is the first): what a reply may keep when it goes on to state what no source gave (the releaser showed the
+    same sentences, agents.streaming)."""
     if verdict.grounded or not verdict.unsupported:
         return text
+    said = sentences(text)
     return " ".join(said[: said.index(verdict.unsupported[0])])
 
 

@@ -67,7 +67,11 @@ def test_a_sourced_claim_passes_and_one_unsourced_sentence_fails_the_reply() -> 
 
 def test_the_grounded_lead_is_the_sentences_before_the_first_unsupported_one() -> None:
     closing = "You're welcome! I'm glad to help. Good luck on the next delivery of a new shipment. Bye!"
-    assert grounding.grounded_lead(closing, SOURCES) == "You're welcome! I'm glad to help."
+
+    def lead(text: str) -> str:
+        return grounding.grounded_lead(text, grounding.check(text, SOURCES))
+
+    assert lead(closing) == "You're welcome! I'm glad to help."
     # A reply that opens with a claim keeps nothing; a grounded reply keeps everything.
-    assert grounding.grounded_lead("You can return it within 30 days. Thanks!", SOURCES) == ""
-    assert grounding.grounded_lead("You're welcome!", SOURCES) == "You're welcome!"
+    assert lead("You can return it within 30 days. Thanks!") == ""
+    assert lead("You're welcome!") == "You're welcome!"
