@@ -24,6 +24,7 @@ ANSWER_ROUTE_TOOL = "answer"  # a route answered by a passage of the pack's help
 SAY_KEYS = frozenset({"greeting", "closing", "clarify", "language"})  # agents.conversation.TEXTS
 DEFAULT_PART_MARGIN = 0.01
 _NUMBER = re.compile(r"\b\d[\w-]*\b")
+_SENTENCE_START = re.compile(r"(?:^|(?<=[.!?]\s))\s*[a-z]")
 
 
 def routing_text(text: str, ids: re.Pattern[str]) -> str:
@@ -35,6 +36,9 @@ def routing_text(text: str, ids: re.Pattern[str]) -> str:
     letters = [c for c in text if c.isalpha()]
     if letters and sum(c.isupper() for c in letters) > len(letters) / 2:
         text = text.lower()  # shouting reads as the same request ("WHERE IS MY PARCEL")
+    # Chat is often typed without capitals; a small model's embedding of "where is my order?" lands nearer
+    # another route than "Where is my order?" does, so each sentence starts with a capital, as the examples do.
+    text = _SENTENCE_START.sub(lambda m: m.group(0).upper(), text)
     return " ".join(_NUMBER.sub("#", ids.sub("it", text)).split())
 
 

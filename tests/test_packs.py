@@ -274,7 +274,7 @@ def test_the_shop_declares_its_ids_once_and_the_core_reads_them() -> None:
     # Masked for routing by the pack's formats: two requests naming different ids route alike.
     table = load_routes(VERSION, "shop")
     assert table is not None
-    assert table.query("where is O-C0001-02").text == table.query("where is O-C0042-07").text == "where is it"
+    assert table.query("where is O-C0001-02").text == table.query("where is O-C0042-07").text == "Where is it"
     assert json.loads(json.dumps(shop.pii_args["change_delivery_address"], default=sorted))
 
 
