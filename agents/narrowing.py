@@ -126,7 +126,34 @@ def narrow(
         out[name] = narrowed
         if name in required or "const" in narrowed:
             need.append(name)
+    if facts.from_text:
+        _disjoint_spans(out, [n for n in spec.span_args if n in out])
     return {"type": "object", "properties": out, "required": need, "additionalProperties": False}
+
+
+def _overlap(a: str, b: str) -> bool:
+    return a in b or b in a
+
+
+def _disjoint_spans(props: dict[str, Any], fields: Sequence[str]) -> None:
+    """Address fields read disjoint parts of the message: a span settled for one field leaves the others.
+
+    "12 Oak Street, Springfield 62704": the postcode can only be 62704, so "Springfield 62704" is no street;
+    the street is then "12 Oak Street", so "Oak Street" is no city. A candidate goes only while another stays,
+    so what is left is still one of the message's own spans, and a field with no honest reading still fails.
+    """
+    changed = True
+    while changed:
+        changed = False
+        fixed = {f: str(props[f]["const"]) for f in fields if "const" in props[f]}
+        for f in fields:
+            choices = props[f].get("enum")
+            if not choices:
+                continue
+            kept = [c for c in choices if not any(_overlap(str(c), v) for g, v in fixed.items() if g != f)]
+            if kept and len(kept) < len(choices):
+                props[f] = _choice(kept)
+                changed = True
 
 
 def _narrow_one(

@@ -17,8 +17,9 @@ from typing import Any
 import pytest
 from google.cloud import firestore
 
-from agents.constrained import FLAG_SEVERAL_REQUESTS
+from agents.constrained import FLAG_SEVERAL_REQUESTS, FLAG_WHICH_RECORD
 from agents.model_io import ModelRequest, ModelResponse
+from agents.protocol import FUNCTION_CALLING_PREAMBLE
 from agents.requests import Requests, focused, split
 from agents.router import router_for
 from agents.state import AgentState, Outcome, StepConfig, passage_index
@@ -41,6 +42,7 @@ KEYWORDS = (
     ("where", "shipment"),
     ("late", "shipment"),
     ("thank", "closing"),
+    ("address", "address"),
 )
 
 
@@ -216,18 +218,19 @@ def test_two_requests_run_two_tool_chains_and_answer_both(
     assert delivered in then and "return" in then.lower()
 
 
-def test_each_request_decodes_what_it_leaves_open_within_the_step_budget(
+def test_a_request_that_could_mean_several_records_asks_which_and_the_other_is_answered(
     db: firestore.Client, executor: RecordingExecutor, customer: tuple[str, str, str]
 ) -> None:
     cid, shipped, delivered = customer
     state = turn(db, cid, f"where is my parcel? also I want to return order {delivered}", scripted(shipped), executor)
-    assert [n for n, _ in names(executor)] == [
-        "get_shipment_status",
-        "check_refund_eligibility",
-        "start_refund_or_return",
-    ]
-    assert names(executor)[0][1] == {"order_id": shipped}  # the first request's order, decoded in its own step
-    assert state.step == 2 and state.outcome == Outcome.ANSWERED and state.actions == ("return",)
+    # "my parcel" names none of the customer's orders: the first request asks which one instead of letting the
+    # model guess, and no model step is spent on it; the second request runs its chain as it would alone.
+    assert [n for n, _ in names(executor)] == ["check_refund_eligibility", "start_refund_or_return"]
+    assert state.step == 1 and state.outcome == Outcome.ANSWERED and state.actions == ("return",)
+    assert FLAG_WHICH_RECORD in state.flags
+    question, then = state.reply_text.split("\n", 1)
+    assert question.startswith("Which order do you mean") and shipped in question
+    assert delivered in then and "return" in then.lower()
 
 
 def test_one_confident_request_is_answered_exactly_as_before(
@@ -306,3 +309,27 @@ def test_a_budget_too_small_for_two_requests_routes_the_message_whole(
     state = turn(db, cid, text, scripted(), executor, max_steps=3)
     assert FLAG_SEVERAL_REQUESTS not in state.flags
     assert "get_shipment_status" not in [n for n, _ in names(executor)]  # one route, the whole message's
+
+
+def test_an_argument_left_to_decode_is_asked_with_only_the_records_it_names(
+    db: firestore.Client, executor: RecordingExecutor, customer: tuple[str, str, str]
+) -> None:
+    """The decision after a route reads the records its values name, not the whole system prompt."""
+    cid, shipped, delivered = customer
+    # A street with its number after the name reads two ways; the model picks, the records it needs beside it.
+    text = f"Please change the delivery address of order {shipped} to Hauptstrasse 5, 10115 Berlin"
+    config = StepConfig(tool_mode="constrained")
+    state = advance(start(enriched(db, cid, text), VERSION, config), _route(text), executor)
+    request = state.request
+    assert request is not None and request.response_schema is not None and not executor.calls
+    system = request.messages[0].content
+    name = context_of(db, cid)["profile"]["name"]
+    assert shipped in system and delivered not in system and name not in system
+    assert system.startswith(FUNCTION_CALLING_PREAMBLE)
+    assert request.messages[-1].content == text
+    full = start(enriched(db, cid, text), VERSION, config).messages[0].content
+    assert len(system) < len(full)
+
+
+def _route(text: str) -> ModelResponse:
+    return ModelResponse(text="", route=_ranking(text), model="scripted")
