@@ -28,7 +28,8 @@ def eval_rows(project: str, endpoint: str, prefix: str, want: int, timeout_s: fl
 
     bq = bigquery_client(project, endpoint)
     sql = (
-        "SELECT turn_id, queue_ms, enrich_ms, model_ms, tools_ms, total_ms, kind, flags "
+        "SELECT turn_id, queue_ms, enrich_ms, model_ms, tools_ms, total_ms, kind, flags, "
+        "prompt_tokens, completion_tokens "
         f"FROM `{project}.{EVAL_DATASET}.{TURNS_TABLE}` WHERE STARTS_WITH(session_id, @prefix)"
     )
     config = bigquery.QueryJobConfig(query_parameters=[bigquery.ScalarQueryParameter("prefix", "STRING", prefix)])
@@ -80,6 +81,8 @@ def figures(result: PlayResult, rows: dict[str, dict], cpu_s: float | None, rss_
         series["publish_ms"].append(max(0.0, (received - first) * 1000 - total))
     span = max(1e-3, result.last_reply_at - result.first_sent_at)
     turns = len(by_turn)
+    # What the model read and wrote per turn (from the eval rows): the work behind a turn's model time.
+    tokens = {k: [float(r[k] or 0) for r in rows.values()] for k in ("prompt_tokens", "completion_tokens")}
     return {
         "sessions": result.sessions,
         "user_turns": result.user_turns,
@@ -97,6 +100,7 @@ def figures(result: PlayResult, rows: dict[str, dict], cpu_s: float | None, rss_
         "cpu_s": None if cpu_s is None else round(cpu_s, 2),
         "cpu_ms_per_turn": None if cpu_s is None or not turns else round(cpu_s * 1000 / turns, 2),
         "peak_rss_mb": rss_mb,
+        **{f"{k}_per_turn": round(sum(v) / len(v), 1) if v else None for k, v in tokens.items()},
     }
 
 

@@ -13,8 +13,9 @@ Facts measured on this project's 2-core machines (see the module's tests):
   threads wait for each other at every step, so one busy neighbour process cut
   decode from ~72 to ~23 tokens/s with 2 threads (1 thread: ~42), and heavier
   load stretched 2-thread calls from ~2 s to over 100 s. Leave a core free.
-- ``n_parallel`` > 1 (continuous batching of concurrent calls) was ~3x
-  *slower* in aggregate on 2 cores and changes greedy outputs; keep 1.
+- ``n_parallel`` > 1 (continuous batching of concurrent calls) gains nothing
+  on this CPU (``python -m bench.llamacpp_parallel``: 0.97-1.20x the wall time
+  of one slot for 6 concurrent calls) and changes greedy outputs; keep 1.
 - The embedded server also opens an HTTP listener on 127.0.0.1 (random port)
   that cannot be switched off; we lock it with a random API key and no web UI.
 - Constrained output works: ``json_schema`` / ``response_format`` /
