@@ -78,15 +78,7 @@ _.running  # unused property (stack/emulators/processes.py:174)
 # The retry metric (pipeline.metrics.RETRIES) is declared but no store calls its hook yet: wire it or drop both.
 retry_hook  # unused function (pipeline/metrics.py:190)
 
-# Dead or test-only code in modules other changes own (the packs refactor: agents/, tools/, packs/, evals/,
-# packs/shop/seed.py; identity: contract/binding.py, web/identity.py; streaming: agents/streaming.py, bench/streaming.py). Listed so `make lint` passes; each owner deletes
-# its lines or the code.
-_.with_values  # unused method (agents/guardrails.py:148)
-handoff_payload  # unused function (agents/steps.py:780)
-is_bound  # unused function (contract/binding.py:77)
-_.fetches  # unused attribute (web/identity.py:171)
-_.fetches  # unused attribute (web/identity.py:197)
-BINDING_KEY_ENV  # unused variable (web/identity.py:89)
-_.streamed  # unused property (agents/streaming.py:46)
+# Read by the tests and driven by the benches: why a stream's release stopped (tests/test_streaming.py), and
+# the local Gemini server's chunk pause (a test server's knob, set by bench/streaming.py).
 _.stop_reason  # unused attribute (agents/streaming.py:78)
 _.stream_delay_s  # unused attribute (bench/streaming.py:75)

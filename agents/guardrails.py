@@ -155,15 +155,6 @@ class SessionFacts:
     def is_own_customer(self, cid: str) -> bool:
         return cid.upper() == self.customer_id.upper()
 
-    def with_values(self, values: Iterable[Any], done_actions: Iterable[str] = ()) -> SessionFacts:
-        return SessionFacts(
-            self.customer_id,
-            self.own_values | frozenset(flatten_values(list(values))),
-            self.instructions,
-            self.done_actions | frozenset(done_actions),
-            self.ids,
-        )
-
 
 def facts_from_context(
     customer_id: str,

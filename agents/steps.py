@@ -234,10 +234,3 @@ def eval_details(state: AgentState) -> dict[str, Any]:
         "step_records": [asdict(s) for s in state.steps],
         "tool_calls": [asdict(c) for c in state.tool_calls],
     }
-
-
-def handoff_payload(state: AgentState) -> bytes | None:
-    """The hand-off record as UTF-8 JSON for the hand-off topic, or None if the turn was not handed off."""
-    if state.handoff is None:
-        return None
-    return state.handoff.to_bytes()

@@ -43,10 +43,6 @@ class StreamProgress:
     retractions: int = 0
     first_at: float | None = None  # epoch seconds when the first delta was handed to its publisher
 
-    @property
-    def streamed(self) -> bool:
-        return self.deltas > 0
-
 
 @runtime_checkable
 class TextSink(Protocol):

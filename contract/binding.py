@@ -74,10 +74,6 @@ def mint_session_id(
     return f"{PREFIX}.{nonce}.{expires}.{_tag(keys[0], nonce, expires, customer_id)}"
 
 
-def is_bound(session_id: str) -> bool:
-    return session_id.startswith(PREFIX + ".")
-
-
 def verify_session_binding(keys: Sequence[bytes], session_id: str, customer_id: str, now: float | None = None) -> None:
     """Raise ``BindingRefused`` unless ``session_id`` was minted for ``customer_id`` with one of ``keys``
     and has not expired. The tag is checked before the expiry, so an altered expiry reads as forged."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from agents import guardrails
@@ -242,7 +244,7 @@ def test_failing_replies_are_replaced_by_a_handoff(text: str, category: str, fac
 
 
 def test_promises_backed_by_a_tool_action_pass(facts: SessionFacts) -> None:
-    backed = facts.with_values(["R-0123456789AB"], done_actions=["refund"])
+    backed = replace(facts, own_values=facts.own_values | {"R-0123456789AB"}, done_actions=frozenset({"refund"}))
     verdict = check_output("Done! Your refund R-0123456789AB has been issued.", backed)
     assert verdict.ok, verdict
     # ...but a refund does not back an address change.

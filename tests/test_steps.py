@@ -29,7 +29,6 @@ from agents.steps import (
     eval_details,
     eval_flags,
     fail,
-    handoff_payload,
     load_policy_digests,
     start,
     to_reply,
@@ -175,7 +174,7 @@ def test_a_request_for_a_person_hands_off_without_a_model_call(db: firestore.Cli
         _ = state.request
     reply = to_reply(state)
     assert reply.kind == ReplyKind.HANDOFF and reply.model == NO_MODEL and reply.text == guardrails.HANDOFF_REQUESTED
-    record = json.loads(handoff_payload(state) or b"{}")
+    record = json.loads(state.handoff.to_bytes())
     assert record["reason"] == "user_request" and record["customer_id"] == "C0001" and record["message_ids"] == ["m-1"]
 
 
@@ -284,7 +283,10 @@ def test_the_step_limit_hands_off_and_skips_the_last_steps_actions(
     assert docs(db, cid, AUDIT) == [] and docs(db, cid, REFUNDS) == []  # nothing done that nobody reports
     reply = to_reply(state)
     assert reply.kind == ReplyKind.HANDOFF and "human agent" in reply.text
-    assert json.loads(handoff_payload(state) or b"{}")["tools_used"] == ["lookup_orders", "start_refund_or_return"]
+    assert json.loads(state.handoff.to_bytes())["tools_used"] == [
+        "lookup_orders",
+        "start_refund_or_return",
+    ]
 
 
 def test_the_model_hands_off_through_the_tool(db: firestore.Client, executor: FirestoreToolExecutor) -> None:

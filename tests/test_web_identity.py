@@ -13,11 +13,11 @@ import pytest
 from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
-from contract.binding import is_bound, mint_session_id, parse_keys
+from contract.binding import PREFIX, SESSION_BINDING_KEY_ENV, mint_session_id, parse_keys
 from stack.clients import firestore_client
 from stack.emulators import LocalStack
 from web.app import WebConfig, create_app
-from web.identity import AUDIENCE, BINDING_KEY_ENV, KEY_ENV, Identity, IdentityRefused
+from web.identity import AUDIENCE, KEY_ENV, Identity, IdentityRefused
 
 SECRET = "s" * 40
 BINDING = "b" * 32
@@ -75,7 +75,7 @@ def test_keys_come_from_configuration_and_the_demo_login_is_explicit() -> None:
 
 @pytest.fixture
 def client(seeded_stack: LocalStack) -> Iterator[TestClient]:
-    app = create_app(WebConfig(project=seeded_stack.project, identity=identity(**{BINDING_KEY_ENV: BINDING})))
+    app = create_app(WebConfig(project=seeded_stack.project, identity=identity(**{SESSION_BINDING_KEY_ENV: BINDING})))
     with TestClient(app) as c:
         yield c
 
@@ -109,7 +109,7 @@ def test_sessions_need_a_token_and_are_bound_to_its_customer(client: TestClient)
     r = client.post("/api/sessions", json={"customer_id": "C0008"}, headers={"Authorization": f"Bearer {token}"})
     assert r.status_code == 201 and r.json()["customer_id"] == "C0007"
     session = r.json()["session_id"]
-    assert is_bound(session)
+    assert session.startswith(PREFIX + ".")  # a bound session id, minted by the frontend
     with client.websocket_connect(f"/ws?session_id={session}&token={token}") as ws:
         hello = ws.receive_json()
         assert hello["type"] == "hello" and hello["customer_id"] == "C0007" and hello["customer_name"]
@@ -165,9 +165,11 @@ def test_the_local_stack_makes_its_demo_keys_once_and_keeps_configured_ones(tmp_
     from stack.keys import KEYS_FILE, use_demo_keys
 
     env: dict[str, str] = {}
-    assert sorted(use_demo_keys(tmp_path, env)) == sorted([KEY_ENV, BINDING_KEY_ENV])
+    assert sorted(use_demo_keys(tmp_path, env)) == sorted([KEY_ENV, SESSION_BINDING_KEY_ENV])
     assert (tmp_path / KEYS_FILE).stat().st_mode & 0o077 == 0  # its owner's only
     again: dict[str, str] = {KEY_ENV: "configured-" + "k" * 32}
-    assert use_demo_keys(tmp_path, again) == [BINDING_KEY_ENV]  # a configured key wins
-    assert again[BINDING_KEY_ENV] == env[BINDING_KEY_ENV]  # same state dir, same keys: old sessions still verify
+    assert use_demo_keys(tmp_path, again) == [SESSION_BINDING_KEY_ENV]  # a configured key wins
+    assert (
+        again[SESSION_BINDING_KEY_ENV] == env[SESSION_BINDING_KEY_ENV]
+    )  # same state dir, same keys: old sessions still verify
     Identity.from_env(env, demo_login=True)  # usable as they are

@@ -21,6 +21,7 @@ import pytest
 from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
+from contract.binding import SESSION_BINDING_KEY_ENV
 from pipeline.options import INBOUND_TOPIC
 from stack.clients import firestore_client, subscriber_client
 from stack.emulators import LocalStack
@@ -31,7 +32,6 @@ from web.identity import (
     ACCOUNT_LINKS_ENV,
     ALGORITHMS_ENV,
     AUDIENCE_ENV,
-    BINDING_KEY_ENV,
     CUSTOMER_CLAIM_ENV,
     ISSUER_ENV,
     JWKS_FILE_ENV,
@@ -57,7 +57,7 @@ def provider_env(provider: IdentityProvider, **extra: str) -> dict[str, str]:
         AUDIENCE_ENV: AUDIENCE,
         ISSUER_ENV: provider.issuer,
         CUSTOMER_CLAIM_ENV: CLAIM,
-        BINDING_KEY_ENV: BINDING,
+        SESSION_BINDING_KEY_ENV: BINDING,
         **extra,
     }
 

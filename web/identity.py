@@ -52,7 +52,7 @@ import jwt
 from jwt import PyJWK, PyJWKClient
 from pydantic import TypeAdapter, ValidationError
 
-from contract.binding import IDENTITY_KEY_ENV, SESSION_BINDING_KEY_ENV
+from contract.binding import IDENTITY_KEY_ENV
 from contract.messages import Id
 from pipeline.secrets import BindingKeys
 
@@ -86,7 +86,6 @@ AUDIENCE_ENV = "SUPPORTFLOW_IDENTITY_AUDIENCE"
 ALGORITHMS_ENV = "SUPPORTFLOW_IDENTITY_ALGORITHMS"
 CUSTOMER_CLAIM_ENV = "SUPPORTFLOW_IDENTITY_CUSTOMER_CLAIM"
 ACCOUNT_LINKS_ENV = "SUPPORTFLOW_IDENTITY_ACCOUNT_LINKS"
-BINDING_KEY_ENV = SESSION_BINDING_KEY_ENV
 KEY_SOURCES = (KEY_ENV, PUBLIC_KEY_FILE_ENV, JWKS_URL_ENV, JWKS_FILE_ENV)
 
 _ID = TypeAdapter(Id)  # the contract's id: what the session and the inbound message will carry
@@ -168,7 +167,6 @@ class SigningKeys:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.source = source
-        self.fetches = 0
         self._load, self._max_age_s, self._min_refresh_s, self._clock = load, max_age_s, min_refresh_s, clock
         self._keys: dict[str, SigningKey] = {}
         self._loaded_at = self._tried_at = float("-inf")
@@ -194,7 +192,6 @@ class SigningKeys:
         if now - self._tried_at < self._min_refresh_s:
             return
         self._tried_at = now
-        self.fetches += 1
         try:
             keys = self._load()
         except (jwt.PyJWTError, OSError, ValueError) as e:
