@@ -338,6 +338,30 @@ def test_concurrent_replays_still_refund_once(db: firestore.Client, executor: Fi
     assert audit["replays"] == 3
 
 
+def test_concurrent_replays_in_one_process_decide_in_one_transaction(
+    db: firestore.Client, executor: FirestoreToolExecutor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Threads of one process do not run one action's transaction together: one decides, the others wait and
+    replay the stored result (together they could abort each other on every retry)."""
+    cid = clone_customer(db, 5)
+    oid = order_id(cid, len(build_customer(5).orders))
+    ctx = ctx_for(cid)
+    started: list[int] = []
+    transaction = db.transaction
+
+    def counted(**kwargs: Any) -> firestore.Transaction:
+        started.append(1)
+        return transaction(**kwargs)
+
+    monkeypatch.setattr(db, "transaction", counted)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(
+            pool.map(lambda _: run(executor, ctx, "start_refund_or_return", order_id=oid, kind="refund"), range(8))
+        )
+    assert len(started) == 1 and sum(not r.replayed for r in results) == 1
+    assert len({r.content["refund_id"] for r in results}) == 1
+
+
 @pytest.mark.parametrize("round_", range(3))
 def test_many_concurrent_replays_all_settle_on_the_one_stored_result(
     db: firestore.Client, executor: FirestoreToolExecutor, round_: int

@@ -70,6 +70,18 @@ store_retry = retry(
 )
 
 
+# An action is decided by one thread of a process at a time (striped by action id): concurrent replays of one
+# action in one process otherwise run the same transaction together, and the emulator's pessimistic locks
+# can abort every one of them on every retry (seen once in an idle CI run: 12 replays, none committed). The
+# threads that wait then find the stored result and replay it without a transaction. Across processes the
+# transaction and its retries still decide.
+_DECIDING = tuple(threading.Lock() for _ in range(64))
+
+
+def _deciding(aid: str) -> threading.Lock:
+    return _DECIDING[int(hashlib.sha256(aid.encode()).hexdigest()[:8], 16) % len(_DECIDING)]
+
+
 def valid_doc_id(value: str) -> bool:
     return bool(_DOC_ID.match(value)) and value not in (".", "..")
 
@@ -245,10 +257,16 @@ class CustomerScope:
 
         # A replay of a settled action needs no transaction: the record is final, and the counter is a server-side
         # increment. Concurrent replays then contend only while the action is being decided.
-        snap = audit_ref.get(timeout=self.timeout_s)
-        if snap.exists:
+        def stored() -> ActionResult | None:
+            snap = audit_ref.get(timeout=self.timeout_s)
+            if not snap.exists:
+                return None
             audit_ref.update(replay, timeout=self.timeout_s)
             return ActionResult(dict((snap.to_dict() or {}).get("result") or {}), aid, replayed=True)
+
+        settled = stored()
+        if settled is not None:
+            return settled
 
         @firestore.transactional
         def txn(transaction: firestore.Transaction) -> ActionResult:
@@ -277,4 +295,5 @@ class CustomerScope:
             )
             return ActionResult(result, aid, replayed=False)
 
-        return txn(self._db.transaction())
+        with _deciding(aid):
+            return stored() or txn(self._db.transaction())
