@@ -272,16 +272,5 @@ class CheckSessionOwner(beam.DoFn):
 
     def _owner(self, msg: InboundMessage) -> str | None:
         """The registry's owner of the session, or None when it cannot be reached (Sessions' check applies)."""
-        assert self._owners is not None, "setup() not called"
-        if time.monotonic() < self._skip_registry_until:
-            self.registry_unavailable.inc()
-            return None
-        for attempt in range(ATTEMPTS):
-            try:
-                return self._owners.claim(msg.session_id, msg.customer_id)
-            except (gexc.GoogleAPICallError, gexc.RetryError) as exc:
-                if attempt + 1 == ATTEMPTS:
-                    log.warning("session owner registry unavailable (%s): Sessions' state check only", exc)
-        self.registry_unavailable.inc()
-        self._skip_registry_until = time.monotonic() + OPEN_CIRCUIT_S
-        return None
+        owners = self._owners_of([msg])
+        return None if owners is None else owners.get(msg.session_id)
