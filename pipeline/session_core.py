@@ -108,6 +108,11 @@ class SessionMeta:
     def release_due(self, cfg: SessionConfig) -> float:
         return min(self.pending_last + cfg.quiet_window_s, self.pending_first + cfg.max_hold_s)
 
+    def inflight_due(self, cfg: SessionConfig) -> float:
+        """When the turn in flight times out (``in_flight`` must be set)."""
+        assert self.in_flight is not None
+        return self.in_flight.released + cfg.inflight_timeout_s
+
     def oldest_unanswered(self) -> float | None:
         """When the oldest unanswered message reached the stage: waiting, or in the turn in flight."""
         times = [self.pending_first] if self.pending_count else []
@@ -248,9 +253,8 @@ class SessionCore:
         meta = self.migrate(meta, self.cfg, cells)
         cells.meta.write(meta)
         # The old single timer did every job: arm each purpose the migrated state still needs.
-        if meta.in_flight is not None:  # the freshness timer keeps the in-flight deadline too
-            deadline = meta.in_flight.released + self.cfg.inflight_timeout_s
-            timers.set(Purpose.FRESHNESS, min(now + self.probe_s, deadline))
+        if meta.in_flight is not None:
+            self._arm_freshness(meta, now, timers)
         elif meta.pending_count:
             timers.set(Purpose.RELEASE, max(now, meta.release_due(self.cfg)))
         timers.set(Purpose.IDLE, max(now, meta.last_activity + self.cfg.idle_timeout_s))
@@ -367,12 +371,16 @@ class SessionCore:
         """The probe while a turn is in flight; it also keeps the in-flight deadline (one timer, not two)."""
         if meta.in_flight is None:
             return []
-        deadline = meta.in_flight.released + self.cfg.inflight_timeout_s
-        if now + TIMER_SLACK_S >= deadline:
+        if now + TIMER_SLACK_S >= meta.inflight_due(self.cfg):
             return self._on_inflight(session_id, meta, now, cells, timers)
         self.hooks.freshness(meta.oldest_unanswered(), now)
-        timers.set(Purpose.FRESHNESS, min(now + self.probe_s, deadline))
+        self._arm_freshness(meta, now, timers)
         return []
+
+    def _arm_freshness(self, meta: SessionMeta, now: float, timers: Timers) -> None:
+        """The next probe of the turn in flight, never later than its in-flight deadline: the one timer keeps both
+        (a timer fewer per session in the runner's store)."""
+        timers.set(Purpose.FRESHNESS, min(now + self.probe_s, meta.inflight_due(self.cfg)))
 
     def _on_release(
         self, session_id: str, meta: SessionMeta, now: float, cells: SessionCells, timers: Timers
@@ -390,7 +398,7 @@ class SessionCore:
     ) -> list[Output]:
         if meta.in_flight is None:
             return []
-        deadline = meta.in_flight.released + self.cfg.inflight_timeout_s
+        deadline = meta.inflight_due(self.cfg)
         if now + TIMER_SLACK_S < deadline:
             timers.set(Purpose.INFLIGHT, deadline)
             return []
@@ -433,8 +441,7 @@ class SessionCore:
             last_activity=now,
         )
         cells.meta.write(meta)
-        # The freshness timer also keeps the in-flight deadline: a timer fewer per session in the runner's store.
-        timers.set(Purpose.FRESHNESS, min(now + self.probe_s, now + self.cfg.inflight_timeout_s))
+        self._arm_freshness(meta, now, timers)
         self.hooks.count("turns")
         self.hooks.distribution("burst_size", len(msgs))
         self.hooks.distribution("history_size", min(meta.history_stored, self.cfg.max_history))
