@@ -319,7 +319,7 @@ def _which_record(state: AgentState, spec: ToolSpec, params: dict[str, Any]) -> 
         kind = spec.id_args[arg]
         fmt = state.pack.ids[kind]
         prop = props.get(arg) or {}
-        candidates = [prop["const"]] if "const" in prop else list(prop.get("enum") or ())
+        candidates = narrowing.allowed(prop)
         if this_turn.referenced_ids(kind) or not candidates:
             continue  # named in this turn, by id or by an item: that stands
         records = {str(r[fmt.field]): r for r in facts.records.get(kind, ())}
@@ -341,8 +341,8 @@ def _open_record(spec: ToolSpec, params: dict[str, Any]) -> tuple[str, list[str]
     """The first id argument the narrowed ``params`` leave open (its kind and the ids it may be), if any."""
     props = params.get("properties") or {}
     for arg, kind in spec.id_args.items():
-        choices = (props.get(arg) or {}).get("enum")
-        if choices and len(choices) > 1:
+        choices = narrowing.allowed(props.get(arg) or {})
+        if len(choices) > 1:
             return kind, [str(c) for c in choices]
     return None
 
@@ -401,8 +401,7 @@ def _record_ids(state: AgentState, tools: Iterable[dict[str, Any]]) -> set[str]:
     for tool in tools:
         props = tool["parameters"].get("properties") or {}
         for arg in state.pack.tools_by_name[tool["name"]].id_args:
-            prop = props.get(arg) or {}
-            ids.update(str(v) for v in ([prop["const"]] if "const" in prop else prop.get("enum") or ()))
+            ids.update(str(v) for v in narrowing.allowed(props.get(arg) or {}))
     return ids
 
 

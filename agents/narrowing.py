@@ -103,6 +103,11 @@ class TurnFacts:
         return []
 
 
+def allowed(prop: Mapping[str, Any]) -> list[Any]:
+    """The values a narrowed property allows: its ``const``, or its ``enum`` ([] when it is left open)."""
+    return [prop["const"]] if "const" in prop else list(prop.get("enum") or ())
+
+
 def _choice(values: Sequence[Any]) -> dict[str, Any]:
     return {"const": values[0]} if len(values) == 1 else {"enum": list(values)}
 
