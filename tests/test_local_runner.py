@@ -123,7 +123,7 @@ def test_a_missing_hook_fails_at_start_with_a_clear_message(monkeypatch: pytest.
 def test_patches_are_applied_in_one_place_and_undone_completely() -> None:
     from apache_beam.io.gcp.pubsub import _PubSubWriteDoFn
     from apache_beam.runners.direct import watermark_manager
-    from apache_beam.runners.direct.evaluation_context import DirectUnmergedState
+    from apache_beam.runners.direct.evaluation_context import DirectUnmergedState, EvaluationContext
     from apache_beam.transforms import core
 
     evaluator = transform_evaluator._PubSubReadEvaluator
@@ -137,6 +137,7 @@ def test_patches_are_applied_in_one_place_and_undone_completely() -> None:
         core.get_function_args_defaults,
         watermark_manager._TransformWatermarks.extract_transform_timers,
         DirectUnmergedState.__dict__.get("copy"),
+        EvaluationContext.handle_result,
     )
     assert local_runner.applied_patches() == [], "a patch leaked from another test"
     names = local_runner.apply_local_runner_patches("in", "mem", environ={})
@@ -148,6 +149,7 @@ def test_patches_are_applied_in_one_place_and_undone_completely() -> None:
             "setup-once",
             "lean-timer-scan",
             "shallow-state-copy",
+            "skip-empty-bundles",
             "one-publish-per-bundle",
         ]
         acks = local_runner.ledger()
@@ -164,6 +166,7 @@ def test_patches_are_applied_in_one_place_and_undone_completely() -> None:
         core.get_function_args_defaults,
         watermark_manager._TransformWatermarks.extract_transform_timers,
         DirectUnmergedState.__dict__.get("copy"),
+        EvaluationContext.handle_result,
     )
     assert after == before and not hasattr(evaluator, "_supportflow_prompt_pull")
     assert local_runner.ledger() is None and local_runner.applied_patches() == []
@@ -449,3 +452,56 @@ def test_the_tracked_scan_finds_what_beams_scan_finds_as_keys_are_written_and_ti
         assert steps[-1] == ([], False)
     finally:
         local_runner.undo_local_runner_patches()
+
+
+class SplitOdd(beam.DoFn):
+    """Evens on the main output, odds on "odd": the test stream sends evens only, so every "odd" bundle is empty."""
+
+    def process(self, x: int) -> object:
+        yield x if x % 2 == 0 else beam.pvalue.TaggedOutput("odd", x)
+
+
+class CountBundles(beam.DoFn):
+    BUNDLES: list[str] = []  # noqa: RUF012 - the test's record, one entry per bundle started
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def start_bundle(self) -> None:
+        CountBundles.BUNDLES.append(self.name)
+
+    def process(self, x: int) -> object:
+        yield x
+
+
+def _bundles_per_consumer() -> dict[str, int]:
+    """Run evens through ``SplitOdd`` on the local runner; bundles each consumer started, outputs checked."""
+    CountBundles.BUNDLES = []
+    events = TestStream()
+    for i in range(4):  # four bundles of input
+        events = events.add_elements([2 * i]).advance_processing_time(1)
+    events = events.advance_watermark_to_infinity()
+    options = beam.options.pipeline_options.PipelineOptions(streaming=True)
+    with beam.Pipeline(runner="BundleBasedDirectRunner", options=options) as p:
+        split = p | events | beam.ParDo(SplitOdd()).with_outputs("odd", main="even")
+        evens = split.even | "Evens" >> beam.ParDo(CountBundles("even"))
+        odds = split.odd | "Odds" >> beam.ParDo(CountBundles("odd"))
+        assert_that(evens, equal_to([0, 2, 4, 6]), label="evens")
+        assert_that(odds, equal_to([]), label="odds")
+    return {name: CountBundles.BUNDLES.count(name) for name in ("even", "odd")}
+
+
+def test_beam_still_schedules_consumers_for_empty_bundles() -> None:
+    """skip-empty-bundles: Beam commits a ParDo's empty output bundles and runs their consumers for them."""
+    counts = _bundles_per_consumer()
+    assert counts["odd"] >= 4, counts  # one empty "odd" bundle per input bundle, each run by its consumer
+
+
+def test_empty_bundles_are_dropped_and_the_pipeline_answers_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    from apache_beam.runners.direct.evaluation_context import EvaluationContext
+
+    monkeypatch.setattr(EvaluationContext, "handle_result", EvaluationContext.handle_result)
+    monkeypatch.setattr(EvaluationContext, "_supportflow_skip_empty", False, raising=False)
+    assert local_runner.use_skipped_empty_bundles()
+    counts = _bundles_per_consumer()  # same outputs (asserted inside), and the run still ends at +infinity
+    assert counts["odd"] == 0 and counts["even"] >= 1, counts
