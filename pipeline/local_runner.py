@@ -47,6 +47,11 @@ if Beam fixed what it works around.
   after it. The patched commit drops an output bundle with no element (one feeding a side input is kept);
   what has elements is committed and scheduled as before. Canary:
   ``test_beam_still_schedules_consumers_for_empty_bundles``.
+- ``one-publish-per-bundle``: ``WriteToPubSub`` hands each message to its client, which batches per ordering
+  key (one request per session's reply, each after 10 ms), and waits for every future on the runner's one
+  thread. The patched flush sends a bundle's messages in one request, in order, from a thread of its own
+  (``pipeline.local_publish``), so the runner's thread goes on meanwhile. Canary:
+  ``test_beam_still_publishes_each_message_of_a_bundle_on_its_own``.
 
 A patch checks that each hook it replaces is still there and refuses to start otherwise
 (``UnsupportedBeamVersion`` names the hook); ``SUPPORTFLOW_LOCAL_PATCHES=off`` runs Beam's runner unpatched.
@@ -65,6 +70,7 @@ from typing import TYPE_CHECKING, Any
 import apache_beam as beam
 
 from pipeline.local_acks import AckLedger, PromptPullClient
+from pipeline.local_publish import BackgroundPublisher
 from pipeline.options import DEAD_LETTER_SETTLE_SUBSCRIPTION
 
 if TYPE_CHECKING:
@@ -103,6 +109,7 @@ def _hook(owner: Any, attribute: str, patch: str) -> Any:
 _MISSING = object()
 _APPLIED: list[tuple[str, Any, str, Any]] = []  # (patch, owner, attribute, original), in order applied
 _LEDGER: list[AckLedger] = []  # the ledger of the applied Pub/Sub patch, if any
+_PUBLISHER: list[BackgroundPublisher] = []  # the publish thread of the applied writer patch, if any
 
 
 def _patch(name: str, owner: Any, attribute: str, value: Any) -> None:
@@ -118,6 +125,11 @@ def applied_patches() -> list[str]:
 def ledger() -> AckLedger | None:
     """The held acks of the applied Pub/Sub patch (None when it is not in)."""
     return _LEDGER[-1] if _LEDGER else None
+
+
+def publisher() -> BackgroundPublisher | None:
+    """The publish thread of the applied writer patch (None when it is not in)."""
+    return _PUBLISHER[-1] if _PUBLISHER else None
 
 
 def apply_local_runner_patches(
@@ -169,6 +181,8 @@ def undo_local_runner_patches() -> list[str]:
                 delattr(owner, attribute)
         else:
             setattr(owner, attribute, original)
+    while _PUBLISHER:
+        _PUBLISHER.pop().close()  # what is queued is sent first
     while _LEDGER:
         _LEDGER.pop().close()
     tear_down_dofns()
@@ -216,8 +230,11 @@ def use_one_publish_per_bundle() -> bool:
     ordering keys (the replies, the hand-offs: one key per session) the client batches per key, so a bundle
     of n replies was n requests, each on a thread of its own and each started only after the client's
     10 ms batching latency, all while the runner's one thread waited. One request carries the same messages
-    in the same order (Pub/Sub keeps a key's order within a request), and the flush still returns only once
-    Pub/Sub has them, or raises (the bundle is retried, as when a future failed).
+    in the same order (Pub/Sub keeps a key's order within a request). The request goes to the process's
+    ``BackgroundPublisher`` (``pipeline.local_publish``): sent on a thread of its own in the order handed
+    over, so the runner's thread goes on with other stages' bundles meanwhile; a failed request fails the next
+    flush (the bundle is retried, as when a future failed). Safe because the local runner holds each inbound
+    ack until the message's outcome is read back (``pipeline.local_acks``).
     """
     from apache_beam.io.gcp import pubsub as beam_pubsub
 
@@ -227,6 +244,9 @@ def use_one_publish_per_bundle() -> bool:
         return True
     from google.pubsub_v1.services.publisher.client import PublisherClient as GapicPublisher
     from google.pubsub_v1.types import PubsubMessage as PubsubMessageProto
+
+    publisher = BackgroundPublisher()
+    _PUBLISHER.append(publisher)
 
     def flush(self: Any) -> None:
         if not self._buffer:
@@ -239,7 +259,9 @@ def use_one_publish_per_bundle() -> bool:
                 PubsubMessageProto(data=msg.data, attributes=attributes, ordering_key=msg.ordering_key or "")
             )
         # The client's own GAPIC publish (its default retries): one request, no per-key batching.
-        GapicPublisher.publish(self._pub_client, topic=self._topic, messages=messages, timeout=PUBLISH_TIMEOUT_S)
+        publisher.submit(
+            GapicPublisher.publish, self._pub_client, topic=self._topic, messages=messages, timeout=PUBLISH_TIMEOUT_S
+        )
         self._buffer = []
 
     _patch("one-publish-per-bundle", writer, "_flush", flush)

@@ -25,6 +25,7 @@ from pipeline.session import SessionConfig, SessionDoFn
 def own_patch_record(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests that patch through monkeypatch (undone by it) keep their records out of the module's list."""
     monkeypatch.setattr(local_runner, "_APPLIED", [])
+    monkeypatch.setattr(local_runner, "_PUBLISHER", [])
 
 
 @pytest.fixture
@@ -169,7 +170,7 @@ def test_patches_are_applied_in_one_place_and_undone_completely() -> None:
         EvaluationContext.handle_result,
     )
     assert after == before and not hasattr(evaluator, "_supportflow_prompt_pull")
-    assert local_runner.ledger() is None and local_runner.applied_patches() == []
+    assert local_runner.ledger() is None and local_runner.publisher() is None and local_runner.applied_patches() == []
 
 
 def test_building_the_pipeline_patches_nothing() -> None:
@@ -228,6 +229,9 @@ def test_a_bundle_of_messages_is_published_in_one_request_in_order(monkeypatch: 
     ]
     writer._flush()
     writer._flush()  # nothing buffered: no request
+    sent_by = local_runner.publisher()
+    assert sent_by is not None
+    sent_by.wait(5)
     assert (
         len(calls) == 1
         and calls[0]["client"] is writer._pub_client
@@ -235,6 +239,57 @@ def test_a_bundle_of_messages_is_published_in_one_request_in_order(monkeypatch: 
     )
     got = [(m.ordering_key, m.data, dict(m.attributes)) for m in calls[0]["messages"]]
     assert got == sent and writer._buffer == []
+
+
+def test_publishes_go_in_order_off_the_callers_thread_and_a_failure_fails_the_next_flush() -> None:
+    import threading
+    import time
+
+    from pipeline.local_publish import BackgroundPublisher
+
+    sent: list[tuple[int, str]] = []
+    gate = threading.Event()
+
+    def publish(n: int) -> None:
+        gate.wait(5)
+        if n == 3:
+            raise RuntimeError("Pub/Sub refused request 3")
+        sent.append((n, threading.current_thread().name))
+
+    publisher = BackgroundPublisher(max_pending=8)
+    t0 = time.monotonic()
+    for n in range(3):
+        publisher.submit(publish, n)
+    assert time.monotonic() - t0 < 1 and sent == [], "submit waited for the request"
+    gate.set()
+    publisher.wait(5)
+    assert [n for n, _ in sent] == [0, 1, 2] and all(name.startswith("supportflow-publish") for _, name in sent)
+    publisher.submit(publish, 3)
+    with pytest.raises(RuntimeError, match="refused request 3"):
+        publisher.wait(5)  # a flush after a failed request raises it (the runner retries that bundle)
+    publisher.submit(publish, 4)
+    publisher.wait(5)
+    assert [n for n, _ in sent] == [0, 1, 2, 4]
+    publisher.close()
+
+
+def test_a_flush_waits_when_too_many_publishes_are_in_flight() -> None:
+    import threading
+
+    from pipeline.local_publish import BackgroundPublisher
+
+    gate = threading.Event()
+    publisher = BackgroundPublisher(max_pending=2)
+    publisher.submit(gate.wait, 5)
+    publisher.submit(lambda: None)
+    done = threading.Event()
+    third = threading.Thread(target=lambda: (publisher.submit(lambda: None), done.set()))
+    third.start()
+    assert not done.wait(0.3), "a third request went in while two were in flight"
+    gate.set()
+    assert done.wait(5)
+    third.join()
+    publisher.close()
 
 
 def test_beam_still_computes_dofn_specs_at_every_bundle() -> None:
