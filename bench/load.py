@@ -44,7 +44,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.load_figures import eval_rows, figures, one_line, ratios, table
+from bench.load_figures import eval_rows, figures, one_line, pool, ratios, table
 from bench.load_plan import LoadProfile, PlannedMessage, PlannedSession, plan_load
 from bench.load_player import LoadPlayer
 from bench.probes import children_cpu_s, loadavg, proc_cpu_s, proc_peak_rss_mb, report_head
@@ -56,6 +56,8 @@ DEFAULT_OUT = ARTIFACTS / "bench_load.json"
 BASELINE_INBOUND_TOPIC = "bench-baseline-inbound"
 BASELINE_SUBSCRIPTION = "bench-baseline-inbound-sub"
 BASELINE_REPLY_TOPIC = "bench-baseline-replies"
+
+Waits = dict[tuple[str, str, int, str], list[float]]  # (system, backend, sessions, pack) -> every round's waits
 
 
 # ---------------------------------------------------------------------------
@@ -333,34 +335,32 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             loads.append(load)
         report["stack"] = {"startup_s": round(stack.startup_s or 0, 1), "customers": seeded}
         run_id = uuid.uuid4().hex[:6]
+        latencies: Waits = {}
         for backend, sizes in runs:
             for n in sizes:
                 # One fresh process per phase, pipeline and baseline back to back at each size (and pack): a
-                # busy shared machine drifts, and neighbouring phases see the most similar conditions.
+                # busy shared machine drifts, and neighbouring phases see the most similar conditions. The
+                # phase played second runs on emulators the first one warmed, so the order alternates by
+                # round (pipeline-baseline, baseline-pipeline, ...) and each system's rounds are pooled.
                 for load in loads:
-                    for system in systems(stack.bigquery_endpoint, backend, args, load.name):
-                        fig = measure_phase(stack, env, system, backend, n, run_id, args, load)
-                        report["results"].append(fig)
-                        print(one_line(fig), file=sys.stderr)
-        report["ratios"] = []
-        for backend, sizes in runs:
-            for n in sizes:
-                for name in args.packs:
-                    pair = {
-                        r["system"]: r
-                        for r in report["results"]
-                        if r["backend"] == backend and r["sessions"] == n and r["pack"] == name
-                    }
-                    if "pipeline" in pair and "baseline" in pair:
-                        report["ratios"].append(
-                            {
-                                "backend": backend,
-                                "pack": name,
-                                "sessions": n,
-                                **ratios(pair["pipeline"], pair["baseline"]),
-                            }
-                        )
-        report["pack_differences"] = pack_differences(report["results"], args.packs)
+                    order = systems(stack.bigquery_endpoint, backend, args, load.name)
+                    for round_ in range(args.rounds):
+                        for position, system in enumerate(order if round_ % 2 == 0 else order[::-1]):
+                            fig = measure_phase(stack, env, system, backend, n, f"{run_id}{round_}", args, load)
+                            fig.update(round=round_, played=position + 1)
+                            key = (system.name, backend, n, load.name)
+                            latencies.setdefault(key, []).extend(fig.pop("last_message_to_reply_samples_ms"))
+                            report["results"].append(fig)
+                            print(one_line(fig), file=sys.stderr)
+        report["ratios"] = [
+            entry
+            for backend, sizes in runs
+            for n in sizes
+            for name in args.packs
+            if (entry := size_ratios(report["results"], latencies, backend, n, name)) is not None
+        ]
+        first_round = [r for r in report["results"] if r["round"] == 0]
+        report["pack_differences"] = pack_differences(first_round, args.packs)
         report["finished_at"] = datetime.now(UTC).isoformat()
     finally:
         stack.stop()
@@ -369,6 +369,29 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
 
             shutil.rmtree(state_dir, ignore_errors=True)
     return report
+
+
+def size_ratios(
+    results: list[dict[str, Any]], latencies: Waits, backend: str, n: int, pack: str
+) -> dict[str, Any] | None:
+    """Pipeline over baseline at one size: on each system's rounds pooled, and the p50 ratio of each round."""
+    rounds: dict[str, dict[int, dict[str, Any]]] = {}
+    for r in results:
+        if r["backend"] == backend and r["sessions"] == n and r["pack"] == pack:
+            rounds.setdefault(r["system"], {})[r["round"]] = r
+    if not {"pipeline", "baseline"} <= rounds.keys():
+        return None
+    pooled = {s: pool(list(rounds[s].values()), latencies[(s, backend, n, pack)]) for s in ("pipeline", "baseline")}
+    both = sorted(rounds["pipeline"].keys() & rounds["baseline"].keys())
+    per_round = [ratios(rounds["pipeline"][k], rounds["baseline"][k]) for k in both]
+    return {
+        "backend": backend,
+        "pack": pack,
+        "sessions": n,
+        "rounds": len(both),
+        **ratios(pooled["pipeline"], pooled["baseline"]),
+        "latency_p50_ratio_per_round": [r["latency_p50_pipeline_over_baseline"] for r in per_round],
+    }
 
 
 def pack_differences(results: list[dict[str, Any]], packs: list[str]) -> list[dict[str, Any]]:
@@ -413,6 +436,13 @@ def main(argv: list[str] | None = None) -> int:
         help="BACKEND:N,N,... load sizes (concurrent sessions) per backend (default: %(default)s)",
     )
     p.add_argument("--systems", default="pipeline,baseline", help="which systems to run (default: %(default)s)")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="rounds per size, the systems' order alternating (2: pipeline-baseline, baseline-pipeline); "
+        "ratios pool each system's rounds (default: %(default)s)",
+    )
     p.add_argument("--quick", action="store_true", help="smoke run: instant at 10 and 50 sessions")
     p.add_argument("--arrival-rate", type=float, default=None, help="sessions per second (default: N / ramp)")
     p.add_argument("--ramp-s", type=float, default=5.0)
@@ -441,7 +471,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep-stack-dir", action="store_true", help="keep the emulators' logs")
     args = p.parse_args(argv)
     if args.quick:
-        args.runs = ["instant:10,50"]
+        args.runs, args.rounds = ["instant:10,50"], 1
+    if args.rounds < 1:
+        raise SystemExit("--rounds: at least 1")
     args.systems = [s.strip() for s in args.systems.split(",") if s.strip()]
     args.packs_given = args.packs is not None
     args.packs = [s.strip() for s in (args.packs or "shop").split(",") if s.strip()]

@@ -97,10 +97,29 @@ def figures(result: PlayResult, rows: dict[str, dict], cpu_s: float | None, rss_
         "turns_per_s": round(turns / span, 2),
         "messages_per_s": round(result.messages / span, 2),
         "latency_ms": {k: summary(v) for k, v in series.items()},
+        # The raw waits, for pooling rounds (``pool``); the bench takes them out before writing its report.
+        "last_message_to_reply_samples_ms": series["last_message_to_reply_ms"],
         "cpu_s": None if cpu_s is None else round(cpu_s, 2),
         "cpu_ms_per_turn": None if cpu_s is None or not turns else round(cpu_s * 1000 / turns, 2),
         "peak_rss_mb": rss_mb,
         **{f"{k}_per_turn": round(sum(v) / len(v), 1) if v else None for k, v in tokens.items()},
+    }
+
+
+def pool(rounds: list[dict[str, Any]], waits_ms: list[float]) -> dict[str, Any]:
+    """One system's rounds at one size as one figure for ``ratios``: the customers' waits pooled (percentiles
+    over every answered turn of every round), throughput and CPU per turn averaged over the rounds."""
+
+    def mean(key: str) -> float | None:
+        values = [r[key] for r in rounds if r.get(key) is not None]
+        return sum(values) / len(values) if values else None
+
+    return {
+        "turns_per_s": mean("turns_per_s"),
+        "latency_ms": {"last_message_to_reply_ms": summary(waits_ms)},
+        "quiet_window_ms": rounds[0]["quiet_window_ms"],
+        "cpu_ms_per_turn": mean("cpu_ms_per_turn"),
+        "cpu_ms_per_turn_net_of_idle": mean("cpu_ms_per_turn_net_of_idle"),
     }
 
 
@@ -136,6 +155,10 @@ def one_line(fig: dict[str, Any]) -> str:
     )
 
 
+def ordinal(n: int) -> str:
+    return {1: "1st", 2: "2nd", 3: "3rd"}.get(n, f"{n}th")
+
+
 def backend(fig: dict[str, Any]) -> str:
     """The backend, and the pack when the run compared packs (``bench.load --packs``)."""
     pack = fig.get("pack")
@@ -143,9 +166,10 @@ def backend(fig: dict[str, Any]) -> str:
 
 
 def table(report: dict[str, Any]) -> Iterator[str]:
-    yield "| backend | sessions | system | turns | turns/s | last msg→reply p50 / p90 / p99 / max (ms) | " \
-          "queue p50 | enrich p50 | model p50 | publish p50 | CPU ms/turn |"  # fmt: skip
-    yield "|---|---:|---|---:|---:|---|---:|---:|---:|---:|---:|"
+    yield "| backend | sessions | system | round (played) | turns | turns/s " \
+          "| last msg→reply p50 / p90 / p99 / max (ms) | queue p50 | enrich p50 | model p50 | publish p50 " \
+          "| CPU ms/turn |"  # fmt: skip
+    yield "|---|---:|---|---|---:|---:|---|---:|---:|---:|---:|---:|"
     for r in report["results"]:
         lat = r["latency_ms"]
 
@@ -154,7 +178,9 @@ def table(report: dict[str, Any]) -> Iterator[str]:
 
         e2e = "last_message_to_reply_ms"
         yield (
-            f"| {backend(r)} | {r['sessions']} | {r['system']} | {r['turns_answered']} | {r['turns_per_s']:.1f} | "
+            f"| {backend(r)} | {r['sessions']} | {r['system']} "
+            f"| {r.get('round', 0) + 1} ({ordinal(r.get('played', 1))}) "
+            f"| {r['turns_answered']} | {r['turns_per_s']:.1f} | "
             f"{p(e2e)} / {p(e2e, 'p90')} / {p(e2e, 'p99')} / {p(e2e, 'max')} | {p('queue_ms')} | "
             f"{p('enrich_ms')} | {p('model_ms')} | {p('publish_ms')} | {r['cpu_ms_per_turn']} |"
         )
