@@ -9,7 +9,10 @@ By default it starts its own local stack (emulators in a throwaway state dir), s
 backend starts the pipeline (``python -m pipeline.main``, as ``stack/service.py`` does), warms it up,
 plays every load size against it, stops it, then does the same with the baseline
 (``python -m bench.baseline``: the same I/O without a Beam runner, on topics of its own). Both get
-the same load, message for message (one seeded plan per size), and the same session settings.
+the same load, message for message (one seeded plan per size), and the same session settings. Each
+size is played ``--rounds`` times (default 2), the order alternating (pipeline-baseline, then
+baseline-pipeline): the phase right after another system's runs on emulators that system just loaded,
+so the ratios pool each system's rounds and list each round's p50 ratio beside.
 
 The parts: ``bench.load_plan`` (the load model and its seeded plan), ``bench.load_player`` (playing a
 plan in a closed loop and following the replies), ``bench.load_figures`` (latency split, throughput,
