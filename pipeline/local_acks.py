@@ -19,8 +19,11 @@ not emitted twice either). Only a message that gets no outcome at all (a lost tu
 is acked after ``MAX_HOLD_S``.
 
 ``PromptPullClient`` wraps the runner's subscriber client: pulls that return at once (the emulator
-honours ``return_immediately``), up to ``MAX_MESSAGES``, a nap of ``EMPTY_NAP_S`` when empty, and
-acks only what the ledger does not hold. ``pipeline/local_runner.py`` hands it to the runner.
+honours ``return_immediately``), up to ``MAX_MESSAGES``, and acks only what the ledger does not hold. An
+empty pull naps ``EMPTY_NAP_S`` (an idle runner would spin) only once no subscription has delivered for
+``NAP_AFTER_QUIET_S``: the nap blocks the runner's one thread, so under load it delayed every stage and
+timer (about a third of that thread's time at 1,000 sessions, ``docs/performance.md``).
+``pipeline/local_runner.py`` hands it to the runner.
 
 What a kill still loses is the runner's state: sessions start again empty
 (history, turn counter, seen ids). Dataflow keeps both (docs/architecture.md, "The local runner").
@@ -50,6 +53,7 @@ log = logging.getLogger(__name__)
 
 MAX_MESSAGES = 100
 EMPTY_NAP_S = 0.05
+NAP_AFTER_QUIET_S = 0.5  # an empty pull naps only when no subscription has delivered for this long
 LEASE_S = 10  # a killed process's unanswered messages come back this long after its last lease extension
 EXTEND_EVERY_S = 3.0
 MAX_HOLD_S = 600.0
@@ -109,6 +113,7 @@ class AckLedger:
         self._waiting_since: float | None = None
         self.dropped = 0  # redeliveries and late duplicates never emitted
         self.expired = 0  # acked after max_hold_s without a reply
+        self._delivered_at = float("-inf")  # the last pull, of any subscription, that returned messages
 
     @property
     def held(self) -> int:
@@ -200,9 +205,15 @@ class AckLedger:
         _call(client.modify_ack_deadline, subscription, lease, ack_deadline_seconds=self.lease_s)
         return keep
 
-    def pulled_empty(self, subscription: str) -> None:
+    def pulled(self, subscription: str, delivered: int) -> float:
+        """Note one pull's yield; returns how long the runner's thread should nap after it."""
+        now = time.monotonic()
+        if delivered:
+            self._delivered_at = now
+            return 0.0
         if not self.caught_up and self.role(subscription) == "memory":
             self.caught_up = True
+        return EMPTY_NAP_S if now - self._delivered_at >= NAP_AFTER_QUIET_S else 0.0
 
     def _start_settler(self) -> None:
         with self._lock:
@@ -339,9 +350,9 @@ class PromptPullClient:
             time.sleep(EMPTY_NAP_S)
             return PullResponse()
         response = self._client.pull(request=request, timeout=timeout)
+        nap = self._ledger.pulled(subscription, len(response.received_messages))
         if not response.received_messages:
-            self._ledger.pulled_empty(subscription)
-            time.sleep(EMPTY_NAP_S)
+            time.sleep(nap)
             return response
         keep = self._ledger.admit(self._client, subscription, response.received_messages)
         return PullResponse(received_messages=keep)
