@@ -6,6 +6,10 @@ emulator, and its Storage Write path needs a Java expansion service that
 cannot be downloaded here. ``insert_rows_json`` is the same tabledata.insertAll
 API in production, batched per bundle, retried, with per-row insert ids so a
 retried batch does not double rows.
+
+In a local run the insert goes to the local runner's output thread (``pipeline.local_output``) instead of
+holding up the runner's one thread; the rows it refuses are then published from there to the dead-letter
+topic, as the same ``DeadLetter`` the graph's flatten would have carried.
 """
 
 from __future__ import annotations
@@ -17,20 +21,33 @@ from typing import Any
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
-from tenacity import retry, stop_after_attempt, wait_exponential_jitter
 
 from contract.messages import DeadLetter
+from pipeline import local_output
+from pipeline.parse import to_pubsub_dead_letter
 
 log = logging.getLogger(__name__)
 
 BATCH_ROWS = 200
+# How long one insert is retried (the client's own retry: 5xx, rate limits, dropped connections) before its rows
+# become dead letters. The client's default is 600 s: a bundle, or in a local run every reply queued behind the
+# insert, would wait that long for a batch that is never taken.
+INSERT_RETRY_S = 60.0
 
 
 class WriteRowsToBigQuery(beam.DoFn):
-    """Buffers (row_id, row) pairs per bundle and inserts them; rows BigQuery refuses become dead letters."""
+    """Buffers (row_id, row) pairs per bundle and inserts them; rows BigQuery refuses become dead letters.
 
-    def __init__(self, project: str, dataset: str, table: str, endpoint: str | None) -> None:
+    ``dead_letter_topic``: where a local run's output thread publishes the dead letters of the rows refused
+    there (without it, or without that thread, the insert is waited for and its dead letters are output).
+    """
+
+    def __init__(
+        self, project: str, dataset: str, table: str, endpoint: str | None, dead_letter_topic: str | None = None
+    ) -> None:
         self._project, self._dataset, self._table, self._endpoint = project, dataset, table, endpoint
+        self._dead_letter_topic = dead_letter_topic
+        self._publisher: Any = None
         self.written = Metrics.counter("bigquery", f"{table}_rows")
         self.failed = Metrics.counter("bigquery", f"{table}_failed")
 
@@ -64,9 +81,11 @@ class WriteRowsToBigQuery(beam.DoFn):
         for dl in self._flush():
             yield WindowedValue(dl, 0, [GlobalWindow()])
 
-    @retry(wait=wait_exponential_jitter(initial=0.1, max=5), stop=stop_after_attempt(5), reraise=True)
     def _insert(self, rows: list[dict[str, Any]], ids: list[str]) -> list[dict]:
-        return self._client.insert_rows_json(self._table_ref, rows, row_ids=ids)
+        from google.cloud.bigquery import DEFAULT_RETRY
+
+        retry = DEFAULT_RETRY.with_deadline(INSERT_RETRY_S)
+        return self._client.insert_rows_json(self._table_ref, rows, row_ids=ids, retry=retry)
 
     def _flush(self) -> Iterator[DeadLetter]:
         if not self._buffer:
@@ -74,17 +93,45 @@ class WriteRowsToBigQuery(beam.DoFn):
         ids = [k for k, _ in self._buffer]
         rows = [r for _, r in self._buffer]
         self._buffer = []
+        output = local_output.active() if self._dead_letter_topic else None
+        if output is not None:
+            output.submit(self._insert_and_publish_refused, rows, ids)
+            return
+        yield from self._insert_or_refuse(rows, ids)
+
+    def _insert_or_refuse(self, rows: list[dict[str, Any]], ids: list[str]) -> list[DeadLetter]:
+        """Insert the rows; a dead letter for each row refused (every row, if the insert failed after retries)."""
         try:
             errors = self._insert(rows, ids)
         except Exception as e:  # noqa: BLE001 - the rows go to the dead-letter topic instead of being lost
             errors = [{"index": i, "errors": [{"message": f"{type(e).__name__}: {e}"}]} for i in range(len(rows))]
         bad = {err["index"]: err for err in errors}
         self.written.inc(len(rows) - len(bad))
-        for index, err in bad.items():
-            self.failed.inc()
-            yield DeadLetter(
+        self.failed.inc(len(bad))
+        return [
+            DeadLetter(
                 stage=f"Write{self._table}",
                 reason=f"BigQuery refused row: {err.get('errors')}"[:1000],
                 payload=json.dumps(rows[index], default=str),
                 session_id=rows[index].get("session_id"),
             )
+            for index, err in bad.items()
+        ]
+
+    def _insert_and_publish_refused(self, rows: list[dict[str, Any]], ids: list[str]) -> None:
+        """On the local output thread: insert, then publish the refused rows' dead letters (waited for: a
+        failure fails the next bundle, and is logged with the rows)."""
+        dead = self._insert_or_refuse(rows, ids)
+        if not dead:
+            return
+        if self._publisher is None:
+            from google.cloud import pubsub_v1
+
+            self._publisher = pubsub_v1.PublisherClient()
+        try:
+            for dl in dead:
+                message = to_pubsub_dead_letter(dl)
+                self._publisher.publish(self._dead_letter_topic, message.data, **message.attributes).result(60)
+        except Exception:
+            log.exception("publishing %d refused %s row(s) as dead letters failed: %s", len(dead), self._table, dead)
+            raise

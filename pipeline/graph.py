@@ -8,6 +8,7 @@ matches state by them, so rename one only with a transform-name mapping.
     Sessions ─ EnrichCustomerContext ─ AgentTurn ─┬ PublishReplies, PublishHandoffs
                                                   └ WriteTurnEvals
     every stage's dead letters (CheckSessionOwner's included) ─ AllDeadLetters ─ PublishDeadLetters
+    (in a local run the eval writers publish their refused rows' dead letters themselves: pipeline.bigquery)
 """
 
 from __future__ import annotations
@@ -163,7 +164,9 @@ def build(p: beam.Pipeline, settings: Settings) -> None:
     )
 
     def bq(table: str) -> WriteRowsToBigQuery:
-        return WriteRowsToBigQuery(project, settings.eval_dataset, table, settings.bigquery_endpoint)
+        # A local run inserts off the runner's thread and publishes refused rows' dead letters there itself.
+        dead_letters = topic(settings.dead_letter_topic)
+        return WriteRowsToBigQuery(project, settings.eval_dataset, table, settings.bigquery_endpoint, dead_letters)
 
     turn_eval_dead = eval_rows | "WriteTurnEvals" >> beam.ParDo(bq(TURNS_TABLE))
     session_eval_dead = (

@@ -50,7 +50,7 @@ if Beam fixed what it works around.
 - ``one-publish-per-bundle``: ``WriteToPubSub`` hands each message to its client, which batches per ordering
   key (one request per session's reply, each after 10 ms), and waits for every future on the runner's one
   thread. The patched flush sends a bundle's messages in one request, in order, from a thread of its own
-  (``pipeline.local_publish``), so the runner's thread goes on meanwhile. Canary:
+  (``pipeline.local_output``, which the eval rows' inserts share), so the runner's thread goes on meanwhile. Canary:
   ``test_beam_still_publishes_each_message_of_a_bundle_on_its_own``.
 
 A patch checks that each hook it replaces is still there and refuses to start otherwise
@@ -69,8 +69,9 @@ from typing import TYPE_CHECKING, Any
 
 import apache_beam as beam
 
+from pipeline import local_output
 from pipeline.local_acks import AckLedger, PromptPullClient
-from pipeline.local_publish import BackgroundPublisher
+from pipeline.local_output import BackgroundOutput
 from pipeline.options import DEAD_LETTER_SETTLE_SUBSCRIPTION
 
 if TYPE_CHECKING:
@@ -109,7 +110,6 @@ def _hook(owner: Any, attribute: str, patch: str) -> Any:
 _MISSING = object()
 _APPLIED: list[tuple[str, Any, str, Any]] = []  # (patch, owner, attribute, original), in order applied
 _LEDGER: list[AckLedger] = []  # the ledger of the applied Pub/Sub patch, if any
-_PUBLISHER: list[BackgroundPublisher] = []  # the publish thread of the applied writer patch, if any
 
 
 def _patch(name: str, owner: Any, attribute: str, value: Any) -> None:
@@ -127,9 +127,9 @@ def ledger() -> AckLedger | None:
     return _LEDGER[-1] if _LEDGER else None
 
 
-def publisher() -> BackgroundPublisher | None:
-    """The publish thread of the applied writer patch (None when it is not in)."""
-    return _PUBLISHER[-1] if _PUBLISHER else None
+def publisher() -> BackgroundOutput | None:
+    """The output thread of the applied writer patch (None when it is not in)."""
+    return local_output.active()
 
 
 def apply_local_runner_patches(
@@ -181,8 +181,7 @@ def undo_local_runner_patches() -> list[str]:
                 delattr(owner, attribute)
         else:
             setattr(owner, attribute, original)
-    while _PUBLISHER:
-        _PUBLISHER.pop().close()  # what is queued is sent first
+    local_output.close()  # what is queued is sent first
     while _LEDGER:
         _LEDGER.pop().close()
     tear_down_dofns()
@@ -231,7 +230,7 @@ def use_one_publish_per_bundle() -> bool:
     of n replies was n requests, each on a thread of its own and each started only after the client's
     10 ms batching latency, all while the runner's one thread waited. One request carries the same messages
     in the same order (Pub/Sub keeps a key's order within a request). The request goes to the process's
-    ``BackgroundPublisher`` (``pipeline.local_publish``): sent on a thread of its own in the order handed
+    ``BackgroundOutput`` (``pipeline.local_output``): sent on a thread of its own in the order handed
     over, so the runner's thread goes on with other stages' bundles meanwhile; a failed request fails the next
     flush (the bundle is retried, as when a future failed). Safe because the local runner holds each inbound
     ack until the message's outcome is read back (``pipeline.local_acks``).
@@ -245,8 +244,7 @@ def use_one_publish_per_bundle() -> bool:
     from google.pubsub_v1.services.publisher.client import PublisherClient as GapicPublisher
     from google.pubsub_v1.types import PubsubMessage as PubsubMessageProto
 
-    publisher = BackgroundPublisher()
-    _PUBLISHER.append(publisher)
+    publisher = local_output.install()
 
     def flush(self: Any) -> None:
         if not self._buffer:

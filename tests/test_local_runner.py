@@ -17,7 +17,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms import userstate
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 
-from pipeline import local_runner
+from pipeline import local_output, local_runner
 from pipeline.session import SessionConfig, SessionDoFn
 
 
@@ -25,7 +25,7 @@ from pipeline.session import SessionConfig, SessionDoFn
 def own_patch_record(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests that patch through monkeypatch (undone by it) keep their records out of the module's list."""
     monkeypatch.setattr(local_runner, "_APPLIED", [])
-    monkeypatch.setattr(local_runner, "_PUBLISHER", [])
+    monkeypatch.setattr(local_output, "_ACTIVE", [])
 
 
 @pytest.fixture
@@ -245,7 +245,7 @@ def test_publishes_go_in_order_off_the_callers_thread_and_a_failure_fails_the_ne
     import threading
     import time
 
-    from pipeline.local_publish import BackgroundPublisher
+    from pipeline.local_output import BackgroundOutput
 
     sent: list[tuple[int, str]] = []
     gate = threading.Event()
@@ -256,14 +256,14 @@ def test_publishes_go_in_order_off_the_callers_thread_and_a_failure_fails_the_ne
             raise RuntimeError("Pub/Sub refused request 3")
         sent.append((n, threading.current_thread().name))
 
-    publisher = BackgroundPublisher(max_pending=8)
+    publisher = BackgroundOutput(max_pending=8)
     t0 = time.monotonic()
     for n in range(3):
         publisher.submit(publish, n)
     assert time.monotonic() - t0 < 1 and sent == [], "submit waited for the request"
     gate.set()
     publisher.wait(5)
-    assert [n for n, _ in sent] == [0, 1, 2] and all(name.startswith("supportflow-publish") for _, name in sent)
+    assert [n for n, _ in sent] == [0, 1, 2] and all(name.startswith("supportflow-output") for _, name in sent)
     publisher.submit(publish, 3)
     with pytest.raises(RuntimeError, match="refused request 3"):
         publisher.wait(5)  # a flush after a failed request raises it (the runner retries that bundle)
@@ -276,10 +276,10 @@ def test_publishes_go_in_order_off_the_callers_thread_and_a_failure_fails_the_ne
 def test_a_flush_waits_when_too_many_publishes_are_in_flight() -> None:
     import threading
 
-    from pipeline.local_publish import BackgroundPublisher
+    from pipeline.local_output import BackgroundOutput
 
     gate = threading.Event()
-    publisher = BackgroundPublisher(max_pending=2)
+    publisher = BackgroundOutput(max_pending=2)
     publisher.submit(gate.wait, 5)
     publisher.submit(lambda: None)
     done = threading.Event()
