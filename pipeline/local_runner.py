@@ -60,6 +60,7 @@ A patch checks that each hook it replaces is still there and refuses to start ot
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import sys
@@ -271,12 +272,24 @@ def patch_for(settings: Settings) -> list[str]:
     """The patches a local run of ``settings`` needs; none on Dataflow."""
     if settings.on_dataflow:
         return []
-    return apply_local_runner_patches(
+    names = apply_local_runner_patches(
         settings.inbound_subscription,
         settings.reply_memory_subscription,
         dead_letter_subscription=settings.subscription_path(DEAD_LETTER_SETTLE_SUBSCRIPTION),
         dead_letter_topic=settings.topic_path(settings.dead_letter_topic),
     )
+    freeze_startup_heap()
+    return names
+
+
+def freeze_startup_heap() -> int:
+    """Move every object alive now (modules, the graph, clients) out of the garbage collector's reach; returns
+    how many. Not a patch: the runner's one thread stops for every full collection, and a full collection
+    scanned this startup heap each time (~450,000 objects: 100-240 ms a pause, two or three a minute at 1,000
+    sessions). What the run creates later is still collected (``gc.freeze``)."""
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
 
 
 def main(argv: list[str] | None = None) -> None:
