@@ -90,13 +90,14 @@ class WriteRowsToBigQuery(beam.DoFn):
     def _flush(self) -> Iterator[DeadLetter]:
         if not self._buffer:
             return
+        output = local_output.active() if self._dead_letter_topic else None
+        if output is not None:
+            output.add_rows((self._table_ref, self._dead_letter_topic), self._insert_and_publish_refused, self._buffer)
+            self._buffer = []
+            return
         ids = [k for k, _ in self._buffer]
         rows = [r for _, r in self._buffer]
         self._buffer = []
-        output = local_output.active() if self._dead_letter_topic else None
-        if output is not None:
-            output.submit(self._insert_and_publish_refused, rows, ids)
-            return
         yield from self._insert_or_refuse(rows, ids)
 
     def _insert_or_refuse(self, rows: list[dict[str, Any]], ids: list[str]) -> list[DeadLetter]:
@@ -118,10 +119,13 @@ class WriteRowsToBigQuery(beam.DoFn):
             for index, err in bad.items()
         ]
 
-    def _insert_and_publish_refused(self, rows: list[dict[str, Any]], ids: list[str]) -> None:
-        """On the local output thread: insert, then publish the refused rows' dead letters (waited for: a
-        failure fails the next bundle, and is logged with the rows)."""
-        dead = self._insert_or_refuse(rows, ids)
+    def _insert_and_publish_refused(self, keyed_rows: list[tuple[str, dict[str, Any]]]) -> None:
+        """On the local output thread: insert a round's rows (``BATCH_ROWS`` a request), then publish the refused
+        rows' dead letters (waited for: a failure fails the next bundle, and is logged with the rows)."""
+        dead: list[DeadLetter] = []
+        for start in range(0, len(keyed_rows), BATCH_ROWS):
+            chunk = keyed_rows[start : start + BATCH_ROWS]
+            dead += self._insert_or_refuse([r for _, r in chunk], [k for k, _ in chunk])
         if not dead:
             return
         if self._publisher is None:

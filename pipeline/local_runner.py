@@ -50,7 +50,7 @@ if Beam fixed what it works around.
 - ``one-publish-per-bundle``: ``WriteToPubSub`` hands each message to its client, which batches per ordering
   key (one request per session's reply, each after 10 ms), and waits for every future on the runner's one
   thread. The patched flush sends a bundle's messages in one request, in order, from a thread of its own
-  (``pipeline.local_output``, which the eval rows' inserts share), so the runner's thread goes on meanwhile. Canary:
+  (``pipeline.local_output``, with the eval rows' inserts, in rounds), so the runner's thread goes on meanwhile. Canary:
   ``test_beam_still_publishes_each_message_of_a_bundle_on_its_own``.
 
 A patch checks that each hook it replaces is still there and refuses to start otherwise
@@ -220,7 +220,8 @@ def use_prompt_pubsub_pulls(
     return True
 
 
-PUBLISH_TIMEOUT_S = 60.0  # one bundle's publish request, retries included
+PUBLISH_TIMEOUT_S = 60.0  # one publish request, retries included
+PUBLISH_MAX_MESSAGES = 1000  # Pub/Sub's limit per request
 
 
 def use_one_publish_per_bundle() -> bool:
@@ -230,10 +231,11 @@ def use_one_publish_per_bundle() -> bool:
     ordering keys (the replies, the hand-offs: one key per session) the client batches per key, so a bundle
     of n replies was n requests, each on a thread of its own and each started only after the client's
     10 ms batching latency, all while the runner's one thread waited. One request carries the same messages
-    in the same order (Pub/Sub keeps a key's order within a request). The request goes to the process's
-    ``BackgroundOutput`` (``pipeline.local_output``): sent on a thread of its own in the order handed
-    over, so the runner's thread goes on with other stages' bundles meanwhile; a failed request fails the next
-    flush (the bundle is retried, as when a future failed). Safe because the local runner holds each inbound
+    in the same order (Pub/Sub keeps a key's order within a request). The messages go to the process's
+    ``BackgroundOutput`` (``pipeline.local_output``): sent from a thread of its own in the order handed
+    over, with the other bundles' messages for the topic handed over meanwhile, so the runner's thread goes on
+    with other stages' bundles; a failed request fails the next flush (the bundle is retried, as when a future
+    failed). Safe because the local runner holds each inbound
     ack until the message's outcome is read back (``pipeline.local_acks``).
     """
     from apache_beam.io.gcp import pubsub as beam_pubsub
@@ -245,7 +247,7 @@ def use_one_publish_per_bundle() -> bool:
     from google.pubsub_v1.services.publisher.client import PublisherClient as GapicPublisher
     from google.pubsub_v1.types import PubsubMessage as PubsubMessageProto
 
-    publisher = local_output.install()
+    output = local_output.install()
 
     def flush(self: Any) -> None:
         if not self._buffer:
@@ -257,10 +259,16 @@ def use_one_publish_per_bundle() -> bool:
             messages.append(
                 PubsubMessageProto(data=msg.data, attributes=attributes, ordering_key=msg.ordering_key or "")
             )
-        # The client's own GAPIC publish (its default retries): one request, no per-key batching.
-        publisher.submit(
-            GapicPublisher.publish, self._pub_client, topic=self._topic, messages=messages, timeout=PUBLISH_TIMEOUT_S
-        )
+        client, topic = self._pub_client, self._topic
+
+        def send(round_messages: list[Any]) -> None:
+            # The client's own GAPIC publish (its default retries): one request per 1,000 messages (Pub/Sub's
+            # limit), no per-key batching.
+            for start in range(0, len(round_messages), PUBLISH_MAX_MESSAGES):
+                chunk = round_messages[start : start + PUBLISH_MAX_MESSAGES]
+                GapicPublisher.publish(client, topic=topic, messages=chunk, timeout=PUBLISH_TIMEOUT_S)
+
+        output.add_messages(topic, send, messages)
         self._buffer = []
 
     _patch("one-publish-per-bundle", writer, "_flush", flush)

@@ -7,6 +7,7 @@ then the patch is re-checked (and dropped if Beam fixed it)."""
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 
 import apache_beam as beam
 import pytest
@@ -241,55 +242,67 @@ def test_a_bundle_of_messages_is_published_in_one_request_in_order(monkeypatch: 
     assert got == sent and writer._buffer == []
 
 
-def test_publishes_go_in_order_off_the_callers_thread_and_a_failure_fails_the_next_flush() -> None:
+def test_output_goes_off_the_callers_thread_in_rounds_rows_first_and_a_failure_fails_the_next_hand_over() -> None:
     import threading
     import time
 
     from pipeline.local_output import BackgroundOutput
 
-    sent: list[tuple[int, str]] = []
+    sent: list[tuple[str, list, str]] = []
     gate = threading.Event()
 
-    def publish(n: int) -> None:
-        gate.wait(5)
-        if n == 3:
-            raise RuntimeError("Pub/Sub refused request 3")
-        sent.append((n, threading.current_thread().name))
+    def sender(key: str) -> Callable[[list], None]:
+        def send(items: list) -> None:
+            gate.wait(5)
+            if "bad" in items:
+                raise RuntimeError(f"{key} refused a request")
+            sent.append((key, items, threading.current_thread().name))
 
-    publisher = BackgroundOutput(max_pending=8)
+        return send
+
+    output = BackgroundOutput(max_pending=100)
     t0 = time.monotonic()
-    for n in range(3):
-        publisher.submit(publish, n)
-    assert time.monotonic() - t0 < 1 and sent == [], "submit waited for the request"
+    output.add_messages("replies", sender("replies"), [0])  # the first round: only this
+    time.sleep(0.2)
+    output.add_messages("replies", sender("replies"), [1, 2])
+    output.add_messages("handoffs", sender("handoffs"), ["h"])
+    output.add_rows("turns", sender("turns"), ["row 3"])  # handed over after messages 1 and 2, sent before them
+    output.add_messages("replies", sender("replies"), [3])
+    assert time.monotonic() - t0 < 1 and sent == [], "a hand-over waited for the output"
     gate.set()
-    publisher.wait(5)
-    assert [n for n, _ in sent] == [0, 1, 2] and all(name.startswith("supportflow-output") for _, name in sent)
-    publisher.submit(publish, 3)
-    with pytest.raises(RuntimeError, match="refused request 3"):
-        publisher.wait(5)  # a flush after a failed request raises it (the runner retries that bundle)
-    publisher.submit(publish, 4)
-    publisher.wait(5)
-    assert [n for n, _ in sent] == [0, 1, 2, 4]
-    publisher.close()
+    output.wait(5)
+    assert [(key, items) for key, items, _ in sent] == [
+        ("replies", [0]),
+        ("turns", ["row 3"]),
+        ("replies", [1, 2, 3]),  # one round: the topic's messages in one call, in order
+        ("handoffs", ["h"]),
+    ]
+    assert all(name.startswith("supportflow-output") for _, _, name in sent)
+    output.add_messages("replies", sender("replies"), ["bad"])
+    with pytest.raises(RuntimeError, match="replies refused"):
+        output.wait(5)  # a flush after a failed request raises it (the runner retries that bundle)
+    output.add_messages("replies", sender("replies"), [4])
+    output.wait(5)
+    assert sent[-1][:2] == ("replies", [4])
+    output.close()
 
 
-def test_a_flush_waits_when_too_many_publishes_are_in_flight() -> None:
+def test_a_hand_over_waits_when_too_many_items_are_unsent() -> None:
     import threading
 
     from pipeline.local_output import BackgroundOutput
 
     gate = threading.Event()
-    publisher = BackgroundOutput(max_pending=2)
-    publisher.submit(gate.wait, 5)
-    publisher.submit(lambda: None)
+    output = BackgroundOutput(max_pending=2)
+    output.add_messages("t", lambda items: gate.wait(5), [1, 2])
     done = threading.Event()
-    third = threading.Thread(target=lambda: (publisher.submit(lambda: None), done.set()))
+    third = threading.Thread(target=lambda: (output.add_messages("t", lambda items: None, [3]), done.set()))
     third.start()
-    assert not done.wait(0.3), "a third request went in while two were in flight"
+    assert not done.wait(0.3), "a third message went in while two were unsent"
     gate.set()
     assert done.wait(5)
     third.join()
-    publisher.close()
+    output.close()
 
 
 def test_beam_still_computes_dofn_specs_at_every_bundle() -> None:
