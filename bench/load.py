@@ -12,7 +12,10 @@ plays every load size against it, stops it, then does the same with the baseline
 the same load, message for message (one seeded plan per size), and the same session settings. Each
 size is played ``--rounds`` times (default 2), the order alternating (pipeline-baseline, then
 baseline-pipeline): the phase right after another system's runs on emulators that system just loaded,
-so the ratios pool each system's rounds and list each round's p50 ratio beside.
+so the ratios pool each system's rounds and list each round's p50 ratio beside. Each phase starts with
+the subscriptions that readers outside the service hold (the chat frontend's replies, the hand-offs, the
+dead letters) emptied, as readers that keep up would leave them: nobody reads them here, and the
+emulator's publishes slow down as their backlog grows (``stack.resources.empty_subscriptions``).
 
 The parts: ``bench.load_plan`` (the load model and its seeded plan), ``bench.load_player`` (playing a
 plan in a closed loop and following the replies), ``bench.load_figures`` (latency split, throughput,
@@ -235,8 +238,10 @@ def measure_phase(
     pack: PackLoad,
 ) -> dict[str, Any]:
     """Start ``system``, warm it up, measure its idle CPU, play ``n`` sessions into it, stop it."""
+    from stack.resources import OUTSIDE_READERS, empty_subscriptions
     from stack.service import PipelineProcess
 
+    empty_subscriptions(stack.project, OUTSIDE_READERS)
     log_name = f"{system.name}-{pack.name}-{backend}-{n}.log"
     proc = PipelineProcess(system.command, env, stack.log_dir / log_name).start()
     try:

@@ -57,6 +57,8 @@ SUBSCRIPTIONS: tuple[SubscriptionSpec, ...] = (
     SubscriptionSpec(DEAD_LETTER_SETTLE_SUBSCRIPTION, DEAD_LETTER_TOPIC),
     SubscriptionSpec(HANDOFF_SUBSCRIPTION, HANDOFF_TOPIC, ordering=True),
 )
+# The subscriptions of readers outside the service: the chat frontend, the operators' dead letters, the desk.
+OUTSIDE_READERS: tuple[str, ...] = (FRONTEND_REPLY_SUBSCRIPTION, DEAD_LETTER_SUBSCRIPTION, HANDOFF_SUBSCRIPTION)
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,23 @@ def delete_subscription(project: str, name: str) -> None:
         subscriber.delete_subscription(
             subscription=subscriber.subscription_path(project, name), timeout=ADMIN_TIMEOUT_S
         )
+
+
+def empty_subscriptions(project: str, names: Sequence[str]) -> None:
+    """Drop what waits on these subscriptions of ``SUBSCRIPTIONS``: each is deleted and made again, as declared.
+
+    The Pub/Sub emulator slows down as an unread ordered subscription's backlog grows (one request of 20
+    messages to its topic, each message with a key of its own: 15 ms with none waiting, 40 ms with 5,000,
+    0.9 s at the median and up to 22 s with 10,000).
+    """
+    specs = {spec.name: spec for spec in SUBSCRIPTIONS}
+    with subscriber_client() as subscriber:
+        for name in names:
+            with contextlib.suppress(gexc.NotFound):
+                subscriber.delete_subscription(
+                    subscription=subscriber.subscription_path(project, name), timeout=ADMIN_TIMEOUT_S
+                )
+            ensure_subscription(subscriber, project, specs[name])
 
 
 def schema_fields(columns: Sequence[tuple[str, str, str]]) -> list[bigquery.SchemaField]:

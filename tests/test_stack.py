@@ -130,6 +130,21 @@ def test_resources_exist_and_reply_subscriptions_are_ordered(local_stack: LocalS
     assert set(again.tables) == {TURNS_TABLE, "sessions_v1", EVAL_RUNS_TABLE, EVAL_TRIALS_TABLE}
 
 
+def test_emptying_a_subscription_drops_its_backlog_and_keeps_its_declaration(local_stack: LocalStack) -> None:
+    from stack.resources import empty_subscriptions
+
+    project = local_stack.project
+    path = f"projects/{project}/subscriptions/{HANDOFF_SUBSCRIPTION}"
+    with publisher_client(enable_message_ordering=True) as pub:
+        topic = pub.topic_path(project, HANDOFF_TOPIC)
+        pub.publish(topic, b"before", ordering_key="s1").result(timeout=10)
+        empty_subscriptions(project, [HANDOFF_SUBSCRIPTION])
+        pub.publish(topic, b"after", ordering_key="s1").result(timeout=10)
+    assert [m.message.data for m in _pull(path, want=2, timeout_s=5)] == [b"after"]
+    with subscriber_client() as sub:
+        assert sub.get_subscription(subscription=path, timeout=10).enable_message_ordering is True
+
+
 def _pull(path: str, want: int, timeout_s: float = 15.0) -> list[ReceivedMessage]:
     received: list[ReceivedMessage] = []
     deadline = time.monotonic() + timeout_s
