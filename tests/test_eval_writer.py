@@ -7,7 +7,6 @@ refused row is sent in a bundle of its own here, and the insert's retry is cut t
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -23,6 +22,7 @@ from pipeline.bigquery import WriteRowsToBigQuery
 from pipeline.options import EVAL_DATASET
 from stack.clients import bigquery_client, publisher_client, subscriber_client
 from stack.emulators import LocalStack
+from tests.pubsub_pull import pull
 
 
 def turn_row(session_id: str, index: int, **changes: Any) -> tuple[str, dict[str, Any]]:
@@ -69,19 +69,6 @@ def dead_letters(local_stack: LocalStack) -> Iterator[tuple[str, str]]:
     with subscriber_client() as subscriber:
         subscriber.create_subscription(request={"name": sub, "topic": topic})
     yield topic, sub
-
-
-def pull_dead_letters(subscription: str, want: int, timeout_s: float = 20.0) -> list[DeadLetter]:
-    got: list[DeadLetter] = []
-    deadline = time.monotonic() + timeout_s
-    with subscriber_client() as subscriber:
-        while len(got) < want and time.monotonic() < deadline:
-            response = subscriber.pull(request={"subscription": subscription, "max_messages": 10}, timeout=5)
-            received = response.received_messages
-            got += [DeadLetter.model_validate_json(m.message.data) for m in received]
-            if received:
-                subscriber.acknowledge(subscription=subscription, ack_ids=[m.ack_id for m in received])
-    return got
 
 
 @pytest.fixture(autouse=True)
@@ -135,6 +122,6 @@ def test_in_a_local_run_the_insert_leaves_the_runners_thread_and_refused_rows_re
         local_output.close()
     assert inserted_on and all(name.startswith("supportflow-output") for name in inserted_on)
     assert stored_turns(local_stack, session) == [f"{session}#0"]
-    dead = pull_dead_letters(subscription, want=1)
+    dead = [DeadLetter.model_validate_json(m.message.data) for m in pull(subscription, want=1, timeout_s=20)]
     assert [(d.stage, d.session_id) for d in dead] == [(f"Write{TURNS_TABLE}", session)]
     assert "not a number" in dead[0].payload

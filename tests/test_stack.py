@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 from google.cloud import bigquery
-from google.cloud.pubsub_v1.types import ReceivedMessage
 
 from contract.eval_rows import EVAL_RUNS_TABLE, EVAL_SCHEMA_VERSION, EVAL_TRIALS_TABLE, TURNS_TABLE
 from packs.shop.seed import (
@@ -57,6 +56,7 @@ from stack.emulators import (
 from stack.resources import FRONTEND_REPLY_SUBSCRIPTION, create_subscription, delete_subscription, ensure_resources
 from stack.service import DEFAULT_WEB_PORT, REPO, choose_web_port
 from stack.service import main as stack_main
+from tests.pubsub_pull import pull
 
 BQ_VENV = DEFAULT_STATE_DIR / "bq-venv"
 
@@ -140,24 +140,12 @@ def test_emptying_a_subscription_drops_its_backlog_and_keeps_its_declaration(loc
         pub.publish(topic, b"before", ordering_key="s1").result(timeout=10)
         empty_subscriptions(project, [HANDOFF_SUBSCRIPTION])
         pub.publish(topic, b"after", ordering_key="s1").result(timeout=10)
-    assert [m.message.data for m in _pull(path, want=2, timeout_s=5)] == [b"after"]
+    assert [m.message.data for m in pull(path, want=2, timeout_s=5)] == [b"after"]
     with subscriber_client() as sub:
         assert sub.get_subscription(subscription=path, timeout=10).enable_message_ordering is True
 
 
-def _pull(path: str, want: int, timeout_s: float = 15.0) -> list[ReceivedMessage]:
-    received: list[ReceivedMessage] = []
-    deadline = time.monotonic() + timeout_s
-    with subscriber_client() as sub:
-        while len(received) < want and time.monotonic() < deadline:
-            resp = sub.pull(request={"subscription": path, "max_messages": 10}, timeout=5)
-            if resp.received_messages:
-                sub.acknowledge(request={"subscription": path, "ack_ids": [m.ack_id for m in resp.received_messages]})
-            received.extend(resp.received_messages)
-    return received
-
-
-def test_pubsub_publish_and_pull(local_stack: LocalStack) -> None:
+def test_pubsub_publish_andpull(local_stack: LocalStack) -> None:
     project = local_stack.project
     name = f"test-stack-{uuid.uuid4().hex[:8]}"  # fresh: sees only what this test publishes
     path = create_subscription(project, name, INBOUND_TOPIC, ordering=True)
@@ -166,7 +154,7 @@ def test_pubsub_publish_and_pull(local_stack: LocalStack) -> None:
         topic = publisher.topic_path(project, INBOUND_TOPIC)
         for i in range(3):
             publisher.publish(topic, f"hello {i}".encode(), ordering_key="s-1", session_id="s-1").result(timeout=10)
-        got = _pull(path, want=3)
+        got = pull(path, want=3)
         assert [m.message.data for m in got] == [b"hello 0", b"hello 1", b"hello 2"]
         assert all(m.message.attributes["session_id"] == "s-1" and m.message.ordering_key == "s-1" for m in got)
     finally:
